@@ -1,0 +1,1 @@
+//! A mock Discord gateway (being written).

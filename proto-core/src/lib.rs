@@ -1,0 +1,34 @@
+//! # proto-core: Gatehouse's sans-IO core
+//!
+//! Every protocol decision of Gatehouse is made here, and nothing else happens here:
+//!
+//! 1. No I/O, no async, no clock reads, no OS randomness, no threads. Every method is a plain
+//!    synchronous call that returns quickly.
+//! 2. Time is an argument: every time-moving input takes `now: Instant` first; the core only
+//!    compares and adds. `now` may not go backwards; the core clamps instead of panicking.
+//! 3. Randomness is seeded from configuration (heartbeat jitter, invalid-session back-off).
+//! 4. Inputs are `handle_*`, outputs are `poll_*`, application requests are verbs, getters take
+//!    `&self`.
+//! 5. Drain after every mutation: after any `handle_*` or command, call `poll_action()` until it
+//!    returns `None`, then read `poll_timeout()` and call `handle_timeout` when it is reached.
+//!
+//! The runtimes (`runtime-tokio`, `runtime-async-std`) own the sockets, the timers and the broker
+//! and Redis clients; they do what the core's actions say and feed back what happened.
+//!
+//! Modules:
+//! - [`codec`]: transport decompression (zlib-stream, zstd-stream, payload zlib), JSON envelope
+//!   scanning and ETF-to-JSON conversion, with limits against hostile input.
+//! - [`shard`]: one gateway connection's state machine.
+//! - [`profile`]: the broker wire contracts (topology, dispatch routing, command decoding).
+//! - [`sharding`], [`intents`], [`session`], [`secret`]: the pure rules and values shared by all.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod codec;
+pub mod intents;
+pub mod profile;
+pub mod secret;
+pub mod session;
+pub mod shard;
+pub mod sharding;

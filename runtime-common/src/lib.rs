@@ -1,0 +1,1 @@
+//! The async glue both Gatehouse runtimes share (being written).

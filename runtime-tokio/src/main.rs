@@ -1,0 +1,3 @@
+//! The `gatehouse` binary on tokio (being written).
+
+fn main() {}
