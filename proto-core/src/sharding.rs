@@ -5,7 +5,9 @@
 use std::num::NonZeroU32;
 
 /// A shard: its number and the total shard count of the bot. Invalid totals are unrepresentable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ShardId {
     number: u32,
     total: NonZeroU32,

@@ -49,7 +49,11 @@ pub struct DecoderConfig {
 
 impl Default for DecoderConfig {
     fn default() -> Self {
-        Self { compression: Compression::ZlibStream, encoding: Encoding::Json, max_payload: 64 << 20 }
+        Self {
+            compression: Compression::ZlibStream,
+            encoding: Encoding::Json,
+            max_payload: 64 << 20,
+        }
     }
 }
 
@@ -98,12 +102,20 @@ impl Payload {
 
     /// The raw bytes of `d` (`null` if it was absent).
     pub fn data(&self) -> &[u8] {
-        if self.d.is_empty() { b"null" } else { &self.bytes[self.d.clone()] }
+        if self.d.is_empty() {
+            b"null"
+        } else {
+            &self.bytes[self.d.clone()]
+        }
     }
 
     /// The raw bytes of `d` as a cheap slice of the payload.
     pub fn data_bytes(&self) -> Bytes {
-        if self.d.is_empty() { Bytes::from_static(b"null") } else { self.bytes.slice(self.d.clone()) }
+        if self.d.is_empty() {
+            Bytes::from_static(b"null")
+        } else {
+            self.bytes.slice(self.d.clone())
+        }
     }
 }
 
@@ -132,7 +144,9 @@ impl Decoder {
     pub fn decode(&mut self, message: &[u8], binary: bool) -> Result<Option<Payload>, DecodeError> {
         let _ = binary;
         if message.len() > self.config.max_payload {
-            return Err(DecodeError::TooLarge { limit: self.config.max_payload });
+            return Err(DecodeError::TooLarge {
+                limit: self.config.max_payload,
+            });
         }
         scan_json(Bytes::copy_from_slice(message)).map(Some)
     }

@@ -30,6 +30,30 @@ pub enum ProfileKind {
     Retsu,
 }
 
+/// The profile's settings (the `[profile]` table of the configuration file).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProfileConfig {
+    /// Which profile.
+    pub kind: ProfileKind,
+    /// The events exchange (or Spectacles group) name; the profile's default when absent.
+    pub exchange: Option<String>,
+}
+
+/// Which shards exist and which this process owns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterInfo {
+    /// The bot's total shard count.
+    pub shard_count: u32,
+    /// The shard numbers this process runs.
+    pub owned: Vec<u32>,
+}
+
+/// A profile configuration that cannot work.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid profile configuration: {0}")]
+pub struct ProfileError(pub String);
+
 /// A value of an AMQP header or argument.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FieldValue {
@@ -187,10 +211,13 @@ pub enum CommandDecision {
     Forward(Publication),
     /// Not for this process; acknowledge and drop.
     Ignore,
-    /// Invalid: dead-letter (or log, where the profile has no dead-letter convention).
+    /// Invalid: log it, and publish `dead_letter` (where the profile has a dead-letter
+    /// convention) before acknowledging the delivery.
     Reject {
         /// Why, for the `x-gatehouse-error` header and the log.
         reason: String,
+        /// The dead-letter message to publish, if the profile has one.
+        dead_letter: Option<Publication>,
     },
 }
 
@@ -201,13 +228,49 @@ pub struct Router {
 }
 
 impl Router {
+    /// The router of a configured profile.
+    pub fn new(config: &ProfileConfig, cluster: &ClusterInfo) -> Result<Self, ProfileError> {
+        let _ = cluster;
+        Ok(Self {
+            exchange: config.exchange.clone().unwrap_or_else(|| "gateway".into()),
+        })
+    }
+
     /// The native profile with default names (stub).
     pub fn native() -> Self {
-        Self { exchange: "gateway".into() }
+        Self {
+            exchange: "gateway".into(),
+        }
+    }
+
+    /// What to declare before publishing and consuming.
+    pub fn topology(&self) -> Topology {
+        Topology {
+            exchanges: vec![ExchangeDecl {
+                name: self.exchange.clone(),
+                kind: ExchangeKind::Topic,
+                durable: true,
+                auto_delete: false,
+            }],
+            ..Topology::default()
+        }
+    }
+
+    /// What to do with one command delivery.
+    pub fn decode_command(&self, delivery: &CommandDelivery<'_>) -> CommandDecision {
+        let _ = delivery;
+        CommandDecision::Reject {
+            reason: "commands are not implemented yet".into(),
+            dead_letter: None,
+        }
     }
 
     /// The message for a dispatch, or `None` when the profile drops it.
-    pub fn route_dispatch(&self, ctx: &DispatchContext<'_>, payload: &Payload) -> Option<Publication> {
+    pub fn route_dispatch(
+        &self,
+        ctx: &DispatchContext<'_>,
+        payload: &Payload,
+    ) -> Option<Publication> {
         let name = payload.event_name()?;
         let seq = payload.s.unwrap_or(0);
         Some(Publication {

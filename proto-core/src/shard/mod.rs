@@ -157,7 +157,10 @@ impl Shard {
     pub fn new(config: ShardConfig, now: Instant) -> Self {
         let _ = now;
         let url = config.gateway_url.clone();
-        Self { config, out: VecDeque::from([Action::Connect { url }]) }
+        Self {
+            config,
+            out: VecDeque::from([Action::Connect { url }]),
+        }
     }
 
     /// The configuration.
