@@ -8,6 +8,8 @@
 //! CONTRACT STUB: the types below are the interface the shard and the profiles rely on. The
 //! implementation behind them is being replaced by the fast one.
 
+mod envelope;
+
 use std::ops::Range;
 
 use bytes::Bytes;
@@ -152,27 +154,18 @@ impl Decoder {
     }
 }
 
-/// Locates the envelope fields of a JSON payload (stub: slow, via serde_json).
+/// Locates the envelope fields of a JSON payload: `op`, `s`, `t` and the span of `d`, without
+/// parsing `d` (see the `envelope` module for what is validated).
 pub fn scan_json(bytes: Bytes) -> Result<Payload, DecodeError> {
-    #[derive(serde::Deserialize)]
-    struct Env<'a> {
-        op: u8,
-        #[serde(default)]
-        s: Option<u64>,
-        #[serde(default, borrow)]
-        t: Option<&'a str>,
-        #[serde(default, borrow)]
-        d: Option<&'a serde_json::value::RawValue>,
-    }
-    let env: Env<'_> =
-        serde_json::from_slice(&bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    let base = bytes.as_ptr() as usize;
-    let range_of = |s: &str| {
-        let start = s.as_ptr() as usize - base;
-        start..start + s.len()
-    };
-    let t = env.t.map(range_of);
-    let d = env.d.map(|d| range_of(d.get())).unwrap_or(0..0);
-    let (op, s) = (env.op, env.s);
-    Ok(Payload { bytes, op, s, t, d })
+    let env = envelope::scan(&bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    Ok(Payload {
+        bytes,
+        op: env.op,
+        s: env.s,
+        t: env.t,
+        d: env.d,
+    })
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,3 @@
+//! Tests of the codec that span its modules, through the public API where possible.
+
+mod envelope_props;
