@@ -1,0 +1,1 @@
+//! The process-wide identify scheduler (being written).
