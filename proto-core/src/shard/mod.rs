@@ -69,8 +69,8 @@ const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// The longest reconnect back-off.
 const BACKOFF_MAX: Duration = Duration::from_secs(64);
 
-/// After this many connection attempts without READY/RESUMED, a resume connects to the
-/// cached gateway URL instead of READY's `resume_gateway_url` (which may be gone).
+/// For this many connection attempts without READY/RESUMED a resume connects to READY's
+/// `resume_gateway_url`; after that to the cached gateway URL instead of READY's `resume_gateway_url` (which may be gone).
 const RESUME_URL_ATTEMPTS: u32 = 3;
 
 /// The wait before identifying afresh after INVALID_SESSION `false` (PROTOCOL.md §7).
@@ -944,7 +944,7 @@ impl Shard {
     fn connect(&mut self) {
         self.timers.clear(Timer::Reconnect);
         let base = match &self.session {
-            Some(s) if self.attempts < RESUME_URL_ATTEMPTS => s.resume_url.as_str(),
+            Some(s) if self.attempts <= RESUME_URL_ATTEMPTS => s.resume_url.as_str(),
             _ => self.config.gateway_url.as_str(),
         };
         let url = self.config.url_for(base);

@@ -9,7 +9,8 @@ use super::sim::{Sim, test_config};
 
 #[test]
 fn new_shard_connects_with_the_query() {
-    let sim = Sim::new(1);
+    let mut sim = Sim::new(1);
+    sim.drain();
     assert_eq!(
         sim.gw.connects,
         vec![format!("{GATEWAY_URL}/?v=10&encoding=json")]
@@ -49,7 +50,7 @@ fn handshake_identifies_and_becomes_active() {
     let session = sim.shard.session().expect("session");
     assert_eq!(session.id, "session-1");
     assert_eq!(session.resume_url, RESUME_URL);
-    assert_eq!(sim.shard.last_sequence(), Some(1));
+    assert_eq!(sim.shard.last_sequence(), Some(3));
     assert!(sim.gw.violations.is_empty(), "{:?}", sim.gw.violations);
 }
 

@@ -2,6 +2,7 @@
 
 mod fake_gateway;
 mod handshake;
+mod lifecycle;
 mod sim;
 
 use std::time::Instant;

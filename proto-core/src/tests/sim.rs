@@ -60,7 +60,9 @@ impl Sim {
     pub(crate) fn with_config(config: ShardConfig, seed: u64) -> Self {
         let epoch = super::epoch();
         let shard = Shard::new(config, epoch);
-        let mut sim = Self {
+        // The shard's first actions (Connect) are drained by the first step, so a test can
+        // still configure the gateway.
+        Self {
             epoch,
             now: epoch,
             shard,
@@ -69,9 +71,7 @@ impl Sim {
             grant_delay: Duration::from_millis(10),
             confirm_delay: Some(Duration::from_millis(5)),
             runtime: VecDeque::new(),
-        };
-        sim.drain();
-        sim
+        }
     }
 
     /// A shard restored from a snapshot.
@@ -130,6 +130,7 @@ impl Sim {
     /// One step: the earliest of shard timer, gateway delivery, runtime event. Returns false
     /// when nothing is scheduled, or the next event is after `limit`.
     pub(crate) fn step_until(&mut self, limit: Instant) -> bool {
+        self.drain();
         let Some(t) = self.next_event() else {
             return false;
         };
@@ -186,15 +187,36 @@ impl Sim {
         true
     }
 
-    /// Runs until the shard is active (panics if it does not get there within a minute).
+    /// Runs until the shard is active (panics if it does not get there within a minute),
+    /// then lets what follows READY (GUILD_CREATEs, confirms) settle for a second.
     pub(crate) fn until_active(&mut self) {
+        let ok = self.run_until(Duration::from_secs(60), |s| {
+            s.shard.state() == ShardState::Active
+        });
         assert!(
-            self.run_until(Duration::from_secs(60), |s| s.shard.state()
-                == ShardState::Active),
+            ok,
             "not active: {:?}, trace {:#?}",
             self.shard.state(),
             self.trace
         );
+        self.advance(Duration::from_secs(1));
+    }
+
+    /// Runs until the shard reconnected after `mark` and is active again, then settles.
+    pub(crate) fn until_active_since(&mut self, mark: usize) {
+        let ok = self.run_until(Duration::from_secs(300), |s| {
+            s.shard.state() == ShardState::Active
+                && s.since(mark)
+                    .iter()
+                    .any(|(_, a)| matches!(a, Action::Connect { .. }))
+        });
+        assert!(
+            ok,
+            "not active again: {:?} {:#?}",
+            self.shard.state(),
+            self.since(mark)
+        );
+        self.advance(Duration::from_secs(1));
     }
 
     /// Whether any action so far matches.
