@@ -177,6 +177,14 @@ impl FakeGateway {
         }
     }
 
+    /// The client process died: the connection is gone without a close frame; its session
+    /// stays resumable.
+    pub(crate) fn drop_connection(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.queue.retain(|(_, c, _)| *c != conn.id);
+        }
+    }
+
     /// Invalidates every session (as if they expired).
     pub(crate) fn expire_sessions(&mut self) {
         for s in self.sessions.values_mut() {

@@ -1,8 +1,10 @@
 //! Deterministic tests of the core: a simulated gateway, scenarios and property tests.
 
+mod commands;
 mod fake_gateway;
 mod handshake;
 mod lifecycle;
+mod persistence;
 mod sim;
 
 use std::time::Instant;

@@ -74,6 +74,16 @@ impl Sim {
         }
     }
 
+    /// Simulates a process restart: the old shard dies without closing (its socket drops),
+    /// and a new shard starts from `snapshot` against the same gateway.
+    pub(crate) fn restart_process(&mut self, snapshot: Option<SessionSnapshot>) {
+        self.gw.drop_connection();
+        self.runtime.clear();
+        let mut config = self.shard.config().clone();
+        config.session = snapshot;
+        self.shard = Shard::new(config, self.now);
+    }
+
     /// A shard restored from a snapshot.
     pub(crate) fn restored(seed: u64, snapshot: SessionSnapshot) -> Self {
         let mut config = test_config(seed);
