@@ -5,6 +5,7 @@ mod fake_gateway;
 mod handshake;
 mod lifecycle;
 mod persistence;
+mod proptests;
 mod sim;
 
 use std::time::Instant;

@@ -30,6 +30,32 @@ pub(crate) fn test_config(seed: u64) -> ShardConfig {
     config
 }
 
+/// One entry of the simulation's full log: inputs to the shard and its actions, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Logged {
+    /// `handle_connected`.
+    Connected,
+    /// `handle_message` with a payload of this opcode and sequence (`op` 255: undecodable);
+    /// `flag` is `d` when it is a bool (op 9).
+    Received {
+        op: u8,
+        s: Option<u64>,
+        flag: Option<bool>,
+    },
+    /// `handle_closed`.
+    Closed(Option<u16>),
+    /// `handle_timeout`.
+    Timeout,
+    /// `handle_identify_granted`.
+    Granted,
+    /// `handle_published`.
+    Confirmed,
+    /// An action of the shard.
+    Did(Action),
+    /// The process restarted; the new shard resumes from this sequence (if it has a session).
+    Restarted { seq: Option<u64> },
+}
+
 /// Something the fake runtime will do at a time.
 #[derive(Clone, Debug)]
 enum RuntimeEvent {
@@ -44,6 +70,8 @@ pub(crate) struct Sim {
     pub(crate) gw: FakeGateway,
     /// Every action, with the time since the epoch.
     pub(crate) trace: Vec<(Duration, Action)>,
+    /// Inputs and actions, in order, with the time since the epoch.
+    pub(crate) log: Vec<(Duration, Logged)>,
     /// How long the identify scheduler takes to grant.
     pub(crate) grant_delay: Duration,
     /// Confirm publications automatically after this delay (`None`: never).
@@ -68,6 +96,7 @@ impl Sim {
             shard,
             gw: FakeGateway::new(seed),
             trace: Vec::new(),
+            log: Vec::new(),
             grant_delay: Duration::from_millis(10),
             confirm_delay: Some(Duration::from_millis(5)),
             runtime: VecDeque::new(),
@@ -80,6 +109,12 @@ impl Sim {
         self.gw.drop_connection();
         self.runtime.clear();
         let mut config = self.shard.config().clone();
+        self.log.push((
+            self.elapsed(),
+            Logged::Restarted {
+                seq: snapshot.as_ref().map(|s| s.sequence),
+            },
+        ));
         config.session = snapshot;
         self.shard = Shard::new(config, self.now);
     }
@@ -115,6 +150,7 @@ impl Sim {
                 _ => {}
             }
             self.gw.accept(self.now, &action);
+            self.log.push((self.elapsed(), Logged::Did(action.clone())));
             self.trace.push((self.elapsed(), action));
         }
         if let Some(t) = self.shard.poll_timeout() {
@@ -124,6 +160,33 @@ impl Sim {
                 self.now
             );
         }
+    }
+
+    /// Hands one text message to the shard now (and logs its envelope).
+    pub(crate) fn deliver(&mut self, bytes: &[u8]) {
+        #[derive(serde::Deserialize)]
+        struct Envelope {
+            op: u8,
+            #[serde(default)]
+            s: Option<u64>,
+            #[serde(default)]
+            d: serde_json::Value,
+        }
+        let logged = match serde_json::from_slice::<Envelope>(bytes) {
+            Ok(e) => Logged::Received {
+                op: e.op,
+                s: e.s,
+                flag: e.d.as_bool(),
+            },
+            Err(_) => Logged::Received {
+                op: 255,
+                s: None,
+                flag: None,
+            },
+        };
+        self.log.push((self.elapsed(), logged));
+        let now = self.now;
+        self.shard.handle_message(now, bytes, false);
     }
 
     fn next_event(&self) -> Option<Instant> {
@@ -151,19 +214,32 @@ impl Sim {
         let now = self.now;
         if let Some(delivery) = self.gw.pop_due(now) {
             match delivery {
-                Delivery::Connected => self.shard.handle_connected(now),
-                Delivery::Message(bytes) => self.shard.handle_message(now, &bytes, false),
-                Delivery::Closed(code) => self.shard.handle_closed(now, code),
+                Delivery::Connected => {
+                    self.log.push((self.elapsed(), Logged::Connected));
+                    self.shard.handle_connected(now);
+                }
+                Delivery::Message(bytes) => self.deliver(&bytes),
+                Delivery::Closed(code) => {
+                    self.log.push((self.elapsed(), Logged::Closed(code)));
+                    self.shard.handle_closed(now, code);
+                }
             }
         } else if self.runtime.front().is_some_and(|(at, _)| *at <= now) {
             let Some((_, ev)) = self.runtime.pop_front() else {
                 return false;
             };
             match ev {
-                RuntimeEvent::Grant => self.shard.handle_identify_granted(now),
-                RuntimeEvent::Confirm(id) => self.shard.handle_published(now, id),
+                RuntimeEvent::Grant => {
+                    self.log.push((self.elapsed(), Logged::Granted));
+                    self.shard.handle_identify_granted(now);
+                }
+                RuntimeEvent::Confirm(id) => {
+                    self.log.push((self.elapsed(), Logged::Confirmed));
+                    self.shard.handle_published(now, id);
+                }
             }
         } else {
+            self.log.push((self.elapsed(), Logged::Timeout));
             self.shard.handle_timeout(now);
         }
         self.drain();
