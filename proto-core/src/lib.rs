@@ -26,9 +26,15 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod codec;
+pub mod identify;
 pub mod intents;
 pub mod profile;
+pub mod ratelimit;
+pub mod rng;
 pub mod secret;
 pub mod session;
 pub mod shard;
 pub mod sharding;
+
+#[cfg(test)]
+mod tests;
