@@ -1,0 +1,1 @@
+//! The retsu profile.
