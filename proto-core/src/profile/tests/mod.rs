@@ -12,9 +12,11 @@ mod retsu;
 mod spectacles;
 mod twilight_dispatch;
 
-pub(super) const MESSAGE_CREATE_D: &str = include_str!("../testdata/message_create_1.json");
-pub(super) const REACTION_ADD_D: &str = include_str!("../testdata/message_reaction_add_2.json");
-pub(super) const ACTIVITY_D: &str = include_str!("../testdata/activity_3.json");
+pub(super) const MESSAGE_CREATE_D: &str =
+    include_str!("../testdata/message_create_1.json").trim_ascii_end();
+pub(super) const REACTION_ADD_D: &str =
+    include_str!("../testdata/message_reaction_add_2.json").trim_ascii_end();
+pub(super) const ACTIVITY_D: &str = include_str!("../testdata/activity_3.json").trim_ascii_end();
 
 /// A router for `kind` with otherwise default settings.
 pub(super) fn router_of(kind: ProfileKind, count: u32, owned: &[u32]) -> Router {
