@@ -109,7 +109,6 @@ pub(super) fn durable_queue(name: &str, consume_commands: bool) -> QueueDecl {
     }
 }
 
-#[allow(dead_code)] // used by the tests of the other profiles
 pub(super) fn server_named_queue() -> QueueDecl {
     QueueDecl {
         name: String::new(),
@@ -131,13 +130,11 @@ pub(super) fn binding(queue: &str, exchange: &str, routing_key: &str) -> Binding
 
 /// msgpack bytes of a JSON text (through the tests' independent route: serde_json -> rmpv is
 /// not order-preserving, so this uses our transcoder and is only for building inputs).
-#[allow(dead_code)] // used by the tests of the other profiles
 pub(super) fn to_msgpack(json: &str) -> Vec<u8> {
     msgpack::json_to_msgpack(json.as_bytes()).unwrap()
 }
 
 /// rmpv's reading of a msgpack body.
-#[allow(dead_code)] // used by the tests of the other profiles
 pub(super) fn read_msgpack(bytes: &[u8]) -> rmpv::Value {
     let mut rd = bytes;
     let value = rmpv::decode::read_value(&mut rd).unwrap();
