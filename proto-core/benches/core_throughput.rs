@@ -74,6 +74,14 @@ fn main() {
         v.sort_unstable();
         (n / v[0].as_secs_f64(), n / v[v.len() / 2].as_secs_f64())
     };
+    // Each round times raw inflate and the decoder back to back: the ratio within a round is
+    // the least disturbed by other load on the machine.
+    let mut ratios: Vec<f64> = raw
+        .iter()
+        .zip(&core)
+        .map(|(r, c)| r.as_secs_f64() / c.as_secs_f64())
+        .collect();
+    ratios.sort_unstable_by(f64::total_cmp);
     let (raw, core, scan) = (rates(&mut raw), rates(&mut core), rates(&mut scan));
     println!("events/s, best / median of {ROUNDS} interleaved rounds:");
     println!(
