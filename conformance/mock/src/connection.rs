@@ -29,7 +29,7 @@ use crate::recorder::{
     ViolationKind,
 };
 use crate::server::{RESUME_PATH, Shared};
-use crate::session::{ConnCommand, IdentifyRefusal, ResumeDecision, close_invalidates};
+use crate::session::{ConnCommand, Envelope, IdentifyRefusal, ResumeDecision, close_invalidates};
 use crate::wire::{self, DecodeProblem, GatewayParams, Outbound};
 
 /// Intent bits Discord defines for bots (PROTOCOL.md section 12).
@@ -139,7 +139,8 @@ struct Connection {
     params: GatewayParams,
     outbound: Outbound,
     on_resume_url: bool,
-    commands: Receiver<ConnCommand>,
+    commands: Receiver<Envelope>,
+    applied: Vec<mpsc::Sender<()>>,
 
     session: Option<String>,
     shard: Option<[u32; 2]>,
@@ -186,7 +187,7 @@ impl Connection {
         ws: WebSocket<TcpStream>,
         params: GatewayParams,
         on_resume_url: bool,
-        commands: Receiver<ConnCommand>,
+        commands: Receiver<Envelope>,
         now: Instant,
     ) -> Self {
         let outbound = Outbound::new(
@@ -206,6 +207,7 @@ impl Connection {
             outbound,
             on_resume_url,
             commands,
+            applied: Vec::new(),
             session: None,
             shard: None,
             sent_up_to: 0,
@@ -415,6 +417,19 @@ impl Connection {
     /// Records everything queued (so the recorder knows a frame before the client can see it),
     /// then encodes, compresses and writes it, then a pending close frame, then flushes.
     fn write_out(&mut self) -> Result<(), ()> {
+        let result = self.write_out_inner();
+        self.report_applied();
+        result
+    }
+
+    /// Tells control callers waiting on this connection that their commands took effect.
+    fn report_applied(&mut self) {
+        for applied in self.applied.drain(..) {
+            let _ = applied.send(());
+        }
+    }
+
+    fn write_out_inner(&mut self) -> Result<(), ()> {
         if self.outbox.is_empty() && self.pending_close.is_none() {
             self.flush_records();
             return Ok(());
@@ -501,7 +516,10 @@ impl Connection {
     fn apply_commands(&mut self) -> Flow {
         loop {
             let command = match self.commands.try_recv() {
-                Ok(command) => command,
+                Ok((command, applied)) => {
+                    self.applied.extend(applied);
+                    command
+                }
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => return Flow::Continue,
             };
             match command {
@@ -873,7 +891,7 @@ impl Connection {
                     if let Some(previous) = previous
                         && let Some(sender) = shared.state().connections.get(&previous)
                     {
-                        let _ = sender.send(ConnCommand::Superseded);
+                        let _ = sender.send((ConnCommand::Superseded, None));
                     }
                     self.start_session(session_id.clone(), shard, seq.unwrap_or_default());
                     ResumeOutcome::Resumed { replayed }
@@ -975,6 +993,7 @@ impl Connection {
     /// 1000/1001 close), unregister.
     fn end(&mut self) {
         self.flush_records();
+        self.report_applied();
         let record = self.close_record.take().unwrap_or(CloseRecord {
             at: Instant::now(),
             kind: CloseKind::ClientDropped,

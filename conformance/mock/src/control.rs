@@ -6,6 +6,8 @@
 //! on the session directly. Does not own: the effects themselves (see `connection`).
 
 use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -13,6 +15,9 @@ use serde_json::value::RawValue;
 use crate::recorder::ConnectionId;
 use crate::server::Shared;
 use crate::session::{ConnCommand, SessionTarget};
+
+/// How long a connection control waits for the connection thread to apply it.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a control could not be applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,8 +86,10 @@ impl Control {
     }
 }
 
-/// Controls addressed to a shard or a connection. Every method returns at once; the effect is
-/// visible in the [`crate::Recorder`] shortly after.
+/// Controls addressed to a shard or a connection. Connection controls return once the
+/// connection's thread has applied them and written any resulting frame to the socket (at most
+/// `poll_interval` later; they give up waiting after 5 s). Session controls (inject, pause) take
+/// effect at once; the connection sends injected dispatches within `poll_interval`.
 #[derive(Clone)]
 pub struct Target {
     shared: Arc<Shared>,
@@ -106,9 +113,15 @@ impl Target {
         };
         let sender = conn.and_then(|c| state.connections.get(&c).map(|s| (c, s.clone())));
         drop(state);
-        match sender {
-            Some((conn, sender)) if sender.send(command).is_ok() => Ok(conn),
-            _ => Err(ControlError::NoConnection(self.selector.to_string())),
+        let no_connection = || ControlError::NoConnection(self.selector.to_string());
+        let (conn, sender) = sender.ok_or_else(no_connection)?;
+        let (applied, done) = mpsc::channel();
+        sender
+            .send((command, Some(applied)))
+            .map_err(|_| no_connection())?;
+        match done.recv_timeout(APPLY_TIMEOUT) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => Ok(conn),
+            Err(RecvTimeoutError::Disconnected) => Err(no_connection()),
         }
     }
 

@@ -30,6 +30,9 @@ pub(crate) enum ConnCommand {
     Superseded,
 }
 
+/// A command plus, optionally, where to report that it was applied and written out.
+pub(crate) type Envelope = (ConnCommand, Option<Sender<()>>);
+
 /// One dispatch in a session's history.
 #[derive(Debug, Clone)]
 pub(crate) struct HistoryEntry {
@@ -102,7 +105,7 @@ pub(crate) struct SessionTable {
     shard_session: HashMap<u32, String>,
     shard_live: HashMap<u32, ConnectionId>,
     conn_session: HashMap<ConnectionId, String>,
-    pub(crate) connections: HashMap<ConnectionId, Sender<ConnCommand>>,
+    pub(crate) connections: HashMap<ConnectionId, Sender<Envelope>>,
     buckets: HashMap<u32, Instant>,
     remaining: u32,
     reset_at: Instant,
