@@ -35,7 +35,8 @@ pub enum ShardRouting {
 pub enum FrameRecording {
     /// Every frame in both directions (tests).
     All,
-    /// The last `n` frames of each direction per connection (long runs).
+    /// The last `n` frames of each direction, and the last `n` heartbeats, per connection
+    /// (long runs).
     Last(usize),
     /// No frames (benchmarks); identifies, resumes, heartbeats, closes and violations are
     /// still recorded.

@@ -459,22 +459,25 @@ impl Connection {
         let mut outbox = std::mem::take(&mut self.outbox);
         let mut messages = std::mem::take(&mut self.scratch);
         let mut result = Ok(());
-        'frames: for o in outbox.drain(..) {
+        // Encode and compress everything queued first, then write: a whole replay pass
+        // (ReplayRate::AllAtOnce) is compressed before the first byte goes out, so streaming
+        // it is not slowed down by compression.
+        messages.clear();
+        for o in outbox.drain(..) {
             let payload = self.outbound.encode(&o.json);
-            messages.clear();
             if self.outbound.messages(payload, &mut messages).is_err() {
                 result = Err(());
                 break;
             }
-            for message in messages.drain(..) {
-                match self.ws.write(message) {
-                    Ok(()) => {}
-                    Err(WsError::Io(e)) if is_timeout(&e) => self.write_pending = true,
-                    Err(e) => {
-                        tracing::debug!(connection = self.id.0, error = %e, "mock gateway: write failed");
-                        result = Err(());
-                        break 'frames;
-                    }
+        }
+        for message in messages.drain(..) {
+            match self.ws.write(message) {
+                Ok(()) => {}
+                Err(WsError::Io(e)) if is_timeout(&e) => self.write_pending = true,
+                Err(e) => {
+                    tracing::debug!(connection = self.id.0, error = %e, "mock gateway: write failed");
+                    result = Err(());
+                    break;
                 }
             }
         }
@@ -700,9 +703,17 @@ impl Connection {
             since_previous,
             requested,
         };
-        self.shared
-            .recorder
-            .with_connection(self.id, |c| c.heartbeats.push(record));
+        let keep = match self.shared.recorder.frames_mode() {
+            FrameRecording::Last(n) => n.max(1),
+            _ => usize::MAX,
+        };
+        self.shared.recorder.with_connection(self.id, |c| {
+            c.heartbeats.push(record);
+            if c.heartbeats.len() > keep {
+                let excess = c.heartbeats.len() - keep;
+                c.heartbeats.drain(..excess);
+            }
+        });
         if self.acks {
             self.send_op(frames::heartbeat_ack(), 11);
         }
