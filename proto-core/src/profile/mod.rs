@@ -97,7 +97,7 @@ impl ClusterInfo {
         }
         if let Some(bad) = self.owned.iter().find(|&&s| s >= self.shard_count) {
             return Err(ProfileError(format!(
-                "shard {bad} does not exist: the shard count is {}",
+                "owned shard {bad} does not exist (the shard count is {})",
                 self.shard_count
             )));
         }
