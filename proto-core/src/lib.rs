@@ -28,9 +28,15 @@
 
 pub mod codec;
 pub mod command;
+pub mod identify;
 pub mod intents;
 pub mod profile;
+pub mod ratelimit;
+pub mod rng;
 pub mod secret;
 pub mod session;
 pub mod shard;
 pub mod sharding;
+
+#[cfg(test)]
+mod tests;
