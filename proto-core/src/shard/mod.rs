@@ -364,7 +364,7 @@ impl Shard {
     /// `config.session` holds a snapshot of this shard (the first connection then RESUMEs).
     pub fn new(config: ShardConfig, now: Instant) -> Self {
         let presence = config.presence.as_deref().and_then(packets::parse_presence);
-        let restored = config.session.clone().filter(|s| s.shard == config.shard);
+        let restored = config.session.clone().filter(|s| s.is_for(config.shard));
         let mut confirms = Confirms::default();
         confirms.new_session(restored.as_ref().map_or(0, |s| s.sequence));
         let mut shard = Self {
