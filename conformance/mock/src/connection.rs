@@ -251,7 +251,16 @@ impl Connection {
             .templates
             .hello(self.config().heartbeat_interval.as_millis() as u64);
         self.last_heartbeat = Instant::now();
-        self.queue(hello, 10, None, None);
+        let reconnect_instead = self
+            .shared
+            .reconnects_before_hello
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if reconnect_instead {
+            self.queue(frames::reconnect(), 7, None, None);
+        } else {
+            self.queue(hello, 10, None, None);
+        }
         if self.write_out().is_err() {
             self.lost();
             return;

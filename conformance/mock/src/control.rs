@@ -69,6 +69,15 @@ impl Control {
         Self { shared }
     }
 
+    /// The next `count` WebSocket connections get op 7 Reconnect in place of HELLO (Discord may
+    /// do this at any point, even before HELLO). They are then left open until the client
+    /// closes them (or the heartbeat timeout does).
+    pub fn reconnect_before_hello(&self, count: u64) {
+        self.shared
+            .reconnects_before_hello
+            .fetch_add(count, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Controls for a shard.
     pub fn shard(&self, shard: u32) -> Target {
         Target {

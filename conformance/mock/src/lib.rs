@@ -58,7 +58,8 @@
 //!   `local_addr()`, `control()`, `recorder()`, `config()`, `shutdown()` (also on drop), `wait()`.
 //! - [`MockConfig`] (fields, `Default`, `for_tests(token)`, `demo()`), [`ReplayRate`],
 //!   [`ShardRouting`], [`FrameRecording`].
-//! - [`Control`] -> [`Target`] (`shard(n)` or `connection(id)`): `send_reconnect`,
+//! - [`Control`]: `reconnect_before_hello(count)` (op 7 in place of HELLO for the next
+//!   connections), and -> [`Target`] (`shard(n)` or `connection(id)`): `send_reconnect`,
 //!   `send_invalid_session(bool)`, `close(code, reason)`, `drop_acks(bool)`, `request_heartbeat`,
 //!   `drop_tcp`, `inject_dispatch(event, d)`, `pause_replay`, `resume_replay`.
 //! - [`Recorder`]: `read(|&Recording| ..)`, `snapshot()`, `wait_for(timeout, |&Recording| Option)`,

@@ -30,6 +30,8 @@ pub(crate) struct Shared {
     pub(crate) recorder: Recorder,
     pub(crate) shutdown: AtomicBool,
     next_connection: AtomicU64,
+    /// Connections still to be greeted with op 7 instead of HELLO.
+    pub(crate) reconnects_before_hello: AtomicU64,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -104,6 +106,7 @@ impl MockGateway {
             recorder,
             shutdown: AtomicBool::new(false),
             next_connection: AtomicU64::new(0),
+            reconnects_before_hello: AtomicU64::new(0),
             threads: Mutex::new(Vec::new()),
         });
         let accept_shared = shared.clone();

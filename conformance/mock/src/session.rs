@@ -443,7 +443,10 @@ impl SessionTable {
         raw_d: &[u8],
     ) -> Option<u64> {
         let session_id = self.session_of(target)?.to_owned();
-        let session = self.sessions.get_mut(&session_id)?;
+        let session = self
+            .sessions
+            .get_mut(&session_id)
+            .filter(|s| !s.invalidated)?;
         let seq = session.last_seq + 1;
         let json = frames::dispatch_frame(event, seq, raw_d);
         session.push_entry(Arc::from(event), json, config.history_limit_bytes, 0);

@@ -329,3 +329,34 @@ fn shutdown_closes_connections_with_1001() {
     assert_eq!(client.recv_close(T).unwrap(), Some(1001));
     assert!(TestClient::connect(&mock.ws_url(), "v=10").is_err());
 }
+
+#[test]
+fn reconnect_in_place_of_hello_for_the_next_connection_only() {
+    let mock = start(MockConfig::for_tests(TOKEN));
+    mock.control().reconnect_before_hello(1);
+    let mut client = TestClient::connect(&mock.ws_url(), "v=10&encoding=json").unwrap();
+    assert_eq!(
+        client.recv_json(T).unwrap(),
+        json!({"t": null, "s": null, "op": 7, "d": null})
+    );
+    client.close(4000).unwrap();
+    let mut client = TestClient::connect(&mock.ws_url(), "v=10&encoding=json").unwrap();
+    assert_eq!(client.recv_json(T).unwrap()["op"], 10);
+}
+
+#[test]
+fn a_resume_takes_the_session_from_a_still_open_connection() {
+    let mock = start(MockConfig::for_tests(TOKEN));
+    let (mut old, ready) = connect_ready(&mock, "v=10&encoding=json", [0, 1]);
+    recv_n(&mut old, basic_lines().len());
+    let mut new = TestClient::connect(&mock.resume_url(), "v=10&encoding=json").unwrap();
+    new.recv_json(T).unwrap();
+    new.resume(TOKEN, ready["d"]["session_id"].as_str().unwrap(), 27)
+        .unwrap();
+    assert_eq!(new.recv_json(T).unwrap()["t"], "RESUMED");
+    assert_eq!(old.recv_close(T).unwrap(), Some(4000));
+    // Controls for shard 0 now reach the new connection.
+    let conn = mock.control().shard(0).send_reconnect().unwrap();
+    assert_eq!(conn, mock_gateway::ConnectionId(2));
+    assert_eq!(new.recv_json(T).unwrap()["op"], 7);
+}
