@@ -68,27 +68,30 @@ pub(crate) fn serve(shared: Arc<Shared>, mut stream: TcpStream) {
         tracing::debug!(error = %e, "mock gateway: upgrade failed");
         return;
     }
-    let id = ConnectionId(shared.next_connection_id());
     let params = GatewayParams::parse(&request.query);
     let on_resume_url = request.path.starts_with(RESUME_PATH);
     let now = Instant::now();
-    shared.recorder.open_connection(ConnectionRecord {
-        id,
-        opened_at: now,
-        path: request.path.clone(),
-        query: request.query.clone(),
-        params: params.clone().ok(),
-        on_resume_url,
-        shard: None,
-        session_id: None,
-        received: Vec::new(),
-        sent: Vec::new(),
-        frames_dropped: 0,
-        heartbeats: Vec::new(),
-        close: None,
-    });
+    // The control channel is registered while the record is created, so a test that sees the
+    // connection in the recorder can always reach it with a control.
     let (sender, receiver) = mpsc::channel();
-    shared.state().connections.insert(id, sender);
+    let id = shared.recorder.open_connection(|id| {
+        shared.state().connections.insert(id, sender);
+        ConnectionRecord {
+            id,
+            opened_at: now,
+            path: request.path.clone(),
+            query: request.query.clone(),
+            params: params.clone().ok(),
+            on_resume_url,
+            shard: None,
+            session_id: None,
+            received: Vec::new(),
+            sent: Vec::new(),
+            frames_dropped: 0,
+            heartbeats: Vec::new(),
+            close: None,
+        }
+    });
 
     let max_message = shared
         .config

@@ -416,7 +416,8 @@ impl Recorder {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `f` on the current records.
+    /// Runs `f` on the current records. `f` runs under the recorder's lock: do not call
+    /// [`crate::Control`] methods from it (they wait for connection threads, which need the lock).
     pub fn read<T>(&self, f: impl FnOnce(&Recording) -> T) -> T {
         f(&self.lock())
     }
@@ -427,6 +428,7 @@ impl Recorder {
     }
 
     /// Waits until `f` returns `Some`, re-checking after every change; `None` on timeout.
+    /// As with [`Self::read`], `f` runs under the lock and must not use controls.
     pub fn wait_for<T>(
         &self,
         timeout: Duration,
@@ -533,11 +535,17 @@ impl Recorder {
         value
     }
 
-    pub(crate) fn open_connection(&self, record: ConnectionRecord) {
+    /// Registers a new connection; its id is assigned here, under the lock, so that
+    /// `connections[i].id == ConnectionId(i + 1)` holds however threads race.
+    pub(crate) fn open_connection(
+        &self,
+        make: impl FnOnce(ConnectionId) -> ConnectionRecord,
+    ) -> ConnectionId {
         self.update(|r| {
-            debug_assert_eq!(r.connections.len() as u64 + 1, record.id.0);
-            r.connections.push(record);
-        });
+            let id = ConnectionId(r.connections.len() as u64 + 1);
+            r.connections.push(make(id));
+            id
+        })
     }
 
     pub(crate) fn with_connection(&self, id: ConnectionId, f: impl FnOnce(&mut ConnectionRecord)) {

@@ -29,7 +29,6 @@ pub(crate) struct Shared {
     pub(crate) state: Mutex<SessionTable>,
     pub(crate) recorder: Recorder,
     pub(crate) shutdown: AtomicBool,
-    next_connection: AtomicU64,
     /// Connections still to be greeted with op 7 instead of HELLO.
     pub(crate) reconnects_before_hello: AtomicU64,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -38,10 +37,6 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn state(&self) -> MutexGuard<'_, SessionTable> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn next_connection_id(&self) -> u64 {
-        self.next_connection.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub(crate) fn session_start_limit(&self, now: Instant) -> SessionStartLimit {
@@ -105,7 +100,6 @@ impl MockGateway {
             state: Mutex::new(state),
             recorder,
             shutdown: AtomicBool::new(false),
-            next_connection: AtomicU64::new(0),
             reconnects_before_hello: AtomicU64::new(0),
             threads: Mutex::new(Vec::new()),
         });

@@ -290,3 +290,38 @@ fn by_guild_routing_sends_each_guild_to_its_shard() {
     assert!(total, "every event went to exactly one shard");
     let _ = recv_n(&mut shard0, recorder.sent_dispatches(0).len() - 1);
 }
+
+#[test]
+fn many_shards_connect_at_once() {
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.max_concurrency = 8;
+    config.shards = 8;
+    config.routing = ShardRouting::Broadcast;
+    let mock = std::sync::Arc::new(start(config));
+    let threads: Vec<_> = (0..8u32)
+        .map(|shard| {
+            let mock = mock.clone();
+            std::thread::spawn(move || {
+                let (mut client, ready) =
+                    connect_ready(&mock, "v=10&encoding=json&compress=zlib-stream", [shard, 8]);
+                assert_eq!(ready["d"]["shard"], serde_json::json!([shard, 8]));
+                recv_n(&mut client, basic_lines().len())
+            })
+        })
+        .collect();
+    for thread in threads {
+        let frames = thread.join().unwrap();
+        assert_eq!(frames.len(), basic_lines().len());
+    }
+    let recorder = mock.recorder();
+    recorder.read(|r| {
+        assert_eq!(r.connections.len(), 8);
+        for (i, c) in r.connections.iter().enumerate() {
+            assert_eq!(c.id.0, i as u64 + 1);
+        }
+        for shard in 0..8 {
+            assert_eq!(r.sent_dispatches(shard).len(), basic_lines().len() + 1);
+        }
+    });
+    assert!(recorder.violations().is_empty());
+}
