@@ -148,11 +148,14 @@ impl Default for MockConfig {
 }
 
 impl MockConfig {
-    /// Settings for tests: the given token, a short heartbeat interval, no identify window.
+    /// Settings for tests: the given token, a short heartbeat interval (500 ms) with a long
+    /// timeout (10 s grace, so a slow test machine does not hit 4009), no identify window,
+    /// 5 ms control latency.
     pub fn for_tests(token: &str) -> Self {
         Self {
             token: Some(token.to_owned()),
             heartbeat_interval: Duration::from_millis(500),
+            heartbeat_grace: Some(Duration::from_secs(10)),
             identify_window: Duration::ZERO,
             poll_interval: Duration::from_millis(5),
             ..Self::default()
