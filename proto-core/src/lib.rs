@@ -26,9 +26,11 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod codec;
+pub mod config;
 pub mod intents;
 pub mod profile;
 pub mod secret;
 pub mod session;
 pub mod shard;
 pub mod sharding;
+pub mod store;
