@@ -31,6 +31,7 @@
 
 pub mod codec;
 pub mod command;
+pub mod config;
 pub mod identify;
 pub mod intents;
 pub mod profile;
@@ -40,6 +41,7 @@ pub mod secret;
 pub mod session;
 pub mod shard;
 pub mod sharding;
+pub mod store;
 
 #[cfg(test)]
 mod tests;
