@@ -137,7 +137,7 @@ impl FakeGateway {
 
     /// The next delivery due at `now`, if any.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Delivery> {
-        if !self.queue.front().is_some_and(|(at, _, _)| *at <= now) {
+        if self.queue.front().is_none_or(|(at, _, _)| *at > now) {
             return None;
         }
         let (_, _, delivery) = self.queue.pop_front()?;
