@@ -186,3 +186,16 @@ fn zlib_stream_gets_a_fresh_inflate_context_per_connection() {
         sim.shard.last_disconnect() == Some(&crate::shard::DisconnectReason::ReconnectRequested)
     );
 }
+
+#[test]
+fn the_token_never_shows_in_debug_output() {
+    let mut sim = Sim::new(7);
+    sim.until_active();
+    let now = sim.now;
+    sim.gw.close(now, None);
+    sim.advance(Duration::from_secs(2));
+    assert_eq!(sim.gw.sent_ops(6).count(), 1);
+    let printed = format!("{:?} {:?} {:?}", sim.trace, sim.shard, sim.shard.config());
+    assert!(!printed.contains("test-token"), "token leaked");
+    assert!(printed.contains("Send(<redacted"));
+}
