@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context;
-use mock_gateway::{MockConfig, MockGateway, ReplayRate};
+use mock_gateway::{MockConfig, MockGateway, ReplayRate, ShardRouting};
 use proto_core::config::Config;
 use proto_core::secret::Secret;
 
@@ -18,6 +18,8 @@ pub(crate) async fn run(
     let mut mock_config = MockConfig::demo();
     mock_config.shards = config.demo.shard_count;
     mock_config.rate = ReplayRate::PerSecond(f64::from(config.demo.events_per_second));
+    // Every shard replays the whole recording, so every shard shows traffic.
+    mock_config.routing = ShardRouting::Broadcast;
     let mut mock = MockGateway::start(mock_config).context("cannot start the mock gateway")?;
     println!(
         "demo: no DISCORD_TOKEN set, so Gatehouse runs against a mock Discord gateway at {} \
@@ -30,6 +32,8 @@ pub(crate) async fn run(
     config.discord.api_base = mock.api_base();
     config.discord.shard_count = None;
     config.discord.shard_ids = None;
+    // The mock's sessions must never be resumed against Discord: keep them apart.
+    config.redis.key_prefix = format!("{}-demo", config.redis.key_prefix);
 
     let exchange = config
         .profile

@@ -198,3 +198,71 @@ async fn a_broker_connection_loss_loses_no_event() {
     );
     assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_reach_the_shard_and_bad_ones_are_dead_lettered() {
+    let vhost = Vhost::create("commands");
+    let redis = RedisPrefix::new("commands");
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.fixture = Fixture::basic();
+    let mock = MockGateway::start(config).expect("start the mock gateway");
+    let mut capture = Capture::topic(&vhost.amqp_url(), "gateway").await;
+    let mut gatehouse = Gatehouse::start(&gatehouse_env(&mock, &vhost, &redis));
+    // READY arrived: the shard is active and the command topology is declared.
+    capture.next(Duration::from_secs(30)).await.expect("READY");
+
+    let presence = br#"{"op":3,"d":{"since":null,"activities":[],"status":"idle","afk":false}}"#;
+    support::publish(
+        &capture.connection,
+        "gateway.commands",
+        "shard.0",
+        b"not json at all",
+    )
+    .await;
+    support::publish(
+        &capture.connection,
+        "gateway.commands",
+        "shard.0",
+        br#"{"op":2,"d":{}}"#,
+    )
+    .await;
+    support::publish(&capture.connection, "gateway.commands", "shard.0", presence).await;
+
+    let received = mock
+        .recorder()
+        .wait_for(Duration::from_secs(30), |recording| {
+            recording
+                .shard_connections(0)
+                .flat_map(|c| c.received.iter())
+                .find(|f| f.op == Some(3))
+                .map(|f| f.json.clone())
+        });
+    let received = received.expect("the presence update reached the gateway");
+    let received: serde_json::Value = serde_json::from_slice(&received).unwrap();
+    assert_eq!(received["d"]["status"], "idle");
+
+    let dead = support::drain_queue(
+        &capture.connection,
+        "gateway.commands.dlx",
+        2,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(dead.len(), 2, "both bad commands were dead-lettered");
+    for message in &dead {
+        let error = support::header_str(&message.delivery.properties, "x-gatehouse-error");
+        assert!(error.is_some_and(|e| !e.is_empty()), "a reason is attached");
+    }
+    let identifies = mock.recorder().read(|r| {
+        r.shard_connections(0)
+            .flat_map(|c| c.received.iter())
+            .filter(|f| f.op == Some(2))
+            .count()
+    });
+    assert_eq!(identifies, 1, "the worker's IDENTIFY was not sent");
+    assert!(
+        gatehouse.is_running(),
+        "bad commands do not stop the gateway"
+    );
+    assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)));
+}

@@ -346,3 +346,59 @@ pub fn header_int(delivery: &Delivery, name: &str) -> Option<i64> {
         _ => None,
     }
 }
+
+/// Publishes one message (persistent, confirmed) on a fresh channel.
+pub async fn publish(connection: &Connection, exchange: &str, routing_key: &str, body: &[u8]) {
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let confirm = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            lapin::options::BasicPublishOptions::default(),
+            body,
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirm.is_ack(), "the broker took the message");
+}
+
+/// Takes up to `max` messages from `queue` (waiting up to `timeout` for them).
+pub async fn drain_queue(
+    connection: &Connection,
+    queue: &str,
+    max: usize,
+    timeout: Duration,
+) -> Vec<lapin::message::BasicGetMessage> {
+    let channel = connection.create_channel().await.unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < max && Instant::now() < deadline {
+        match channel
+            .basic_get(
+                queue.into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+        {
+            Ok(Some(message)) => out.push(message),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    out
+}
+
+/// The AMQP header `name` of a message, as a string.
+pub fn header_str(properties: &lapin::BasicProperties, name: &str) -> Option<String> {
+    match properties.headers().as_ref()?.inner().get(name)? {
+        lapin::types::AMQPValue::LongString(s) => Some(s.to_string()),
+        lapin::types::AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
