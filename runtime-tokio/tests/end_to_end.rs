@@ -73,7 +73,10 @@ async fn every_dispatch_arrives_in_order_byte_identical() {
     config.fixture = fixture.clone();
     let mock = MockGateway::start(config).expect("start the mock gateway");
     let mut capture = Capture::topic(&vhost.amqp_url(), "gateway").await;
-    let mut gatehouse = Gatehouse::start(&gatehouse_env(&mock, &vhost, &redis));
+    let metrics_address = support::free_local_address();
+    let mut env = gatehouse_env(&mock, &vhost, &redis);
+    env.push(("GATEHOUSE_METRICS_ADDRESS", metrics_address.clone()));
+    let mut gatehouse = Gatehouse::start(&env);
 
     // READY plus every fixture event.
     let received = capture_all(&mut capture, &mock, fixture.len() + 1).await;

@@ -402,3 +402,21 @@ pub fn header_str(properties: &lapin::BasicProperties, name: &str) -> Option<Str
         _ => None,
     }
 }
+
+/// A free address on 127.0.0.1 (free when asked; good enough for tests).
+pub fn free_local_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// The body of `GET url`, retried for a few seconds while the server starts.
+pub fn http_get(url: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match ureq::get(url).call() {
+            Ok(mut response) => return response.body_mut().read_to_string().unwrap(),
+            Err(e) if Instant::now() > deadline => panic!("GET {url}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
