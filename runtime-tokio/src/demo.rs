@@ -35,11 +35,7 @@ pub(crate) async fn run(
     // The mock's sessions must never be resumed against Discord: keep them apart.
     config.redis.key_prefix = format!("{}-demo", config.redis.key_prefix);
 
-    let exchange = config
-        .profile
-        .exchange
-        .clone()
-        .unwrap_or_else(|| "gateway".to_owned());
+    let exchange = config.profile.exchange_name().to_owned();
     tokio::spawn(runtime_common::demo::print_event_counts(
         TokioRuntime,
         config.amqp.url.clone(),
