@@ -250,6 +250,9 @@ pub enum EnvKind {
     Converted(fn(&str) -> Result<String, String>),
 }
 
+/// The environment as a lookup: `Some(value)` when the variable is set.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 /// A setting a predecessor spread over several variables (host and port, first and last
 /// shard). Applied before [`ENV_VARS`], so Gatehouse's own names win.
 #[derive(Clone, Copy, Debug)]
@@ -259,7 +262,7 @@ pub struct CompositeEnvVar {
     /// The key path in the file.
     pub path: &'static [&'static str],
     /// The value, or `None` when none of the variables is set.
-    pub build: fn(&dyn Fn(&str) -> Option<String>) -> Option<Result<String, String>>,
+    pub build: fn(EnvLookup<'_>) -> Option<Result<String, String>>,
 }
 
 /// One row of the environment mapping.
@@ -404,13 +407,13 @@ pub const COMPOSITE_ENV_VARS: &[CompositeEnvVar] = &[
     },
 ];
 
-fn set_value(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+fn set_value(env: EnvLookup<'_>, name: &str) -> Option<String> {
     env(name)
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty())
 }
 
-fn number(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<Result<u32, String>> {
+fn number(env: EnvLookup<'_>, name: &str) -> Option<Result<u32, String>> {
     set_value(env, name).map(|v| {
         v.parse::<u32>()
             .map_err(|_| format!("{name}: expected a non-negative integer, got {v:?}"))
@@ -418,9 +421,7 @@ fn number(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<Result<u32
 }
 
 /// twilight-dispatch: `SHARDS_START`..=`SHARDS_END`.
-fn twilight_dispatch_shards(
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Option<Result<String, String>> {
+fn twilight_dispatch_shards(env: EnvLookup<'_>) -> Option<Result<String, String>> {
     let start = number(env, "SHARDS_START");
     let end = number(env, "SHARDS_END");
     if start.is_none() && end.is_none() {
@@ -436,7 +437,7 @@ fn twilight_dispatch_shards(
 }
 
 /// Cordis: `CORDIS_SHARD_COUNT` shards from `CORDIS_STARTING_SHARD` (default 0).
-fn cordis_shards(env: &dyn Fn(&str) -> Option<String>) -> Option<Result<String, String>> {
+fn cordis_shards(env: EnvLookup<'_>) -> Option<Result<String, String>> {
     let count = number(env, "CORDIS_SHARD_COUNT")?;
     Some((|| {
         let count = count?;
@@ -461,7 +462,7 @@ fn userinfo_escape(text: &str) -> String {
 }
 
 /// twilight-dispatch: `RABBIT_HOST`, `RABBIT_PORT`, `RABBIT_USERNAME`, `RABBIT_PASSWORD`.
-fn rabbit_url(env: &dyn Fn(&str) -> Option<String>) -> Option<Result<String, String>> {
+fn rabbit_url(env: EnvLookup<'_>) -> Option<Result<String, String>> {
     let names = [
         "RABBIT_HOST",
         "RABBIT_PORT",
@@ -483,7 +484,7 @@ fn rabbit_url(env: &dyn Fn(&str) -> Option<String>) -> Option<Result<String, Str
 }
 
 /// twilight-dispatch: `REDIS_HOST`, `REDIS_PORT`.
-fn redis_host_port(env: &dyn Fn(&str) -> Option<String>) -> Option<Result<String, String>> {
+fn redis_host_port(env: EnvLookup<'_>) -> Option<Result<String, String>> {
     let host = set_value(env, "REDIS_HOST");
     let port = set_value(env, "REDIS_PORT");
     if host.is_none() && port.is_none() {
@@ -497,7 +498,7 @@ fn redis_host_port(env: &dyn Fn(&str) -> Option<String>) -> Option<Result<String
 }
 
 /// twilight-dispatch: `PROMETHEUS_HOST`, `PROMETHEUS_PORT`.
-fn prometheus_address(env: &dyn Fn(&str) -> Option<String>) -> Option<Result<String, String>> {
+fn prometheus_address(env: EnvLookup<'_>) -> Option<Result<String, String>> {
     let host = set_value(env, "PROMETHEUS_HOST");
     let port = set_value(env, "PROMETHEUS_PORT");
     if host.is_none() && port.is_none() {
