@@ -167,7 +167,7 @@ impl Drop for Vhost {
     }
 }
 
-/// Deletes every Redis key under a prefix on drop.
+/// Deletes every Redis key under a prefix (and `<prefix>-demo`) on drop.
 pub struct RedisPrefix {
     pub prefix: String,
 }
@@ -202,7 +202,7 @@ impl Drop for RedisPrefix {
             return;
         };
         let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.prefix))
+            .arg(format!("{}*", self.prefix))
             .query(&mut connection)
             .unwrap_or_default();
         if !keys.is_empty() {
