@@ -12,14 +12,23 @@
 //! - [`broker`]: AMQP as a worker uses it (lapin); [`management`]: the RabbitMQ HTTP API;
 //! - [`redis_store`]: Redis inspection; [`isolation`]: a vhost and a key prefix per scenario run;
 //! - [`profiles`]: each profile's contract from the worker's side; [`body`]: body decoding;
-//! - [`report`]: table, JSON and JUnit output.
+//! - [`report`]: table, JSON and JUnit output;
+//! - [`gateway`]: the mock gateway adapter; [`scenario`]: the trait and context;
+//!   [`registry`]: the list; [`runner`]: scheduling and lifecycle; [`services`]: where RabbitMQ
+//!   and Redis come from.
 
 pub mod body;
 pub mod broker;
 pub mod contract;
+pub mod gateway;
 pub mod isolation;
 pub mod management;
 pub mod process;
 pub mod profiles;
 pub mod redis_store;
+pub mod registry;
 pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod services;
+pub mod worker;
