@@ -30,5 +30,6 @@ pub mod registry;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod scenarios;
 pub mod services;
 pub mod worker;

@@ -3,11 +3,33 @@
 
 use std::sync::Arc;
 
+use crate::profiles::BodyEncoding;
 use crate::scenario::Scenario;
+use crate::scenarios::*;
 
 /// Every scenario, in report order.
 pub fn all() -> Vec<Arc<dyn Scenario>> {
-    let list: Vec<Arc<dyn Scenario>> = vec![];
+    let mut list: Vec<Arc<dyn Scenario>> = vec![
+        Arc::new(handshake::Handshake),
+        Arc::new(heartbeat_request::HeartbeatRequest),
+        Arc::new(identify_concurrency::IdentifyConcurrency),
+        Arc::new(topology::Topology),
+        Arc::new(passthrough::Passthrough { body: None }),
+        Arc::new(passthrough::Passthrough {
+            body: Some(BodyEncoding::Json),
+        }),
+        Arc::new(commands::Commands),
+        Arc::new(bad_commands::BadCommands),
+        Arc::new(rate_limit::RateLimit),
+        Arc::new(redis_session::RedisSession),
+        Arc::new(reconnect::ReconnectOp7),
+        Arc::new(invalid_session::InvalidSession { resumable: true }),
+        Arc::new(invalid_session::InvalidSession { resumable: false }),
+        Arc::new(zombie::Zombie),
+    ];
+    for case in close_codes::all() {
+        list.push(Arc::new(case));
+    }
     debug_assert!(unique_names(&list), "scenario names must be unique");
     list
 }

@@ -216,7 +216,12 @@ async fn run_isolated(
 ) -> Result<(), Failure> {
     let profile = shared.options.profile;
     let setup = scenario.setup(profile);
-    let gateway = Gateway::start(&setup.mock, &shared.token)
+    let mut mock = setup.mock.clone();
+    mock.token = Some(shared.token.clone());
+    mock.expected_intents = Some(setup.intents);
+    mock.required_shard_count = Some(setup.shard_count);
+    mock.shards = setup.shard_count;
+    let gateway = Gateway::start(mock)
         .map_err(|e| Failure::error(format!("starting the mock gateway: {e}")))?;
     let broker = Broker::connect(&isolation.amqp_url)
         .await
@@ -225,7 +230,7 @@ async fn run_isolated(
         .await
         .map_err(|e| Failure::error(e.to_string()))?;
     let env = ImplEnv {
-        api_base: gateway.api_base().to_owned(),
+        api_base: gateway.api_base(),
         token: shared.token.clone(),
         shard_count: setup.shard_count,
         shard_ids: setup.shard_ids.clone(),

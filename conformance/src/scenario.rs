@@ -13,11 +13,14 @@ use std::time::{Duration, Instant};
 
 use crate::broker::Broker;
 use crate::contract::{self, Compression, Encoding, ImplEnv};
-use crate::gateway::{Gateway, MockSettings};
+use crate::gateway::{Gateway, MockConfig, suite_defaults};
 use crate::management::ManagementApi;
 use crate::process::{Ending, ImplProcess};
 use crate::profiles::{BodyEncoding, Profile};
 use crate::redis_store::RedisStore;
+
+/// The future an async probe of [`Context::wait_for_async`] returns.
+pub type Probe<'a, T> = Pin<Box<dyn Future<Output = Option<T>> + Send + 'a>>;
 
 /// The future a scenario's `run` returns.
 pub type ScenarioFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Failure>> + Send + 'a>>;
@@ -69,8 +72,9 @@ pub struct Setup {
     pub encoding: Encoding,
     /// `BROKER_BODY_ENCODING`; `None` for the profile's default.
     pub body_encoding: Option<BodyEncoding>,
-    /// The mock gateway's behaviour.
-    pub mock: MockSettings,
+    /// The mock gateway's behaviour. The runner sets the token, the expected intents and the
+    /// shard count from the fields above.
+    pub mock: MockConfig,
 }
 
 /// Every intent that is not privileged (PROTOCOL.md section 12).
@@ -85,7 +89,7 @@ impl Default for Setup {
             compress: Compression::None,
             encoding: Encoding::Json,
             body_encoding: None,
-            mock: MockSettings::default(),
+            mock: suite_defaults(),
         }
     }
 }
@@ -285,7 +289,7 @@ impl Context {
         &mut self,
         what: &str,
         timeout: Duration,
-        mut probe: impl AsyncFnMut(&Self) -> Option<T>,
+        mut probe: impl for<'c> FnMut(&'c Self) -> Probe<'c, T>,
     ) -> Result<T, Failure> {
         let deadline = Instant::now() + timeout;
         loop {

@@ -105,22 +105,27 @@ impl Context {
             }
             CommandEntry::Queue(q) => format!("queue {q:?} (declared by the gateway)"),
         };
-        self.wait_for_async(&what, timeout, async |ctx: &Context| match entry.clone() {
-            CommandEntry::Queue(q) => ctx.broker.queue_exists(q).await.then_some(()),
-            CommandEntry::BoundExchange {
-                exchange,
-                routing_key,
-            } => {
-                let topology = ctx.topology().await.ok()?;
-                topology
-                    .bindings
-                    .iter()
-                    .any(|b| {
-                        b.source == exchange
-                            && routing_key.as_ref().is_none_or(|rk| &b.routing_key == rk)
-                    })
-                    .then_some(())
-            }
+        self.wait_for_async(&what, timeout, |ctx: &Context| {
+            let entry = entry.clone();
+            Box::pin(async move {
+                match entry {
+                    CommandEntry::Queue(q) => ctx.broker.queue_exists(q).await.then_some(()),
+                    CommandEntry::BoundExchange {
+                        exchange,
+                        routing_key,
+                    } => {
+                        let topology = ctx.topology().await.ok()?;
+                        topology
+                            .bindings
+                            .iter()
+                            .any(|b| {
+                                b.source == exchange
+                                    && routing_key.as_ref().is_none_or(|rk| &b.routing_key == rk)
+                            })
+                            .then_some(())
+                    }
+                }
+            })
         })
         .await
     }
