@@ -185,13 +185,27 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 }
 
+/// Whether map keys must keep their order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyOrder {
+    /// Discord's order (JSON passthrough, msgpack transcoding of JSON).
+    Kept,
+    /// Any order (values decoded from ETF, whose maps have no order).
+    Any,
+}
+
 /// The first place where `actual` differs from `expected` (maps compared in key order), or `None`
 /// when they are equal. An integral float equals the same integer (a transcoder may pick either).
 pub fn first_difference(expected: &Value, actual: &Value) -> Option<String> {
-    diff_at("$", expected, actual)
+    diff_at("$", expected, actual, KeyOrder::Kept)
 }
 
-fn diff_at(path: &str, expected: &Value, actual: &Value) -> Option<String> {
+/// [`first_difference`] with a choice of key order.
+pub fn first_difference_in(expected: &Value, actual: &Value, order: KeyOrder) -> Option<String> {
+    diff_at("$", expected, actual, order)
+}
+
+fn diff_at(path: &str, expected: &Value, actual: &Value, order: KeyOrder) -> Option<String> {
     use Value::*;
     match (expected, actual) {
         (Int(i), Float(x)) | (Float(x), Int(i)) if (*i as f64) == *x && x.fract() == 0.0 => None,
@@ -206,7 +220,20 @@ fn diff_at(path: &str, expected: &Value, actual: &Value) -> Option<String> {
             e.iter()
                 .zip(a)
                 .enumerate()
-                .find_map(|(i, (e, a))| diff_at(&format!("{path}[{i}]"), e, a))
+                .find_map(|(i, (e, a))| diff_at(&format!("{path}[{i}]"), e, a, order))
+        }
+        (Map(e), Map(a)) if order == KeyOrder::Any => {
+            for (ek, ev) in e {
+                let Some((_, av)) = a.iter().find(|(ak, _)| ak == ek) else {
+                    return Some(format!("{path}: key {ek} is missing"));
+                };
+                if let Some(d) = diff_at(&format!("{path}.{}", key_text(ek)), ev, av, order) {
+                    return Some(d);
+                }
+            }
+            a.iter()
+                .find(|(ak, _)| !e.iter().any(|(ek, _)| ek == ak))
+                .map(|(ak, _)| format!("{path}: unexpected key {ak}"))
         }
         (Map(e), Map(a)) => {
             for (i, (ek, ev)) in e.iter().enumerate() {
@@ -218,7 +245,7 @@ fn diff_at(path: &str, expected: &Value, actual: &Value) -> Option<String> {
                         "{path}: key #{i} should be {ek}, got {ak} (keys must keep Discord's order)"
                     ));
                 }
-                if let Some(d) = diff_at(&format!("{path}.{}", key_text(ek)), ev, av) {
+                if let Some(d) = diff_at(&format!("{path}.{}", key_text(ek)), ev, av, order) {
                     return Some(d);
                 }
             }
@@ -345,6 +372,13 @@ mod tests {
                 .unwrap()
                 .contains("order")
         );
+    }
+
+    #[test]
+    fn floats_parse_exactly() {
+        // 0.9843569397926331 is the shortest text of its double; a sloppy parser lands 1 ULP off.
+        let v = Value::from_json(b"0.9843569397926331").unwrap();
+        assert_eq!(v, Value::Float(f64::from_bits(0x3fef_7fda_2000_0000)));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::contract::{Compression, Encoding};
 use crate::profiles::BodyEncoding;
 use crate::scenario::Scenario;
 use crate::scenarios::*;
@@ -14,9 +15,22 @@ pub fn all() -> Vec<Arc<dyn Scenario>> {
         Arc::new(heartbeat_request::HeartbeatRequest),
         Arc::new(identify_concurrency::IdentifyConcurrency),
         Arc::new(topology::Topology),
-        Arc::new(passthrough::Passthrough { body: None }),
+        Arc::new(passthrough::Passthrough::PLAIN),
         Arc::new(passthrough::Passthrough {
             body: Some(BodyEncoding::Json),
+            ..passthrough::Passthrough::PLAIN
+        }),
+        Arc::new(passthrough::Passthrough {
+            compress: Compression::ZlibStream,
+            ..passthrough::Passthrough::PLAIN
+        }),
+        Arc::new(passthrough::Passthrough {
+            compress: Compression::ZstdStream,
+            ..passthrough::Passthrough::PLAIN
+        }),
+        Arc::new(passthrough::Passthrough {
+            encoding: Encoding::Etf,
+            ..passthrough::Passthrough::PLAIN
         }),
         Arc::new(commands::Commands),
         Arc::new(bad_commands::BadCommands),

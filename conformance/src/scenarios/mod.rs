@@ -82,10 +82,18 @@ fn startup_hint(rec: &Recording) -> String {
     for v in &rec.violations {
         hints.push(gateway::describe(v));
     }
+    let mut endings: Vec<(String, usize)> = Vec::new();
     for c in &rec.connections {
         if let Some(close) = &c.close {
-            hints.push(format!("connection {} ended: {:?}", c.id.0, close.kind));
+            let kind = format!("{:?}", close.kind);
+            match endings.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, n)) => *n += 1,
+                None => endings.push((kind, 1)),
+            }
         }
+    }
+    for (kind, n) in endings {
+        hints.push(format!("{n} connection(s) ended by {kind}"));
     }
     if hints.is_empty() {
         String::new()

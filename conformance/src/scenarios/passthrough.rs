@@ -10,7 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::broker::Delivery;
-use crate::profiles::{BodyEncoding, EventContext, Profile, Subscription};
+use crate::contract::{Compression, Encoding};
+use crate::profiles::{BodyEncoding, EventContext, Fidelity, Profile, Subscription};
 use crate::scenario::{Context, Failure, Scenario, ScenarioFuture, Setup};
 use crate::scenarios::start_and_wait_ready;
 use crate::{ensure, fail};
@@ -20,6 +21,19 @@ pub struct Passthrough {
     /// `None`: the profile's default body encoding; `Some(Json)`: the JSON variant of profiles
     /// that default to msgpack.
     pub body: Option<BodyEncoding>,
+    /// Transport compression.
+    pub compress: Compression,
+    /// Gateway encoding (with ETF only values, not bytes, can be compared).
+    pub encoding: Encoding,
+}
+
+impl Passthrough {
+    /// The plain variant: JSON, no compression, the profile's body encoding.
+    pub const PLAIN: Passthrough = Passthrough {
+        body: None,
+        compress: Compression::None,
+        encoding: Encoding::Json,
+    };
 }
 
 /// An event name no Discord library knows.
@@ -32,19 +46,38 @@ pub const AWKWARD_D: &str = r#"{"id":"1234567890123456789","zeta":1,"big":184467
 
 impl Scenario for Passthrough {
     fn name(&self) -> String {
-        match self.body {
-            None => "passthrough".into(),
-            Some(e) => format!("passthrough-{}", e.as_str()),
+        let mut name = "passthrough".to_owned();
+        if let Some(e) = self.body {
+            name = format!("{name}-{}", e.as_str());
         }
+        if self.compress != Compression::None {
+            name = format!("{name}-{}", self.compress.as_str());
+        }
+        if self.encoding != Encoding::Json {
+            name = format!("{name}-{}", self.encoding.as_str());
+        }
+        name
     }
 
     fn description(&self) -> String {
-        match self.body {
-            None => "every dispatch (unknown events too) published once, in order, with the profile's body".into(),
-            Some(e) => format!(
-                "as passthrough, with BROKER_BODY_ENCODING={}",
-                e.as_str()
-            ),
+        let mut variant = Vec::new();
+        if let Some(e) = self.body {
+            variant.push(format!("BROKER_BODY_ENCODING={}", e.as_str()));
+        }
+        if self.compress != Compression::None {
+            variant.push(format!("DISCORD_COMPRESS={}", self.compress.as_str()));
+        }
+        if self.encoding != Encoding::Json {
+            variant.push(format!(
+                "DISCORD_ENCODING={} (same values, not bytes)",
+                self.encoding.as_str()
+            ));
+        }
+        if variant.is_empty() {
+            "every dispatch (unknown events too) published once, in order, with the profile's body"
+                .into()
+        } else {
+            format!("as passthrough, with {}", variant.join(", "))
         }
     }
 
@@ -58,6 +91,8 @@ impl Scenario for Passthrough {
     fn setup(&self, _profile: Profile) -> Setup {
         Setup {
             body_encoding: self.body,
+            compress: self.compress,
+            encoding: self.encoding,
             ..Setup::default()
         }
     }
@@ -67,11 +102,15 @@ impl Scenario for Passthrough {
     }
 
     fn run<'a>(&'a self, ctx: &'a mut Context) -> ScenarioFuture<'a> {
-        Box::pin(run(ctx))
+        Box::pin(run(ctx, self.encoding))
     }
 }
 
-async fn run(ctx: &mut Context) -> Result<(), Failure> {
+async fn run(ctx: &mut Context, gateway_encoding: Encoding) -> Result<(), Failure> {
+    let fidelity = match gateway_encoding {
+        Encoding::Json => Fidelity::Bytes,
+        Encoding::Etf => Fidelity::Values,
+    };
     let mut events: Vec<String> = vec!["READY".into(), UNKNOWN_EVENT.into()];
     for e in ctx.gateway.config().fixture.events() {
         if !events.iter().any(|n| **n == *e.name) {
@@ -133,7 +172,7 @@ async fn run(ctx: &mut Context) -> Result<(), Failure> {
         Subscription::Wildcard | Subscription::OwnQueueBoundPerEvent => {
             for (i, (frame, delivery)) in sent.iter().zip(&deliveries).enumerate() {
                 profile
-                    .check_event(encoding, frame, &ctx_event, delivery)
+                    .check_event(encoding, fidelity, frame, &ctx_event, delivery)
                     .map_err(|e| Failure::fail(format!("message #{}: {e}", i + 1)))?;
             }
         }
@@ -157,7 +196,7 @@ async fn run(ctx: &mut Context) -> Result<(), Failure> {
                 );
                 for (i, (frame, delivery)) in frames.iter().zip(got).enumerate() {
                     profile
-                        .check_event(encoding, frame, &ctx_event, delivery)
+                        .check_event(encoding, fidelity, frame, &ctx_event, delivery)
                         .map_err(|e| {
                             Failure::fail(format!("queue {queue} message #{}: {e}", i + 1))
                         })?;
