@@ -38,6 +38,15 @@ pub enum IsolationError {
     /// A bad URL.
     #[error("{0}")]
     Url(String),
+    /// The blocking task was cancelled (the suite is shutting down).
+    #[error("cancelled: {0}")]
+    Cancelled(String),
+}
+
+fn joined<T>(
+    result: Result<Result<T, IsolationError>, tokio::task::JoinError>,
+) -> Result<T, IsolationError> {
+    result.map_err(|e| IsolationError::Cancelled(e.to_string()))?
 }
 
 impl Isolation {
@@ -64,9 +73,9 @@ impl Isolation {
         let amqp_url = amqp_url_for_vhost(amqp_url, &vhost).map_err(IsolationError::Url)?;
         let api = management.clone();
         let name = vhost.clone();
-        tokio::task::spawn_blocking(move || api.create_vhost(&name))
-            .await
-            .expect("the management call does not panic")?;
+        joined(
+            tokio::task::spawn_blocking(move || api.create_vhost(&name).map_err(Into::into)).await,
+        )?;
         Ok(Self {
             vhost,
             amqp_url,
@@ -80,9 +89,9 @@ impl Isolation {
     pub async fn clean_up(&self, redis_url: &str) -> Result<(), IsolationError> {
         let api = self.management.clone();
         let vhost = self.vhost.clone();
-        let vhost_result = tokio::task::spawn_blocking(move || api.delete_vhost(&vhost))
-            .await
-            .expect("the management call does not panic");
+        let vhost_result = joined(
+            tokio::task::spawn_blocking(move || api.delete_vhost(&vhost).map_err(Into::into)).await,
+        );
         let redis_result = match RedisStore::connect(redis_url, &self.redis_prefix).await {
             Ok(store) => store.delete_all().await.map(drop),
             Err(e) => Err(e),
@@ -91,6 +100,29 @@ impl Isolation {
         redis_result?;
         Ok(())
     }
+}
+
+/// Removes whatever run `run_id` left behind (its vhosts and Redis keys): for an interrupted run.
+pub async fn clean_up_run(
+    management: &ManagementApi,
+    redis_url: &str,
+    run_id: &str,
+) -> Result<usize, IsolationError> {
+    let api = management.clone();
+    let prefix = format!("{NAME_PREFIX}-{run_id}-");
+    let removed = joined(
+        tokio::task::spawn_blocking(move || -> Result<usize, IsolationError> {
+            let mut removed = 0;
+            for vhost in api.vhosts()?.into_iter().filter(|v| v.starts_with(&prefix)) {
+                api.delete_vhost(&vhost)?;
+                removed += 1;
+            }
+            Ok(removed)
+        })
+        .await,
+    )?;
+    let store = RedisStore::connect(redis_url, &format!("{NAME_PREFIX}:{run_id}:")).await?;
+    Ok(removed + store.delete_all().await?)
 }
 
 /// `amqp_url` with its path replaced by `vhost` (percent-encoded).

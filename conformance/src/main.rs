@@ -9,7 +9,7 @@ use conformance::profiles::Profile;
 use conformance::report::{Verdict, to_table};
 use conformance::runner::{self, RunOptions};
 use conformance::services::{self, Services};
-use conformance::{management, registry};
+use conformance::{contract, isolation, management, process, registry};
 
 /// A black-box conformance suite for Discord gateway bridges.
 #[derive(Parser)]
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CONFORMANCE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,lapin=off")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -156,8 +156,26 @@ async fn run(args: RunArgs) -> ExitCode {
         patterns,
         jobs: args.jobs,
         log_dir: args.log_dir,
+        run_id: isolation::new_run_id(),
     };
-    let report = runner::run(&options, &services, selected).await;
+    let run = runner::run(&options, &services, selected);
+    tokio::pin!(run);
+    let report = tokio::select! {
+        report = &mut run => report,
+        signal = interrupted() => {
+            eprintln!("conformance: {signal}: stopping the implementations and cleaning up");
+            runner::cancel();
+            let _ = tokio::task::spawn_blocking(|| process::stop_all(contract::STOP_GRACE)).await;
+            // The scenarios that were running notice and clean up after themselves.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), &mut run).await;
+            if let Ok(management) = services.management()
+                && let Err(e) = isolation::clean_up_run(&management, &services.redis_url, &options.run_id).await
+            {
+                eprintln!("conformance: cleaning up: {e}");
+            }
+            return ExitCode::from(130);
+        }
+    };
     print!("{}", to_table(&report));
     for path in &args.reports {
         if let Err(e) = report.write(path) {
@@ -171,5 +189,20 @@ async fn run(args: RunArgs) -> ExitCode {
         ExitCode::from(1)
     } else {
         ExitCode::from(2)
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM, naming it.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "interrupted",
+        _ = term.recv() => "terminated",
     }
 }

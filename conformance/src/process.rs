@@ -5,9 +5,11 @@
 //! Owns the child process. It does not choose the environment's values (see
 //! [`crate::contract`]).
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -15,6 +17,57 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 use crate::contract::ImplEnv;
+
+/// The process groups of every implementation started and not yet stopped, so that an
+/// interrupted suite can stop them (they are in their own groups and do not get the terminal's
+/// Ctrl-C).
+static RUNNING: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+
+fn register(pgid: Pid) {
+    RUNNING
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get_or_insert_with(HashSet::new)
+        .insert(pgid.as_raw());
+}
+
+fn unregister(pgid: Pid) {
+    if let Some(set) = RUNNING
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_mut()
+    {
+        set.remove(&pgid.as_raw());
+    }
+}
+
+/// Stops every implementation still running (SIGTERM, then SIGKILL after `grace`): for an
+/// interrupted suite.
+pub fn stop_all(grace: Duration) {
+    let groups: Vec<i32> = RUNNING
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+        .map(|s| s.into_iter().collect())
+        .unwrap_or_default();
+    if groups.is_empty() {
+        return;
+    }
+    for &g in &groups {
+        let _ = killpg(Pid::from_raw(g), Signal::SIGTERM);
+    }
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline
+        && groups
+            .iter()
+            .any(|&g| killpg(Pid::from_raw(g), None).is_ok())
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for &g in &groups {
+        let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
+    }
+}
 
 /// A running (or exited) implementation.
 pub struct ImplProcess {
@@ -57,6 +110,9 @@ impl ImplProcess {
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .map(Pid::from_raw);
+        if let Some(pgid) = pgid {
+            register(pgid);
+        }
         Ok(Self {
             child,
             pgid,
@@ -87,6 +143,9 @@ impl ImplProcess {
     /// Stops the whole process group: SIGTERM, then SIGKILL after `grace`.
     pub async fn stop(&mut self, grace: Duration) -> Ending {
         self.stopped = true;
+        if let Some(pgid) = self.pgid {
+            unregister(pgid);
+        }
         if let Some(status) = self.exit_status() {
             self.kill_group(Signal::SIGKILL);
             return Ending::ExitedEarly(status.to_string());
@@ -120,6 +179,9 @@ impl Drop for ImplProcess {
     fn drop(&mut self) {
         if !self.stopped {
             self.kill_group(Signal::SIGKILL);
+            if let Some(pgid) = self.pgid {
+                unregister(pgid);
+            }
         }
     }
 }

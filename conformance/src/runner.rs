@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -15,7 +16,7 @@ use tokio::sync::Semaphore;
 use crate::broker::Broker;
 use crate::contract::ImplEnv;
 use crate::gateway::Gateway;
-use crate::isolation::{self, Isolation};
+use crate::isolation::Isolation;
 use crate::management::ManagementApi;
 use crate::process::{Ending, log_tail};
 use crate::profiles::Profile;
@@ -37,6 +38,15 @@ pub struct RunOptions {
     pub jobs: usize,
     /// Where the implementation's logs go (default: a temporary directory).
     pub log_dir: Option<PathBuf>,
+    /// This run's id (see [`crate::isolation::new_run_id`]): part of every vhost and key prefix.
+    pub run_id: String,
+}
+
+static CANCELLED: AtomicBool = AtomicBool::new(false);
+
+/// Starts no further scenario (an interrupted suite); running ones go on until they end.
+pub fn cancel() {
+    CANCELLED.store(true, Ordering::SeqCst);
 }
 
 /// The scenarios that apply to `profile` and match one of `patterns` (all when empty), in
@@ -74,7 +84,7 @@ pub async fn run(
     let started_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let run_id = isolation::new_run_id();
+    let run_id = options.run_id.clone();
     let log_dir = options
         .log_dir
         .clone()
@@ -121,6 +131,9 @@ pub async fn run(
         let scenario = scenario.clone();
         handles.push(tokio::spawn(async move {
             let _permit = permit_source.acquire_owned().await.expect("never closed");
+            if CANCELLED.load(Ordering::SeqCst) {
+                return errored(scenario.as_ref(), shared.options.profile, "interrupted");
+            }
             let outcome = run_one(index, scenario, shared).await;
             eprintln!(
                 "  {:<5} {} ({:.1}s)",
