@@ -281,8 +281,13 @@ fn cases(default: u32) -> u32 {
         .unwrap_or(default)
 }
 
-fn run(seed: u64, interval_ms: u64, ops: &[Op]) {
-    let mut sim = Sim::new(seed);
+fn run(seed: u64, interval_ms: u64, zlib: bool, ops: &[Op]) {
+    let mut config = super::sim::test_config(seed);
+    if zlib {
+        config.compression = crate::codec::Compression::ZlibStream;
+    }
+    let mut sim = Sim::with_config(config, seed);
+    sim.gw.zlib_stream = zlib;
     sim.gw.heartbeat_interval_ms = interval_ms;
     for op in ops {
         apply(&mut sim, op);
@@ -298,9 +303,10 @@ proptest! {
     fn shard_keeps_its_invariants(
         seed: u64,
         interval_ms in prop::sample::select(vec![1_000u64, 5_000, 41_250, 45_000]),
+        zlib: bool,
         ops in prop::collection::vec(op(), 1..40),
     ) {
-        run(seed, interval_ms, &ops);
+        run(seed, interval_ms, zlib, &ops);
     }
 }
 
@@ -373,4 +379,45 @@ proptest! {
     }
 }
 
-// ----- pinned failures (none found so far keep this list as the regression record) -----
+// ----- pinned shrunk failures -----
+
+/// Found by `shard_keeps_its_invariants`: the server drops the connection while a heartbeat is
+/// on its way. The heartbeat is lost on the dead socket; the shard must still resume cleanly.
+#[test]
+fn pinned_server_drop_races_a_heartbeat() {
+    run(0, 1_000, false, &[Op::Run(934), Op::ServerClose(None)]);
+}
+
+/// Found by `shard_keeps_its_invariants`: a zombie connection resumes, the server rejects the
+/// resume (op 9 false), and the shard identifies afresh. Heartbeats of the new connection
+/// carry `null` until its READY, not the dead session's sequence.
+#[test]
+fn pinned_rejected_resume_forgets_the_sequence() {
+    run(
+        33_557_095_785,
+        1_000,
+        false,
+        &[Op::RejectResumes(true), Op::DropAcks(true), Op::Run(33_290)],
+    );
+}
+
+/// Found by `shard_keeps_its_invariants`: a process restart right after a worker reconnect,
+/// a failed connect, then INVALID_SESSION before HELLO. (It exposed a harness bug: events of
+/// the dead process's socket reached the new shard.) The shard must forget the restored
+/// session and identify afresh.
+#[test]
+fn pinned_restart_then_invalid_session_before_hello() {
+    run(
+        0,
+        1_000,
+        false,
+        &[
+            Op::Run(160),
+            Op::WorkerReconnect,
+            Op::ProcessRestart,
+            Op::ServerClose(None),
+            Op::Run(91),
+            Op::InvalidSession(false),
+        ],
+    );
+}
