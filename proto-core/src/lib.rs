@@ -10,24 +10,30 @@
 //! 4. Inputs are `handle_*`, outputs are `poll_*`, application requests are verbs, getters take
 //!    `&self`.
 //! 5. Drain after every mutation: after any `handle_*` or command, call `poll_action()` until it
-//!    returns `None`, then read `poll_timeout()` and call `handle_timeout` when it is reached.
+//!    returns `None` (and do each action), then `poll_event()` until it returns `None` (logs and
+//!    metrics only), then read `poll_timeout()` and call `handle_timeout` when it is reached.
 //!
 //! The runtimes (`runtime-tokio`, `runtime-async-std`) own the sockets, the timers and the broker
 //! and Redis clients; they do what the core's actions say and feed back what happened.
 //!
 //! Modules:
 //! - [`codec`]: transport decompression (zlib-stream, zstd-stream, payload zlib), JSON envelope
-//!   scanning and ETF-to-JSON conversion, with limits against hostile input.
+//!   scanning and ETF-to-JSON conversion, with limits against hostile input; JSON-to-ETF for
+//!   what `encoding=etf` connections send.
 //! - [`shard`]: one gateway connection's state machine.
 //! - [`profile`]: the broker wire contracts (topology, dispatch routing, command decoding).
 //! - [`command`]: validation of the gateway packets workers ask to send, for every profile.
+//! - [`identify`]: the identify scheduler (session start limit, `max_concurrency` buckets).
+//! - [`ratelimit`]: the per-connection send window (120 frames per 60 s, heartbeats reserved).
 //! - [`sharding`], [`intents`], [`session`], [`secret`]: the pure rules and values shared by all.
+//! - [`rng`]: the seeded generator behind every jitter and back-off draw.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod codec;
 pub mod command;
+pub mod config;
 pub mod identify;
 pub mod intents;
 pub mod profile;
@@ -37,6 +43,7 @@ pub mod secret;
 pub mod session;
 pub mod shard;
 pub mod sharding;
+pub mod store;
 
 #[cfg(test)]
 mod tests;

@@ -1,1 +1,49 @@
-//! The async glue both Gatehouse runtimes share (being written).
+//! # runtime-common: the async glue both Gatehouse runtimes share
+//!
+//! Everything a runtime binary needs besides its primitives is here, written once and generic
+//! over the small [`Runtime`] trait (spawn, sleep until an instant, open a WebSocket, lapin's
+//! executor handle, a Redis connection). A runtime crate implements the trait and calls
+//! [`gateway::run`]; see `runtime-tokio` for the whole of such a crate.
+//!
+//! What lives here, one module each:
+//! - [`gateway`]: start-up and shutdown order of the whole process.
+//! - `shard_task`: the per-shard drive loop around `proto_core::shard::Shard`.
+//! - `outbox`: one shard's publications until the broker confirms them (nothing is lost
+//!   when the broker goes away: unconfirmed publications are published again).
+//! - [`broker`]: the supervised AMQP connection, topology declaration, message properties.
+//! - `commands`: consuming worker commands and carrying out the profile's decision.
+//! - [`session_store`]: session snapshots and shard status in Redis.
+//! - [`identify`]: the process-wide identify coordinator.
+//! - [`discord_http`]: `GET /gateway/bot`.
+//! - [`metrics`]: metric names and the Prometheus endpoint.
+//! - [`demo`]: the demo's live count of published events.
+//!
+//! What does not live here: any Discord or broker-contract decision (the core decides; this
+//! crate executes), and any runtime-specific call (the runtime crates).
+
+pub mod broker;
+mod commands;
+pub mod demo;
+pub mod discord_http;
+pub mod gateway;
+pub mod identify;
+pub mod metrics;
+mod outbox;
+pub mod runtime;
+pub mod session_store;
+mod shard_task;
+
+pub use gateway::{RunError, run, run_with_gateway};
+pub use runtime::{Runtime, WsError};
+pub use shard_task::ShardInput;
+
+/// Installs ring as the process's rustls crypto provider (rustls refuses to choose when more
+/// than one is compiled in). Call once at start-up, before any TLS connection.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The process environment as the configuration's lookup closure.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}

@@ -1,0 +1,419 @@
+//! The AMQP side: one supervised connection to RabbitMQ, the profile's topology, and the
+//! conversion of the core's publications into lapin calls.
+//!
+//! Owns: connecting (with capped exponential back-off between attempts), declaring the
+//! [`Topology`] on every (re)connect, the confirm-mode publishing channel, noticing that the
+//! connection is lost, and announcing each new [`Link`] to the shards through a watch channel.
+//! Does not own: which publications exist (the shards' outboxes, see `outbox`), what a command
+//! means (`commands`), or the topology itself (the profile in the core).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
+use proto_core::config::SecretUrl;
+use proto_core::profile::{
+    ExchangeKind, FieldValue, MessageProperties, Publication, Timestamp, Topology,
+};
+use tokio::sync::{mpsc, watch};
+
+use crate::runtime::Runtime;
+
+/// One live AMQP connection with its declared topology and publishing channel.
+#[derive(Debug)]
+pub struct Link {
+    /// Increases with every connection, so a failure report names the link it saw fail.
+    pub generation: u64,
+    /// The connection.
+    pub connection: Connection,
+    /// The channel in confirm mode all publications go through.
+    pub publish: Channel,
+    /// The declared names of the queues the gateway consumes commands from.
+    pub command_queues: Vec<String>,
+}
+
+impl Link {
+    /// Publishes one message; the returned confirm resolves when the broker acks or nacks it.
+    pub async fn publish(&self, publication: &Publication) -> lapin::Result<PublisherConfirm> {
+        self.publish
+            .basic_publish(
+                ShortString::from(publication.exchange.as_str()),
+                ShortString::from(publication.routing_key.as_str()),
+                BasicPublishOptions::default(),
+                &publication.body,
+                basic_properties(&publication.properties, SystemTime::now()),
+            )
+            .await
+    }
+
+    /// Publishes and waits for the broker's ack (for the rare messages outside the shards'
+    /// outboxes: forwarded commands and dead letters).
+    pub async fn publish_confirmed(&self, publication: &Publication) -> Result<(), String> {
+        let confirm = self.publish(publication).await.map_err(|e| e.to_string())?;
+        match confirm.await {
+            Ok(c) if c.is_ack() => Ok(()),
+            Ok(_) => Err("the broker refused the message (nack)".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// The shards' and consumers' view of the broker: the current link (if connected) and a way to
+/// report that it failed.
+#[derive(Clone, Debug)]
+pub struct BrokerClient {
+    link: watch::Receiver<Option<Arc<Link>>>,
+    failures: mpsc::UnboundedSender<u64>,
+}
+
+impl BrokerClient {
+    /// The current link, if connected.
+    pub fn current(&self) -> Option<Arc<Link>> {
+        self.link.borrow().clone()
+    }
+
+    /// A receiver that wakes when the link changes.
+    pub fn watch(&self) -> watch::Receiver<Option<Arc<Link>>> {
+        self.link.clone()
+    }
+
+    /// Tells the supervisor that link `generation` failed (a publish error, for example); it
+    /// reconnects unless it already has.
+    pub fn report_failure(&self, generation: u64) {
+        let _ = self.failures.send(generation);
+    }
+}
+
+/// Settings of the supervisor.
+#[derive(Clone, Debug)]
+pub struct BrokerSettings {
+    /// The AMQP URL.
+    pub url: SecretUrl,
+    /// What to declare on every connect.
+    pub topology: Topology,
+    /// The connection name shown in the management UI.
+    pub connection_name: String,
+}
+
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// Starts the supervisor task; it connects, declares, and reconnects until `stop` is set.
+pub fn start<R: Runtime>(
+    rt: &R,
+    settings: BrokerSettings,
+    stop: watch::Receiver<bool>,
+) -> BrokerClient {
+    let (link_tx, link_rx) = watch::channel(None);
+    let (failure_tx, failure_rx) = mpsc::unbounded_channel();
+    let supervisor = supervise(rt.clone(), settings, link_tx, failure_rx, stop);
+    rt.spawn(supervisor);
+    BrokerClient {
+        link: link_rx,
+        failures: failure_tx,
+    }
+}
+
+/// The next back-off delay after `attempt` failed attempts: 0.5 s doubling up to 30 s.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(500)
+        .saturating_mul(1 << attempt.min(6))
+        .min(Duration::from_secs(30))
+}
+
+async fn supervise<R: Runtime>(
+    rt: R,
+    settings: BrokerSettings,
+    link_tx: watch::Sender<Option<Arc<Link>>>,
+    mut failures: mpsc::UnboundedReceiver<u64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut attempt = 0u32;
+    let mut connected_before = false;
+    while !*stop.borrow() {
+        match connect(&rt, &settings).await {
+            Ok(link) => {
+                let link = Arc::new(link);
+                tracing::info!(
+                    url = %settings.url,
+                    generation = link.generation,
+                    "connected to RabbitMQ and declared the topology"
+                );
+                crate::metrics::record_amqp_connected(true, connected_before);
+                connected_before = true;
+                attempt = 0;
+                link_tx.send_replace(Some(link.clone()));
+                let lost = wait_until_lost(&rt, &link, &mut failures, &mut stop).await;
+                link_tx.send_replace(None);
+                crate::metrics::record_amqp_connected(false, false);
+                if *stop.borrow() {
+                    let _ = link.connection.close(200, "shutting down".into()).await;
+                    break;
+                }
+                tracing::warn!(reason = %lost, "lost the RabbitMQ connection; reconnecting");
+                let _ = link.connection.close(320, "reconnecting".into()).await;
+            }
+            Err(e) => {
+                tracing::warn!(url = %settings.url, error = %e, attempt, "cannot connect to RabbitMQ");
+            }
+        }
+        let delay = backoff(attempt);
+        attempt = attempt.saturating_add(1);
+        let sleep = rt.sleep(delay);
+        let stopped = stop.wait_for(|s| *s);
+        futures_util::pin_mut!(sleep, stopped);
+        futures_util::future::select(sleep, stopped).await;
+    }
+    link_tx.send_replace(None);
+}
+
+/// Waits until the link fails (an error event, a closed channel, a failure report) or `stop`.
+async fn wait_until_lost<R: Runtime>(
+    rt: &R,
+    link: &Link,
+    failures: &mut mpsc::UnboundedReceiver<u64>,
+    stop: &mut watch::Receiver<bool>,
+) -> String {
+    use futures_util::future::{Either, select};
+    enum Seen {
+        Lost(String),
+        Failure(u64),
+        Nothing,
+    }
+    let mut events = link.connection.events_listener();
+    loop {
+        let seen = {
+            let tick = rt.sleep(Duration::from_millis(500));
+            let event = events.next();
+            let failure = failures.recv();
+            let stopped = stop.wait_for(|s| *s);
+            futures_util::pin_mut!(tick, event, failure, stopped);
+            match select(select(event, failure), select(tick, stopped)).await {
+                Either::Left((Either::Left((Some(lapin::Event::Error(e)), _)), _)) => {
+                    Seen::Lost(e.to_string())
+                }
+                Either::Left((Either::Left((None, _)), _)) => {
+                    Seen::Lost("the connection's event stream ended".into())
+                }
+                Either::Left((Either::Right((Some(generation), _)), _)) => {
+                    Seen::Failure(generation)
+                }
+                _ => Seen::Nothing,
+            }
+        };
+        match seen {
+            Seen::Lost(reason) => return reason,
+            Seen::Failure(generation) if generation == link.generation => {
+                return "a publish failed".into();
+            }
+            Seen::Failure(_) | Seen::Nothing => {}
+        }
+        if *stop.borrow() {
+            return "shutting down".into();
+        }
+        if !link.connection.status().connected() {
+            return "the connection closed".into();
+        }
+        if !link.publish.status().connected() {
+            return "the publishing channel closed".into();
+        }
+    }
+}
+
+async fn connect<R: Runtime>(rt: &R, settings: &BrokerSettings) -> Result<Link, String> {
+    let properties = ConnectionProperties::default()
+        .with_connection_name(settings.connection_name.clone().into());
+    let connection =
+        Connection::connect_with_runtime(settings.url.expose(), properties, rt.amqp_runtime())
+            .await
+            .map_err(|e| e.to_string())?;
+    let declare = connection
+        .create_channel()
+        .await
+        .map_err(|e| e.to_string())?;
+    let command_queues = declare_topology(&declare, &settings.topology).await?;
+    let _ = declare.close(200, "declared".into()).await;
+    let publish = connection
+        .create_channel()
+        .await
+        .map_err(|e| e.to_string())?;
+    publish
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Link {
+        generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+        connection,
+        publish,
+        command_queues,
+    })
+}
+
+/// Declares exchanges, queues and bindings in order. Returns the (possibly server-generated)
+/// names of the queues marked `consume_commands`.
+pub async fn declare_topology(
+    channel: &Channel,
+    topology: &Topology,
+) -> Result<Vec<String>, String> {
+    for exchange in &topology.exchanges {
+        let kind = match exchange.kind {
+            ExchangeKind::Direct => lapin::ExchangeKind::Direct,
+            ExchangeKind::Topic => lapin::ExchangeKind::Topic,
+            ExchangeKind::Fanout => lapin::ExchangeKind::Fanout,
+        };
+        let options = ExchangeDeclareOptions {
+            durable: exchange.durable,
+            auto_delete: exchange.auto_delete,
+            ..ExchangeDeclareOptions::default()
+        };
+        channel
+            .exchange_declare(
+                exchange.name.as_str().into(),
+                kind,
+                options,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| format!("declaring exchange {:?}: {e}", exchange.name))?;
+    }
+    let mut last_queue = String::new();
+    let mut command_queues = Vec::new();
+    for queue in &topology.queues {
+        let options = QueueDeclareOptions {
+            durable: queue.durable,
+            exclusive: queue.exclusive,
+            auto_delete: queue.auto_delete,
+            ..QueueDeclareOptions::default()
+        };
+        let declared = channel
+            .queue_declare(
+                queue.name.as_str().into(),
+                options,
+                field_table(&queue.arguments),
+            )
+            .await
+            .map_err(|e| format!("declaring queue {:?}: {e}", queue.name))?;
+        last_queue = declared.name().as_str().to_owned();
+        if queue.consume_commands {
+            command_queues.push(last_queue.clone());
+        }
+    }
+    for binding in &topology.bindings {
+        let queue = if binding.queue.is_empty() {
+            last_queue.as_str()
+        } else {
+            binding.queue.as_str()
+        };
+        channel
+            .queue_bind(
+                queue.into(),
+                binding.exchange.as_str().into(),
+                binding.routing_key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| format!("binding {queue:?} to {:?}: {e}", binding.exchange))?;
+    }
+    Ok(command_queues)
+}
+
+fn field_value(value: &FieldValue) -> AMQPValue {
+    match value {
+        FieldValue::Int(i) => AMQPValue::LongLongInt(*i),
+        FieldValue::Str(s) => AMQPValue::LongString(s.as_str().into()),
+        FieldValue::Bool(b) => AMQPValue::Boolean(*b),
+    }
+}
+
+fn field_table(arguments: &[(String, FieldValue)]) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (key, value) in arguments {
+        table.insert(key.as_str().into(), field_value(value));
+    }
+    table
+}
+
+/// The lapin properties of a publication, with the timestamp stamped from `wall_clock`.
+pub fn basic_properties(properties: &MessageProperties, wall_clock: SystemTime) -> BasicProperties {
+    let mut out =
+        BasicProperties::default().with_delivery_mode(if properties.persistent { 2 } else { 1 });
+    if let Some(content_type) = properties.content_type {
+        out = out.with_content_type(content_type.into());
+    }
+    if let Some(id) = &properties.message_id {
+        out = out.with_message_id(id.as_str().into());
+    }
+    let since_epoch = wall_clock.duration_since(UNIX_EPOCH).unwrap_or_default();
+    match properties.timestamp {
+        Timestamp::None => {}
+        Timestamp::Seconds => out = out.with_timestamp(since_epoch.as_secs()),
+        Timestamp::Millis => out = out.with_timestamp(since_epoch.as_millis() as u64),
+    }
+    if let Some(ms) = properties.expiration_ms {
+        out = out.with_expiration(ms.to_string().into());
+    }
+    if !properties.headers.is_empty() {
+        let mut headers = FieldTable::default();
+        for (key, value) in &properties.headers {
+            headers.insert((*key).into(), field_value(value));
+        }
+        out = out.with_headers(headers);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(0), Duration::from_millis(500));
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(5), Duration::from_secs(16));
+        assert_eq!(backoff(6), Duration::from_secs(30));
+        assert_eq!(backoff(60), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn properties_follow_the_publication() {
+        let properties = MessageProperties {
+            persistent: true,
+            content_type: Some("application/json"),
+            message_id: Some("abc:1".into()),
+            timestamp: Timestamp::Millis,
+            expiration_ms: Some(120_000),
+            headers: vec![
+                ("x-shard-id", FieldValue::Int(3)),
+                ("x-session-id", FieldValue::Str("abc".into())),
+            ],
+        };
+        let wall = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let out = basic_properties(&properties, wall);
+        assert_eq!(out.delivery_mode(), &Some(2));
+        assert_eq!(out.timestamp(), &Some(1_700_000_000_123));
+        assert_eq!(
+            out.expiration().as_ref().map(|s| s.as_str()),
+            Some("120000")
+        );
+        assert_eq!(out.message_id().as_ref().map(|s| s.as_str()), Some("abc:1"));
+        let headers = out.headers().as_ref().unwrap().inner();
+        assert_eq!(headers.get("x-shard-id"), Some(&AMQPValue::LongLongInt(3)));
+
+        let seconds = MessageProperties {
+            timestamp: Timestamp::Seconds,
+            ..MessageProperties::default()
+        };
+        let out = basic_properties(&seconds, wall);
+        assert_eq!(out.timestamp(), &Some(1_700_000_000));
+        assert_eq!(out.delivery_mode(), &Some(1));
+        assert_eq!(out.headers(), &None);
+    }
+}

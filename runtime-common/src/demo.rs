@@ -1,0 +1,120 @@
+//! The demo's live view: consumes what Gatehouse published and prints a count per event type.
+//!
+//! Owns: a temporary queue (server-named, exclusive, auto-delete) bound to the events exchange
+//! with `#`, the counting, and the periodic print. Does not own the mock gateway (the runtime
+//! binary starts it) or anything of the pipeline itself.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use proto_core::config::SecretUrl;
+
+use crate::runtime::Runtime;
+
+/// Counts events on `exchange` and prints the table every `every` until the connection ends.
+/// Retries until the exchange exists (the gateway declares it).
+pub async fn print_event_counts<R: Runtime>(
+    rt: R,
+    amqp_url: SecretUrl,
+    exchange: String,
+    every: Duration,
+) {
+    loop {
+        match count(&rt, &amqp_url, &exchange, every).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "demo counter not ready; retrying");
+                rt.sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+async fn count<R: Runtime>(
+    rt: &R,
+    amqp_url: &SecretUrl,
+    exchange: &str,
+    every: Duration,
+) -> Result<(), String> {
+    let properties =
+        ConnectionProperties::default().with_connection_name("gatehouse demo counter".into());
+    let connection =
+        Connection::connect_with_runtime(amqp_url.expose(), properties, rt.amqp_runtime())
+            .await
+            .map_err(|e| e.to_string())?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| e.to_string())?;
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            exchange.into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.name().clone(),
+            "gatehouse-demo".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("demo: counting the events published to exchange {exchange:?} (Ctrl-C stops)");
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut total = 0u64;
+    let mut printed_total = 0u64;
+    let mut next_print = Instant::now() + every;
+    loop {
+        let sleep = rt.sleep_until(next_print);
+        let next = consumer.next();
+        futures_util::pin_mut!(sleep);
+        match futures_util::future::select(next, sleep).await {
+            futures_util::future::Either::Left((Some(Ok(delivery)), _)) => {
+                *counts.entry(delivery.routing_key.to_string()).or_default() += 1;
+                total += 1;
+            }
+            futures_util::future::Either::Left((_, _)) => return Ok(()),
+            futures_util::future::Either::Right(_) => {
+                next_print += every;
+                let table = counts
+                    .iter()
+                    .map(|(event, n)| format!("{event} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(" | ");
+                println!(
+                    "events: {total} total, +{} in the last {:?}: {table}",
+                    total - printed_total,
+                    every
+                );
+                let _ = std::io::stdout().flush();
+                printed_total = total;
+            }
+        }
+    }
+}

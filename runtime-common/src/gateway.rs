@@ -1,0 +1,242 @@
+//! The whole process: from a validated configuration to running shards, and back down.
+//!
+//! Owns: the start-up order (`/gateway/bot`, cluster, router, Redis, broker, identify
+//! coordinator, shard tasks, command consumers), building each shard's configuration (with its
+//! persisted session, so a restarted process resumes), and the shutdown order (shards close
+//! with a resumable code and wait for their confirms, then the broker closes). Does not own
+//! any per-shard or per-message behaviour (the other modules).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
+use std::time::{Duration, Instant};
+
+use proto_core::config::{Config, ConfigError};
+use proto_core::profile::{ProfileError, Router};
+use proto_core::shard::{Shard, ShardConfig, StopReason};
+use proto_core::sharding::ShardId;
+use tokio::sync::{mpsc, watch};
+
+use crate::broker::{self, BrokerSettings};
+use crate::discord_http::{GatewayBot, GatewayBotError, fetch_gateway_bot};
+use crate::identify;
+use crate::runtime::Runtime;
+use crate::session_store::{SessionStore, StoreError};
+use crate::shard_task::{self, ShardInput, ShardIo};
+
+/// Why the process could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// `/gateway/bot` failed.
+    #[error(transparent)]
+    GatewayBot(#[from] GatewayBotError),
+    /// The configuration does not fit (for example a shard id beyond the count).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The profile settings do not work.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// Redis is unreachable.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Every shard stopped for good on its own.
+    #[error("every shard stopped: {0}")]
+    AllShardsStopped(StopReason),
+}
+
+/// How long shutdown waits for shards (their own grace for confirms is inside the core).
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs Gatehouse until `shutdown` completes (then shuts down cleanly) or every shard stops.
+pub async fn run<R: Runtime>(
+    rt: R,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    tracing::info!(api_base = %config.discord.api_base, "asking Discord for the gateway");
+    let bot = fetch_gateway_bot(&config.discord.api_base, &config.discord.token).await?;
+    tracing::info!(
+        url = %bot.url,
+        recommended_shards = bot.shards,
+        max_concurrency = bot.session_start_limit.max_concurrency,
+        remaining = bot.session_start_limit.remaining,
+        "gateway"
+    );
+    run_with_gateway(rt, config, bot, shutdown).await
+}
+
+/// [`run`] with `/gateway/bot`'s answer already at hand.
+pub async fn run_with_gateway<R: Runtime>(
+    rt: R,
+    config: Config,
+    bot: GatewayBot,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let cluster = config.cluster(bot.shards)?;
+    let router = Router::new(&config.profile, &cluster)?;
+    tracing::info!(
+        shard_count = cluster.shard_count,
+        owned = ?cluster.owned,
+        profile = ?config.profile.kind,
+        amqp = %config.amqp.url,
+        redis = %config.redis.url,
+        "starting"
+    );
+    let mut store = SessionStore::connect(&rt, &config.redis.url, &config.redis.key_prefix).await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let broker = broker::start(
+        &rt,
+        BrokerSettings {
+            url: config.amqp.url.clone(),
+            topology: router.topology(),
+            connection_name: format!("gatehouse shards {:?}", cluster.owned),
+        },
+        stop_rx.clone(),
+    );
+
+    let mut inputs = HashMap::new();
+    let mut receivers = Vec::new();
+    for &number in &cluster.owned {
+        let (tx, rx) = mpsc::unbounded_channel();
+        inputs.insert(number, tx);
+        receivers.push((number, rx));
+    }
+    let identify = identify::start(&rt, bot.session_start_limit, inputs.clone());
+
+    let writer = store.clone().start_writer(&rt);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u32, StopReason)>();
+    let seed_base = config
+        .discord
+        .seed
+        .unwrap_or_else(|| RandomState::new().hash_one(Instant::now()));
+    for (number, rx) in receivers {
+        let shard_id = ShardId::new(number, cluster.shard_count)
+            .expect("Config::cluster only returns shards below the count");
+        let session = match store.load_session(shard_id).await {
+            Ok(session) => session,
+            Err(e) => {
+                tracing::warn!(shard = number, error = %e, "cannot load the session; identifying");
+                None
+            }
+        };
+        if let Some(s) = &session {
+            tracing::info!(
+                shard = number,
+                sequence = s.sequence,
+                "resuming the stored session"
+            );
+        }
+        let shard_config = shard_config(
+            &config,
+            &bot,
+            &router,
+            shard_id,
+            session,
+            seed_base ^ u64::from(number),
+        );
+        let shard = Shard::new(shard_config, Instant::now());
+        let io = ShardIo {
+            rt: rt.clone(),
+            inputs: rx,
+            broker: broker.clone(),
+            store: writer.clone(),
+            identify: identify.clone(),
+            max_message: config.limits.max_message,
+            max_unconfirmed: config.limits.max_unconfirmed_publishes,
+        };
+        let done = done_tx.clone();
+        rt.spawn(async move {
+            let reason = shard_task::run(shard, io).await;
+            let _ = done.send((number, reason));
+        });
+    }
+    drop(done_tx);
+
+    crate::commands::start(&rt, broker.clone(), router, inputs.clone(), stop_rx.clone());
+
+    let mut running = cluster.owned.len();
+    let mut last_reason = None;
+    futures_util::pin_mut!(shutdown);
+    let shutdown_requested = loop {
+        match futures_util::future::select(shutdown.as_mut(), Box::pin(done_rx.recv())).await {
+            futures_util::future::Either::Left(_) => break true,
+            futures_util::future::Either::Right((Some((number, reason)), _)) => {
+                tracing::warn!(shard = number, %reason, "shard stopped");
+                running -= 1;
+                last_reason = Some(reason);
+                if running == 0 {
+                    break false;
+                }
+            }
+            futures_util::future::Either::Right((None, _)) => break false,
+        }
+    };
+
+    if shutdown_requested {
+        tracing::info!("shutting down: closing shards with a resumable code");
+        for tx in inputs.values() {
+            let _ = tx.send(ShardInput::Shutdown);
+        }
+        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+        while running > 0 {
+            let sleep = rt.sleep_until(deadline);
+            futures_util::pin_mut!(sleep);
+            match futures_util::future::select(Box::pin(done_rx.recv()), sleep).await {
+                futures_util::future::Either::Left((Some(_), _)) => running -= 1,
+                futures_util::future::Either::Left((None, _)) => break,
+                futures_util::future::Either::Right(_) => {
+                    tracing::warn!(running, "shards did not stop in time");
+                    break;
+                }
+            }
+        }
+    }
+
+    // The final session snapshots must reach Redis before the process ends.
+    let flushed = writer.flush();
+    let sleep = rt.sleep(Duration::from_secs(5));
+    futures_util::pin_mut!(flushed, sleep);
+    futures_util::future::select(flushed, sleep).await;
+
+    let _ = stop_tx.send(true);
+    // Give the supervisor a moment to close the AMQP connection politely.
+    let mut links = broker.watch();
+    let closed = links.wait_for(Option::is_none);
+    let sleep = rt.sleep(Duration::from_secs(2));
+    futures_util::pin_mut!(closed, sleep);
+    futures_util::future::select(closed, sleep).await;
+    tracing::info!("stopped");
+
+    match (shutdown_requested, last_reason) {
+        (false, Some(reason)) => Err(RunError::AllShardsStopped(reason)),
+        _ => Ok(()),
+    }
+}
+
+fn shard_config(
+    config: &Config,
+    bot: &GatewayBot,
+    router: &Router,
+    shard: ShardId,
+    session: Option<proto_core::session::SessionSnapshot>,
+    seed: u64,
+) -> ShardConfig {
+    let mut shard_config = ShardConfig::new(
+        shard,
+        config.discord.token.clone(),
+        bot.url.clone(),
+        router.clone(),
+    );
+    shard_config.intents = config.discord.intents;
+    shard_config.large_threshold = config.discord.large_threshold;
+    shard_config.presence = config.discord.presence.clone();
+    shard_config.compression = config.discord.compression;
+    shard_config.encoding = config.discord.encoding;
+    shard_config.max_payload = config.limits.max_payload;
+    shard_config.seed = seed;
+    shard_config.command_queue_capacity = config.limits.command_queue_capacity;
+    shard_config.session = session;
+    shard_config.max_unconfirmed = config.limits.max_unconfirmed_publishes;
+    shard_config
+}

@@ -1,0 +1,194 @@
+//! One shard's publications between the core's `Action::Publish` and the broker's confirm.
+//!
+//! Owns: the order of publishing (per shard, in the order the core emitted them), the confirm
+//! futures, and the rule that nothing is lost: when a publish or a confirm fails (connection
+//! lost, nack), every unconfirmed publication goes back to the front of the queue and is
+//! published again once a link is up (at-least-once; the native profile's message id
+//! `<session>:<seq>` lets workers drop duplicates). Does not own the connection (`broker`).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures_util::stream::{FuturesUnordered, Stream};
+use proto_core::profile::Publication;
+use proto_core::shard::PublishId;
+
+use crate::broker::Link;
+
+/// Resolves to (outbox epoch, link generation, id, result).
+type ConfirmFuture = Pin<Box<dyn Future<Output = (u64, u64, PublishId, ConfirmResult)> + Send>>;
+
+/// How a confirm ended.
+#[derive(Debug)]
+pub(crate) enum ConfirmResult {
+    /// The broker has the message.
+    Ack,
+    /// The broker refused it.
+    Nack,
+    /// The channel or connection failed first.
+    Lost(String),
+}
+
+struct Pending {
+    publication: Publication,
+    received_at: Instant,
+}
+
+/// A confirmed publication, for metrics.
+pub(crate) struct Confirmed {
+    pub(crate) id: PublishId,
+    pub(crate) event: String,
+    pub(crate) received_at: Instant,
+}
+
+/// What became of one confirm.
+pub(crate) enum ConfirmOutcome {
+    /// Confirmed: tell the shard.
+    Confirmed(Confirmed),
+    /// Failed: everything unconfirmed was queued again, to be published on the next link;
+    /// report this link as failed.
+    Failed {
+        /// The link the failure happened on.
+        generation: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A stale confirm from before a reset; nothing to do.
+    Stale,
+}
+
+#[derive(Default)]
+pub(crate) struct Outbox {
+    pending: BTreeMap<PublishId, Pending>,
+    unsent: VecDeque<PublishId>,
+    in_flight: FuturesUnordered<ConfirmFuture>,
+    epoch: u64,
+    /// The link generation that last failed; no publishing until a different link is current.
+    failed_generation: Option<u64>,
+}
+
+impl Outbox {
+    /// Publications not yet confirmed (sent or not).
+    pub(crate) fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Queues a publication from the core.
+    pub(crate) fn push(&mut self, id: PublishId, publication: Publication, received_at: Instant) {
+        self.pending.insert(
+            id,
+            Pending {
+                publication,
+                received_at,
+            },
+        );
+        self.unsent.push_back(id);
+    }
+
+    /// Whether publications wait for a link.
+    pub(crate) fn has_unsent(&self) -> bool {
+        !self.unsent.is_empty()
+    }
+
+    /// Whether `link` may be used (it is not the one that failed last).
+    pub(crate) fn can_use(&self, link: &Link) -> bool {
+        self.failed_generation != Some(link.generation)
+    }
+
+    /// Publishes everything unsent on `link`, in order. On a publish error, resets and returns
+    /// the failure.
+    pub(crate) async fn flush(&mut self, link: &Arc<Link>) -> Result<(), String> {
+        if !self.can_use(link) {
+            return Ok(());
+        }
+        self.failed_generation = None;
+        while let Some(&id) = self.unsent.front() {
+            let Some(pending) = self.pending.get(&id) else {
+                self.unsent.pop_front();
+                continue;
+            };
+            match link.publish(&pending.publication).await {
+                Ok(confirm) => {
+                    self.unsent.pop_front();
+                    let epoch = self.epoch;
+                    let generation = link.generation;
+                    self.in_flight.push(Box::pin(async move {
+                        let result = match confirm.await {
+                            Ok(c) if c.is_ack() => ConfirmResult::Ack,
+                            Ok(_) => ConfirmResult::Nack,
+                            Err(e) => ConfirmResult::Lost(e.to_string()),
+                        };
+                        (epoch, generation, id, result)
+                    }));
+                }
+                Err(e) => {
+                    self.reset(link.generation);
+                    return Err(e.to_string());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls the next confirm.
+    pub(crate) fn poll_confirm(&mut self, cx: &mut Context<'_>) -> Poll<ConfirmOutcome> {
+        if self.in_flight.is_empty() {
+            return Poll::Pending;
+        }
+        match Pin::new(&mut self.in_flight).poll_next(cx) {
+            Poll::Ready(Some((epoch, generation, id, result))) => {
+                Poll::Ready(self.on_confirm(epoch, generation, id, result))
+            }
+            Poll::Ready(None) | Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn on_confirm(
+        &mut self,
+        epoch: u64,
+        generation: u64,
+        id: PublishId,
+        result: ConfirmResult,
+    ) -> ConfirmOutcome {
+        if epoch != self.epoch {
+            return ConfirmOutcome::Stale;
+        }
+        match result {
+            ConfirmResult::Ack => match self.pending.remove(&id) {
+                Some(p) => ConfirmOutcome::Confirmed(Confirmed {
+                    id,
+                    event: p.publication.routing_key,
+                    received_at: p.received_at,
+                }),
+                None => ConfirmOutcome::Stale,
+            },
+            ConfirmResult::Nack | ConfirmResult::Lost(_) => {
+                let reason = match result {
+                    ConfirmResult::Lost(e) => e,
+                    _ => "the broker nacked a publication".into(),
+                };
+                self.reset(generation);
+                ConfirmOutcome::Failed { generation, reason }
+            }
+        }
+    }
+
+    /// Forgets the confirms in flight and queues every unconfirmed publication again, in order.
+    pub(crate) fn reset(&mut self, failed_generation: u64) {
+        self.failed_generation = Some(failed_generation);
+        self.requeue_all();
+    }
+
+    fn requeue_all(&mut self) {
+        let in_flight = std::mem::take(&mut self.in_flight);
+        if !in_flight.is_empty() {
+            crate::metrics::record_confirm_failure("lost", in_flight.len());
+        }
+        self.epoch += 1;
+        self.unsent = self.pending.keys().copied().collect();
+    }
+}

@@ -1,0 +1,64 @@
+//! The seam between the shared glue and an async runtime: the [`Runtime`] trait.
+//!
+//! Owns: the list of primitives a runtime crate must provide (spawn, sleep until an instant,
+//! open a WebSocket, the executor handle lapin runs on, a Redis connection). Does not own any
+//! behaviour: everything built on these lives in the other modules of this crate, once.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use futures_util::{Sink, Stream};
+use tungstenite::Message;
+
+/// Errors of a WebSocket (the same `tungstenite` error type on every runtime).
+pub type WsError = tungstenite::Error;
+
+/// The primitives one async runtime provides. Implemented by `runtime-tokio` (and later
+/// `runtime-async-std`) in a few dozen lines; everything else is generic over it.
+pub trait Runtime: Clone + Send + Sync + 'static {
+    /// A timer future from [`Runtime::sleep_until`].
+    type Sleep: Future<Output = ()> + Send + 'static;
+    /// An open WebSocket: messages in, messages out.
+    type WebSocket: Stream<Item = Result<Message, WsError>>
+        + Sink<Message, Error = WsError>
+        + Send
+        + Unpin
+        + 'static;
+    /// The `async-rs` runtime kit lapin runs its I/O loop on.
+    type AmqpKit: async_rs::traits::RuntimeKit + Send + Sync + Clone + 'static;
+
+    /// Runs a future in the background.
+    fn spawn<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static;
+
+    /// Completes at `deadline` (at once if it has passed).
+    fn sleep_until(&self, deadline: Instant) -> Self::Sleep;
+
+    /// Opens a WebSocket (`ws://` or `wss://` with webpki roots) accepting messages and frames
+    /// of up to `max_message` bytes.
+    fn connect_websocket(
+        &self,
+        url: &str,
+        max_message: usize,
+    ) -> impl Future<Output = Result<Self::WebSocket, WsError>> + Send;
+
+    /// The handle lapin's `Connection::connect_with_runtime` needs.
+    fn amqp_runtime(&self) -> async_rs::Runtime<Self::AmqpKit>;
+
+    /// A self-reconnecting Redis connection. The redis crate finds the running runtime by
+    /// itself (with its `tokio-comp` or `smol-comp` feature); a runtime may override this to
+    /// state its preference.
+    fn redis_connection(
+        &self,
+        client: redis::Client,
+        config: redis::aio::ConnectionManagerConfig,
+    ) -> impl Future<Output = redis::RedisResult<redis::aio::ConnectionManager>> + Send {
+        async move { client.get_connection_manager_with_config(config).await }
+    }
+
+    /// Completes after `duration`.
+    fn sleep(&self, duration: Duration) -> Self::Sleep {
+        self.sleep_until(Instant::now() + duration)
+    }
+}

@@ -1,0 +1,414 @@
+//! The per-shard drive loop: one task owns one `proto_core::shard::Shard` and does what its
+//! actions say.
+//!
+//! Owns: the WebSocket of the shard, reading the clock when an input arrives, sleeping until
+//! `poll_timeout()`, handing publications to the outbox and confirms back to the shard, worker
+//! commands and identify grants arriving over the shard's input channel, session and status
+//! writes, and backpressure (the socket is not read while too many publications are
+//! unconfirmed). Does not own any protocol decision: no opcodes, no close-code meanings, no
+//! back-off; the core decides all of those.
+
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, Stream, StreamExt};
+use proto_core::shard::{Action, CloseCode, Shard, ShardEvent, ShardState, StopReason, UsageError};
+use proto_core::store::ShardStatus;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+use tungstenite::Message;
+use tungstenite::protocol::CloseFrame;
+
+use crate::broker::BrokerClient;
+use crate::identify::IdentifyClient;
+use crate::metrics;
+use crate::outbox::{ConfirmOutcome, Outbox};
+use crate::runtime::Runtime;
+use crate::session_store::StoreWriter;
+
+/// How long opening a WebSocket may take before it counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for the peer's answer to our close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What other tasks tell a shard.
+#[derive(Debug)]
+pub enum ShardInput {
+    /// A worker command: a JSON gateway packet. The reply says whether the shard queued it.
+    Command {
+        /// The packet.
+        packet: Bytes,
+        /// Where the outcome goes.
+        reply: oneshot::Sender<Result<(), UsageError>>,
+    },
+    /// Reconnect (and resume).
+    Reconnect,
+    /// The identify scheduler granted an IDENTIFY.
+    IdentifyGranted,
+    /// Shut down (closing with a resumable code).
+    Shutdown,
+}
+
+/// Everything a shard task needs besides its shard.
+pub(crate) struct ShardIo<R: Runtime> {
+    pub(crate) rt: R,
+    pub(crate) inputs: mpsc::UnboundedReceiver<ShardInput>,
+    pub(crate) broker: BrokerClient,
+    pub(crate) store: StoreWriter,
+    pub(crate) identify: IdentifyClient,
+    pub(crate) max_message: usize,
+    pub(crate) max_unconfirmed: usize,
+}
+
+/// Why the loop woke up.
+enum Wake {
+    Message(Message),
+    SocketEnded(Option<String>),
+    Timer,
+    Confirm(ConfirmOutcome),
+    Input(ShardInput),
+    InputsClosed,
+    LinkChanged,
+}
+
+/// Drives `shard` until it reports `Stopped`; returns why it stopped.
+pub(crate) async fn run<R: Runtime>(shard: Shard, io: ShardIo<R>) -> StopReason {
+    let number = shard.config().shard.number();
+    let total = shard.config().shard.total();
+    let binary_frames = shard.config().sends_binary();
+    let mut task = ShardTask {
+        shard,
+        number,
+        total,
+        binary_frames,
+        io,
+        ws: None,
+        peer_close: None,
+        outbox: Outbox::default(),
+        sleep: None,
+        link_wait: None,
+        stopped: None,
+        last_state: None,
+        connects: 0,
+        inputs_open: true,
+    };
+    let span = tracing::info_span!("shard", shard = number);
+    task.run().instrument(span).await
+}
+
+type LinkWait = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+struct ShardTask<R: Runtime> {
+    shard: Shard,
+    number: u32,
+    total: u32,
+    binary_frames: bool,
+    io: ShardIo<R>,
+    ws: Option<R::WebSocket>,
+    peer_close: Option<u16>,
+    outbox: Outbox,
+    sleep: Option<(Instant, Pin<Box<R::Sleep>>)>,
+    link_wait: Option<LinkWait>,
+    stopped: Option<StopReason>,
+    last_state: Option<ShardState>,
+    connects: u64,
+    inputs_open: bool,
+}
+
+impl<R: Runtime> ShardTask<R> {
+    async fn run(&mut self) -> StopReason {
+        loop {
+            self.drain().await;
+            if let Some(reason) = self.stopped.take() {
+                self.drop_socket();
+                let name = match reason {
+                    StopReason::Shutdown => "stopped",
+                    StopReason::Fatal { .. } => "fatally_closed",
+                };
+                self.write_status(name);
+                return reason;
+            }
+            self.flush().await;
+            self.report_state();
+            let wake = self.wait().await;
+            let now = Instant::now();
+            match wake {
+                Wake::Message(Message::Text(text)) => {
+                    self.shard.handle_message(now, text.as_bytes(), false)
+                }
+                Wake::Message(Message::Binary(data)) => self.shard.handle_message(now, &data, true),
+                Wake::Message(Message::Close(frame)) => {
+                    self.peer_close = frame.map(|f| u16::from(f.code));
+                }
+                Wake::Message(_) => {}
+                Wake::SocketEnded(error) => {
+                    let code = self.peer_close.take();
+                    tracing::info!(?code, error, "gateway connection closed");
+                    self.ws = None;
+                    self.shard.handle_closed(now, code);
+                }
+                Wake::Timer => self.shard.handle_timeout(now),
+                Wake::Confirm(ConfirmOutcome::Confirmed(c)) => {
+                    metrics::record_published(self.number, &c.event, now - c.received_at);
+                    self.shard.handle_published(now, c.id);
+                }
+                Wake::Confirm(ConfirmOutcome::Failed { generation, reason }) => {
+                    tracing::warn!(%reason, "publication not confirmed; will publish again");
+                    self.io.broker.report_failure(generation);
+                }
+                Wake::Confirm(ConfirmOutcome::Stale) | Wake::LinkChanged => {}
+                Wake::Input(input) => self.handle_input(now, input),
+                Wake::InputsClosed => {
+                    self.inputs_open = false;
+                    self.shard.shutdown(now);
+                }
+            }
+            metrics::record_unconfirmed(self.number, self.outbox.len());
+        }
+    }
+
+    fn handle_input(&mut self, now: Instant, input: ShardInput) {
+        match input {
+            ShardInput::Command { packet, reply } => {
+                let _ = reply.send(self.shard.send_command(now, packet));
+            }
+            ShardInput::Reconnect => self.shard.reconnect(now),
+            ShardInput::IdentifyGranted => {
+                if !self.shard.handle_identify_granted(now) {
+                    self.io.identify.release(self.number);
+                }
+            }
+            ShardInput::Shutdown => self.shard.shutdown(now),
+        }
+    }
+
+    /// Executes actions until the shard has none left.
+    async fn drain(&mut self) {
+        while let Some(action) = self.shard.poll_action() {
+            match action {
+                Action::Connect { url } => self.connect(&url).await,
+                Action::Send(bytes) => self.send(bytes).await,
+                Action::Close(code) => self.close(code).await,
+                Action::RequestIdentify => self.io.identify.request(self.number),
+                Action::Publish {
+                    id, publication, ..
+                } => self.outbox.push(id, publication, Instant::now()),
+                Action::PersistSession(snapshot) => self.io.store.save_session(&snapshot),
+                Action::Stopped(reason) => {
+                    match &reason {
+                        StopReason::Shutdown => tracing::info!("shard stopped"),
+                        StopReason::Fatal { .. } => {
+                            tracing::error!(%reason, "shard stopped for good")
+                        }
+                    }
+                    self.stopped = Some(reason);
+                }
+            }
+        }
+        while let Some(event) = self.shard.poll_event() {
+            log_event(&event);
+        }
+    }
+
+    async fn connect(&mut self, url: &str) {
+        self.drop_socket();
+        self.connects += 1;
+        if self.connects > 1 {
+            metrics::record_reconnect(self.number);
+        }
+        tracing::info!(url, "connecting to the gateway");
+        let connect = self.io.rt.connect_websocket(url, self.io.max_message);
+        let timeout = self.io.rt.sleep(CONNECT_TIMEOUT);
+        futures_util::pin_mut!(connect);
+        let result = match futures_util::future::select(connect, Box::pin(timeout)).await {
+            futures_util::future::Either::Left((result, _)) => result.map_err(|e| e.to_string()),
+            futures_util::future::Either::Right(_) => Err("timed out".to_owned()),
+        };
+        let now = Instant::now();
+        match result {
+            Ok(ws) => {
+                self.ws = Some(ws);
+                self.peer_close = None;
+                self.shard.handle_connected(now);
+            }
+            Err(error) => {
+                tracing::warn!(url, %error, "cannot connect to the gateway");
+                self.shard.handle_closed(now, None);
+            }
+        }
+    }
+
+    async fn send(&mut self, bytes: Bytes) {
+        let Some(ws) = &mut self.ws else {
+            tracing::debug!("dropping a frame: not connected");
+            return;
+        };
+        let message = if self.binary_frames {
+            Message::Binary(bytes)
+        } else {
+            match tungstenite::Utf8Bytes::try_from(bytes.clone()) {
+                Ok(text) => Message::Text(text),
+                Err(_) => Message::Binary(bytes),
+            }
+        };
+        if let Err(error) = ws.send(message).await {
+            tracing::info!(%error, "gateway connection failed while sending");
+            self.ws = None;
+            self.shard.handle_closed(Instant::now(), None);
+        }
+    }
+
+    /// Sends a close frame with `code`, waits briefly for the peer's answer, then reports the
+    /// socket closed.
+    async fn close(&mut self, code: CloseCode) {
+        if let Some(mut ws) = self.ws.take() {
+            let frame = CloseFrame {
+                code: code.0.into(),
+                reason: "".into(),
+            };
+            if ws.send(Message::Close(Some(frame))).await.is_ok() {
+                let drain = async { while let Some(Ok(_)) = ws.next().await {} };
+                let timeout = self.io.rt.sleep(CLOSE_TIMEOUT);
+                futures_util::pin_mut!(drain);
+                futures_util::future::select(drain, Box::pin(timeout)).await;
+            }
+        }
+        self.shard.handle_closed(Instant::now(), None);
+    }
+
+    fn drop_socket(&mut self) {
+        self.ws = None;
+        self.peer_close = None;
+    }
+
+    /// Publishes what waits in the outbox, if a usable link is up; otherwise arranges to wake
+    /// when the link changes.
+    async fn flush(&mut self) {
+        if !self.outbox.has_unsent() {
+            self.link_wait = None;
+            return;
+        }
+        // Look at the link through a fresh receiver so that a change after this point wakes
+        // the loop.
+        let mut watch = self.io.broker.watch();
+        watch.mark_unchanged();
+        let link = watch.borrow().clone();
+        if let Some(link) = link
+            && self.outbox.can_use(&link)
+        {
+            match self.outbox.flush(&link).await {
+                Ok(()) => {
+                    self.link_wait = None;
+                    return;
+                }
+                Err(reason) => {
+                    tracing::warn!(%reason, "publishing failed; will publish again after reconnecting");
+                    self.io.broker.report_failure(link.generation);
+                }
+            }
+        }
+        self.link_wait = Some(Box::pin(async move {
+            let _ = watch.changed().await;
+        }));
+    }
+
+    fn paused(&self) -> bool {
+        self.shard.should_pause_reading() || self.outbox.len() >= self.io.max_unconfirmed
+    }
+
+    async fn wait(&mut self) -> Wake {
+        let deadline = self.shard.poll_timeout();
+        match (deadline, &self.sleep) {
+            (None, _) => self.sleep = None,
+            (Some(d), Some((current, _))) if *current == d => {}
+            (Some(d), _) => self.sleep = Some((d, Box::pin(self.io.rt.sleep_until(d)))),
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Wake::Timer;
+        }
+        let paused = self.paused();
+        poll_fn(|cx| {
+            if self.inputs_open {
+                match self.io.inputs.poll_recv(cx) {
+                    Poll::Ready(Some(input)) => return Poll::Ready(Wake::Input(input)),
+                    Poll::Ready(None) => return Poll::Ready(Wake::InputsClosed),
+                    Poll::Pending => {}
+                }
+            }
+            if let Poll::Ready(outcome) = self.outbox.poll_confirm(cx) {
+                return Poll::Ready(Wake::Confirm(outcome));
+            }
+            if let Some((_, sleep)) = &mut self.sleep
+                && sleep.as_mut().poll(cx).is_ready()
+            {
+                self.sleep = None;
+                return Poll::Ready(Wake::Timer);
+            }
+            if let Some(wait) = &mut self.link_wait
+                && wait.as_mut().poll(cx).is_ready()
+            {
+                self.link_wait = None;
+                return Poll::Ready(Wake::LinkChanged);
+            }
+            if !paused && let Some(ws) = &mut self.ws {
+                match Pin::new(ws).poll_next(cx) {
+                    Poll::Ready(Some(Ok(message))) => return Poll::Ready(Wake::Message(message)),
+                    Poll::Ready(Some(Err(e))) => {
+                        return Poll::Ready(Wake::SocketEnded(Some(e.to_string())));
+                    }
+                    Poll::Ready(None) => return Poll::Ready(Wake::SocketEnded(None)),
+                    Poll::Pending => {}
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Writes the status to Redis and the state gauge when the coarse state changed.
+    fn report_state(&mut self) {
+        let state = self.shard.state();
+        if self.last_state == Some(state) {
+            return;
+        }
+        self.last_state = Some(state);
+        metrics::record_state(self.number, state);
+        tracing::info!(state = metrics::state_name(state), "shard state");
+        self.write_status(metrics::state_name(state));
+    }
+
+    fn write_status(&mut self, state: &str) {
+        self.io.store.save_status(ShardStatus {
+            shard: self.number,
+            shard_count: self.total,
+            state: state.to_owned(),
+            reconnects: self.connects.saturating_sub(1),
+            sequence: self.shard.last_sequence(),
+            updated_at_ms: 0,
+        });
+    }
+}
+
+/// Logs what the core reports besides actions (drained after them, before the timeout).
+fn log_event(event: &ShardEvent) {
+    match event {
+        ShardEvent::Ready { session } => tracing::info!(session = %session.id, "ready"),
+        ShardEvent::Resumed { sequence } => tracing::info!(?sequence, "resumed"),
+        ShardEvent::Reconnecting {
+            reason,
+            attempt,
+            delay,
+            resume,
+        } => {
+            tracing::warn!(?reason, attempt, ?delay, resume, "reconnecting")
+        }
+        ShardEvent::DispatchDropped { seq, event, reason } => {
+            tracing::warn!(seq, event, %reason, "dispatch not published")
+        }
+        ShardEvent::UnknownOpcode { op } => tracing::debug!(op, "ignored unknown opcode"),
+        other => tracing::debug!(?other, "shard event"),
+    }
+}

@@ -1,0 +1,271 @@
+//! End to end: the mock gateway -> the real `gatehouse` binary -> RabbitMQ (a fresh vhost per
+//! test) and Redis (a unique key prefix per test).
+//!
+//! Needs RabbitMQ with the management API on 127.0.0.1 and Redis (`scripts/services.sh`).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use mock_gateway::{Fixture, MockConfig, MockGateway, ReplayRate};
+use support::{Capture, Gatehouse, RedisPrefix, Vhost, header_int};
+
+const TOKEN: &str = "e2e-test-token";
+
+fn gatehouse_env(
+    mock: &MockGateway,
+    vhost: &Vhost,
+    redis: &RedisPrefix,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("DISCORD_TOKEN", TOKEN.to_owned()),
+        ("GATEHOUSE_API_BASE", mock.api_base()),
+        ("AMQP_URL", vhost.amqp_url()),
+        ("REDIS_URL", RedisPrefix::url()),
+        ("GATEHOUSE_REDIS_PREFIX", redis.prefix.clone()),
+        ("GATEHOUSE_SHARD_COUNT", "1".to_owned()),
+    ]
+}
+
+/// Receives deliveries into `received` until every dispatch the mock sent on shard 0 (at least
+/// `min` of them) has arrived at least once, or the time is up.
+async fn capture_until_complete(
+    capture: &mut Capture,
+    mock: &MockGateway,
+    min: usize,
+    received: &mut Vec<lapin::message::Delivery>,
+) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut distinct: BTreeSet<i64> = received
+        .iter()
+        .filter_map(|d| header_int(d, "x-sequence"))
+        .collect();
+    while Instant::now() < deadline {
+        let sent = mock.recorder().sent_dispatches(0).len();
+        if sent >= min && distinct.len() >= sent {
+            break;
+        }
+        if let Some(delivery) = capture.next(Duration::from_secs(2)).await {
+            distinct.extend(header_int(&delivery, "x-sequence"));
+            received.push(delivery);
+        }
+    }
+}
+
+/// [`capture_until_complete`] from nothing.
+async fn capture_all(
+    capture: &mut Capture,
+    mock: &MockGateway,
+    min: usize,
+) -> Vec<lapin::message::Delivery> {
+    let mut received = Vec::new();
+    capture_until_complete(capture, mock, min, &mut received).await;
+    received
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dispatch_arrives_in_order_byte_identical() {
+    let vhost = Vhost::create("e2e");
+    let redis = RedisPrefix::new("e2e");
+    let fixture = Fixture::basic();
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.fixture = fixture.clone();
+    let mock = MockGateway::start(config).expect("start the mock gateway");
+    let mut capture = Capture::topic(&vhost.amqp_url(), "gateway").await;
+    let metrics_address = support::free_local_address();
+    let mut env = gatehouse_env(&mock, &vhost, &redis);
+    env.push(("GATEHOUSE_METRICS_ADDRESS", metrics_address.clone()));
+    let mut gatehouse = Gatehouse::start(&env);
+
+    // READY plus every fixture event.
+    let received = capture_all(&mut capture, &mock, fixture.len() + 1).await;
+    let sent = mock.recorder().sent_dispatches(0);
+    assert!(
+        sent.len() > fixture.len(),
+        "the mock sent {} dispatches",
+        sent.len()
+    );
+    assert_eq!(received.len(), sent.len(), "every dispatch published once");
+    for (i, (delivery, sent)) in received.iter().zip(&sent).enumerate() {
+        assert_eq!(
+            delivery.data.as_slice(),
+            sent.as_ref(),
+            "dispatch {i} differs from what the mock sent"
+        );
+    }
+    let first: serde_json::Value = serde_json::from_slice(&received[0].data).unwrap();
+    assert_eq!(first["t"], "READY");
+    assert_eq!(received[0].routing_key.as_str(), "READY");
+    let sequences: Vec<i64> = received
+        .iter()
+        .filter_map(|d| header_int(d, "x-sequence"))
+        .collect();
+    assert!(
+        sequences.windows(2).all(|w| w[0] < w[1]),
+        "in sequence order: {sequences:?}"
+    );
+    assert_eq!(
+        received[0].properties.delivery_mode(),
+        &Some(2),
+        "persistent per the native profile"
+    );
+    assert!(
+        gatehouse.interrupt_and_wait(Duration::from_secs(30)),
+        "clean exit on Ctrl-C"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_process_resumes_with_the_persisted_sequence() {
+    let vhost = Vhost::create("resume");
+    let redis = RedisPrefix::new("resume");
+    let fixture = Fixture::basic();
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.fixture = fixture.clone();
+    let mock = MockGateway::start(config).expect("start the mock gateway");
+    let mut capture = Capture::topic(&vhost.amqp_url(), "gateway").await;
+
+    let mut first = Gatehouse::start(&gatehouse_env(&mock, &vhost, &redis));
+    let received = capture_all(&mut capture, &mock, fixture.len() + 1).await;
+    let last_sequence = received
+        .last()
+        .and_then(|d| header_int(d, "x-sequence"))
+        .expect("dispatches arrived");
+    assert!(
+        first.interrupt_and_wait(Duration::from_secs(30)),
+        "clean exit on Ctrl-C"
+    );
+    let stored = redis.get("session:0").expect("a session snapshot in Redis");
+    let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(
+        stored["sequence"], last_sequence,
+        "the snapshot holds the last confirmed sequence"
+    );
+
+    let mut second = Gatehouse::start(&gatehouse_env(&mock, &vhost, &redis));
+    let resume = mock
+        .recorder()
+        .wait_resume(1, Duration::from_secs(30))
+        .expect("the restarted process sends RESUME");
+    assert_eq!(resume.seq, Some(last_sequence as u64));
+    assert_eq!(mock.recorder().identifies().len(), 1, "no second IDENTIFY");
+    assert!(second.interrupt_and_wait(Duration::from_secs(30)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_connection_loss_loses_no_event() {
+    let vhost = Vhost::create("outage");
+    let redis = RedisPrefix::new("outage");
+    let fixture = Fixture::basic().repeated(20);
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.fixture = fixture.clone();
+    config.rate = ReplayRate::PerSecond(40.0);
+    let mock = MockGateway::start(config).expect("start the mock gateway");
+    let mut capture = Capture::topic(&vhost.amqp_url(), "gateway").await;
+    let mut gatehouse = Gatehouse::start(&gatehouse_env(&mock, &vhost, &redis));
+
+    let mut received = Vec::new();
+    while received.len() < 20 {
+        let delivery = capture
+            .next(Duration::from_secs(30))
+            .await
+            .expect("events flow");
+        received.push(delivery);
+    }
+    let closed = vhost.close_connections("gatehouse");
+    assert_eq!(closed, 1, "closed the gateway's AMQP connection");
+    capture_until_complete(&mut capture, &mock, fixture.len() + 1, &mut received).await;
+
+    let sent = mock.recorder().sent_dispatches(0);
+    let sent_sequences: BTreeSet<i64> = sent
+        .iter()
+        .map(|b| {
+            serde_json::from_slice::<serde_json::Value>(b).unwrap()["s"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    let mut seen = BTreeSet::new();
+    let mut first_seen = Vec::new();
+    for delivery in &received {
+        let s = header_int(delivery, "x-sequence").expect("x-sequence header");
+        if seen.insert(s) {
+            first_seen.push(s);
+        }
+    }
+    assert_eq!(seen, sent_sequences, "every dispatch arrived at least once");
+    assert!(
+        first_seen.windows(2).all(|w| w[0] < w[1]),
+        "first arrivals are in sequence order"
+    );
+    assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_reach_the_shard_and_bad_ones_are_dead_lettered() {
+    let vhost = Vhost::create("commands");
+    let redis = RedisPrefix::new("commands");
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.fixture = Fixture::basic();
+    let mock = MockGateway::start(config).expect("start the mock gateway");
+    let mut capture = Capture::topic(&vhost.amqp_url(), "gateway").await;
+    let mut gatehouse = Gatehouse::start(&gatehouse_env(&mock, &vhost, &redis));
+    // READY arrived: the shard is active and the command topology is declared.
+    capture.next(Duration::from_secs(30)).await.expect("READY");
+
+    let presence = br#"{"op":3,"d":{"since":null,"activities":[],"status":"idle","afk":false}}"#;
+    support::publish(
+        &capture.connection,
+        "gateway.commands",
+        "shard.0",
+        b"not json at all",
+    )
+    .await;
+    support::publish(
+        &capture.connection,
+        "gateway.commands",
+        "shard.0",
+        br#"{"op":2,"d":{}}"#,
+    )
+    .await;
+    support::publish(&capture.connection, "gateway.commands", "shard.0", presence).await;
+
+    let received = mock
+        .recorder()
+        .wait_for(Duration::from_secs(30), |recording| {
+            recording
+                .shard_connections(0)
+                .flat_map(|c| c.received.iter())
+                .find(|f| f.op == Some(3))
+                .map(|f| f.json.clone())
+        });
+    let received = received.expect("the presence update reached the gateway");
+    let received: serde_json::Value = serde_json::from_slice(&received).unwrap();
+    assert_eq!(received["d"]["status"], "idle");
+
+    let dead = support::drain_queue(
+        &capture.connection,
+        "gateway.commands.dlx",
+        2,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(dead.len(), 2, "both bad commands were dead-lettered");
+    for message in &dead {
+        let error = support::header_str(&message.delivery.properties, "x-gatehouse-error");
+        assert!(error.is_some_and(|e| !e.is_empty()), "a reason is attached");
+    }
+    let identifies = mock.recorder().read(|r| {
+        r.shard_connections(0)
+            .flat_map(|c| c.received.iter())
+            .filter(|f| f.op == Some(2))
+            .count()
+    });
+    assert_eq!(identifies, 1, "the worker's IDENTIFY was not sent");
+    assert!(
+        gatehouse.is_running(),
+        "bad commands do not stop the gateway"
+    );
+    assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)));
+}
