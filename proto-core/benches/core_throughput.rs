@@ -99,6 +99,12 @@ fn main() {
         "scan_json alone:                {:>9.0} / {:>9.0}",
         scan.0, scan.1
     );
+    println!(
+        "decoder / raw inflate within each round: median {:.1}% (range {:.1}%..{:.1}%)",
+        100.0 * ratios[ratios.len() / 2],
+        100.0 * ratios[0],
+        100.0 * ratios[ratios.len() - 1]
+    );
 }
 
 fn time(f: impl FnOnce() -> usize) -> Duration {
