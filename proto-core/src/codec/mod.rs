@@ -158,7 +158,8 @@ impl Payload {
 /// The decoder of one connection. Create one per connection, or [`Decoder::reset`] it on connect.
 ///
 /// It holds the connection's decompression context (zlib: about 40 KiB once used) and one
-/// reused output buffer, which shrinks back to 16 KiB after each larger payload.
+/// reused output buffer, which shrinks back to 4 KiB after each larger payload (see
+/// BENCHMARKS.md for the resident memory of an idle decoder).
 #[derive(Debug)]
 pub struct Decoder {
     config: DecoderConfig,
