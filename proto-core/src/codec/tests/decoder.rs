@@ -425,3 +425,39 @@ fn decode_bytes_takes_plain_messages_without_a_copy() {
         Err(DecodeError::TooLarge { limit: 8 })
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Any payloads, each cut into messages at any points, decode back to themselves, in order,
+    /// with `Ok(None)` for every message that does not end a payload.
+    #[test]
+    fn zlib_stream_any_split(
+        payloads in proptest::collection::vec(("[A-Z_]{1,12}", 0u64..1000, "[ -~]{0,300}"), 1..6),
+        cuts in proptest::collection::vec(proptest::collection::vec(0.0f64..1.0, 0..4), 6),
+    ) {
+        let mut enc = ZlibStreamEncoder::new();
+        let mut dec = decoder(Compression::ZlibStream);
+        for (i, (t, s, text)) in payloads.iter().enumerate() {
+            let json = dispatch(t, *s, &serde_json::to_string(text).expect("string"));
+            let compressed = enc.payload(&json);
+            let mut points: Vec<usize> =
+                cuts[i].iter().map(|f| (f * compressed.len() as f64) as usize).collect();
+            points.push(0);
+            points.push(compressed.len());
+            points.sort_unstable();
+            points.dedup();
+            let pieces: Vec<&[u8]> = points.windows(2).map(|w| &compressed[w[0]..w[1]]).collect();
+            for (j, piece) in pieces.iter().enumerate() {
+                let got = dec.decode(piece, true).expect("decodes");
+                if j + 1 < pieces.len() {
+                    proptest::prop_assert_eq!(got, None);
+                } else {
+                    let p = got.expect("complete");
+                    proptest::prop_assert_eq!(&p.bytes[..], &json[..]);
+                    proptest::prop_assert_eq!(p.event_name(), Some(t.as_str()));
+                }
+            }
+        }
+    }
+}
