@@ -12,8 +12,8 @@
 //! array `d` is found by [`skip_container`], a structural index in the style of simdjson's first
 //! stage, over 64-byte blocks with safe SIMD (the `wide` crate): one bit mask each
 //! for quotes, backslashes, opening and closing brackets; escaped quotes removed; a prefix-XOR of
-//! the quotes masks out everything inside strings; the depth changes by popcounts, and only the
-//! block where the depth returns to zero is walked bit by bit. When `d` is the last key (the
+//! the quotes masks out everything inside strings; the depth changes by the count of brackets
+//! left, and only the block where the depth returns to zero is walked bit by bit. When `d` is the last key (the
 //! usual case) nothing else is read after it but the closing brace.
 //!
 //! # What is validated
@@ -24,9 +24,11 @@
 //! types (`op` must be an integer 0..=255, `s` an unsigned 64-bit integer or null, `t` a string
 //! without escapes or null), and the nesting limit of 128 in unknown keys' values. When `d` is a
 //! scalar or a string it is validated too. When `d` is an object or an array only its structure
-//! is followed (strings, escapes, bracket depth): its contents are the payload's business, and
-//! publishing them as they came is what the bridge does. Malformed input is always an error,
-//! never a panic or an out-of-bounds read.
+//! is followed (strings, escapes, bracket depth; `{` and `[` are not told apart): its contents
+//! are the payload's business, and publishing them as they came is what the bridge does. (One
+//! more difference: serde's derived structs also accept a JSON array of the fields in order; an
+//! envelope here must be an object.) Malformed input is always an error, never a panic or an
+//! out-of-bounds read.
 
 use std::ops::Range;
 
