@@ -7,11 +7,17 @@
 
 use super::DecodeError;
 
-/// Output capacity kept between payloads. A connection that received one large payload (a
-/// GUILD_CREATE is megabytes) gives the memory back afterwards, so idle connections stay small.
-/// Measured (BENCHMARKS.md): 4 KiB instead of 16 KiB saves 12 KiB per idle zlib-stream
-/// connection and costs no measurable throughput on the representative corpus.
+/// Output capacity an idle connection keeps.
 pub(crate) const RETAINED_OUTPUT: usize = 4 << 10;
+
+/// Output capacity a busy connection may keep between payloads: the buffer is not shrunk after
+/// every larger payload (that would allocate and initialise again for the next one), only after
+/// one beyond this (a GUILD_CREATE can be megabytes)…
+pub(crate) const BUSY_OUTPUT: usize = 64 << 10;
+
+/// …or after this many payloads in a row that fit in [`RETAINED_OUTPUT`]. An idle connection
+/// still receives a heartbeat ACK about every 41 s, so it is back to 4 KiB within minutes.
+pub(crate) const SMALL_STREAK_TO_SHRINK: u8 = 8;
 
 /// The smallest step the output grows by.
 const MIN_GROWTH: usize = 4 << 10;
@@ -27,6 +33,8 @@ pub(crate) struct OutputBuf {
     buf: Vec<u8>,
     filled: usize,
     limit: usize,
+    /// Payloads in a row that fitted in [`RETAINED_OUTPUT`].
+    small_streak: u8,
 }
 
 impl OutputBuf {
@@ -35,6 +43,7 @@ impl OutputBuf {
             buf: Vec::new(),
             filled: 0,
             limit,
+            small_streak: 0,
         }
     }
 
@@ -75,8 +84,14 @@ impl OutputBuf {
 
     /// Forgets the written bytes, giving memory back if one large payload grew the buffer.
     pub(crate) fn clear(&mut self) {
-        self.filled = 0;
-        if self.buf.len() > RETAINED_OUTPUT {
+        let used = std::mem::take(&mut self.filled);
+        if used <= RETAINED_OUTPUT {
+            self.small_streak = self.small_streak.saturating_add(1);
+        } else {
+            self.small_streak = 0;
+        }
+        let idle = self.small_streak >= SMALL_STREAK_TO_SHRINK;
+        if self.buf.len() > BUSY_OUTPUT || (idle && self.buf.len() > RETAINED_OUTPUT) {
             self.buf.truncate(RETAINED_OUTPUT);
             self.buf.shrink_to_fit();
         }
@@ -118,6 +133,30 @@ mod tests {
             }
         }
         assert!(out.capacity() <= 10_001);
+    }
+
+    #[test]
+    fn a_busy_buffer_is_kept_and_an_idle_one_shrinks() {
+        let mut out = OutputBuf::new(1 << 30);
+        let fill = |out: &mut OutputBuf, n: usize| {
+            while out.filled().len() < n {
+                let room = out.spare().map(|s| s.len()).unwrap_or(0);
+                out.advance(room.min(n - out.filled().len())).unwrap();
+            }
+            out.clear();
+        };
+        fill(&mut out, 20 << 10);
+        let busy = out.capacity();
+        assert!(busy >= 20 << 10);
+        for _ in 0..SMALL_STREAK_TO_SHRINK - 1 {
+            fill(&mut out, 100);
+        }
+        assert_eq!(out.capacity(), busy, "kept while payloads keep coming");
+        fill(&mut out, 100);
+        assert!(
+            out.capacity() <= RETAINED_OUTPUT,
+            "shrunk after a streak of small ones"
+        );
     }
 
     #[test]
