@@ -2,8 +2,9 @@
 //!
 //! Owns: [`OutputBuf`], the one reused, already-initialised buffer every decompressor of a
 //! connection writes into (so no call zero-fills spare capacity, and nothing is allocated per
-//! event except the payload's own `Bytes`), which refuses to grow past the payload limit; and the
-//! fixed limits of the decoders (nesting depth of ETF terms). Does not own any decompression.
+//! event except the payload's own `Bytes`), which refuses to grow past the payload limit, and
+//! the policy for how much of it a connection keeps. Does not own any decompression (nor the ETF
+//! depth limit, which lives with the ETF decoder).
 
 use super::DecodeError;
 

@@ -158,8 +158,9 @@ impl Payload {
 /// The decoder of one connection. Create one per connection, or [`Decoder::reset`] it on connect.
 ///
 /// It holds the connection's decompression context (zlib: about 40 KiB once used) and one
-/// reused output buffer, which shrinks back to 4 KiB after each larger payload (see
-/// BENCHMARKS.md for the resident memory of an idle decoder).
+/// reused output buffer, kept at its size while payloads keep coming and shrunk back to 4 KiB
+/// after a payload over 64 KiB or a streak of small ones (BENCHMARKS.md has the resident memory
+/// of a busy and an idle decoder).
 #[derive(Debug)]
 pub struct Decoder {
     config: DecoderConfig,
