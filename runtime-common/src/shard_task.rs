@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
-use proto_core::codec::Encoding;
-use proto_core::shard::{Action, CloseCode, Shard, ShardState, StopReason, UsageError};
+use proto_core::shard::{Action, CloseCode, Shard, ShardEvent, ShardState, StopReason, UsageError};
 use proto_core::store::ShardStatus;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -82,7 +81,7 @@ enum Wake {
 pub(crate) async fn run<R: Runtime>(shard: Shard, io: ShardIo<R>) -> StopReason {
     let number = shard.config().shard.number();
     let total = shard.config().shard.total();
-    let binary_frames = shard.config().encoding == Encoding::Etf;
+    let binary_frames = shard.config().sends_binary();
     let mut task = ShardTask {
         shard,
         number,
@@ -209,7 +208,11 @@ impl<R: Runtime> ShardTask<R> {
                 let _ = reply.send(self.shard.send_command(now, packet));
             }
             ShardInput::Reconnect => self.shard.reconnect(now),
-            ShardInput::IdentifyGranted => self.shard.handle_identify_granted(now),
+            ShardInput::IdentifyGranted => {
+                if !self.shard.handle_identify_granted(now) {
+                    self.io.identify.release(self.number);
+                }
+            }
             ShardInput::Shutdown => self.shard.shutdown(now),
         }
     }
@@ -236,6 +239,9 @@ impl<R: Runtime> ShardTask<R> {
                     self.stopped = Some(reason);
                 }
             }
+        }
+        while let Some(event) = self.shard.poll_event() {
+            log_event(&event);
         }
     }
 
@@ -415,5 +421,26 @@ impl<R: Runtime> ShardTask<R> {
             sequence: self.shard.last_sequence(),
             updated_at_ms: 0,
         });
+    }
+}
+
+/// Logs what the core reports besides actions (drained after them, before the timeout).
+fn log_event(event: &ShardEvent) {
+    match event {
+        ShardEvent::Ready { session } => tracing::info!(session = %session.id, "ready"),
+        ShardEvent::Resumed { sequence } => tracing::info!(?sequence, "resumed"),
+        ShardEvent::Reconnecting {
+            reason,
+            attempt,
+            delay,
+            resume,
+        } => {
+            tracing::warn!(?reason, attempt, ?delay, resume, "reconnecting")
+        }
+        ShardEvent::DispatchDropped { seq, event, reason } => {
+            tracing::warn!(seq, event, %reason, "dispatch not published")
+        }
+        ShardEvent::UnknownOpcode { op } => tracing::debug!(op, "ignored unknown opcode"),
+        other => tracing::debug!(?other, "shard event"),
     }
 }
