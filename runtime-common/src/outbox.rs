@@ -229,3 +229,40 @@ impl Outbox {
         self.unsent = self.pending.keys().copied().collect();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::start_in_order;
+
+    /// A future that records when it is first polled, stays pending `waits` times, then yields
+    /// its number.
+    async fn job(number: usize, waits: usize, started: Arc<Mutex<Vec<usize>>>) -> usize {
+        started.lock().unwrap().push(number);
+        for _ in 0..waits {
+            let mut yielded = false;
+            std::future::poll_fn(|cx| {
+                if yielded {
+                    std::task::Poll::Ready(())
+                } else {
+                    yielded = true;
+                    cx.waker().wake_by_ref();
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
+        }
+        number
+    }
+
+    #[tokio::test]
+    async fn starts_every_future_in_order_and_returns_outputs_in_order() {
+        let started = Arc::new(Mutex::new(Vec::new()));
+        // Later futures finish first; starting order and output order must not care.
+        let jobs = (0..10).map(|n| job(n, 10 - n, started.clone())).collect();
+        let outputs = start_in_order(jobs).await;
+        assert_eq!(outputs, (0..10).collect::<Vec<_>>());
+        assert_eq!(*started.lock().unwrap(), (0..10).collect::<Vec<_>>());
+    }
+}
