@@ -75,11 +75,28 @@ fn parse_args() -> anyhow::Result<Option<PathBuf>> {
     Ok(config)
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+/// Completes on Ctrl-C (SIGINT) or SIGTERM (what `docker stop` and process supervisors send).
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM can be handled");
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
+            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
         tracing::info!("Ctrl-C: shutting down");
-    };
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
     if config.discord.has_token() {
         runtime_common::run(TokioRuntime, config, shutdown).await?;
         return Ok(());
