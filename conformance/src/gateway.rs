@@ -158,8 +158,10 @@ pub fn no_violations(rec: &Recording) -> Result<(), String> {
     if rec.violations.is_empty() {
         return Ok(());
     }
-    let list: Vec<String> = rec.violations.iter().map(describe).collect();
-    Err(format!("protocol violation(s): {}", list.join("; ")))
+    Err(format!(
+        "protocol violation(s): {}",
+        counted(rec.violations.iter().map(describe)).join("; ")
+    ))
 }
 
 /// The mock's name for an encoding the suite asked for.
@@ -176,5 +178,29 @@ pub fn mock_compression(c: crate::contract::Compression) -> mock_gateway::Compre
         crate::contract::Compression::None => mock_gateway::Compression::None,
         crate::contract::Compression::ZlibStream => mock_gateway::Compression::ZlibStream,
         crate::contract::Compression::ZstdStream => mock_gateway::Compression::ZstdStream,
+    }
+}
+
+/// Identical messages merged, with a count: `["a", "b", "a"]` -> `["a (x2)", "b"]`.
+pub fn counted(messages: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut merged: Vec<(String, usize)> = Vec::new();
+    for m in messages {
+        match merged.iter_mut().find(|(k, _)| *k == m) {
+            Some((_, n)) => *n += 1,
+            None => merged.push((m, 1)),
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(m, n)| if n > 1 { format!("{m} (x{n})") } else { m })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counted_merges_repeats_in_first_seen_order() {
+        let merged = super::counted(["a", "b", "a", "a"].map(String::from));
+        assert_eq!(merged, ["a (x3)", "b"]);
     }
 }
