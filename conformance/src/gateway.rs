@@ -16,6 +16,12 @@ pub use mock_gateway::{
 /// enough for a loaded machine to keep up).
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(2000);
 
+/// How late a heartbeat may be after `interval` before it counts as a violation: a quarter of
+/// the interval plus half a second (scheduling slack on a loaded machine).
+pub fn late_slack(interval: Duration) -> Duration {
+    interval / 4 + Duration::from_millis(500)
+}
+
 /// The mock settings every scenario starts from.
 pub fn suite_defaults() -> MockConfig {
     let mut config = MockConfig::default();
