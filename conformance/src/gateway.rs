@@ -22,10 +22,19 @@ pub fn late_slack(interval: Duration) -> Duration {
     interval / 4 + Duration::from_millis(500)
 }
 
+/// Discord's identify window: one IDENTIFY per bucket per 5 s.
+pub const IDENTIFY_WINDOW: Duration = Duration::from_secs(5);
+
+/// How much shorter than [`IDENTIFY_WINDOW`] a gap between two identifies of one bucket may look
+/// to the mock: it measures arrival times, and a client that waits exactly 5 s from its own send
+/// times can see its identifies arrive a little closer together on a loaded machine.
+pub const IDENTIFY_TOLERANCE: Duration = Duration::from_millis(250);
+
 /// The mock settings every scenario starts from.
 pub fn suite_defaults() -> MockConfig {
     let mut config = MockConfig::default();
     config.heartbeat_interval = DEFAULT_HEARTBEAT;
+    config.identify_window = IDENTIFY_WINDOW - IDENTIFY_TOLERANCE;
     config.poll_interval = Duration::from_millis(10);
     config
 }
