@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, Stream, StreamExt};
-use proto_core::codec::Encoding;
-use proto_core::shard::{Action, CloseCode, Shard, ShardState, StopReason, UsageError};
+use proto_core::shard::{Action, CloseCode, Shard, ShardEvent, ShardState, StopReason, UsageError};
 use proto_core::store::ShardStatus;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -28,7 +27,7 @@ use crate::identify::IdentifyClient;
 use crate::metrics;
 use crate::outbox::{ConfirmOutcome, Outbox};
 use crate::runtime::Runtime;
-use crate::session_store::SessionStore;
+use crate::session_store::StoreWriter;
 
 /// How long opening a WebSocket may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -58,7 +57,7 @@ pub(crate) struct ShardIo<R: Runtime> {
     pub(crate) rt: R,
     pub(crate) inputs: mpsc::UnboundedReceiver<ShardInput>,
     pub(crate) broker: BrokerClient,
-    pub(crate) store: Option<SessionStore>,
+    pub(crate) store: StoreWriter,
     pub(crate) identify: IdentifyClient,
     pub(crate) max_message: usize,
     pub(crate) max_unconfirmed: usize,
@@ -79,7 +78,7 @@ enum Wake {
 pub(crate) async fn run<R: Runtime>(shard: Shard, io: ShardIo<R>) -> StopReason {
     let number = shard.config().shard.number();
     let total = shard.config().shard.total();
-    let binary_frames = shard.config().encoding == Encoding::Etf;
+    let binary_frames = shard.config().sends_binary();
     let mut task = ShardTask {
         shard,
         number,
@@ -125,11 +124,15 @@ impl<R: Runtime> ShardTask<R> {
             self.drain().await;
             if let Some(reason) = self.stopped.take() {
                 self.drop_socket();
-                self.report_state().await;
+                let name = match reason {
+                    StopReason::Shutdown => "stopped",
+                    StopReason::Fatal { .. } => "fatally_closed",
+                };
+                self.write_status(name);
                 return reason;
             }
             self.flush().await;
-            self.report_state().await;
+            self.report_state();
             let wake = self.wait().await;
             let now = Instant::now();
             match wake {
@@ -173,7 +176,11 @@ impl<R: Runtime> ShardTask<R> {
                 let _ = reply.send(self.shard.send_command(now, packet));
             }
             ShardInput::Reconnect => self.shard.reconnect(now),
-            ShardInput::IdentifyGranted => self.shard.handle_identify_granted(now),
+            ShardInput::IdentifyGranted => {
+                if !self.shard.handle_identify_granted(now) {
+                    self.io.identify.release(self.number);
+                }
+            }
             ShardInput::Shutdown => self.shard.shutdown(now),
         }
     }
@@ -189,11 +196,7 @@ impl<R: Runtime> ShardTask<R> {
                 Action::Publish {
                     id, publication, ..
                 } => self.outbox.push(id, publication, Instant::now()),
-                Action::PersistSession(snapshot) => {
-                    if let Some(store) = &mut self.io.store {
-                        store.save_session(&snapshot).await;
-                    }
-                }
+                Action::PersistSession(snapshot) => self.io.store.save_session(&snapshot),
                 Action::Stopped(reason) => {
                     match &reason {
                         StopReason::Shutdown => tracing::info!("shard stopped"),
@@ -204,6 +207,9 @@ impl<R: Runtime> ShardTask<R> {
                     self.stopped = Some(reason);
                 }
             }
+        }
+        while let Some(event) = self.shard.poll_event() {
+            log_event(&event);
         }
     }
 
@@ -363,7 +369,7 @@ impl<R: Runtime> ShardTask<R> {
     }
 
     /// Writes the status to Redis and the state gauge when the coarse state changed.
-    async fn report_state(&mut self) {
+    fn report_state(&mut self) {
         let state = self.shard.state();
         if self.last_state == Some(state) {
             return;
@@ -371,17 +377,38 @@ impl<R: Runtime> ShardTask<R> {
         self.last_state = Some(state);
         metrics::record_state(self.number, state);
         tracing::info!(state = metrics::state_name(state), "shard state");
-        if let Some(store) = &mut self.io.store {
-            store
-                .save_status(ShardStatus {
-                    shard: self.number,
-                    shard_count: self.total,
-                    state: metrics::state_name(state).to_owned(),
-                    reconnects: self.connects.saturating_sub(1),
-                    sequence: self.shard.last_sequence(),
-                    updated_at_ms: 0,
-                })
-                .await;
+        self.write_status(metrics::state_name(state));
+    }
+
+    fn write_status(&mut self, state: &str) {
+        self.io.store.save_status(ShardStatus {
+            shard: self.number,
+            shard_count: self.total,
+            state: state.to_owned(),
+            reconnects: self.connects.saturating_sub(1),
+            sequence: self.shard.last_sequence(),
+            updated_at_ms: 0,
+        });
+    }
+}
+
+/// Logs what the core reports besides actions (drained after them, before the timeout).
+fn log_event(event: &ShardEvent) {
+    match event {
+        ShardEvent::Ready { session } => tracing::info!(session = %session.id, "ready"),
+        ShardEvent::Resumed { sequence } => tracing::info!(?sequence, "resumed"),
+        ShardEvent::Reconnecting {
+            reason,
+            attempt,
+            delay,
+            resume,
+        } => {
+            tracing::warn!(?reason, attempt, ?delay, resume, "reconnecting")
         }
+        ShardEvent::DispatchDropped { seq, event, reason } => {
+            tracing::warn!(seq, event, %reason, "dispatch not published")
+        }
+        ShardEvent::UnknownOpcode { op } => tracing::debug!(op, "ignored unknown opcode"),
+        other => tracing::debug!(?other, "shard event"),
     }
 }

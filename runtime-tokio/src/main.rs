@@ -90,7 +90,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     #[cfg(not(feature = "demo"))]
     {
-        let _ = shutdown;
+        drop(shutdown);
         bail!("no Discord token: set DISCORD_TOKEN (this build has no demo mode)")
     }
 }

@@ -21,7 +21,10 @@ const GUEST_AUTH: &str = "Basic Z3Vlc3Q6Z3Vlc3Q=";
 /// A name unique to this test run.
 pub fn unique(tag: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!(
         "gh-test-{tag}-{}-{}-{}",
         std::process::id(),
@@ -47,10 +50,15 @@ fn management(method: &str, path: &str, body: Option<&str>) -> Result<u16, Strin
             .put(&url)
             .header("Authorization", GUEST_AUTH)
             .send_empty(),
-        ("DELETE", _) => agent.delete(&url).header("Authorization", GUEST_AUTH).call(),
+        ("DELETE", _) => agent
+            .delete(&url)
+            .header("Authorization", GUEST_AUTH)
+            .call(),
         _ => agent.get(&url).header("Authorization", GUEST_AUTH).call(),
     };
-    response.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
+    response
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
 }
 
 fn management_json(path: &str) -> serde_json::Value {
@@ -93,10 +101,27 @@ impl Vhost {
     /// Closes the client connections of this vhost whose connection name starts with
     /// `name_prefix` (a broker outage as that client sees it). Returns how many were closed.
     pub fn close_connections(&self, name_prefix: &str) -> usize {
-        let connections = management_json(&format!("/vhosts/{}/connections", self.name));
+        // The management API lists a new connection only after its next statistics round.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let connections = loop {
+            let connections = management_json(&format!("/vhosts/{}/connections", self.name));
+            let listed = connections.as_array().is_some_and(|all| {
+                all.iter().any(|c| {
+                    c["client_properties"]["connection_name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with(name_prefix))
+                })
+            });
+            if listed || Instant::now() > deadline {
+                break connections;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
         let mut closed = 0;
         for c in connections.as_array().cloned().unwrap_or_default() {
-            let client_name = c["client_properties"]["connection_name"].as_str().unwrap_or("");
+            let client_name = c["client_properties"]["connection_name"]
+                .as_str()
+                .unwrap_or("");
             if !client_name.starts_with(name_prefix) {
                 continue;
             }
@@ -127,7 +152,11 @@ impl Vhost {
             .cloned()
             .unwrap_or_default()
             .iter()
-            .filter_map(|c| c["client_properties"]["connection_name"].as_str().map(str::to_owned))
+            .filter_map(|c| {
+                c["client_properties"]["connection_name"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
             .collect()
     }
 }
@@ -138,14 +167,16 @@ impl Drop for Vhost {
     }
 }
 
-/// Deletes every Redis key under a prefix on drop.
+/// Deletes every Redis key under a prefix (and `<prefix>-demo`) on drop.
 pub struct RedisPrefix {
     pub prefix: String,
 }
 
 impl RedisPrefix {
     pub fn new(tag: &str) -> Self {
-        Self { prefix: unique(tag) }
+        Self {
+            prefix: unique(tag),
+        }
     }
 
     pub fn url() -> String {
@@ -164,10 +195,14 @@ impl RedisPrefix {
 
 impl Drop for RedisPrefix {
     fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(Self::url()) else { return };
-        let Ok(mut connection) = client.get_connection() else { return };
+        let Ok(client) = redis::Client::open(Self::url()) else {
+            return;
+        };
+        let Ok(mut connection) = client.get_connection() else {
+            return;
+        };
         let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.prefix))
+            .arg(format!("{}*", self.prefix))
             .query(&mut connection)
             .unwrap_or_default();
         if !keys.is_empty() {
@@ -187,7 +222,10 @@ impl Gatehouse {
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", std::env::var("GATEHOUSE_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("GATEHOUSE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .current_dir(std::env::temp_dir());
         for (key, value) in env {
@@ -306,5 +344,79 @@ pub fn header_int(delivery: &Delivery, name: &str) -> Option<i64> {
         lapin::types::AMQPValue::LongLongInt(i) => Some(*i),
         lapin::types::AMQPValue::LongInt(i) => Some(i64::from(*i)),
         _ => None,
+    }
+}
+
+/// Publishes one message (persistent, confirmed) on a fresh channel.
+pub async fn publish(connection: &Connection, exchange: &str, routing_key: &str, body: &[u8]) {
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let confirm = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            lapin::options::BasicPublishOptions::default(),
+            body,
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirm.is_ack(), "the broker took the message");
+}
+
+/// Takes up to `max` messages from `queue` (waiting up to `timeout` for them).
+pub async fn drain_queue(
+    connection: &Connection,
+    queue: &str,
+    max: usize,
+    timeout: Duration,
+) -> Vec<lapin::message::BasicGetMessage> {
+    let channel = connection.create_channel().await.unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < max && Instant::now() < deadline {
+        match channel
+            .basic_get(
+                queue.into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+        {
+            Ok(Some(message)) => out.push(message),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    out
+}
+
+/// The AMQP header `name` of a message, as a string.
+pub fn header_str(properties: &lapin::BasicProperties, name: &str) -> Option<String> {
+    match properties.headers().as_ref()?.inner().get(name)? {
+        lapin::types::AMQPValue::LongString(s) => Some(s.to_string()),
+        lapin::types::AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+/// A free address on 127.0.0.1 (free when asked; good enough for tests).
+pub fn free_local_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// The body of `GET url`, retried for a few seconds while the server starts.
+pub fn http_get(url: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match ureq::get(url).call() {
+            Ok(mut response) => return response.body_mut().read_to_string().unwrap(),
+            Err(e) if Instant::now() > deadline => panic!("GET {url}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
     }
 }
