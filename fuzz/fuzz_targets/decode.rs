@@ -2,8 +2,8 @@
 //!
 //! Input layout: one mode byte (compression = b % 3, encoding = b / 3 % 2, a 4 KiB payload
 //! limit when bit 7 is set, else 1 MiB), then messages, each a flags byte (bit 0: binary frame,
-//! bit 1: reset the decoder first), a little-endian u16 length and that many bytes (the last
-//! message takes whatever is left). Checks: no panic, bounded output, ranges inside the payload.
+//! bit 1: reset the decoder first, bit 2: through `decode_bytes`), a little-endian u16 length and
+//! that many bytes (the last message takes whatever is left). Checks: no panic, bounded output, ranges inside the payload.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -26,7 +26,13 @@ fuzz_target!(|data: &[u8]| {
         if flags & 2 != 0 {
             decoder.reset();
         }
-        match decoder.decode(message, flags & 1 != 0) {
+        let binary = flags & 1 != 0;
+        let result = if flags & 4 != 0 {
+            decoder.decode_bytes(message.to_vec().into(), binary)
+        } else {
+            decoder.decode(message, binary)
+        };
+        match result {
             Ok(Some(p)) => {
                 assert!(p.bytes.len() <= max_payload);
                 assert!(p.d.end <= p.bytes.len() && p.d.start <= p.d.end);

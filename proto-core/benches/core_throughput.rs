@@ -31,6 +31,10 @@ fn main() {
         );
         return;
     };
+    if bench {
+        // First, while the heap is still small, so that freed memory does not hide growth.
+        memory_per_decoder(&frames);
+    }
     // Frames over 1 MiB (the 2.8 MB GUILD_CREATE) are not repeated into the corpus: the first
     // of them is sent once, untimed, at the start of the stream, so every measurement runs on an
     // inflater that has already handled one huge payload (PERFORMANCE.md's zero-fill trap).
@@ -99,6 +103,78 @@ fn main() {
         "scan_json alone:                {:>9.0} / {:>9.0}",
         scan.0, scan.1
     );
+    println!(
+        "decoder / raw inflate within each round: median {:.1}% (range {:.1}%..{:.1}%)",
+        100.0 * ratios[ratios.len() / 2],
+        100.0 * ratios[0],
+        100.0 * ratios[ratios.len() - 1]
+    );
+}
+
+/// Resident memory of 1,000 decoders that have each decoded the first 40 corpus events (more
+/// than the 32 KiB deflate window of output), per decoder: the process's RSS before
+/// and after, from /proc (Linux only).
+fn memory_per_decoder(frames: &[Vec<u8>]) {
+    const DECODERS: usize = 1_000;
+    let rss = || -> Option<usize> {
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
+        Some(pages * 4096)
+    };
+    let usual: Vec<Vec<u8>> = frames
+        .iter()
+        .filter(|f| f.len() < 1 << 20)
+        .cloned()
+        .collect();
+    let small = build_events(&usual, 40, false);
+    for compression in [
+        Compression::ZlibStream,
+        Compression::ZstdStream,
+        Compression::None,
+    ] {
+        let streams: Vec<Vec<Vec<u8>>> = (0..DECODERS)
+            .map(|_| match compression {
+                Compression::ZlibStream => zlib_stream(&small),
+                Compression::ZstdStream => zstd_stream(&small),
+                Compression::None => small.clone(),
+            })
+            .collect();
+        let config = DecoderConfig {
+            compression,
+            ..DecoderConfig::default()
+        };
+        let Some(before) = rss() else { return };
+        let mut decoders = Vec::with_capacity(DECODERS);
+        for stream in &streams {
+            let mut decoder = Decoder::new(config);
+            for m in stream {
+                let binary = compression != Compression::None;
+                black_box(decoder.decode(m, binary).expect("decodes"));
+            }
+            decoders.push(decoder);
+        }
+        let after = rss().unwrap_or(before);
+        println!(
+            "memory: {:>6.1} KiB per idle {compression:?} decoder after {} kB of payloads (RSS growth over {DECODERS})",
+            after.saturating_sub(before) as f64 / DECODERS as f64 / 1024.0,
+            small.iter().map(Vec::len).sum::<usize>() / 1000
+        );
+        drop(decoders);
+    }
+}
+
+/// Discord's zstd-stream side: one frame that never ends, a flushed block per payload.
+fn zstd_stream(events: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    use std::io::Write;
+    let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3).expect("zstd");
+    events
+        .iter()
+        .map(|e| {
+            encoder.write_all(e).expect("zstd");
+            encoder.flush().expect("zstd");
+            std::mem::take(encoder.get_mut())
+        })
+        .collect()
 }
 
 fn time(f: impl FnOnce() -> usize) -> Duration {

@@ -10,6 +10,7 @@
 //! - `zstd`: the `zstd-stream` transport (one DCtx per connection, one payload per message);
 //! - `payload`: payload compression (a binary message that is one standalone zlib blob);
 //! - `etf`: Erlang External Term Format to the JSON a JSON connection would have received;
+//! - `etf_encode`: the other direction, JSON commands to ETF for `encoding=etf` connections;
 //! - `envelope`: the JSON scanner that finds `op`, `t`, `s` and the span of `d`;
 //! - `limits`: the bounded, reused output buffer and the depth limits.
 //!
@@ -214,6 +215,25 @@ impl Decoder {
             self.out.clear();
         }
         result
+    }
+
+    /// [`Self::decode`] for a message the runtime already holds as `Bytes` (tungstenite hands
+    /// them out so): a message that is the payload itself (a text frame, or a binary JSON frame
+    /// without compression) becomes the payload without a copy.
+    pub fn decode_bytes(
+        &mut self,
+        message: Bytes,
+        binary: bool,
+    ) -> Result<Option<Payload>, DecodeError> {
+        let is_plain = !binary
+            || matches!(self.transport, Transport::None) && !payload::looks_like_zlib(&message);
+        if is_plain && self.config.encoding == Encoding::Json {
+            if message.len() > self.config.max_payload {
+                return Err(self.out.too_large());
+            }
+            return scan_json(message).map(Some);
+        }
+        self.decode(&message, binary)
     }
 
     fn decode_inner(

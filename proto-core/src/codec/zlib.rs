@@ -62,13 +62,11 @@ impl ZlibStream {
                 "message after the end of the zlib stream".into(),
             ));
         }
+        // Inflate makes all the output it can whatever the flush mode, so every message is
+        // inflated with sync flush; the suffix is checked afterwards, when inflate has read the
+        // message (and brought its end into the cache).
+        let status = inflate_into(&mut self.inflate, message, out, FlushDecompress::Sync)?;
         let complete = self.ends_payload(message);
-        let flush = if complete {
-            FlushDecompress::Sync
-        } else {
-            FlushDecompress::None
-        };
-        let status = inflate_into(&mut self.inflate, message, out, flush)?;
         if status == Status::StreamEnd {
             self.ended = true;
         }

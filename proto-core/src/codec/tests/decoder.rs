@@ -386,3 +386,42 @@ fn decoder_and_payload_can_move_between_threads() {
     send::<Decoder>();
     send::<Payload>();
 }
+
+#[test]
+fn decode_bytes_takes_plain_messages_without_a_copy() {
+    let hello = Bytes::from_static(br#"{"op":10,"d":{"heartbeat_interval":41250}}"#);
+    let mut dec = decoder(Compression::None);
+    let p = dec
+        .decode_bytes(hello.clone(), false)
+        .expect("decodes")
+        .expect("payload");
+    assert_eq!(
+        p.bytes.as_ptr(),
+        hello.as_ptr(),
+        "the same buffer, not a copy"
+    );
+    assert_eq!(p.op, 10);
+    // Compressed messages go through the decompressor as with `decode`.
+    let json = dispatch("READY", 1, "{}");
+    let p = dec
+        .decode_bytes(Bytes::from(zlib_blob(&json)), true)
+        .expect("decodes")
+        .expect("payload");
+    assert_eq!(&p.bytes[..], &json[..]);
+    let mut dec = decoder(Compression::ZlibStream);
+    let p = dec
+        .decode_bytes(Bytes::from_static(ZLIB_HELLO), true)
+        .expect("decodes")
+        .expect("payload");
+    assert_eq!(p.op, 10);
+    // The limit holds on this path too.
+    let mut small = Decoder::new(DecoderConfig {
+        compression: Compression::None,
+        encoding: Encoding::Json,
+        max_payload: 8,
+    });
+    assert_eq!(
+        small.decode_bytes(hello, false),
+        Err(DecodeError::TooLarge { limit: 8 })
+    );
+}
