@@ -20,7 +20,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
 use proto_core::config::SecretUrl;
 use proto_core::profile::{
-    ExchangeKind, FieldValue, MessageProperties, Publication, Timestamp, Topology,
+    ExchangeKind, FieldValue, MessageProperties, Publication, Router, Timestamp, Topology,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -37,9 +37,32 @@ pub struct Link {
     pub publish: Channel,
     /// The declared names of the queues the gateway consumes commands from.
     pub command_queues: Vec<String>,
+    /// Event names whose per-event topology (Retsu) is declared on this connection.
+    declared_events: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Link {
+    /// Declares what the profile wants declared before the first publication of `event`
+    /// (Retsu's `gateway:<EVENT>` queue), once per event name and connection.
+    pub async fn ensure_event_topology(&self, router: &Router, event: &str) -> Result<(), String> {
+        if self
+            .declared_events
+            .lock()
+            .expect("not poisoned")
+            .contains(event)
+        {
+            return Ok(());
+        }
+        if let Some(topology) = router.topology_for_event(event) {
+            declare_topology(&self.publish, &topology).await?;
+        }
+        self.declared_events
+            .lock()
+            .expect("not poisoned")
+            .insert(event.to_owned());
+        Ok(())
+    }
+
     /// Publishes one message; the returned confirm resolves when the broker acks or nacks it.
     pub async fn publish(&self, publication: &Publication) -> lapin::Result<PublisherConfirm> {
         self.publish
@@ -273,6 +296,7 @@ async fn connect<R: Runtime>(rt: &R, settings: &BrokerSettings) -> Result<Link, 
         connection,
         publish,
         command_queues,
+        declared_events: Default::default(),
     })
 }
 

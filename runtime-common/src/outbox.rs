@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures_util::stream::{FuturesUnordered, Stream};
-use proto_core::profile::Publication;
+use proto_core::profile::{Publication, Router};
 use proto_core::shard::PublishId;
 
 use crate::broker::Link;
@@ -128,13 +128,32 @@ impl Outbox {
     ///
     /// Publications go out in batches: every publish of a batch is started (its frames queued
     /// on the channel) in order before any is awaited, so the connection writes them together.
-    pub(crate) async fn flush(&mut self, link: &Arc<Link>) -> Result<(), String> {
+    ///
+    /// With `event_topology` (profiles that declare per event), each event's declarations are
+    /// made before its first publication on the link.
+    pub(crate) async fn flush(
+        &mut self,
+        link: &Arc<Link>,
+        event_topology: Option<&Router>,
+    ) -> Result<(), String> {
         if !self.can_use(link) {
             return Ok(());
         }
         self.failed_generation = None;
         while !self.unsent.is_empty() {
             let taken = self.unsent.len().min(MAX_BATCH);
+            if let Some(router) = event_topology {
+                for id in self.unsent.iter().take(taken) {
+                    let Some(pending) = self.pending.get(id) else {
+                        continue;
+                    };
+                    let event = &pending.publication.routing_key;
+                    if let Err(e) = link.ensure_event_topology(router, event).await {
+                        self.reset(link.generation);
+                        return Err(e);
+                    }
+                }
+            }
             let batch: Vec<PublishId> = self
                 .unsent
                 .drain(..taken)

@@ -331,7 +331,9 @@ impl<R: Runtime> ShardTask<R> {
         if let Some(link) = link
             && self.outbox.can_use(&link)
         {
-            match self.outbox.flush(&link).await {
+            let router = &self.shard.config().router;
+            let event_topology = router.needs_event_topology().then_some(router);
+            match self.outbox.flush(&link, event_topology).await {
                 Ok(()) => {
                     self.link_wait = None;
                     return;
