@@ -478,77 +478,14 @@ pub fn parse_shard_ids(text: &str) -> Result<Vec<u32>, String> {
     Ok(ids)
 }
 
-/// Gateway intent names and their bits (API v10), with the former names as aliases.
-const INTENT_NAMES: &[(&str, u64)] = &[
-    ("GUILDS", 1 << 0),
-    ("GUILD_MEMBERS", 1 << 1),
-    ("GUILD_MODERATION", 1 << 2),
-    ("GUILD_BANS", 1 << 2),
-    ("GUILD_EXPRESSIONS", 1 << 3),
-    ("GUILD_EMOJIS_AND_STICKERS", 1 << 3),
-    ("GUILD_INTEGRATIONS", 1 << 4),
-    ("GUILD_WEBHOOKS", 1 << 5),
-    ("GUILD_INVITES", 1 << 6),
-    ("GUILD_VOICE_STATES", 1 << 7),
-    ("GUILD_PRESENCES", 1 << 8),
-    ("GUILD_MESSAGES", 1 << 9),
-    ("GUILD_MESSAGE_REACTIONS", 1 << 10),
-    ("GUILD_MESSAGE_TYPING", 1 << 11),
-    ("DIRECT_MESSAGES", 1 << 12),
-    ("DIRECT_MESSAGE_REACTIONS", 1 << 13),
-    ("DIRECT_MESSAGE_TYPING", 1 << 14),
-    ("MESSAGE_CONTENT", 1 << 15),
-    ("GUILD_SCHEDULED_EVENTS", 1 << 16),
-    ("AUTO_MODERATION_CONFIGURATION", 1 << 20),
-    ("AUTO_MODERATION_EXECUTION", 1 << 21),
-    ("GUILD_MESSAGE_POLLS", 1 << 24),
-    ("DIRECT_MESSAGE_POLLS", 1 << 25),
-];
-const PRIVILEGED_INTENTS: u64 = (1 << 1) | (1 << 8) | (1 << 15);
-
-/// Intents from names: `GUILDS`, `guild_messages`, `GuildMessages`, or the groups `all`,
-/// `privileged`, `nonPrivileged` (also `non_privileged`).
+/// Intents from a list of names or numbers (each item as [`crate::intents::parse`] accepts,
+/// for example `GUILDS`, `guildMessages`, `nonPrivileged` or `513`), combined with OR.
 pub fn parse_intent_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<u64, String> {
     let mut bits = 0;
     for name in names {
-        let name = name.trim();
-        if name.is_empty() {
-            continue;
-        }
-        let normalized = normalize_intent_name(name);
-        bits |= match normalized.as_str() {
-            "ALL" => crate::intents::ALL,
-            "PRIVILEGED" => PRIVILEGED_INTENTS,
-            "NON_PRIVILEGED" | "NONPRIVILEGED" => crate::intents::ALL & !PRIVILEGED_INTENTS,
-            other => INTENT_NAMES
-                .iter()
-                .find(|(n, _)| *n == other)
-                .map(|(_, bit)| *bit)
-                .ok_or_else(|| format!("unknown intent {name:?}"))?,
-        };
+        bits |= crate::intents::parse(name).map_err(|e| e.to_string())?;
     }
     Ok(bits)
-}
-
-/// `guildMessages`, `GuildMessages`, `guild_messages` and `GUILD-MESSAGES` all become
-/// `GUILD_MESSAGES`.
-fn normalize_intent_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 4);
-    let mut previous_lower = false;
-    for c in name.chars() {
-        if c == '-' || c == '_' || c == ' ' {
-            out.push('_');
-            previous_lower = false;
-        } else if c.is_ascii_uppercase() && previous_lower {
-            out.push('_');
-            out.push(c);
-            previous_lower = false;
-        } else {
-            previous_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
-            out.push(c.to_ascii_uppercase());
-        }
-    }
-    out
 }
 
 /// The file's shape before validation (every field optional).
@@ -716,14 +653,14 @@ mod raw {
                 ));
             }
             let intents = match self.intents {
-                None => crate::intents::ALL & !PRIVILEGED_INTENTS,
+                None => crate::intents::NON_PRIVILEGED,
                 Some(RawIntents::Bits(bits)) => bits,
                 Some(RawIntents::Names(names)) => {
                     parse_intent_names(names.iter().map(String::as_str))
                         .map_err(|e| invalid("discord.intents", e))?
                 }
-                Some(RawIntents::Text(text)) => parse_intent_names(text.split([',', '|']))
-                    .map_err(|e| invalid("discord.intents", e))?,
+                Some(RawIntents::Text(text)) => crate::intents::parse(&text)
+                    .map_err(|e| invalid("discord.intents", e.to_string()))?,
             };
             if intents & !crate::intents::ALL != 0 {
                 return Err(invalid(
@@ -987,7 +924,7 @@ mod tests {
         assert_eq!(parse_intent_names(["privileged"]).unwrap(), 2 | 256 | 32768);
         assert_eq!(parse_intent_names(["nonPrivileged"]).unwrap(), 53_575_421);
         assert_eq!(
-            parse_intent_names(["GuildMessages", "guild_bans", "DIRECT-MESSAGES"]).unwrap(),
+            parse_intent_names(["guildMessages", "GUILD_BANS", "DIRECT_MESSAGES"]).unwrap(),
             512 | 4 | 4096
         );
         let config =

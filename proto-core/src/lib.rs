@@ -20,17 +20,25 @@
 //!   scanning and ETF-to-JSON conversion, with limits against hostile input.
 //! - [`shard`]: one gateway connection's state machine.
 //! - [`profile`]: the broker wire contracts (topology, dispatch routing, command decoding).
+//! - [`command`]: validation of the gateway packets workers ask to send, for every profile.
 //! - [`sharding`], [`intents`], [`session`], [`secret`]: the pure rules and values shared by all.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod codec;
+pub mod command;
 pub mod config;
+pub mod identify;
 pub mod intents;
 pub mod profile;
+pub mod ratelimit;
+pub mod rng;
 pub mod secret;
 pub mod session;
 pub mod shard;
 pub mod sharding;
 pub mod store;
+
+#[cfg(test)]
+mod tests;

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+pub use proto_core::identify::SessionStartLimit;
 use proto_core::secret::Secret;
 
 /// `GET /gateway/bot`'s answer.
@@ -17,19 +18,6 @@ pub struct GatewayBot {
     pub shards: u32,
     /// The identify limits.
     pub session_start_limit: SessionStartLimit,
-}
-
-/// The identify limits of `/gateway/bot`.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
-pub struct SessionStartLimit {
-    /// Session starts allowed per window.
-    pub total: u32,
-    /// Session starts left.
-    pub remaining: u32,
-    /// Milliseconds until `remaining` resets.
-    pub reset_after: u64,
-    /// Identify requests allowed per 5 seconds.
-    pub max_concurrency: u32,
 }
 
 /// Why `/gateway/bot` could not be read.

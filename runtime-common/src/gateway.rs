@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::broker::{self, BrokerSettings};
 use crate::discord_http::{GatewayBot, GatewayBotError, fetch_gateway_bot};
-use crate::identify::{self, IdentifyLimits};
+use crate::identify;
 use crate::runtime::Runtime;
 use crate::session_store::{SessionStore, StoreError};
 use crate::shard_task::{self, ShardInput, ShardIo};
@@ -102,14 +102,7 @@ pub async fn run_with_gateway<R: Runtime>(
         inputs.insert(number, tx);
         receivers.push((number, rx));
     }
-    let identify = identify::start(
-        &rt,
-        IdentifyLimits {
-            max_concurrency: bot.session_start_limit.max_concurrency,
-            remaining: bot.session_start_limit.remaining,
-        },
-        inputs.clone(),
-    );
+    let identify = identify::start(&rt, bot.session_start_limit, inputs.clone());
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u32, StopReason)>();
     let seed_base = config
@@ -222,19 +215,21 @@ fn shard_config(
     session: Option<proto_core::session::SessionSnapshot>,
     seed: u64,
 ) -> ShardConfig {
-    ShardConfig {
+    let mut shard_config = ShardConfig::new(
         shard,
-        token: config.discord.token.clone(),
-        intents: config.discord.intents,
-        large_threshold: config.discord.large_threshold,
-        presence: config.discord.presence.clone(),
-        gateway_url: bot.url.clone(),
-        compression: config.discord.compression,
-        encoding: config.discord.encoding,
-        max_payload: config.limits.max_payload,
-        seed,
-        command_queue_capacity: config.limits.command_queue_capacity,
-        session,
-        router: router.clone(),
-    }
+        config.discord.token.clone(),
+        bot.url.clone(),
+        router.clone(),
+    );
+    shard_config.intents = config.discord.intents;
+    shard_config.large_threshold = config.discord.large_threshold;
+    shard_config.presence = config.discord.presence.clone();
+    shard_config.compression = config.discord.compression;
+    shard_config.encoding = config.discord.encoding;
+    shard_config.max_payload = config.limits.max_payload;
+    shard_config.seed = seed;
+    shard_config.command_queue_capacity = config.limits.command_queue_capacity;
+    shard_config.session = session;
+    shard_config.max_unconfirmed = config.limits.max_unconfirmed_publishes;
+    shard_config
 }

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use proto_core::identify::{IdentifyScheduler, SessionStartLimit};
 use tokio::sync::mpsc;
 
 use crate::runtime::Runtime;
@@ -26,19 +27,10 @@ impl IdentifyClient {
     }
 }
 
-/// The identify limits from `/gateway/bot`.
-#[derive(Clone, Copy, Debug)]
-pub struct IdentifyLimits {
-    /// Identify requests allowed per 5 seconds (one per bucket `shard % max_concurrency`).
-    pub max_concurrency: u32,
-    /// Session starts left.
-    pub remaining: u32,
-}
-
 /// Starts the coordinator for the shards in `shards`.
 pub(crate) fn start<R: Runtime>(
     rt: &R,
-    limits: IdentifyLimits,
+    limits: SessionStartLimit,
     shards: HashMap<u32, mpsc::UnboundedSender<ShardInput>>,
 ) -> IdentifyClient {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -48,17 +40,21 @@ pub(crate) fn start<R: Runtime>(
 
 async fn coordinate<R: Runtime>(
     rt: R,
-    limits: IdentifyLimits,
+    limits: SessionStartLimit,
     shards: HashMap<u32, mpsc::UnboundedSender<ShardInput>>,
     mut requests: mpsc::UnboundedReceiver<u32>,
 ) {
-    let mut scheduler = Scheduler::new(limits);
+    let mut scheduler = IdentifyScheduler::new(limits, Instant::now());
     loop {
         let now = Instant::now();
         while let Some(shard) = scheduler.poll_grant(now) {
+            tracing::debug!(shard, remaining = scheduler.remaining(), "identify granted");
             if let Some(inputs) = shards.get(&shard) {
                 let _ = inputs.send(ShardInput::IdentifyGranted);
             }
+        }
+        if scheduler.remaining() == 0 && scheduler.waiting().next().is_some() {
+            tracing::warn!("no session starts left until Discord's reset; shards wait to identify");
         }
         let request = match scheduler.poll_timeout() {
             Some(deadline) => {
@@ -77,33 +73,5 @@ async fn coordinate<R: Runtime>(
             Some(None) => return,
             None => {}
         }
-    }
-}
-
-/// Stand-in until the core's identify scheduler is merged: grants every request at once.
-struct Scheduler {
-    waiting: std::collections::BTreeSet<u32>,
-}
-
-impl Scheduler {
-    fn new(limits: IdentifyLimits) -> Self {
-        let _ = limits;
-        Self {
-            waiting: Default::default(),
-        }
-    }
-
-    fn request(&mut self, now: Instant, shard: u32) {
-        let _ = now;
-        self.waiting.insert(shard);
-    }
-
-    fn poll_grant(&mut self, now: Instant) -> Option<u32> {
-        let _ = now;
-        self.waiting.pop_first()
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        None
     }
 }

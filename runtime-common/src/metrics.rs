@@ -91,9 +91,30 @@ pub(crate) fn record_amqp_connected(connected: bool, reconnect: bool) {
     }
 }
 
-/// Installs the Prometheus recorder (once per process) and, with an address, serves
-/// `GET /metrics` there from a background thread. Returns the handle that renders the text.
+/// Installs the Prometheus recorder (once per process; later calls reuse it) and, with an
+/// address, serves `GET /metrics` there from a background thread. Returns the handle that
+/// renders the text.
 pub fn install(address: Option<SocketAddr>) -> std::io::Result<PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    let handle = match HANDLE.get() {
+        Some(handle) => handle.clone(),
+        None => {
+            let handle = build_recorder()?;
+            HANDLE.get_or_init(|| handle).clone()
+        }
+    };
+    if let Some(address) = address {
+        let listener = TcpListener::bind(address)?;
+        let handle = handle.clone();
+        std::thread::Builder::new()
+            .name("gatehouse-metrics".into())
+            .spawn(move || serve(listener, handle))?;
+        tracing::info!(%address, "serving Prometheus metrics at /metrics");
+    }
+    Ok(handle)
+}
+
+fn build_recorder() -> std::io::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(PUBLISH_LATENCY.to_owned()),
@@ -105,14 +126,6 @@ pub fn install(address: Option<SocketAddr>) -> std::io::Result<PrometheusHandle>
         .install_recorder()
         .map_err(std::io::Error::other)?;
     describe();
-    if let Some(address) = address {
-        let listener = TcpListener::bind(address)?;
-        let handle = handle.clone();
-        std::thread::Builder::new()
-            .name("gatehouse-metrics".into())
-            .spawn(move || serve(listener, handle))?;
-        tracing::info!(%address, "serving Prometheus metrics at /metrics");
-    }
     Ok(handle)
 }
 

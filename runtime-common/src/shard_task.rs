@@ -285,28 +285,32 @@ impl<R: Runtime> ShardTask<R> {
             self.link_wait = None;
             return;
         }
-        if let Some(link) = self.io.broker.current()
+        // Look at the link through a fresh receiver so that a change after this point wakes
+        // the loop.
+        let mut watch = self.io.broker.watch();
+        watch.mark_unchanged();
+        let link = watch.borrow().clone();
+        if let Some(link) = link
             && self.outbox.can_use(&link)
         {
-            self.link_wait = None;
-            if let Err(reason) = self.outbox.flush(&link).await {
-                tracing::warn!(%reason, "publishing failed; will publish again after reconnecting");
-                self.io.broker.report_failure(link.generation);
-            } else {
-                return;
+            match self.outbox.flush(&link).await {
+                Ok(()) => {
+                    self.link_wait = None;
+                    return;
+                }
+                Err(reason) => {
+                    tracing::warn!(%reason, "publishing failed; will publish again after reconnecting");
+                    self.io.broker.report_failure(link.generation);
+                }
             }
         }
-        if self.link_wait.is_none() {
-            let mut watch = self.io.broker.watch();
-            watch.mark_unchanged();
-            self.link_wait = Some(Box::pin(async move {
-                let _ = watch.changed().await;
-            }));
-        }
+        self.link_wait = Some(Box::pin(async move {
+            let _ = watch.changed().await;
+        }));
     }
 
     fn paused(&self) -> bool {
-        self.outbox.len() >= self.io.max_unconfirmed
+        self.shard.should_pause_reading() || self.outbox.len() >= self.io.max_unconfirmed
     }
 
     async fn wait(&mut self) -> Wake {
@@ -374,7 +378,7 @@ impl<R: Runtime> ShardTask<R> {
                     shard_count: self.total,
                     state: metrics::state_name(state).to_owned(),
                     reconnects: self.connects.saturating_sub(1),
-                    sequence: None,
+                    sequence: self.shard.last_sequence(),
                     updated_at_ms: 0,
                 })
                 .await;

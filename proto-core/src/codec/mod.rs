@@ -5,8 +5,40 @@
 //! the limits that keep hostile input from growing memory. Does not decide anything about the
 //! protocol: that is the shard's job.
 //!
-//! CONTRACT STUB: the types below are the interface the shard and the profiles rely on. The
-//! implementation behind them is being replaced by the fast one.
+//! Sub-modules, one job each:
+//! - `zlib`: the `zlib-stream` transport (one inflate context per connection, sync flush);
+//! - `zstd`: the `zstd-stream` transport (one DCtx per connection, one payload per message);
+//! - `payload`: payload compression (a binary message that is one standalone zlib blob);
+//! - `etf`: Erlang External Term Format to the JSON a JSON connection would have received;
+//! - `envelope`: the JSON scanner that finds `op`, `t`, `s` and the span of `d`;
+//! - `limits`: the bounded, reused output buffer and the depth limits.
+//!
+//! # Which messages are decompressed how
+//!
+//! | message | `Compression::ZlibStream` | `ZstdStream` | `None` |
+//! |---|---|---|---|
+//! | binary | piece of the connection's zlib stream | one zstd-stream payload | a zlib blob if it starts with a zlib header (payload compression), else the payload itself |
+//! | text | the payload itself | the payload itself | the payload itself |
+//!
+//! The decompressed bytes are then JSON (scanned as they are) or ETF (converted to JSON first),
+//! per [`Encoding`]. Every payload that leaves is one `Bytes` holding exactly the JSON text;
+//! [`Payload`] ranges point into it.
+//!
+//! # Errors and limits
+//!
+//! Any error means the connection's stream state can no longer be trusted: the caller closes the
+//! connection, resumes on a new one and calls [`Decoder::reset`] (or makes a new decoder). A
+//! payload larger than [`DecoderConfig::max_payload`] is refused with [`DecodeError::TooLarge`]
+//! as soon as inflation passes the limit, so a small zip bomb costs at most `max_payload` bytes
+//! of memory; corrupt or truncated streams are [`DecodeError::Decompress`]; bad JSON or ETF is
+//! [`DecodeError::Malformed`]. Nothing panics on wire input.
+
+mod envelope;
+mod etf;
+mod limits;
+mod payload;
+mod zlib;
+mod zstd;
 
 use std::ops::Range;
 
@@ -120,15 +152,38 @@ impl Payload {
 }
 
 /// The decoder of one connection. Create one per connection, or [`Decoder::reset`] it on connect.
+///
+/// It holds the connection's decompression context (zlib: about 40 KiB once used) and one
+/// reused output buffer, which shrinks back to 16 KiB after each larger payload.
 #[derive(Debug)]
 pub struct Decoder {
     config: DecoderConfig,
+    transport: Transport,
+    payload: payload::PayloadInflater,
+    out: limits::OutputBuf,
+}
+
+#[derive(Debug)]
+enum Transport {
+    None,
+    Zlib(zlib::ZlibStream),
+    Zstd(zstd::ZstdStream),
 }
 
 impl Decoder {
     /// A decoder for a new connection.
     pub fn new(config: DecoderConfig) -> Self {
-        Self { config }
+        let transport = match config.compression {
+            Compression::None => Transport::None,
+            Compression::ZlibStream => Transport::Zlib(zlib::ZlibStream::new()),
+            Compression::ZstdStream => Transport::Zstd(zstd::ZstdStream::new()),
+        };
+        Self {
+            config,
+            transport,
+            payload: payload::PayloadInflater::default(),
+            out: limits::OutputBuf::new(config.max_payload),
+        }
     }
 
     /// The settings this decoder was made with.
@@ -136,43 +191,82 @@ impl Decoder {
         self.config
     }
 
-    /// Forgets all stream state, for a new connection.
-    pub fn reset(&mut self) {}
+    /// Forgets all stream state, for a new connection. Keeps the allocated contexts.
+    pub fn reset(&mut self) {
+        match &mut self.transport {
+            Transport::None => {}
+            Transport::Zlib(z) => z.reset(),
+            Transport::Zstd(z) => z.reset(),
+        }
+        self.out.clear();
+    }
 
     /// Feeds one WebSocket message (`binary` says which frame type it came in). Returns
     /// `Ok(None)` when the message is only part of a payload (zlib-stream without the suffix).
+    ///
+    /// After an `Err`, the connection must be closed and the decoder [reset](Self::reset).
     pub fn decode(&mut self, message: &[u8], binary: bool) -> Result<Option<Payload>, DecodeError> {
-        let _ = binary;
-        if message.len() > self.config.max_payload {
-            return Err(DecodeError::TooLarge {
-                limit: self.config.max_payload,
-            });
+        let result = self.decode_inner(message, binary);
+        if result.is_err() {
+            self.out.clear();
         }
-        scan_json(Bytes::copy_from_slice(message)).map(Some)
+        result
+    }
+
+    fn decode_inner(
+        &mut self,
+        message: &[u8],
+        binary: bool,
+    ) -> Result<Option<Payload>, DecodeError> {
+        if !binary {
+            return self.plain(message).map(Some);
+        }
+        match &mut self.transport {
+            Transport::Zlib(z) => {
+                if !z.push(message, &mut self.out)? {
+                    return Ok(None);
+                }
+            }
+            Transport::Zstd(z) => z.push(message, &mut self.out)?,
+            Transport::None if payload::looks_like_zlib(message) => {
+                self.payload.inflate(message, &mut self.out)?;
+            }
+            Transport::None => return self.plain(message).map(Some),
+        }
+        let result = self.convert(self.out.filled());
+        self.out.clear();
+        result.map(Some)
+    }
+
+    /// A message that is the payload itself.
+    fn plain(&self, message: &[u8]) -> Result<Payload, DecodeError> {
+        if message.len() > self.config.max_payload {
+            return Err(self.out.too_large());
+        }
+        self.convert(message)
+    }
+
+    /// Decompressed payload bytes to a scanned JSON payload.
+    fn convert(&self, bytes: &[u8]) -> Result<Payload, DecodeError> {
+        match self.config.encoding {
+            Encoding::Json => scan_json(Bytes::copy_from_slice(bytes)),
+            Encoding::Etf => scan_json(Bytes::from(etf::to_json(bytes, self.out.limit())?)),
+        }
     }
 }
 
-/// Locates the envelope fields of a JSON payload (stub: slow, via serde_json).
+/// Locates the envelope fields of a JSON payload: `op`, `s`, `t` and the span of `d`, without
+/// parsing `d` (see the `envelope` module for what is validated).
 pub fn scan_json(bytes: Bytes) -> Result<Payload, DecodeError> {
-    #[derive(serde::Deserialize)]
-    struct Env<'a> {
-        op: u8,
-        #[serde(default)]
-        s: Option<u64>,
-        #[serde(default, borrow)]
-        t: Option<&'a str>,
-        #[serde(default, borrow)]
-        d: Option<&'a serde_json::value::RawValue>,
-    }
-    let env: Env<'_> =
-        serde_json::from_slice(&bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    let base = bytes.as_ptr() as usize;
-    let range_of = |s: &str| {
-        let start = s.as_ptr() as usize - base;
-        start..start + s.len()
-    };
-    let t = env.t.map(range_of);
-    let d = env.d.map(|d| range_of(d.get())).unwrap_or(0..0);
-    let (op, s) = (env.op, env.s);
-    Ok(Payload { bytes, op, s, t, d })
+    let env = envelope::scan(&bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    Ok(Payload {
+        bytes,
+        op: env.op,
+        s: env.s,
+        t: env.t,
+        d: env.d,
+    })
 }
+
+#[cfg(test)]
+mod tests;

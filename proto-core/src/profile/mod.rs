@@ -5,13 +5,49 @@
 //! [`Topology`], publishes each [`Publication`] and hands every command delivery to
 //! [`Router::decode_command`].
 //!
-//! CONTRACT STUB: only the native profile's dispatch route is sketched; the real module has one
-//! sub-module per profile.
+//! One sub-module per profile ([`native`], [`spectacles`], [`cordis`], [`twilight_dispatch`],
+//! [`retsu`]) holds that profile's names, topology, dispatch route and command decoding; the
+//! shared pieces are the settings ([`ProfileConfig`], and the predecessors' variable names in
+//! [`env`]), the [`EventFilter`], the lossless [`msgpack`] transcoder, and the command rules of
+//! [`crate::command`]. Each sub-module's documentation states its wire contract and where it
+//! was read from.
+//!
+//! Drive order for the runtime:
+//! 1. `Router::new(&config, &cluster)` once per process (cheap to clone: one per shard is fine).
+//! 2. Declare [`Router::topology`] (exchanges, then queues, then bindings; an empty queue name is
+//!    a server-named queue, and an empty binding queue means the one declared just before).
+//!    Consume from the queues whose `consume_commands` is set.
+//! 3. For each dispatch: [`Router::try_route_dispatch`]. When [`Router::needs_event_topology`]
+//!    is true (Retsu), before publishing the first message of an event name this process has
+//!    not seen yet, declare [`Router::topology_for_event`] for it (once per name and process).
+//! 4. For each command delivery: [`Router::decode_command`]; do what the decision says, then
+//!    acknowledge the delivery.
+//!
+//! Nothing here does I/O, reads a clock (the runtime stamps [`Timestamp`]s) or allocates per
+//! event beyond the publication itself.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::codec::Payload;
-use crate::sharding::ShardId;
+use crate::command::CommandPolicy;
+use crate::sharding::{ShardId, shard_for_guild};
+
+mod config;
+pub mod cordis;
+pub mod env;
+mod filter;
+pub mod msgpack;
+pub mod native;
+pub mod retsu;
+pub mod spectacles;
+pub mod twilight_dispatch;
+
+pub use config::{BodyEncoding, ProfileConfig};
+pub use filter::EventFilter;
+pub use msgpack::TranscodeError;
 
 /// Which wire contract to speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
@@ -30,14 +66,18 @@ pub enum ProfileKind {
     Retsu,
 }
 
-/// The profile's settings (the `[profile]` table of the configuration file).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ProfileConfig {
-    /// Which profile.
-    pub kind: ProfileKind,
-    /// The events exchange (or Spectacles group) name; the profile's default when absent.
-    pub exchange: Option<String>,
+impl ProfileKind {
+    /// The name used in configuration (`gatehouse`, `spectacles`, `cordis`,
+    /// `twilight-dispatch`, `retsu`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Gatehouse => "gatehouse",
+            Self::Spectacles => "spectacles",
+            Self::Cordis => "cordis",
+            Self::TwilightDispatch => "twilight-dispatch",
+            Self::Retsu => "retsu",
+        }
+    }
 }
 
 /// Which shards exist and which this process owns.
@@ -47,6 +87,68 @@ pub struct ClusterInfo {
     pub shard_count: u32,
     /// The shard numbers this process runs.
     pub owned: Vec<u32>,
+}
+
+impl ClusterInfo {
+    /// Checks that the shard count is positive and every owned shard exists.
+    pub fn validate(&self) -> Result<(), ProfileError> {
+        if self.shard_count == 0 {
+            return Err(ProfileError("the shard count must be at least 1".into()));
+        }
+        if let Some(bad) = self.owned.iter().find(|&&s| s >= self.shard_count) {
+            return Err(ProfileError(format!(
+                "shard {bad} does not exist: the shard count is {}",
+                self.shard_count
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The shards of the bot and the ones this process owns, ready for lookups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Ownership {
+    count: NonZeroU32,
+    /// Sorted, without duplicates.
+    owned: Vec<u32>,
+}
+
+impl Ownership {
+    fn new(cluster: &ClusterInfo) -> Result<Self, ProfileError> {
+        cluster.validate()?;
+        let count = NonZeroU32::new(cluster.shard_count)
+            .ok_or_else(|| ProfileError("the shard count must be at least 1".into()))?;
+        let mut owned = cluster.owned.clone();
+        owned.sort_unstable();
+        owned.dedup();
+        Ok(Self { count, owned })
+    }
+
+    /// The owned shards, ascending.
+    pub(crate) fn owned(&self) -> &[u32] {
+        &self.owned
+    }
+
+    /// Whether this process runs `shard`.
+    pub(crate) fn owns(&self, shard: u32) -> bool {
+        self.owned.binary_search(&shard).is_ok()
+    }
+
+    /// The shard of a guild.
+    pub(crate) fn shard_for_guild(&self, guild_id: u64) -> u32 {
+        shard_for_guild(guild_id, self.count)
+    }
+
+    /// Checks that a shard number exists, with the reason to give when it does not.
+    pub(crate) fn check_exists(&self, shard: u64) -> Result<u32, String> {
+        match u32::try_from(shard) {
+            Ok(s) if s < self.count.get() => Ok(s),
+            _ => Err(format!(
+                "shard {shard} does not exist (the shard count is {})",
+                self.count
+            )),
+        }
+    }
 }
 
 /// A profile configuration that cannot work.
@@ -221,75 +323,228 @@ pub enum CommandDecision {
     },
 }
 
-/// The routing rules of the configured profile.
+/// A dispatch that could not be turned into a message. The runtime logs it; the event is not
+/// published (a body the workers cannot decode would be worse).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// The dispatch's JSON could not be transcoded to msgpack.
+    #[error("{event} cannot be published as msgpack: {source}")]
+    Transcode {
+        /// The event name.
+        event: String,
+        /// Why.
+        source: TranscodeError,
+    },
+}
+
+/// What every profile's command decoding needs.
+#[derive(Clone, Debug)]
+pub(crate) struct Shared {
+    pub(crate) cluster: Ownership,
+    pub(crate) policy: CommandPolicy,
+}
+
+#[derive(Clone, Debug)]
+enum Profile {
+    Native(native::Native),
+    Spectacles(spectacles::Spectacles),
+    Cordis(cordis::Cordis),
+    TwilightDispatch(twilight_dispatch::TwilightDispatch),
+    Retsu(retsu::Retsu),
+}
+
+#[derive(Debug)]
+struct RouterInner {
+    kind: ProfileKind,
+    filter: EventFilter,
+    shared: Shared,
+    profile: Profile,
+}
+
+/// The routing rules of the configured profile. Cloning is cheap (one reference count).
 #[derive(Clone, Debug)]
 pub struct Router {
-    exchange: String,
+    inner: Arc<RouterInner>,
 }
 
 impl Router {
-    /// The router of a configured profile.
+    /// The router of a configured profile, or why the configuration cannot work.
     pub fn new(config: &ProfileConfig, cluster: &ClusterInfo) -> Result<Self, ProfileError> {
-        let _ = cluster;
+        config.validate(cluster)?;
+        let ownership = Ownership::new(cluster)?;
+        let policy = CommandPolicy::new(&config.extra_allowed_ops).map_err(ProfileError)?;
+        let profile = match config.kind {
+            ProfileKind::Gatehouse => Profile::Native(native::Native::new(config, &ownership)),
+            ProfileKind::Spectacles => Profile::Spectacles(spectacles::Spectacles::new(config)),
+            ProfileKind::Cordis => Profile::Cordis(cordis::Cordis::new(config)),
+            ProfileKind::TwilightDispatch => {
+                Profile::TwilightDispatch(twilight_dispatch::TwilightDispatch::new(config))
+            }
+            ProfileKind::Retsu => Profile::Retsu(retsu::Retsu::new(config)),
+        };
         Ok(Self {
-            exchange: config.exchange.clone().unwrap_or_else(|| "gateway".into()),
+            inner: Arc::new(RouterInner {
+                kind: config.kind,
+                filter: EventFilter::new(&config.events, &config.ignored_events),
+                shared: Shared {
+                    cluster: ownership,
+                    policy,
+                },
+                profile,
+            }),
         })
     }
 
-    /// The native profile with default names (stub).
+    /// The native profile with default names, for a bot of one shard that this process runs
+    /// (tests and tools).
     pub fn native() -> Self {
-        Self {
-            exchange: "gateway".into(),
+        let cluster = ClusterInfo {
+            shard_count: 1,
+            owned: vec![0],
+        };
+        match Self::new(&ProfileConfig::default(), &cluster) {
+            Ok(router) => router,
+            Err(e) => unreachable!("the default configuration is valid: {e}"),
         }
+    }
+
+    /// Which profile this is.
+    pub fn kind(&self) -> ProfileKind {
+        self.inner.kind
+    }
+
+    /// The opcodes workers may send.
+    pub fn command_policy(&self) -> &CommandPolicy {
+        &self.inner.shared.policy
+    }
+
+    /// Whether an event with this name is published at all (the event filter).
+    pub fn publishes(&self, event: &str) -> bool {
+        self.inner.filter.allows(event)
     }
 
     /// What to declare before publishing and consuming.
     pub fn topology(&self) -> Topology {
-        Topology {
-            exchanges: vec![ExchangeDecl {
-                name: self.exchange.clone(),
-                kind: ExchangeKind::Topic,
-                durable: true,
-                auto_delete: false,
-            }],
-            ..Topology::default()
+        let shared = &self.inner.shared;
+        match &self.inner.profile {
+            Profile::Native(p) => p.topology(shared),
+            Profile::Spectacles(p) => p.topology(shared),
+            Profile::Cordis(p) => p.topology(),
+            Profile::TwilightDispatch(p) => p.topology(),
+            Profile::Retsu(p) => p.topology(),
+        }
+    }
+
+    /// Whether the profile declares something per event name ([`Router::topology_for_event`]).
+    pub fn needs_event_topology(&self) -> bool {
+        matches!(self.inner.profile, Profile::Retsu(_))
+    }
+
+    /// What to declare before the first publication of `event` by this process, for profiles
+    /// that declare per event (Retsu: the durable queue `gateway:<EVENT>` bound with the event
+    /// name). `None` for the other profiles and for events the filter drops. The runtime calls
+    /// it once per event name it has not seen yet, and may call it again after a broker
+    /// reconnect (declarations are idempotent).
+    pub fn topology_for_event(&self, event: &str) -> Option<Topology> {
+        match &self.inner.profile {
+            Profile::Retsu(p) if self.inner.filter.allows(event) => {
+                Some(p.topology_for_event(event))
+            }
+            _ => None,
         }
     }
 
     /// What to do with one command delivery.
     pub fn decode_command(&self, delivery: &CommandDelivery<'_>) -> CommandDecision {
-        let _ = delivery;
-        CommandDecision::Reject {
-            reason: "commands are not implemented yet".into(),
-            dead_letter: None,
+        let shared = &self.inner.shared;
+        match &self.inner.profile {
+            Profile::Native(p) => p.decode_command(shared, delivery),
+            Profile::Spectacles(p) => p.decode_command(shared, delivery),
+            Profile::Cordis(p) => p.decode_command(shared, delivery),
+            Profile::TwilightDispatch(p) => p.decode_command(shared, delivery),
+            Profile::Retsu(p) => p.decode_command(shared, delivery),
         }
     }
 
-    /// The message for a dispatch, or `None` when the profile drops it.
+    /// The message for a dispatch, or `None` when the profile drops it (not op 0, no event
+    /// name, filtered out) or cannot encode it (see [`Router::try_route_dispatch`], which says
+    /// why).
     pub fn route_dispatch(
         &self,
         ctx: &DispatchContext<'_>,
         payload: &Payload,
     ) -> Option<Publication> {
-        let name = payload.event_name()?;
-        let seq = payload.s.unwrap_or(0);
-        Some(Publication {
-            exchange: self.exchange.clone(),
-            routing_key: name.to_owned(),
-            body: payload.bytes.clone(),
-            properties: MessageProperties {
-                persistent: true,
-                content_type: Some("application/json"),
-                message_id: Some(format!("{}:{}", ctx.session_id, seq)),
-                timestamp: Timestamp::Seconds,
-                expiration_ms: None,
-                headers: vec![
-                    ("x-shard-id", FieldValue::Int(ctx.shard.number().into())),
-                    ("x-shard-count", FieldValue::Int(ctx.shard.total().into())),
-                    ("x-sequence", FieldValue::Int(seq as i64)),
-                    ("x-session-id", FieldValue::Str(ctx.session_id.to_owned())),
-                ],
-            },
-        })
+        self.try_route_dispatch(ctx, payload).ok().flatten()
+    }
+
+    /// The message for a dispatch; `Ok(None)` when the profile drops it (not op 0, no event
+    /// name, filtered out); `Err` when its body cannot be encoded (the event is not published).
+    pub fn try_route_dispatch(
+        &self,
+        ctx: &DispatchContext<'_>,
+        payload: &Payload,
+    ) -> Result<Option<Publication>, RouteError> {
+        if payload.op != 0 {
+            return Ok(None);
+        }
+        let Some(event) = payload.event_name() else {
+            return Ok(None);
+        };
+        if !self.inner.filter.allows(event) {
+            return Ok(None);
+        }
+        let publication = match &self.inner.profile {
+            Profile::Native(p) => p.route(ctx, payload, event),
+            Profile::Spectacles(p) => p.route(payload, event)?,
+            Profile::Cordis(p) => p.route(payload, event)?,
+            Profile::TwilightDispatch(p) => p.route(payload, event),
+            Profile::Retsu(p) => p.route(payload, event),
+        };
+        Ok(Some(publication))
     }
 }
+
+/// A `Reject` without a dead letter (profiles without a dead-letter convention).
+pub(crate) fn reject(reason: impl Into<String>) -> CommandDecision {
+    CommandDecision::Reject {
+        reason: reason.into(),
+        dead_letter: None,
+    }
+}
+
+/// The JSON of a command body: JSON as is, or msgpack converted to JSON when `accept_msgpack`
+/// (a body whose first non-blank byte is `{` is JSON; in msgpack that byte would be the whole
+/// value 123, never a command).
+pub(crate) fn command_json(
+    body: &[u8],
+    accept_msgpack: bool,
+) -> Result<std::borrow::Cow<'_, [u8]>, crate::command::CommandError> {
+    use crate::command::{CommandError, MAX_COMMAND_BODY_BYTES};
+    if body.len() > MAX_COMMAND_BODY_BYTES {
+        return Err(CommandError::BodyTooLarge {
+            size: body.len(),
+            limit: MAX_COMMAND_BODY_BYTES,
+        });
+    }
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if !accept_msgpack || first == Some(&b'{') || first.is_none() {
+        return Ok(std::borrow::Cow::Borrowed(body));
+    }
+    msgpack::msgpack_to_json(body)
+        .map(std::borrow::Cow::Owned)
+        .map_err(|e| CommandError::Malformed {
+            format: "msgpack",
+            detail: e.to_string(),
+        })
+}
+
+/// Parses a routing key part that is a decimal number (a shard number or a guild id).
+pub(crate) fn parse_decimal(key: &str) -> Option<u64> {
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    key.parse().ok()
+}
+
+#[cfg(test)]
+mod tests;

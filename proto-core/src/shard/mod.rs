@@ -1,25 +1,86 @@
 //! One Discord gateway connection's protocol state, as a sans-IO state machine.
 //!
-//! CONTRACT STUB: the API below is what the runtimes drive. Method groups (drain order in the
-//! crate docs): getters; inputs `handle_*(now, ..)`; commands (`send_command`, `reconnect`,
-//! `shutdown`, `handle_identify_granted`); outputs `poll_action`, `poll_timeout`.
+//! Owns: the connection lifecycle (HELLO, IDENTIFY/RESUME, READY/RESUMED, op 7, op 9, close
+//! codes, reconnect back-off), heartbeating and zombie detection, the per-connection send
+//! limit and the queue of worker commands, sequence tracking, publisher-confirm bookkeeping and
+//! session snapshots. Does not own sockets, clocks, the broker or Redis (the runtime does), frame
+//! decoding (see [`crate::codec`]), routing (see [`crate::profile`]) or the process-wide identify
+//! limit (see [`crate::identify`]).
+//!
+//! # Method groups
+//! - getters: [`Shard::state`], [`Shard::session`], [`Shard::last_sequence`],
+//!   [`Shard::confirmed_sequence`], [`Shard::latency`], [`Shard::timeout_reason`],
+//!   [`Shard::last_disconnect`], [`Shard::unconfirmed`], [`Shard::should_pause_reading`],
+//!   [`Shard::queued_commands`], [`Shard::config`];
+//! - inputs: [`Shard::handle_connected`], [`Shard::handle_message`], [`Shard::handle_closed`],
+//!   [`Shard::handle_timeout`], [`Shard::handle_identify_granted`], [`Shard::handle_published`];
+//! - commands: [`Shard::send_command`], [`Shard::reconnect`], [`Shard::shutdown`];
+//! - outputs: [`Shard::poll_action`] (drain it after every input or command), then
+//!   [`Shard::poll_timeout`].
+//!
+//! # What the runtime does with each action
+//! - [`Action::Connect`]: open a WebSocket to the URL; call `handle_connected` when it is open,
+//!   or `handle_closed(now, None)` if it fails (including a connect timeout).
+//! - [`Action::Send`]: write one frame. [`Action::Close`]: close the socket with that code (never
+//!   substitute 1000), then call `handle_closed` once it is closed.
+//! - [`Action::RequestIdentify`]: ask the [`crate::identify::IdentifyScheduler`] for this
+//!   shard's number; call `handle_identify_granted` when it grants.
+//! - [`Action::Publish`]: publish with confirms; call `handle_published(id)` on the confirm.
+//! - [`Action::PersistSession`]: store the snapshot (Redis). [`Action::Stopped`]: the shard is
+//!   finished; drop any socket still open (again without 1000/1001) and stop driving it.
+
+mod close_code;
+mod confirms;
+mod heartbeat;
+mod packets;
+mod timers;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use serde_json::value::RawValue;
 
 use crate::codec::{Compression, DecoderConfig, Encoding};
-use crate::profile::{Publication, Router};
+use crate::codec::{Decoder, Payload};
+use crate::profile::{DispatchContext, Publication, Router};
+use crate::ratelimit::SendWindow;
+use crate::rng::SeededRng;
 use crate::secret::Secret;
 use crate::session::SessionSnapshot;
 use crate::sharding::ShardId;
+
+pub use close_code::{CloseReaction, close_code_name};
+pub use timers::Timer;
+
+use confirms::Confirms;
+use heartbeat::Heartbeat;
+use timers::TimerTable;
+
+/// The gateway API version the shard speaks.
+pub const API_VERSION: u8 = 10;
+
+/// Discord's limit on one client packet, in bytes.
+pub const MAX_COMMAND_BYTES: usize = 4096;
+
+/// The first reconnect back-off step (after an immediate first retry).
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+
+/// The longest reconnect back-off.
+const BACKOFF_MAX: Duration = Duration::from_secs(64);
+
+/// For this many connection attempts without READY/RESUMED a resume connects to READY's
+/// `resume_gateway_url`; after that to the cached gateway URL instead of READY's `resume_gateway_url` (which may be gone).
+const RESUME_URL_ATTEMPTS: u32 = 3;
+
+/// The wait before identifying afresh after INVALID_SESSION `false` (PROTOCOL.md §7).
+const INVALID_SESSION_WAIT: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(5));
 
 /// Identifies one publication of a shard, for publisher confirms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PublishId(pub u64);
 
-/// Settings of one shard.
+/// Settings of one shard. Build it with [`ShardConfig::new`] and adjust the public fields.
 #[derive(Clone, Debug)]
 pub struct ShardConfig {
     /// Which shard.
@@ -30,9 +91,9 @@ pub struct ShardConfig {
     pub intents: u64,
     /// IDENTIFY's `large_threshold`.
     pub large_threshold: u8,
-    /// IDENTIFY's initial `presence`, as raw JSON, if any.
+    /// IDENTIFY's initial `presence`, as raw JSON, if any. Invalid JSON is left out of IDENTIFY.
     pub presence: Option<String>,
-    /// The gateway URL from `/gateway/bot` (without query).
+    /// The gateway URL from `/gateway/bot` (without query; a trailing slash is fine).
     pub gateway_url: String,
     /// Transport compression.
     pub compression: Compression,
@@ -42,15 +103,54 @@ pub struct ShardConfig {
     pub max_payload: usize,
     /// Seed for heartbeat jitter and back-off draws.
     pub seed: u64,
-    /// How many worker commands may wait for the rate limiter.
+    /// How many worker commands may wait for the rate limiter (or for READY).
     pub command_queue_capacity: usize,
-    /// A persisted session to resume, if any.
+    /// A persisted session to resume, if any. Ignored when its shard id differs from `shard`.
     pub session: Option<SessionSnapshot>,
     /// The profile's routing rules.
     pub router: Router,
+    /// The least time between two throttled session snapshots.
+    pub persist_interval: Duration,
+    /// Above this many unconfirmed publications, [`Shard::should_pause_reading`] says so.
+    pub max_unconfirmed: usize,
+    /// How long to wait for HELLO after the socket opened before reconnecting.
+    pub hello_timeout: Duration,
+    /// How long [`Shard::shutdown`] waits for outstanding publisher confirms.
+    pub shutdown_grace: Duration,
 }
 
 impl ShardConfig {
+    /// A configuration with defaults: non-privileged intents, `large_threshold` 50, zlib-stream
+    /// JSON, 64 MiB payload limit, a seed derived from the shard id, 256 queued commands, a
+    /// snapshot at most every second, pause above 10,000 unconfirmed publications, 20 s for
+    /// HELLO and 5 s of shutdown grace.
+    pub fn new(
+        shard: ShardId,
+        token: Secret,
+        gateway_url: impl Into<String>,
+        router: Router,
+    ) -> Self {
+        Self {
+            shard,
+            token,
+            intents: crate::intents::NON_PRIVILEGED,
+            large_threshold: 50,
+            presence: None,
+            gateway_url: gateway_url.into(),
+            compression: Compression::ZlibStream,
+            encoding: Encoding::Json,
+            max_payload: DecoderConfig::default().max_payload,
+            seed: u64::from(shard.number()) << 32 | u64::from(shard.total()),
+            command_queue_capacity: 256,
+            session: None,
+            router,
+            persist_interval: Duration::from_secs(1),
+            max_unconfirmed: 10_000,
+            hello_timeout: Duration::from_secs(20),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+
     /// The decoder settings for this shard's connections.
     pub fn decoder(&self) -> DecoderConfig {
         DecoderConfig {
@@ -58,6 +158,26 @@ impl ShardConfig {
             encoding: self.encoding,
             max_payload: self.max_payload,
         }
+    }
+
+    /// The query string appended to every gateway URL: `/?v=10&encoding=json[&compress=..]`.
+    pub fn url_query(&self) -> String {
+        let encoding = match self.encoding {
+            Encoding::Json => "json",
+            Encoding::Etf => "etf",
+        };
+        let compress = match self.compression {
+            Compression::None => "",
+            Compression::ZlibStream => "&compress=zlib-stream",
+            Compression::ZstdStream => "&compress=zstd-stream",
+        };
+        format!("/?v={API_VERSION}&encoding={encoding}{compress}")
+    }
+
+    /// A base URL (the cached gateway URL or READY's resume URL) with the query appended.
+    pub fn url_for(&self, base: &str) -> String {
+        let base = base.split('?').next().unwrap_or(base).trim_end_matches('/');
+        format!("{base}{}", self.url_query())
     }
 }
 
@@ -145,92 +265,707 @@ pub enum UsageError {
     ShuttingDown,
 }
 
-/// One gateway connection's protocol state (stub).
+/// Why the shard's latest connection ended (for logs and metrics).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The peer closed (or the socket dropped, `code: None`).
+    Closed {
+        /// The close code, if any.
+        code: Option<u16>,
+    },
+    /// The socket could not be opened.
+    ConnectFailed,
+    /// No ACK between two heartbeats.
+    Zombie,
+    /// Discord sent op 7 RECONNECT.
+    ReconnectRequested,
+    /// Discord sent op 9 INVALID_SESSION.
+    InvalidSession {
+        /// Its `d`.
+        resumable: bool,
+    },
+    /// A message could not be decoded.
+    DecodeError(String),
+    /// HELLO did not arrive in time.
+    HelloTimeout,
+    /// The application called [`Shard::reconnect`].
+    Requested,
+}
+
+/// The resumable session: READY's id and resume URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// READY's `session_id`.
+    pub id: String,
+    /// READY's `resume_gateway_url` (the cached gateway URL when READY had none).
+    pub resume_url: String,
+}
+
+/// Where the shard is in its lifecycle (finer than [`ShardState`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// `Connect` emitted; waiting for `handle_connected`.
+    Connecting,
+    /// Socket open; waiting for HELLO.
+    AwaitingHello,
+    /// HELLO received, no session: waiting for the grant (`granted == false`) or for READY.
+    Identifying { granted: bool },
+    /// RESUME sent; waiting for RESUMED.
+    Resuming,
+    /// READY or RESUMED received.
+    Active,
+    /// `Close` emitted; waiting for `handle_closed`, then reconnect after at least `min_delay`.
+    Closing { min_delay: Duration },
+    /// Waiting for the `Reconnect` timer.
+    Waiting,
+    /// Shutting down: waiting for confirms (or the grace timer) before `Stopped`.
+    ShuttingDown,
+    /// `Stopped` emitted; every input is a no-op.
+    Stopped,
+}
+
+impl Phase {
+    fn socket_open(self) -> bool {
+        matches!(
+            self,
+            Phase::AwaitingHello | Phase::Identifying { .. } | Phase::Resuming | Phase::Active
+        )
+    }
+}
+
+/// One gateway connection's protocol state. Performs no I/O; see the module docs for the
+/// method groups and what the runtime does with each [`Action`].
 #[derive(Debug)]
 pub struct Shard {
     config: ShardConfig,
+    presence: Option<Box<RawValue>>,
+    rng: SeededRng,
+    now: Instant,
+    phase: Phase,
+    /// Connection attempts since the last READY/RESUMED.
+    attempts: u32,
+    decoder: Decoder,
+    session: Option<Session>,
+    last_seq: Option<u64>,
+    heartbeat: Heartbeat,
+    window: SendWindow,
+    commands: VecDeque<Bytes>,
+    confirms: Confirms,
+    next_publish_id: u64,
+    /// When the latest snapshot was emitted, and what it said.
+    persisted: Option<(Instant, SessionSnapshot)>,
+    timers: TimerTable,
+    disconnect: Option<DisconnectReason>,
     out: VecDeque<Action>,
 }
 
 impl Shard {
-    /// A shard that will connect (queues `Action::Connect`).
+    /// A shard that will connect: queues [`Action::Connect`], to READY's resume URL when
+    /// `config.session` holds a snapshot of this shard (the first connection then RESUMEs).
     pub fn new(config: ShardConfig, now: Instant) -> Self {
-        let _ = now;
-        let url = config.gateway_url.clone();
-        Self {
+        let presence = config.presence.as_deref().and_then(packets::parse_presence);
+        let restored = config.session.clone().filter(|s| s.shard == config.shard);
+        let mut confirms = Confirms::default();
+        confirms.new_session(restored.as_ref().map_or(0, |s| s.sequence));
+        let mut shard = Self {
+            rng: SeededRng::new(config.seed),
+            decoder: Decoder::new(config.decoder()),
+            presence,
+            now,
+            phase: Phase::Connecting,
+            attempts: 0,
+            last_seq: restored.as_ref().map(|s| s.sequence),
+            session: restored.map(|s| Session {
+                id: s.session_id,
+                resume_url: s.resume_url,
+            }),
+            heartbeat: Heartbeat::default(),
+            window: SendWindow::default(),
+            commands: VecDeque::new(),
+            confirms,
+            next_publish_id: 0,
+            persisted: None,
+            timers: TimerTable::default(),
+            disconnect: None,
+            out: VecDeque::new(),
             config,
-            out: VecDeque::from([Action::Connect { url }]),
-        }
+        };
+        shard.connect();
+        shard
     }
+
+    // ----- getters -----
 
     /// The configuration.
     pub fn config(&self) -> &ShardConfig {
         &self.config
     }
 
-    /// The socket opened.
+    /// The coarse state.
+    pub fn state(&self) -> ShardState {
+        match self.phase {
+            Phase::Connecting | Phase::AwaitingHello => ShardState::Connecting,
+            Phase::Identifying { .. } => ShardState::Identifying,
+            Phase::Resuming => ShardState::Resuming,
+            Phase::Active => ShardState::Active,
+            Phase::Closing { .. } | Phase::Waiting | Phase::ShuttingDown => {
+                ShardState::Disconnected {
+                    attempts: self.attempts,
+                }
+            }
+            Phase::Stopped => ShardState::FatallyClosed,
+        }
+    }
+
+    /// The resumable session, if any.
+    pub fn session(&self) -> Option<&Session> {
+        self.session.as_ref()
+    }
+
+    /// The latest non-null sequence received (what RESUME and heartbeats carry).
+    pub fn last_sequence(&self) -> Option<u64> {
+        self.last_seq
+    }
+
+    /// The highest sequence such that it and every dispatch before it in this session were
+    /// confirmed by the broker (or dropped by the profile).
+    pub fn confirmed_sequence(&self) -> u64 {
+        self.confirms.confirmed_seq()
+    }
+
+    /// The round trip of the latest acknowledged heartbeat.
+    pub fn latency(&self) -> Option<Duration> {
+        self.heartbeat.latency()
+    }
+
+    /// Which timer [`Shard::poll_timeout`] is for.
+    pub fn timeout_reason(&self) -> Option<Timer> {
+        self.timers.next().map(|(t, _)| t)
+    }
+
+    /// Why the latest connection ended.
+    pub fn last_disconnect(&self) -> Option<&DisconnectReason> {
+        self.disconnect.as_ref()
+    }
+
+    /// Publications not yet confirmed by the broker.
+    pub fn unconfirmed(&self) -> usize {
+        self.confirms.unconfirmed()
+    }
+
+    /// Whether the runtime should stop reading this shard's socket until confirms catch up
+    /// (more than `max_unconfirmed` outstanding). Changes on `handle_message` and
+    /// `handle_published`.
+    pub fn should_pause_reading(&self) -> bool {
+        self.unconfirmed() > self.config.max_unconfirmed
+    }
+
+    /// Worker commands waiting for READY/RESUMED or the send window.
+    pub fn queued_commands(&self) -> usize {
+        self.commands.len()
+    }
+
+    /// The current heartbeat interval (from HELLO), while connected.
+    pub fn heartbeat_interval(&self) -> Option<Duration> {
+        self.heartbeat.interval()
+    }
+
+    // ----- inputs -----
+
+    /// The socket opened (after [`Action::Connect`]). Resets the per-connection decoder and
+    /// send window and waits for HELLO (arms [`Timer::HelloDeadline`]). Outputs: none.
     pub fn handle_connected(&mut self, now: Instant) {
-        let _ = now;
+        let now = self.clock(now);
+        if self.phase != Phase::Connecting {
+            return;
+        }
+        self.decoder.reset();
+        self.window.reset();
+        self.heartbeat.reset();
+        self.phase = Phase::AwaitingHello;
+        self.timers
+            .set(Timer::HelloDeadline, now + self.config.hello_timeout);
     }
 
     /// One complete WebSocket message arrived (`binary` = its frame type).
+    ///
+    /// Outputs: `Send` (heartbeat, RESUME, queued commands), `RequestIdentify`, `Publish`,
+    /// `PersistSession`, `Close` (op 7, op 9, undecodable input).
     pub fn handle_message(&mut self, now: Instant, message: &[u8], binary: bool) {
-        let _ = (now, message, binary);
+        let now = self.clock(now);
+        if !self.phase.socket_open() {
+            return;
+        }
+        match self.decoder.decode(message, binary) {
+            Ok(Some(payload)) => self.handle_payload(now, &payload),
+            Ok(None) => {}
+            Err(e) => {
+                self.begin_close(DisconnectReason::DecodeError(e.to_string()), Duration::ZERO)
+            }
+        }
     }
 
-    /// The socket closed (with the peer's close code, if any) or failed to open.
+    /// The socket closed (with the peer's close code, if any) or failed to open (`None` while
+    /// connecting). After the shard's own [`Action::Close`] the code is ignored and the shard
+    /// follows its plan. Outputs: `Connect` (or a `Reconnect` timer), `Stopped`.
     pub fn handle_closed(&mut self, now: Instant, code: Option<u16>) {
-        let _ = (now, code);
+        let now = self.clock(now);
+        match self.phase {
+            Phase::Stopped | Phase::ShuttingDown | Phase::Waiting => {}
+            Phase::Closing { min_delay } => self.schedule_reconnect(now, min_delay),
+            Phase::Connecting => {
+                self.disconnect = Some(DisconnectReason::ConnectFailed);
+                self.schedule_reconnect(now, Duration::ZERO);
+            }
+            Phase::AwaitingHello | Phase::Identifying { .. } | Phase::Resuming | Phase::Active => {
+                self.end_connection();
+                self.disconnect = Some(DisconnectReason::Closed { code });
+                match CloseReaction::from_close_code(code) {
+                    CloseReaction::Resume => self.schedule_reconnect(now, Duration::ZERO),
+                    CloseReaction::Reidentify => {
+                        self.forget_session();
+                        self.schedule_reconnect(now, Duration::ZERO);
+                    }
+                    CloseReaction::Stop { code, name } => {
+                        self.stop(StopReason::Fatal { code, name });
+                    }
+                }
+            }
+        }
     }
 
-    /// Time passed; call when `poll_timeout()` is reached.
+    /// Time passed; call when `poll_timeout()` is reached. Early calls are no-ops.
+    /// Outputs: `Send` (heartbeat, commands), `Close` (zombie, HELLO timeout), `Connect`,
+    /// `PersistSession`, `Stopped` (shutdown grace over).
     pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = now;
+        let now = self.clock(now);
+        for timer in Timer::ALL {
+            if !self.timers.is_expired(timer, now) {
+                continue;
+            }
+            self.timers.clear(timer);
+            match timer {
+                Timer::ShutdownGrace => self.finish_shutdown(),
+                Timer::HelloDeadline => {
+                    if self.phase == Phase::AwaitingHello {
+                        self.begin_close(DisconnectReason::HelloTimeout, Duration::ZERO);
+                    }
+                }
+                Timer::Heartbeat => self.heartbeat_due(now),
+                Timer::Reconnect => {
+                    if self.phase == Phase::Waiting {
+                        self.connect();
+                    }
+                }
+                Timer::CommandWindow => self.flush_commands(now),
+                Timer::Persist => self.persist(now),
+            }
+        }
     }
 
-    /// The identify scheduler granted this shard an IDENTIFY.
+    /// The identify scheduler granted this shard an IDENTIFY. Sends it if the shard is still
+    /// waiting for one on its current connection; a stale grant is ignored. Outputs: `Send`.
     pub fn handle_identify_granted(&mut self, now: Instant) {
-        let _ = now;
+        let now = self.clock(now);
+        if self.phase != (Phase::Identifying { granted: false }) {
+            return;
+        }
+        let fields = packets::IdentifyFields {
+            shard: self.config.shard,
+            intents: self.config.intents,
+            large_threshold: self.config.large_threshold,
+            presence: self.presence.as_deref(),
+        };
+        let packet = packets::identify(&self.config.token, &fields);
+        self.send_priority(now, packet);
+        self.phase = Phase::Identifying { granted: true };
     }
 
-    /// The broker confirmed a publication.
+    /// The broker confirmed a publication. Advances the confirmed sequence and, throttled,
+    /// emits `PersistSession`; during shutdown the last confirm finishes it (`Stopped`).
     pub fn handle_published(&mut self, now: Instant, id: PublishId) {
-        let _ = (now, id);
+        let now = self.clock(now);
+        if self.phase == Phase::Stopped {
+            return;
+        }
+        if self.confirms.confirm(id.0) {
+            self.confirmed_advanced(now);
+        }
+        if self.phase == Phase::ShuttingDown && self.confirms.unconfirmed() == 0 {
+            self.finish_shutdown();
+        }
     }
 
-    /// Queue a worker command (a JSON gateway packet) for sending under the rate limit.
+    // ----- commands -----
+
+    /// Queues a worker command (one JSON gateway packet) for sending under the rate limit.
+    /// It is sent at once when the shard is active and the window has room, otherwise it waits
+    /// (in order) for READY/RESUMED and the window. `Err` leaves the shard unchanged.
     pub fn send_command(&mut self, now: Instant, packet: Bytes) -> Result<(), UsageError> {
-        let _ = (now, packet);
+        let now = self.clock(now);
+        if matches!(self.phase, Phase::ShuttingDown | Phase::Stopped) {
+            return Err(UsageError::ShuttingDown);
+        }
+        if packet.len() > MAX_COMMAND_BYTES {
+            return Err(UsageError::PayloadTooLarge);
+        }
+        if self.commands.len() >= self.config.command_queue_capacity
+            && !(self.commands.is_empty()
+                && self.phase == Phase::Active
+                && self.window.can_send_command(now))
+        {
+            return Err(UsageError::QueueFull);
+        }
+        self.commands.push_back(packet);
+        self.flush_commands(now);
         Ok(())
     }
 
-    /// Close the connection with a resumable code and resume.
+    /// Closes the connection with a resumable code and resumes (worker-requested reconnect).
+    /// While waiting to reconnect, connects at once. Outputs: `Close` or `Connect`.
     pub fn reconnect(&mut self, now: Instant) {
-        let _ = now;
+        let _ = self.clock(now);
+        match self.phase {
+            Phase::Connecting
+            | Phase::AwaitingHello
+            | Phase::Identifying { .. }
+            | Phase::Resuming
+            | Phase::Active => self.begin_close(DisconnectReason::Requested, Duration::ZERO),
+            Phase::Waiting => {
+                self.timers.clear(Timer::Reconnect);
+                self.connect();
+            }
+            Phase::Closing { .. } | Phase::ShuttingDown | Phase::Stopped => {}
+        }
     }
 
-    /// Close for good (with a resumable code, so a restarted process can resume).
+    /// Stops for good, keeping the session resumable: closes with [`CloseCode::RESUME`],
+    /// waits up to `shutdown_grace` for outstanding confirms (keep feeding `handle_published`
+    /// and `handle_timeout`), then emits `PersistSession` (if there is a session) and
+    /// `Stopped(Shutdown)`. Queued commands are dropped.
     pub fn shutdown(&mut self, now: Instant) {
-        let _ = now;
+        let now = self.clock(now);
+        match self.phase {
+            Phase::ShuttingDown | Phase::Stopped => return,
+            Phase::Connecting
+            | Phase::AwaitingHello
+            | Phase::Identifying { .. }
+            | Phase::Resuming
+            | Phase::Active => self.out.push_back(Action::Close(CloseCode::RESUME)),
+            Phase::Closing { .. } | Phase::Waiting => {}
+        }
+        self.end_connection();
+        self.timers.clear_all();
+        self.commands.clear();
+        self.phase = Phase::ShuttingDown;
+        if self.confirms.unconfirmed() == 0 {
+            self.finish_shutdown();
+        } else {
+            self.timers
+                .set(Timer::ShutdownGrace, now + self.config.shutdown_grace);
+        }
     }
 
-    /// The next action for the runtime.
+    // ----- outputs -----
+
+    /// The next action for the runtime. Drain it after every input and command.
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
         self.out.pop_front()
     }
 
-    /// When to call `handle_timeout` next.
+    /// When to call `handle_timeout` next (never earlier than the latest `now` seen). Any
+    /// input or command can change it; read it after draining `poll_action`.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        None
+        self.timers.next().map(|(_, at)| at.max(self.now))
     }
 
-    /// The coarse state.
-    pub fn state(&self) -> ShardState {
-        ShardState::Connecting
+    // ----- internals -----
+
+    /// Clamps time so it never goes backwards.
+    fn clock(&mut self, now: Instant) -> Instant {
+        self.now = self.now.max(now);
+        self.now
+    }
+
+    fn handle_payload(&mut self, now: Instant, payload: &Payload) {
+        match payload.op {
+            0 => self.handle_dispatch(now, payload),
+            1 => self.requested_heartbeat(now),
+            7 => self.begin_close(DisconnectReason::ReconnectRequested, Duration::ZERO),
+            9 => self.invalid_session(packets::invalid_session_resumable(payload.data())),
+            10 => self.hello(now, payload),
+            11 => {
+                self.heartbeat.acked(now);
+            }
+            _ => {} // Unknown opcodes are ignored, as twilight does.
+        }
+    }
+
+    fn hello(&mut self, now: Instant, payload: &Payload) {
+        if self.phase != Phase::AwaitingHello {
+            return; // A second HELLO on one connection changes nothing.
+        }
+        self.timers.clear(Timer::HelloDeadline);
+        let interval = self
+            .heartbeat
+            .start(packets::hello_interval(payload.data()));
+        self.window.set_heartbeat_interval(interval);
+        let jitter = interval.mul_f64(self.rng.next_f64());
+        self.timers.set(Timer::Heartbeat, now + jitter);
+        match &self.session {
+            Some(session) => {
+                let seq = self.last_seq.unwrap_or(0);
+                let packet = packets::resume(&self.config.token, &session.id, seq);
+                self.send_priority(now, packet);
+                self.phase = Phase::Resuming;
+            }
+            None => {
+                self.out.push_back(Action::RequestIdentify);
+                self.phase = Phase::Identifying { granted: false };
+            }
+        }
+    }
+
+    fn handle_dispatch(&mut self, now: Instant, payload: &Payload) {
+        if let Some(s) = payload.s {
+            self.last_seq = Some(s);
+        }
+        let seq = self.last_seq.unwrap_or(0);
+        let mut became_active = false;
+        let mut new_session = false;
+        match payload.event_name() {
+            Some("READY") => {
+                if let Some(ready) = packets::ready_fields(payload.data()) {
+                    let resume_url = ready
+                        .resume_gateway_url
+                        .unwrap_or_else(|| self.config.gateway_url.clone());
+                    self.session = Some(Session {
+                        id: ready.session_id,
+                        resume_url,
+                    });
+                    // A new session numbers its dispatches from scratch.
+                    self.confirms.new_session(0);
+                    new_session = true;
+                    became_active = true;
+                }
+            }
+            Some("RESUMED") => became_active = self.session.is_some(),
+            _ => {}
+        }
+        if became_active && self.phase.socket_open() {
+            self.phase = Phase::Active;
+            self.attempts = 0;
+        }
+        self.publish(payload, seq);
+        if new_session {
+            self.persist(now);
+        }
+        if became_active {
+            self.flush_commands(now);
+        }
+    }
+
+    fn publish(&mut self, payload: &Payload, seq: u64) {
+        let session_id = self.session.as_ref().map_or("", |s| s.id.as_str());
+        let ctx = DispatchContext {
+            shard: self.config.shard,
+            session_id,
+        };
+        match self.config.router.route_dispatch(&ctx, payload) {
+            Some(publication) => {
+                let id = self.next_publish_id;
+                self.next_publish_id += 1;
+                self.confirms.published(id, seq);
+                self.out.push_back(Action::Publish {
+                    id: PublishId(id),
+                    seq,
+                    publication,
+                });
+            }
+            None => {
+                if self.confirms.skipped(seq) {
+                    self.confirmed_advanced(self.now);
+                }
+            }
+        }
+    }
+
+    fn invalid_session(&mut self, resumable: bool) {
+        let reason = DisconnectReason::InvalidSession { resumable };
+        if resumable && self.session.is_some() {
+            self.begin_close(reason, Duration::ZERO);
+        } else {
+            self.forget_session();
+            let (low, high) = INVALID_SESSION_WAIT;
+            let wait = self.rng.duration_between(low, high);
+            self.begin_close(reason, wait);
+        }
+    }
+
+    fn heartbeat_due(&mut self, now: Instant) {
+        if !self.phase.socket_open() {
+            return;
+        }
+        let Some(interval) = self.heartbeat.interval() else {
+            return;
+        };
+        if self.heartbeat.awaiting_ack() {
+            self.begin_close(DisconnectReason::Zombie, Duration::ZERO);
+            return;
+        }
+        if !self.window.can_send_priority(now) {
+            // Cannot happen with the reservation; still, never exceed the limit.
+            if let Some(at) = self.window.next_priority_slot(now) {
+                self.timers.set(Timer::Heartbeat, at);
+            }
+            return;
+        }
+        self.send_priority(now, packets::heartbeat(self.last_seq));
+        self.heartbeat.sent_periodic(now);
+        self.timers.set(Timer::Heartbeat, now + interval);
+    }
+
+    fn requested_heartbeat(&mut self, now: Instant) {
+        // Answer at once without touching the periodic schedule. It uses the command budget,
+        // so a server asking too often can never eat the permits of periodic heartbeats.
+        if self.window.can_send_command(now) {
+            self.window.record(now);
+            self.out
+                .push_back(Action::Send(packets::heartbeat(self.last_seq)));
+            self.heartbeat.sent_requested(now);
+        }
+    }
+
+    fn send_priority(&mut self, now: Instant, packet: Bytes) {
+        self.window.record(now);
+        self.out.push_back(Action::Send(packet));
+    }
+
+    fn flush_commands(&mut self, now: Instant) {
+        self.timers.clear(Timer::CommandWindow);
+        if self.phase != Phase::Active {
+            return;
+        }
+        while !self.commands.is_empty() && self.window.can_send_command(now) {
+            if let Some(packet) = self.commands.pop_front() {
+                self.window.record(now);
+                self.out.push_back(Action::Send(packet));
+            }
+        }
+        if !self.commands.is_empty()
+            && let Some(at) = self.window.next_command_slot(now)
+        {
+            self.timers.set(Timer::CommandWindow, at);
+        }
+    }
+
+    fn confirmed_advanced(&mut self, now: Instant) {
+        if self.session.is_none() || self.timers.is_set(Timer::Persist) {
+            return;
+        }
+        match &self.persisted {
+            Some((at, _)) if now < *at + self.config.persist_interval => {
+                self.timers
+                    .set(Timer::Persist, *at + self.config.persist_interval);
+            }
+            _ => self.persist(now),
+        }
+    }
+
+    /// Emits a snapshot of the current session if it differs from the last one.
+    fn persist(&mut self, now: Instant) {
+        self.timers.clear(Timer::Persist);
+        let Some(snapshot) = self.snapshot() else {
+            return;
+        };
+        if self.persisted.as_ref().is_some_and(|(_, s)| *s == snapshot) {
+            return;
+        }
+        self.out.push_back(Action::PersistSession(snapshot.clone()));
+        self.persisted = Some((now, snapshot));
+    }
+
+    /// The snapshot a restarted process would resume from.
+    pub fn snapshot(&self) -> Option<SessionSnapshot> {
+        let session = self.session.as_ref()?;
+        Some(SessionSnapshot {
+            shard: self.config.shard,
+            session_id: session.id.clone(),
+            sequence: self.confirms.confirmed_seq(),
+            resume_url: session.resume_url.clone(),
+        })
+    }
+
+    /// Emits `Close` with the resumable code and remembers what to do once closed.
+    fn begin_close(&mut self, reason: DisconnectReason, min_delay: Duration) {
+        self.end_connection();
+        self.disconnect = Some(reason);
+        self.out.push_back(Action::Close(CloseCode::RESUME));
+        self.phase = Phase::Closing { min_delay };
+    }
+
+    /// Clears everything that belongs to one connection.
+    fn end_connection(&mut self) {
+        for t in [Timer::Heartbeat, Timer::HelloDeadline, Timer::CommandWindow] {
+            self.timers.clear(t);
+        }
+        self.heartbeat.reset();
+    }
+
+    fn forget_session(&mut self) {
+        self.session = None;
+        self.last_seq = None;
+    }
+
+    fn schedule_reconnect(&mut self, now: Instant, min_delay: Duration) {
+        self.attempts = self.attempts.saturating_add(1);
+        let delay = self.backoff(self.attempts).max(min_delay);
+        if delay.is_zero() {
+            self.connect();
+        } else {
+            self.phase = Phase::Waiting;
+            self.timers.set(Timer::Reconnect, now + delay);
+        }
+    }
+
+    /// Attempt 1 reconnects at once; then 1 s, 2 s, 4 s .. up to 64 s, each drawn in
+    /// `[half, full)` from the seeded generator.
+    fn backoff(&mut self, attempt: u32) -> Duration {
+        if attempt <= 1 {
+            return Duration::ZERO;
+        }
+        let exp = (attempt - 2).min(16);
+        let full = BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX);
+        self.rng.duration_between(full / 2, full)
+    }
+
+    fn connect(&mut self) {
+        self.timers.clear(Timer::Reconnect);
+        let base = match &self.session {
+            Some(s) if self.attempts <= RESUME_URL_ATTEMPTS => s.resume_url.as_str(),
+            _ => self.config.gateway_url.as_str(),
+        };
+        let url = self.config.url_for(base);
+        self.out.push_back(Action::Connect { url });
+        self.phase = Phase::Connecting;
+    }
+
+    fn finish_shutdown(&mut self) {
+        if self.phase != Phase::ShuttingDown {
+            return;
+        }
+        if let Some(snapshot) = self.snapshot() {
+            self.out.push_back(Action::PersistSession(snapshot));
+        }
+        self.stop(StopReason::Shutdown);
+    }
+
+    fn stop(&mut self, reason: StopReason) {
+        self.timers.clear_all();
+        self.commands.clear();
+        self.phase = Phase::Stopped;
+        self.out.push_back(Action::Stopped(reason));
     }
 }
-
-#[allow(dead_code)]
-const HEARTBEAT_FALLBACK: Duration = Duration::from_secs(41);

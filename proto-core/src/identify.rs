@@ -1,0 +1,305 @@
+//! The identify scheduler: which shard of the process may IDENTIFY, and when.
+//!
+//! Owns: Discord's session start limit (PROTOCOL.md §9.2): identify buckets
+//! (`shard % max_concurrency`), one IDENTIFY per bucket per 5 s, buckets started in shard
+//! order, and no IDENTIFY at all while `remaining == 0` until the reset time passed. Pure and
+//! plain: time is an argument, and the whole state is readable through getters so that several
+//! nodes can later coordinate it (Redis). Does not talk to shards (the runtime forwards each
+//! [`crate::shard::Action::RequestIdentify`] as [`IdentifyScheduler::request`] and each grant as
+//! `Shard::handle_identify_granted`), and does not limit RESUMEs (they do not count).
+//!
+//! Drive it like a shard: after `request`/`cancel`/`update_limit`, call `poll_grant(now)` until
+//! it returns `None`, then sleep until `poll_timeout()`.
+
+use std::collections::BTreeSet;
+use std::num::NonZeroU16;
+use std::time::{Duration, Instant};
+
+/// How often one bucket may identify.
+pub const BUCKET_PERIOD: Duration = Duration::from_secs(5);
+
+/// How long a refilled session start budget lasts when Discord did not say (one day).
+pub const DEFAULT_RESET_PERIOD: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// `GET /gateway/bot`'s `session_start_limit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionStartLimit {
+    /// Session starts allowed per reset window (usually 1000).
+    pub total: u32,
+    /// Session starts left.
+    pub remaining: u32,
+    /// Milliseconds until `remaining` resets to `total`.
+    #[serde(rename = "reset_after")]
+    pub reset_after_ms: u64,
+    /// Identify buckets; each may identify once per 5 s.
+    pub max_concurrency: u16,
+}
+
+/// The bucket of a shard: `shard % max_concurrency`.
+pub const fn identify_bucket(shard: u32, max_concurrency: NonZeroU16) -> u32 {
+    shard % max_concurrency.get() as u32
+}
+
+/// Grants IDENTIFYs to the shards of a process (or, with shared state, of a cluster).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentifyScheduler {
+    max_concurrency: NonZeroU16,
+    total: u32,
+    remaining: u32,
+    reset_at: Instant,
+    /// Per bucket: the earliest instant of its next IDENTIFY.
+    bucket_free_at: Vec<Option<Instant>>,
+    /// Shard numbers waiting for a grant, served lowest first.
+    waiting: BTreeSet<u32>,
+    /// The latest `now` seen.
+    now: Instant,
+}
+
+impl IdentifyScheduler {
+    /// A scheduler for this session start limit, read at `now`. A `max_concurrency` of 0 is
+    /// treated as 1.
+    pub fn new(limit: SessionStartLimit, now: Instant) -> Self {
+        let max_concurrency = NonZeroU16::new(limit.max_concurrency).unwrap_or(NonZeroU16::MIN);
+        Self {
+            max_concurrency,
+            total: limit.total,
+            remaining: limit.remaining,
+            reset_at: now + Duration::from_millis(limit.reset_after_ms),
+            bucket_free_at: vec![None; usize::from(max_concurrency.get())],
+            waiting: BTreeSet::new(),
+            now,
+        }
+    }
+
+    /// Replaces the session start numbers with a fresh `GET /gateway/bot` answer (bucket
+    /// history and waiting shards are kept).
+    pub fn update_limit(&mut self, now: Instant, limit: SessionStartLimit) {
+        let now = self.clock(now);
+        let max_concurrency = NonZeroU16::new(limit.max_concurrency).unwrap_or(NonZeroU16::MIN);
+        if max_concurrency != self.max_concurrency {
+            // Bucket numbers changed meaning: be conservative and treat every bucket as just
+            // used by the latest grant.
+            let latest = self.bucket_free_at.iter().flatten().max().copied();
+            self.bucket_free_at = vec![latest; usize::from(max_concurrency.get())];
+            self.max_concurrency = max_concurrency;
+        }
+        self.total = limit.total;
+        self.remaining = limit.remaining;
+        self.reset_at = now + Duration::from_millis(limit.reset_after_ms);
+    }
+
+    /// Shard `shard` asks to IDENTIFY. Asking again while waiting changes nothing.
+    pub fn request(&mut self, now: Instant, shard: u32) {
+        self.clock(now);
+        self.waiting.insert(shard);
+    }
+
+    /// Shard `shard` no longer needs a grant (it stopped, or resumed instead).
+    pub fn cancel(&mut self, shard: u32) {
+        self.waiting.remove(&shard);
+    }
+
+    /// The next shard allowed to IDENTIFY now, if any. Call until `None`.
+    pub fn poll_grant(&mut self, now: Instant) -> Option<u32> {
+        let now = self.clock(now);
+        self.refill(now);
+        if self.remaining == 0 {
+            return None;
+        }
+        let shard = self
+            .waiting
+            .iter()
+            .copied()
+            .find(|&s| self.bucket_ready(s, now))?;
+        self.waiting.remove(&shard);
+        let bucket = self.bucket_index(shard);
+        self.bucket_free_at[bucket] = Some(now + BUCKET_PERIOD);
+        self.remaining -= 1;
+        Some(shard)
+    }
+
+    /// When `poll_grant` may next return a shard (never before the latest `now` seen);
+    /// `None` while nobody waits.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.waiting.is_empty() {
+            return None;
+        }
+        if self.remaining == 0 && self.reset_at > self.now {
+            return Some(self.reset_at);
+        }
+        let at = self
+            .waiting
+            .iter()
+            .map(|&s| self.bucket_free_at[self.bucket_index(s)].unwrap_or(self.now))
+            .min()?;
+        Some(at.max(self.now))
+    }
+
+    /// Session starts left before the reset.
+    pub fn remaining(&self) -> u32 {
+        self.remaining
+    }
+
+    /// Session starts per reset window.
+    pub fn total(&self) -> u32 {
+        self.total
+    }
+
+    /// When `remaining` is next reset to `total`.
+    pub fn reset_at(&self) -> Instant {
+        self.reset_at
+    }
+
+    /// The number of buckets.
+    pub fn max_concurrency(&self) -> NonZeroU16 {
+        self.max_concurrency
+    }
+
+    /// When bucket `bucket` may next identify (`None`: now).
+    pub fn bucket_free_at(&self, bucket: u32) -> Option<Instant> {
+        self.bucket_free_at
+            .get(usize::try_from(bucket).ok()?)
+            .copied()
+            .flatten()
+    }
+
+    /// The shards waiting for a grant, lowest first.
+    pub fn waiting(&self) -> impl Iterator<Item = u32> + '_ {
+        self.waiting.iter().copied()
+    }
+
+    fn clock(&mut self, now: Instant) -> Instant {
+        self.now = self.now.max(now);
+        self.now
+    }
+
+    fn bucket_index(&self, shard: u32) -> usize {
+        identify_bucket(shard, self.max_concurrency) as usize
+    }
+
+    fn bucket_ready(&self, shard: u32, now: Instant) -> bool {
+        self.bucket_free_at[self.bucket_index(shard)].is_none_or(|at| at <= now)
+    }
+
+    fn refill(&mut self, now: Instant) {
+        if now >= self.reset_at {
+            self.remaining = self.total;
+            self.reset_at = now + DEFAULT_RESET_PERIOD;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(remaining: u32, max_concurrency: u16) -> SessionStartLimit {
+        SessionStartLimit {
+            total: 1000,
+            remaining,
+            reset_after_ms: 3_600_000,
+            max_concurrency,
+        }
+    }
+
+    fn drain(s: &mut IdentifyScheduler, now: Instant) -> Vec<u32> {
+        std::iter::from_fn(|| s.poll_grant(now)).collect()
+    }
+
+    #[test]
+    fn buckets_start_in_order() {
+        let t0 = crate::tests::epoch();
+        let mut s = IdentifyScheduler::new(limit(1000, 16), t0);
+        for shard in (0..32).rev() {
+            s.request(t0, shard);
+        }
+        assert_eq!(drain(&mut s, t0), (0..16).collect::<Vec<_>>());
+        assert_eq!(s.poll_timeout(), Some(t0 + BUCKET_PERIOD));
+        assert_eq!(
+            drain(&mut s, t0 + Duration::from_millis(4_999)),
+            Vec::<u32>::new()
+        );
+        assert_eq!(
+            drain(&mut s, t0 + BUCKET_PERIOD),
+            (16..32).collect::<Vec<_>>()
+        );
+        assert_eq!(s.poll_timeout(), None);
+        assert_eq!(s.remaining(), 968);
+    }
+
+    #[test]
+    fn one_bucket_identifies_every_five_seconds() {
+        let t0 = crate::tests::epoch();
+        let mut s = IdentifyScheduler::new(limit(1000, 1), t0);
+        for shard in 0..3 {
+            s.request(t0, shard);
+        }
+        s.request(t0, 1); // a repeated request changes nothing
+        let mut grants = Vec::new();
+        while let Some(now) = s.poll_timeout() {
+            grants.extend(drain(&mut s, now).into_iter().map(|g| (g, now - t0)));
+        }
+        assert_eq!(
+            grants,
+            vec![
+                (0, Duration::ZERO),
+                (1, BUCKET_PERIOD),
+                (2, BUCKET_PERIOD * 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_while_remaining_is_zero_until_the_reset() {
+        let t0 = crate::tests::epoch();
+        let mut s = IdentifyScheduler::new(limit(0, 1), t0);
+        s.request(t0, 0);
+        assert_eq!(s.poll_grant(t0), None);
+        let reset = t0 + Duration::from_secs(3600);
+        assert_eq!(s.poll_timeout(), Some(reset));
+        assert_eq!(s.poll_grant(reset - Duration::from_millis(1)), None);
+        assert_eq!(s.poll_grant(reset), Some(0));
+        assert_eq!(s.remaining(), 999);
+        assert_eq!(s.reset_at(), reset + DEFAULT_RESET_PERIOD);
+    }
+
+    #[test]
+    fn budget_runs_out() {
+        let t0 = crate::tests::epoch();
+        let mut s = IdentifyScheduler::new(limit(2, 4), t0);
+        for shard in 0..4 {
+            s.request(t0, shard);
+        }
+        assert_eq!(drain(&mut s, t0), vec![0, 1]);
+        assert_eq!(s.remaining(), 0);
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn cancel_and_update_limit() {
+        let t0 = crate::tests::epoch();
+        let mut s = IdentifyScheduler::new(limit(0, 1), t0);
+        s.request(t0, 5);
+        s.cancel(5);
+        assert_eq!(s.poll_timeout(), None);
+        s.request(t0, 6);
+        s.update_limit(t0, limit(10, 2));
+        assert_eq!(s.poll_grant(t0), Some(6));
+        assert_eq!(s.bucket_free_at(0), Some(t0 + BUCKET_PERIOD));
+        assert_eq!(s.bucket_free_at(1), None);
+        assert_eq!(identify_bucket(7, s.max_concurrency()), 1);
+    }
+
+    #[test]
+    fn timeout_never_before_now() {
+        let t0 = crate::tests::epoch();
+        let mut s = IdentifyScheduler::new(limit(1000, 1), t0);
+        s.request(t0, 0);
+        s.request(t0, 1);
+        assert_eq!(s.poll_grant(t0), Some(0));
+        let later = t0 + Duration::from_secs(60);
+        s.request(later, 2);
+        assert_eq!(s.poll_timeout(), Some(later));
+    }
+}

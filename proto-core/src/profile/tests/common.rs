@@ -1,0 +1,122 @@
+//! Rules shared by every profile: only dispatches leave, the event filter, per-event
+//! declarations, configuration errors.
+
+use super::*;
+
+const ALL: [ProfileKind; 5] = [
+    ProfileKind::Gatehouse,
+    ProfileKind::Spectacles,
+    ProfileKind::Cordis,
+    ProfileKind::TwilightDispatch,
+    ProfileKind::Retsu,
+];
+
+#[test]
+fn only_dispatches_are_published() {
+    for kind in ALL {
+        let r = router_of(kind, 1, &[0]);
+        assert!(
+            route(&r, &frame("MESSAGE_CREATE", 1, "{}")).is_some(),
+            "{kind:?}"
+        );
+        for other in [
+            r#"{"op":10,"d":{"heartbeat_interval":41250},"s":null,"t":null}"#,
+            r#"{"op":11,"d":null}"#,
+            r#"{"op":7,"d":null}"#,
+            r#"{"op":9,"d":false}"#,
+            r#"{"op":0,"s":3,"d":{}}"#,
+        ] {
+            assert_eq!(route(&r, other), None, "{kind:?} {other}");
+        }
+    }
+}
+
+#[test]
+fn the_event_filter_applies_to_every_profile() {
+    for kind in ALL {
+        let only = router(
+            ProfileConfig {
+                kind,
+                events: vec!["MESSAGE_CREATE".into()],
+                ..ProfileConfig::default()
+            },
+            1,
+            &[0],
+        );
+        assert!(route(&only, &frame("MESSAGE_CREATE", 1, "{}")).is_some());
+        assert!(route(&only, &frame("TYPING_START", 2, "{}")).is_none());
+        assert!(only.publishes("MESSAGE_CREATE") && !only.publishes("TYPING_START"));
+        let ignoring = router(
+            ProfileConfig {
+                kind,
+                ignored_events: vec!["TYPING_START".into()],
+                ..ProfileConfig::default()
+            },
+            1,
+            &[0],
+        );
+        assert!(route(&ignoring, &frame("MESSAGE_CREATE", 1, "{}")).is_some());
+        assert!(route(&ignoring, &frame("TYPING_START", 2, "{}")).is_none());
+    }
+}
+
+#[test]
+fn only_retsu_declares_per_event() {
+    for kind in ALL {
+        let r = router_of(kind, 1, &[0]);
+        assert_eq!(r.kind(), kind);
+        assert_eq!(r.needs_event_topology(), kind == ProfileKind::Retsu);
+        assert_eq!(
+            r.topology_for_event("MESSAGE_CREATE").is_some(),
+            kind == ProfileKind::Retsu
+        );
+    }
+}
+
+#[test]
+fn native_shortcut_is_the_default_profile() {
+    let r = Router::native();
+    assert_eq!(r.kind(), ProfileKind::Gatehouse);
+    assert_eq!(
+        r.topology(),
+        router_of(ProfileKind::Gatehouse, 1, &[0]).topology()
+    );
+}
+
+#[test]
+fn invalid_clusters_are_refused() {
+    let err = Router::new(
+        &ProfileConfig::default(),
+        &ClusterInfo {
+            shard_count: 0,
+            owned: vec![],
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid profile configuration: the shard count must be at least 1"
+    );
+    let err = Router::new(
+        &ProfileConfig::default(),
+        &ClusterInfo {
+            shard_count: 4,
+            owned: vec![1, 4],
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid profile configuration: shard 4 does not exist: the shard count is 4"
+    );
+}
+
+#[test]
+fn owned_shards_may_come_unsorted_and_repeated() {
+    let r = router_of(ProfileKind::Gatehouse, 8, &[5, 1, 5, 3]);
+    let packet = r#"{"op":3,"d":{}}"#;
+    assert_eq!(
+        command(&r, "gateway.commands", "all", packet.as_bytes()),
+        send(&[1, 3, 5], packet)
+    );
+}

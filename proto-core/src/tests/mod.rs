@@ -1,0 +1,18 @@
+//! Deterministic tests of the core: a simulated gateway, scenarios and property tests.
+
+mod commands;
+mod fake_gateway;
+mod handshake;
+mod lifecycle;
+mod persistence;
+mod proptests;
+mod sim;
+
+use std::time::Instant;
+
+/// The one real `Instant` the tests read: the epoch of the fake clock. Everything after it is
+/// the epoch plus `Duration`s.
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn epoch() -> Instant {
+    Instant::now()
+}

@@ -1,0 +1,310 @@
+//! Helpers for the end-to-end tests: a fresh RabbitMQ vhost per test (management API), a unique
+//! Redis key prefix, the `gatehouse` binary as a child process, and an AMQP consumer.
+#![allow(dead_code, unreachable_pub)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties, message::Delivery};
+
+const MANAGEMENT: &str = "http://127.0.0.1:15672/api";
+/// `guest:guest` in base64.
+const GUEST_AUTH: &str = "Basic Z3Vlc3Q6Z3Vlc3Q=";
+
+/// A name unique to this test run.
+pub fn unique(tag: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!(
+        "gh-test-{tag}-{}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos % 1_000_000
+    )
+}
+
+fn management(method: &str, path: &str, body: Option<&str>) -> Result<u16, String> {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(15)))
+        .build()
+        .new_agent();
+    let url = format!("{MANAGEMENT}{path}");
+    let response = match (method, body) {
+        ("PUT", Some(body)) => agent
+            .put(&url)
+            .header("Authorization", GUEST_AUTH)
+            .header("content-type", "application/json")
+            .send(body),
+        ("PUT", None) => agent
+            .put(&url)
+            .header("Authorization", GUEST_AUTH)
+            .send_empty(),
+        ("DELETE", _) => agent.delete(&url).header("Authorization", GUEST_AUTH).call(),
+        _ => agent.get(&url).header("Authorization", GUEST_AUTH).call(),
+    };
+    response.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
+}
+
+fn management_json(path: &str) -> serde_json::Value {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut response = agent
+        .get(&format!("{MANAGEMENT}{path}"))
+        .header("Authorization", GUEST_AUTH)
+        .call()
+        .expect("management API");
+    serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap_or_default()
+}
+
+/// A RabbitMQ vhost that exists for one test and is deleted on drop.
+pub struct Vhost {
+    pub name: String,
+}
+
+impl Vhost {
+    pub fn create(tag: &str) -> Self {
+        let name = unique(tag);
+        let status = management("PUT", &format!("/vhosts/{name}"), None).expect("create vhost");
+        assert!(status < 300, "creating vhost {name}: HTTP {status}");
+        let status = management(
+            "PUT",
+            &format!("/permissions/{name}/guest"),
+            Some(r#"{"configure":".*","write":".*","read":".*"}"#),
+        )
+        .expect("set permissions");
+        assert!(status < 300, "permissions on {name}: HTTP {status}");
+        Self { name }
+    }
+
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name)
+    }
+
+    /// Closes the client connections of this vhost whose connection name starts with
+    /// `name_prefix` (a broker outage as that client sees it). Returns how many were closed.
+    pub fn close_connections(&self, name_prefix: &str) -> usize {
+        let connections = management_json(&format!("/vhosts/{}/connections", self.name));
+        let mut closed = 0;
+        for c in connections.as_array().cloned().unwrap_or_default() {
+            let client_name = c["client_properties"]["connection_name"].as_str().unwrap_or("");
+            if !client_name.starts_with(name_prefix) {
+                continue;
+            }
+            if let Some(name) = c["name"].as_str() {
+                let encoded: String = name
+                    .bytes()
+                    .map(|b| match b {
+                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                            (b as char).to_string()
+                        }
+                        _ => format!("%{b:02X}"),
+                    })
+                    .collect();
+                if management("DELETE", &format!("/connections/{encoded}"), None)
+                    .is_ok_and(|s| s < 300)
+                {
+                    closed += 1;
+                }
+            }
+        }
+        closed
+    }
+
+    /// Names of the client connections of this vhost.
+    pub fn connection_names(&self) -> Vec<String> {
+        management_json(&format!("/vhosts/{}/connections", self.name))
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| c["client_properties"]["connection_name"].as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
+impl Drop for Vhost {
+    fn drop(&mut self) {
+        let _ = management("DELETE", &format!("/vhosts/{}", self.name), None);
+    }
+}
+
+/// Deletes every Redis key under a prefix on drop.
+pub struct RedisPrefix {
+    pub prefix: String,
+}
+
+impl RedisPrefix {
+    pub fn new(tag: &str) -> Self {
+        Self { prefix: unique(tag) }
+    }
+
+    pub fn url() -> String {
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+    }
+
+    pub fn get(&self, key_suffix: &str) -> Option<String> {
+        let client = redis::Client::open(Self::url()).ok()?;
+        let mut connection = client.get_connection().ok()?;
+        redis::cmd("GET")
+            .arg(format!("{}:{key_suffix}", self.prefix))
+            .query(&mut connection)
+            .ok()
+    }
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(Self::url()) else { return };
+        let Ok(mut connection) = client.get_connection() else { return };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query(&mut connection)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut connection);
+        }
+    }
+}
+
+/// The `gatehouse` binary running as a child; killed on drop if still running.
+pub struct Gatehouse {
+    child: Child,
+}
+
+impl Gatehouse {
+    pub fn start(env: &[(&str, String)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", std::env::var("GATEHOUSE_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .current_dir(std::env::temp_dir());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        Self {
+            child: command.spawn().expect("start gatehouse"),
+        }
+    }
+
+    /// Ctrl-C, then waits for the process to exit; returns whether it exited successfully.
+    pub fn interrupt_and_wait(&mut self, timeout: Duration) -> bool {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        false
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Gatehouse {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A queue bound to an exchange (declared here first, as the gateway declares it) and its
+/// consumer.
+pub struct Capture {
+    pub connection: Connection,
+    pub consumer: lapin::Consumer,
+}
+
+impl Capture {
+    /// Declares `exchange` (topic, durable, as the native profile does), binds a fresh queue
+    /// with `#`, and consumes it.
+    pub async fn topic(amqp_url: &str, exchange: &str) -> Self {
+        let connection = Connection::connect(amqp_url, ConnectionProperties::default())
+            .await
+            .expect("connect to RabbitMQ");
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .exchange_declare(
+                exchange.into(),
+                lapin::ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                exchange.into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let consumer = channel
+            .basic_consume(
+                queue.name().clone(),
+                "test".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        Self {
+            connection,
+            consumer,
+        }
+    }
+
+    /// The next delivery (acked), or `None` after `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Option<Delivery> {
+        let delivery = tokio::time::timeout(timeout, self.consumer.next())
+            .await
+            .ok()??
+            .ok()?;
+        delivery.ack(BasicAckOptions::default()).await.ok()?;
+        Some(delivery)
+    }
+}
+
+/// The AMQP header `name` of a delivery, as an integer.
+pub fn header_int(delivery: &Delivery, name: &str) -> Option<i64> {
+    match delivery.properties.headers().as_ref()?.inner().get(name)? {
+        lapin::types::AMQPValue::LongLongInt(i) => Some(*i),
+        lapin::types::AMQPValue::LongInt(i) => Some(i64::from(*i)),
+        _ => None,
+    }
+}
