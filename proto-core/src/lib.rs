@@ -21,7 +21,10 @@
 //! - [`shard`]: one gateway connection's state machine.
 //! - [`profile`]: the broker wire contracts (topology, dispatch routing, command decoding).
 //! - [`command`]: validation of the gateway packets workers ask to send, for every profile.
+//! - [`identify`]: the identify scheduler (session start limit, `max_concurrency` buckets).
+//! - [`ratelimit`]: the per-connection send window (120 frames per 60 s, heartbeats reserved).
 //! - [`sharding`], [`intents`], [`session`], [`secret`]: the pure rules and values shared by all.
+//! - [`rng`]: the seeded generator behind every jitter and back-off draw.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]

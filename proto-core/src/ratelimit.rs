@@ -194,3 +194,46 @@ mod tests {
         assert_eq!(w.next_command_slot(now), None);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whoever follows `can_send_*` never exceeds the limit in any window, and commands
+        /// never eat the reserved permits.
+        #[test]
+        fn never_more_than_the_limit_in_any_window(
+            interval_ms in 1_000u64..60_000,
+            steps in prop::collection::vec((0u64..3_000, any::<bool>()), 1..600),
+        ) {
+            let t0 = crate::tests::epoch();
+            let mut w = SendWindow::default();
+            w.set_heartbeat_interval(Duration::from_millis(interval_ms));
+            let mut now = t0;
+            let mut sent: Vec<(Instant, bool)> = Vec::new();
+            for (gap, priority) in steps {
+                now += Duration::from_millis(gap);
+                let ok = if priority { w.can_send_priority(now) } else { w.can_send_command(now) };
+                if ok {
+                    w.record(now);
+                    sent.push((now, priority));
+                } else {
+                    let next = if priority { w.next_priority_slot(now) } else { w.next_command_slot(now) };
+                    prop_assert!(next.is_none_or(|t| t > now));
+                }
+            }
+            for (i, (t, _)) in sent.iter().enumerate() {
+                let in_window = sent[i..].iter().take_while(|(u, _)| *u < *t + WINDOW);
+                let (mut all, mut commands) = (0, 0);
+                for (_, priority) in in_window {
+                    all += 1;
+                    if !priority { commands += 1; }
+                }
+                prop_assert!(all <= FRAMES_PER_WINDOW);
+                prop_assert!(commands <= w.command_budget());
+            }
+        }
+    }
+}

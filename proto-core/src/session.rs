@@ -1,7 +1,13 @@
 //! The session snapshot: what a runtime persists so that a restarted process resumes.
 //!
 //! A plain serde value; the core produces it (`Action::PersistSession`) and accepts it back in
-//! `ShardConfig::session`.
+//! `ShardConfig::session`. Owns only the value; the shard decides when to emit it (on READY,
+//! throttled when the confirmed sequence advances, and at shutdown) and the runtime decides
+//! where it lives (Redis).
+//!
+//! `sequence` is the *confirmed* sequence, not the last one received: a process restarted from
+//! the snapshot RESUMEs from what the broker holds and Discord replays the rest, so no event is
+//! lost (at-least-once; message ids `<session_id>:<seq>` let workers drop duplicates).
 
 use crate::sharding::ShardId;
 
@@ -16,4 +22,12 @@ pub struct SessionSnapshot {
     pub sequence: u64,
     /// READY's `resume_gateway_url`.
     pub resume_url: String,
+}
+
+impl SessionSnapshot {
+    /// Whether this snapshot can resume `shard` (same number and same total shard count; a
+    /// session of another shard count cannot be resumed).
+    pub fn is_for(&self, shard: ShardId) -> bool {
+        self.shard == shard
+    }
 }

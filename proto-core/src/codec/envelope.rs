@@ -10,7 +10,7 @@
 //! Discord sends the small fields first (`t`, `s`, `op`, then `d`), so the scanner reads the
 //! envelope's keys with a hand-written byte scanner and never parses `d`: the end of an object or
 //! array `d` is found by [`skip_container`], a structural index in the style of simdjson's first
-//! stage, written in safe Rust over 64-byte blocks that the compiler vectorises: one bit mask each
+//! stage, written in safe Rust over 64-byte blocks: one bit mask each
 //! for quotes, backslashes, opening and closing brackets; escaped quotes removed; a prefix-XOR of
 //! the quotes masks out everything inside strings; the depth changes by popcounts, and only the
 //! block where the depth returns to zero is walked bit by bit. When `d` is the last key (the
@@ -446,12 +446,21 @@ pub(crate) fn skip_container(buf: &[u8], start: usize) -> Result<usize> {
     let mut in_string: u64 = 0; // all ones while the previous block ended inside a string
     let mut escape_carry = false; // previous block ended with an escaping backslash
     let mut base = start;
-    while base < buf.len() {
-        let block = Block::load(&buf[base..]);
-        let m = block.masks();
-        let escaped = escaped_mask(m.backslash, &mut escape_carry);
-        let quotes = m.quote & !escaped;
-        let inside = prefix_xor(quotes) ^ in_string;
+    let mut padded = [b' '; 64];
+    while let Some(rest) = buf.get(base..).filter(|r| !r.is_empty()) {
+        let block: &[u8; 64] = match rest.first_chunk::<64>() {
+            Some(full) => full,
+            None => {
+                padded[..rest.len()].copy_from_slice(rest);
+                &padded
+            }
+        };
+        let m = Masks::of(block);
+        let escaped = match m.backslash {
+            Some(backslash) => escaped_mask(backslash, &mut escape_carry),
+            None => u64::from(std::mem::take(&mut escape_carry)),
+        };
+        let inside = prefix_xor(m.quote & !escaped) ^ in_string;
         in_string = ((inside as i64) >> 63) as u64;
         let opens = m.open & !inside;
         let closes = m.close & !inside;
@@ -477,55 +486,52 @@ pub(crate) fn skip_container(buf: &[u8], start: usize) -> Result<usize> {
     Err(err("unterminated object or array", start))
 }
 
-/// 64 bytes of input; the tail of the buffer is padded with spaces.
-struct Block([u8; 64]);
-
+/// One bit per byte of a 64-byte block for each character class the structure depends on.
 struct Masks {
     quote: u64,
-    backslash: u64,
+    /// `None` when the block has no backslash (the usual case: the mask is not built).
+    backslash: Option<u64>,
     open: u64,
     close: u64,
 }
 
-impl Block {
+impl Masks {
+    /// Byte-wise compares into 0/1 flags (vectorised by the compiler), then each group of
+    /// eight flags is packed into eight bits with one multiplication.
     #[inline(always)]
-    fn load(rest: &[u8]) -> Self {
-        let mut b = [b' '; 64];
-        let n = rest.len().min(64);
-        b[..n].copy_from_slice(&rest[..n]);
-        Self(b)
-    }
-
-    #[inline(always)]
-    fn masks(&self) -> Masks {
-        let mut m = Masks {
-            quote: 0,
-            backslash: 0,
-            open: 0,
-            close: 0,
-        };
-        for (i, chunk) in self.0.chunks_exact(16).enumerate() {
-            let chunk: &[u8; 16] = chunk.try_into().unwrap_or(&[0; 16]);
-            let shift = i * 16;
-            m.quote |= u64::from(eq_mask(chunk, |b| b == b'"')) << shift;
-            m.backslash |= u64::from(eq_mask(chunk, |b| b == b'\\')) << shift;
+    fn of(block: &[u8; 64]) -> Self {
+        let mut quote = [0u8; 64];
+        let mut backslash = [0u8; 64];
+        let mut open = [0u8; 64];
+        let mut close = [0u8; 64];
+        for (i, &b) in block.iter().enumerate() {
             // `{` 0x7B and `[` 0x5B differ only in bit 0x20; so do `}` 0x7D and `]` 0x5D.
-            m.open |= u64::from(eq_mask(chunk, |b| b | 0x20 == b'{')) << shift;
-            m.close |= u64::from(eq_mask(chunk, |b| b | 0x20 == b'}')) << shift;
+            let folded = b | 0x20;
+            quote[i] = u8::from(b == b'"');
+            backslash[i] = u8::from(b == b'\\');
+            open[i] = u8::from(folded == b'{');
+            close[i] = u8::from(folded == b'}');
         }
-        m
+        let any_backslash = backslash.iter().fold(0, |acc, &f| acc | f) != 0;
+        Self {
+            quote: pack(&quote),
+            backslash: any_backslash.then(|| pack(&backslash)),
+            open: pack(&open),
+            close: pack(&close),
+        }
     }
 }
 
-/// One bit per byte of `chunk` for which `pred` holds (a shape LLVM turns into a vector compare
-/// and a move-mask).
+/// 64 flags of 0 or 1 to a 64-bit mask. For eight flags in a little-endian `u64`, multiplying
+/// by 0x0102040810204080 gathers flag k into bit 56 + k without carries.
 #[inline(always)]
-fn eq_mask(chunk: &[u8; 16], pred: impl Fn(u8) -> bool) -> u16 {
-    let mut m = 0u16;
-    for (i, &b) in chunk.iter().enumerate() {
-        m |= u16::from(pred(b)) << i;
+fn pack(flags: &[u8; 64]) -> u64 {
+    let mut mask = 0u64;
+    for (j, group) in flags.chunks_exact(8).enumerate() {
+        let word = u64::from_le_bytes(group.try_into().unwrap_or_default());
+        mask |= (word.wrapping_mul(0x0102_0408_1020_4080) >> 56) << (j * 8);
     }
-    m
+    mask
 }
 
 /// Bits of characters escaped by a backslash. Backslashes are rare, so the bits are walked.
@@ -646,6 +652,31 @@ mod tests {
             r#"{"op":1,"s":18446744073709551616}"#,
         ] {
             assert!(scan(s.as_bytes()).is_err(), "{s}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod skip_tests {
+    use super::skip_container;
+
+    /// Escapes and brackets at every position relative to the 64-byte blocks.
+    #[test]
+    fn escapes_at_every_block_offset() {
+        let values = [
+            r#"{"a":"x\\","b":["\"]}","\\\"{"]}"#,
+            r#"[["\\\\\\\"]]\\",{}],"]"]"#,
+            r#"{"k":"\\\\"}"#,
+        ];
+        for v in values {
+            let reference: serde_json::Value = serde_json::from_str(v).expect("valid");
+            for pad in 0..140 {
+                let text = format!("{}{v} ,\"z\":1}}", " ".repeat(pad));
+                let end = skip_container(text.as_bytes(), pad).expect("skips");
+                assert_eq!(&text[pad..end], v, "pad {pad}");
+                let round: serde_json::Value = serde_json::from_str(&text[pad..end]).expect("json");
+                assert_eq!(round, reference);
+            }
         }
     }
 }

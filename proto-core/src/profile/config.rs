@@ -2,7 +2,7 @@
 //! validation.
 //!
 //! Owns: every option a profile has, its default, and which profile offers it. Does not read
-//! files or the environment (see [`super::env`] for the predecessors' variable names).
+//! files or the environment (see [`super::env`](mod@super::env) for the predecessors' variable names).
 
 use super::{ClusterInfo, ProfileError, ProfileKind};
 use crate::command::CommandPolicy;

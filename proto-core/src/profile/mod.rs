@@ -8,7 +8,7 @@
 //! One sub-module per profile ([`native`], [`spectacles`], [`cordis`], [`twilight_dispatch`],
 //! [`retsu`]) holds that profile's names, topology, dispatch route and command decoding; the
 //! shared pieces are the settings ([`ProfileConfig`], and the predecessors' variable names in
-//! [`env`]), the [`EventFilter`], the lossless [`msgpack`] transcoder, and the command rules of
+//! [`env`](mod@env)), the [`EventFilter`], the lossless [`msgpack`] transcoder, and the command rules of
 //! [`crate::command`]. Each sub-module's documentation states its wire contract and where it
 //! was read from.
 //!
@@ -97,7 +97,7 @@ impl ClusterInfo {
         }
         if let Some(bad) = self.owned.iter().find(|&&s| s >= self.shard_count) {
             return Err(ProfileError(format!(
-                "shard {bad} does not exist: the shard count is {}",
+                "owned shard {bad} does not exist (the shard count is {})",
                 self.shard_count
             )));
         }

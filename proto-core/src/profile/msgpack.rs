@@ -56,6 +56,7 @@ pub fn json_to_msgpack(json: &[u8]) -> Result<Vec<u8>, TranscodeError> {
 
 /// Appends the msgpack form of one JSON value to `out`. On error `out` is left as it was.
 pub fn append_json_as_msgpack(json: &[u8], out: &mut Vec<u8>) -> Result<(), TranscodeError> {
+    check_utf8(json)?;
     let start = out.len();
     let mut encoder = JsonToMsgpack {
         src: json,
@@ -77,6 +78,7 @@ pub fn append_json_str_contents_as_msgpack(
     contents: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), TranscodeError> {
+    check_utf8(contents)?;
     let start = out.len();
     let mut encoder = JsonToMsgpack {
         src: contents,
@@ -91,6 +93,29 @@ pub fn append_json_str_contents_as_msgpack(
     }
     result
 }
+
+/// The whole input is checked once, so that strings can be copied without further checks.
+fn check_utf8(json: &[u8]) -> Result<(), TranscodeError> {
+    std::str::from_utf8(json)
+        .map(|_| ())
+        .map_err(|e| TranscodeError::Json {
+            at: e.valid_up_to(),
+            what: "input is not valid UTF-8",
+        })
+}
+
+/// Bytes that end the fast scan of a string: the closing quote, a backslash, a control byte.
+const STRING_STOP: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
 
 /// Converts one msgpack value (the whole input) to compact JSON text.
 pub fn msgpack_to_json(msgpack: &[u8]) -> Result<Vec<u8>, TranscodeError> {
@@ -328,16 +353,10 @@ impl JsonToMsgpack<'_> {
     fn string(&mut self) -> Result<(), TranscodeError> {
         let start = self.pos + 1;
         let rest = &self.src[start..];
-        match rest
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        {
+        match rest.iter().position(|&b| STRING_STOP[usize::from(b)]) {
             Some(i) if rest[i] == b'"' => {
+                // The input is valid UTF-8 and `"` is ASCII, so this slice is too.
                 let raw = &rest[..i];
-                if std::str::from_utf8(raw).is_err() {
-                    self.pos = start;
-                    return self.err("string is not valid UTF-8");
-                }
                 let buf = self.out.as_mut_vec();
                 write_str_header(buf, raw.len());
                 buf.extend_from_slice(raw);
@@ -374,11 +393,7 @@ impl JsonToMsgpack<'_> {
     /// Writes the string whose raw contents (escapes included) are `src[start..end]`.
     fn string_body(&mut self, start: usize, end: usize) -> Result<(), TranscodeError> {
         let raw = &self.src[start..end];
-        if !raw.iter().any(|&b| b == b'\\' || b < 0x20) {
-            if std::str::from_utf8(raw).is_err() {
-                self.pos = start;
-                return self.err("string is not valid UTF-8");
-            }
+        if !raw.iter().any(|&b| STRING_STOP[usize::from(b)]) {
             let buf = self.out.as_mut_vec();
             write_str_header(buf, raw.len());
             buf.extend_from_slice(raw);
@@ -392,10 +407,6 @@ impl JsonToMsgpack<'_> {
                 .position(|&b| b == b'\\' || b < 0x20)
                 .map_or(end, |p| i + p);
             let seg = &self.src[i..seg_end];
-            if std::str::from_utf8(seg).is_err() {
-                self.pos = i;
-                return self.err("string is not valid UTF-8");
-            }
             self.out.as_mut_vec().extend_from_slice(seg);
             i = seg_end;
             if i == end {

@@ -165,3 +165,47 @@ mod tests {
         assert_eq!(c.confirmed_seq(), 1);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// In any confirm order, the confirmed sequence is the longest fully confirmed prefix.
+        #[test]
+        fn confirmed_sequence_is_the_confirmed_prefix(
+            kinds in prop::collection::vec(any::<bool>(), 1..60),
+            order in prop::collection::vec(any::<prop::sample::Index>(), 0..80),
+        ) {
+            let mut c = Confirms::default();
+            c.new_session(0);
+            // Dispatch i has seq i + 1; `true` = published, `false` = dropped by the profile.
+            let mut published = Vec::new();
+            for (i, publish) in kinds.iter().enumerate() {
+                let seq = i as u64 + 1;
+                if *publish {
+                    c.published(seq * 10, seq);
+                    published.push(seq);
+                } else {
+                    c.skipped(seq);
+                }
+            }
+            let mut confirmed = std::collections::BTreeSet::new();
+            for idx in order {
+                if published.is_empty() { break; }
+                let seq = published[idx.index(published.len())];
+                c.confirm(seq * 10);
+                confirmed.insert(seq);
+                let mut prefix = 0;
+                for (i, publish) in kinds.iter().enumerate() {
+                    let seq = i as u64 + 1;
+                    if *publish && !confirmed.contains(&seq) { break; }
+                    prefix = seq;
+                }
+                prop_assert_eq!(c.confirmed_seq(), prefix);
+                prop_assert_eq!(c.unconfirmed(), published.len() - confirmed.len());
+            }
+        }
+    }
+}

@@ -364,7 +364,7 @@ impl Shard {
     /// `config.session` holds a snapshot of this shard (the first connection then RESUMEs).
     pub fn new(config: ShardConfig, now: Instant) -> Self {
         let presence = config.presence.as_deref().and_then(packets::parse_presence);
-        let restored = config.session.clone().filter(|s| s.shard == config.shard);
+        let restored = config.session.clone().filter(|s| s.is_for(config.shard));
         let mut confirms = Confirms::default();
         confirms.new_session(restored.as_ref().map_or(0, |s| s.sequence));
         let mut shard = Self {
@@ -455,7 +455,8 @@ impl Shard {
 
     /// Whether the runtime should stop reading this shard's socket until confirms catch up
     /// (more than `max_unconfirmed` outstanding). Changes on `handle_message` and
-    /// `handle_published`.
+    /// `handle_published`. While it holds, a missing heartbeat ACK is not taken for a zombie
+    /// connection (it cannot have been read).
     pub fn should_pause_reading(&self) -> bool {
         self.unconfirmed() > self.config.max_unconfirmed
     }
@@ -622,20 +623,20 @@ impl Shard {
     }
 
     /// Closes the connection with a resumable code and resumes (worker-requested reconnect).
-    /// While waiting to reconnect, connects at once. Outputs: `Close` or `Connect`.
+    /// While waiting to reconnect, connects at once; while connecting or closing, does
+    /// nothing. Outputs: `Close` or `Connect`.
     pub fn reconnect(&mut self, now: Instant) {
         let _ = self.clock(now);
         match self.phase {
-            Phase::Connecting
-            | Phase::AwaitingHello
-            | Phase::Identifying { .. }
-            | Phase::Resuming
-            | Phase::Active => self.begin_close(DisconnectReason::Requested, Duration::ZERO),
+            Phase::AwaitingHello | Phase::Identifying { .. } | Phase::Resuming | Phase::Active => {
+                self.begin_close(DisconnectReason::Requested, Duration::ZERO);
+            }
             Phase::Waiting => {
                 self.timers.clear(Timer::Reconnect);
                 self.connect();
             }
-            Phase::Closing { .. } | Phase::ShuttingDown | Phase::Stopped => {}
+            // Already (re)connecting, closing or finished.
+            Phase::Connecting | Phase::Closing { .. } | Phase::ShuttingDown | Phase::Stopped => {}
         }
     }
 
@@ -737,19 +738,24 @@ impl Shard {
         let mut new_session = false;
         match payload.event_name() {
             Some("READY") => {
-                if let Some(ready) = packets::ready_fields(payload.data()) {
-                    let resume_url = ready
-                        .resume_gateway_url
-                        .unwrap_or_else(|| self.config.gateway_url.clone());
-                    self.session = Some(Session {
-                        id: ready.session_id,
-                        resume_url,
-                    });
-                    // A new session numbers its dispatches from scratch.
-                    self.confirms.new_session(0);
-                    new_session = true;
-                    became_active = true;
-                }
+                let Some(ready) = packets::ready_fields(payload.data()) else {
+                    // Without a session id the session cannot be used or resumed: start over.
+                    let reason = DisconnectReason::DecodeError("READY without session_id".into());
+                    self.forget_session();
+                    self.begin_close(reason, Duration::ZERO);
+                    return;
+                };
+                let resume_url = ready
+                    .resume_gateway_url
+                    .unwrap_or_else(|| self.config.gateway_url.clone());
+                self.session = Some(Session {
+                    id: ready.session_id,
+                    resume_url,
+                });
+                // A new session numbers its dispatches from scratch.
+                self.confirms.new_session(0);
+                new_session = true;
+                became_active = true;
             }
             Some("RESUMED") => became_active = self.session.is_some(),
             _ => {}
@@ -811,7 +817,9 @@ impl Shard {
         let Some(interval) = self.heartbeat.interval() else {
             return;
         };
-        if self.heartbeat.awaiting_ack() {
+        // While the runtime does not read the socket (backpressure), no ACK can arrive: that is
+        // not a zombie. Keep heartbeating so Discord keeps the session.
+        if self.heartbeat.awaiting_ack() && !self.should_pause_reading() {
             self.begin_close(DisconnectReason::Zombie, Duration::ZERO);
             return;
         }

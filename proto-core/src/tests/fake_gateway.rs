@@ -180,9 +180,8 @@ impl FakeGateway {
     /// The client process died: the connection is gone without a close frame; its session
     /// stays resumable.
     pub(crate) fn drop_connection(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.queue.retain(|(_, c, _)| *c != conn.id);
-        }
+        self.conn = None;
+        self.queue.clear();
     }
 
     /// Invalidates every session (as if they expired).
@@ -197,10 +196,10 @@ impl FakeGateway {
         match action {
             Action::Connect { url } => {
                 self.connects.push(url.clone());
-                // A new connect abandons whatever was open.
-                if let Some(old) = self.conn.take() {
-                    self.queue.retain(|(_, c, _)| *c != old.id);
-                }
+                // A new connect abandons whatever was open; a runtime never reports events
+                // of an older socket after opening a new one.
+                self.conn = None;
+                self.queue.clear();
                 self.next_conn += 1;
                 let id = self.next_conn;
                 if self.fail_connects > 0 {

@@ -497,3 +497,70 @@ fn time_going_backwards_is_clamped() {
     assert_eq!(sim.shard.poll_timeout(), before);
     assert!(before.is_some_and(|t| t >= now + Duration::from_secs(10)));
 }
+
+#[test]
+fn ready_without_a_session_id_starts_over() {
+    let mut sim = Sim::new(24);
+    sim.grant_delay = Duration::from_secs(3600);
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(sim.shard.state(), ShardState::Identifying);
+    let mark = sim.mark();
+    sim.deliver(br#"{"t":"READY","s":1,"op":0,"d":{"v":10}}"#);
+    sim.drain();
+    assert_eq!(sim.since(mark)[0].1, Action::Close(CloseCode::RESUME));
+    assert!(sim.shard.session().is_none());
+    sim.advance(Duration::from_secs(2));
+    let requests = sim.actions(|a| *a == Action::RequestIdentify).len();
+    assert_eq!(requests, 2);
+}
+
+#[test]
+fn no_zombie_verdict_while_reading_is_paused() {
+    let mut config = super::sim::test_config(25);
+    config.max_unconfirmed = 0;
+    let mut sim = Sim::with_config(config, 25);
+    sim.confirm_delay = None;
+    sim.until_active();
+    assert!(sim.shard.should_pause_reading());
+    sim.gw.drop_acks = true;
+    let beats = sim.gw.sent_ops(1).count();
+    sim.advance(INTERVAL * 4);
+    assert!(!sim.saw(is_close), "paused reading is not a zombie");
+    assert!(sim.gw.sent_ops(1).count() >= beats + 4, "heartbeats go on");
+    // Confirms catch up: the next unacknowledged beat is a zombie again.
+    let ids: Vec<_> = sim
+        .trace
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Action::Publish { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    for id in ids {
+        let now = sim.now;
+        sim.shard.handle_published(now, id);
+    }
+    sim.drain();
+    assert!(!sim.shard.should_pause_reading());
+    sim.advance(INTERVAL * 2);
+    assert_eq!(sim.shard.last_disconnect(), Some(&DisconnectReason::Zombie));
+}
+
+#[test]
+fn reconnect_while_connecting_is_a_no_op() {
+    let mut sim = Sim::new(26);
+    sim.drain();
+    let mark = sim.mark();
+    let now = sim.now;
+    sim.shard.reconnect(now);
+    sim.drain();
+    assert!(sim.since(mark).is_empty());
+    sim.until_active();
+}
+
+#[test]
+fn shard_is_send() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<crate::shard::Shard>();
+    assert_send::<crate::identify::IdentifyScheduler>();
+}

@@ -373,4 +373,43 @@ proptest! {
     }
 }
 
-// ----- pinned failures (none found so far keep this list as the regression record) -----
+// ----- pinned shrunk failures -----
+
+/// Found by `shard_keeps_its_invariants`: the server drops the connection while a heartbeat is
+/// on its way. The heartbeat is lost on the dead socket; the shard must still resume cleanly.
+#[test]
+fn pinned_server_drop_races_a_heartbeat() {
+    run(0, 1_000, &[Op::Run(934), Op::ServerClose(None)]);
+}
+
+/// Found by `shard_keeps_its_invariants`: a zombie connection resumes, the server rejects the
+/// resume (op 9 false), and the shard identifies afresh. Heartbeats of the new connection
+/// carry `null` until its READY, not the dead session's sequence.
+#[test]
+fn pinned_rejected_resume_forgets_the_sequence() {
+    run(
+        33_557_095_785,
+        1_000,
+        &[Op::RejectResumes(true), Op::DropAcks(true), Op::Run(33_290)],
+    );
+}
+
+/// Found by `shard_keeps_its_invariants`: a process restart right after a worker reconnect,
+/// a failed connect, then INVALID_SESSION before HELLO. (It exposed a harness bug: events of
+/// the dead process's socket reached the new shard.) The shard must forget the restored
+/// session and identify afresh.
+#[test]
+fn pinned_restart_then_invalid_session_before_hello() {
+    run(
+        0,
+        1_000,
+        &[
+            Op::Run(160),
+            Op::WorkerReconnect,
+            Op::ProcessRestart,
+            Op::ServerClose(None),
+            Op::Run(91),
+            Op::InvalidSession(false),
+        ],
+    );
+}

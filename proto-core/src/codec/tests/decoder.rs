@@ -316,3 +316,66 @@ fn every_flip_of_a_stream_is_handled() {
         }
     }
 }
+
+#[test]
+fn etf_over_zlib_stream_and_plain() {
+    use crate::codec::etf::tests::enc::*;
+    let etf = version(map(vec![
+        (atom("t"), atom("GUILD_CREATE")),
+        (atom("s"), small_int(2)),
+        (atom("op"), small_int(0)),
+        (
+            atom("d"),
+            map(vec![(
+                binary("id"),
+                small_big(81_384_788_765_712_384, false),
+            )]),
+        ),
+    ]));
+    let expected = br#"{"t":"GUILD_CREATE","s":2,"op":0,"d":{"id":"81384788765712384"}}"#;
+    let config = |compression| DecoderConfig {
+        compression,
+        encoding: Encoding::Etf,
+        max_payload: 1 << 20,
+    };
+
+    let mut dec = Decoder::new(config(Compression::ZlibStream));
+    let mut enc = ZlibStreamEncoder::new();
+    for _ in 0..3 {
+        let p = one(&mut dec, &enc.payload(&etf), true);
+        assert_eq!(&p.bytes[..], &expected[..]);
+        assert_eq!(
+            (p.op, p.s, p.event_name(), p.data()),
+            (
+                0,
+                Some(2),
+                Some("GUILD_CREATE"),
+                &br#"{"id":"81384788765712384"}"#[..]
+            )
+        );
+    }
+    let mut dec = Decoder::new(config(Compression::None));
+    assert_eq!(&one(&mut dec, &etf, true).bytes[..], &expected[..]);
+    // Heartbeat ACK with nil atoms, as Discord sends it.
+    let ack = version(map(vec![
+        (atom("t"), atom("nil")),
+        (atom("s"), atom("nil")),
+        (atom("op"), small_int(11)),
+        (atom("d"), atom("nil")),
+    ]));
+    let p = one(&mut dec, &ack, true);
+    assert_eq!(
+        (p.op, p.s, p.t.clone(), p.data()),
+        (11, None, None, &b"null"[..])
+    );
+    let mut dec = Decoder::new(config(Compression::ZstdStream));
+    assert_eq!(
+        &one(&mut dec, &ZstdStreamEncoder::new().payload(&etf), true).bytes[..],
+        &expected[..]
+    );
+    // Garbage is an error, not a panic.
+    assert!(matches!(
+        Decoder::new(config(Compression::None)).decode(&[131, 200], true),
+        Err(DecodeError::Malformed(_))
+    ));
+}

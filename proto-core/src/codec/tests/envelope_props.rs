@@ -21,6 +21,11 @@ struct Oracle<'a> {
 type Fields = (u8, Option<u64>, Option<String>, String);
 
 fn oracle(bytes: &[u8]) -> Option<Fields> {
+    // serde's derived structs also accept a JSON array of the fields in order; an envelope is an
+    // object, so that is not part of the oracle.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
     let o: Oracle<'_> = serde_json::from_slice(bytes).ok()?;
     let d = o.d.map_or("null", RawValue::get).to_owned();
     Some((o.op, o.s, o.t.map(str::to_owned), d))

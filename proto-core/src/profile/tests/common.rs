@@ -107,7 +107,7 @@ fn invalid_clusters_are_refused() {
     .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "invalid profile configuration: shard 4 does not exist: the shard count is 4"
+        "invalid profile configuration: owned shard 4 does not exist (the shard count is 4)"
     );
 }
 
@@ -119,4 +119,62 @@ fn owned_shards_may_come_unsorted_and_repeated() {
         command(&r, "gateway.commands", "all", packet.as_bytes()),
         send(&[1, 3, 5], packet)
     );
+}
+
+mod garbage {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn any_key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("all".to_owned()),
+            Just("SEND".to_owned()),
+            "shard\\.[0-9]{1,12}",
+            "guild\\.[0-9]{1,22}",
+            "[0-9]{1,12}",
+            ".{0,12}",
+        ]
+    }
+
+    fn any_body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..64),
+            "\\{.{0,60}\\}".prop_map(String::into_bytes),
+            (any::<u64>(), any::<i64>(), ".{0,8}").prop_map(|(a, b, c)| {
+                format!(
+                    r#"{{"op":{a},"d":{{"x":{b}}},"shard":{a},"shard_id":{b},"opcode":{b},"type":{c:?},"data":{{"op":3,"d":{{}}}},"guild_id":"{a}","packet":{{"op":{b},"d":null}}}}"#
+                )
+                .into_bytes()
+            }),
+        ]
+    }
+
+    proptest! {
+        /// No routing key or body makes any profile panic, and every decision names only owned
+        /// shards.
+        #[test]
+        fn commands_never_panic(key in any_key(), body in any_body(), kind_index in 0usize..5) {
+            let owned = [1, 2];
+            let r = router_of(ALL[kind_index], 4, &owned);
+            match command(&r, "x", &key, &body) {
+                CommandDecision::Send { shards, .. } | CommandDecision::Reconnect { shards } => {
+                    prop_assert!(!shards.is_empty());
+                    prop_assert!(shards.iter().all(|s| owned.contains(s)));
+                }
+                CommandDecision::Reject { reason, .. } => prop_assert!(!reason.is_empty()),
+                CommandDecision::Forward(_) | CommandDecision::Ignore => {}
+            }
+        }
+
+        /// No payload makes any profile panic.
+        #[test]
+        fn dispatches_never_panic(d in ".{0,40}", event in ".{0,12}", kind_index in 0usize..5) {
+            let r = router_of(ALL[kind_index], 1, &[0]);
+            let json = format!(r#"{{"t":{event:?},"s":1,"op":0,"d":{d:?}}}"#);
+            if let Ok(p) = crate::codec::scan_json(Bytes::from(json)) {
+                let _ = r.try_route_dispatch(&ctx(0, 1, "s"), &p);
+            }
+        }
+    }
 }

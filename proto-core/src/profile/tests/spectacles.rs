@@ -302,6 +302,20 @@ proptest! {
         }
     }
 
+    /// A `<shard_id>` command reaches exactly that shard, on the gateway that owns it.
+    #[test]
+    fn shard_commands_reach_exactly_their_shard(count in 1u32..64, owned_bits in any::<u64>(), target in 0u32..64) {
+        prop_assume!(target < count);
+        let owned: Vec<u32> = (0..count).filter(|s| owned_bits & (1 << s) != 0).collect();
+        let packet = r#"{"op":3,"d":{}}"#;
+        let decision = command(&spectacles(count, &owned), "gateway", &target.to_string(), &to_msgpack(packet));
+        if owned.contains(&target) {
+            prop_assert_eq!(decision, send(&[target], packet));
+        } else {
+            prop_assert_eq!(decision, CommandDecision::Ignore);
+        }
+    }
+
     /// With JSON bodies the published bytes are Discord's `d`, exactly.
     #[test]
     fn json_bodies_are_slices_of_the_payload(event in "[A-Z_]{1,20}", d in prop_oneof![Just(MESSAGE_CREATE_D), Just(REACTION_ADD_D), Just(ACTIVITY_D)]) {

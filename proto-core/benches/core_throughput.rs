@@ -1,0 +1,226 @@
+//! Core throughput (PERFORMANCE.md item 1): a corpus of recorded gateway payloads, compressed
+//! as Discord sends it (one zlib stream, a sync flush after every payload, one message per
+//! payload), fed through `Decoder::decode` (inflate, envelope scan, payload slicing), beside the
+//! limit: the same inflate backend inflating the same stream and nothing else.
+//!
+//! Run: `cargo bench -p proto-core --bench core_throughput`. The corpus comes from
+//! `fixtures/sessions/*.jsonl` (one gateway frame per line), or from the files or directory named
+//! by `GATEHOUSE_CORPUS`. Each frame is repeated, in order, until there are 20,000 events; every
+//! copy gets fresh digits in its long digit runs (snowflakes, timestamps) from a seeded generator,
+//! so the stream does not compress better than real traffic would. Without `--bench` (as under
+//! `cargo test --all-targets`) it only checks itself on 300 events.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use flate2::{Compress, Compression as Level, Decompress, FlushCompress, FlushDecompress};
+use proto_core::codec::{Compression, Decoder, DecoderConfig, Encoding, scan_json};
+
+const EVENTS: usize = 20_000;
+const ROUNDS: usize = 15;
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let Some(frames) = load_frames() else {
+        eprintln!(
+            "core_throughput: no corpus (fixtures/sessions/*.jsonl or GATEHOUSE_CORPUS); skipped"
+        );
+        return;
+    };
+    let events = build_events(&frames, if bench { EVENTS } else { 300 });
+    let json_bytes: usize = events.iter().map(Vec::len).sum();
+    let messages = zlib_stream(&events);
+    let wire_bytes: usize = messages.iter().map(Vec::len).sum();
+    let mut sizes: Vec<usize> = events.iter().map(Vec::len).collect();
+    sizes.sort_unstable();
+    check(&events, &messages);
+    println!(
+        "corpus: {} events from {} frames, {:.1} MB JSON, {:.2} MB zlib-stream, median {} B",
+        events.len(),
+        frames.len(),
+        json_bytes as f64 / 1e6,
+        wire_bytes as f64 / 1e6,
+        sizes[sizes.len() / 2]
+    );
+    if !bench {
+        return;
+    }
+    let inflated: Vec<Bytes> = events.iter().map(|e| Bytes::copy_from_slice(e)).collect();
+    let mut raw = Vec::new();
+    let mut core = Vec::new();
+    let mut scan = Vec::new();
+    for _ in 0..ROUNDS {
+        raw.push(time(|| raw_inflate(&messages)));
+        core.push(time(|| decode_all(&messages)));
+        scan.push(time(|| scan_all(&inflated)));
+    }
+    let n = events.len() as f64;
+    let rate = |v: &mut Vec<Duration>| {
+        v.sort_unstable();
+        n / v[v.len() / 2].as_secs_f64()
+    };
+    let (raw, core, scan) = (rate(&mut raw), rate(&mut core), rate(&mut scan));
+    println!("raw inflate (limit):            {:>9.0} events/s", raw);
+    println!(
+        "Decoder::decode (inflate+scan): {:>9.0} events/s = {:.1}% of raw inflate",
+        core,
+        100.0 * core / raw
+    );
+    println!("scan_json alone:                {:>9.0} events/s", scan);
+}
+
+// A benchmark measures wall time; the core's clock rule is for the library, not for this.
+#[allow(clippy::disallowed_methods)]
+fn time(f: impl FnOnce() -> usize) -> Duration {
+    let start = Instant::now();
+    black_box(f());
+    start.elapsed()
+}
+
+/// The limit: one inflate context, a reused output buffer, nothing else.
+fn raw_inflate(messages: &[Vec<u8>]) -> usize {
+    let mut inflate = Decompress::new(true);
+    let mut out = vec![0u8; 64 << 10];
+    let mut total = 0;
+    for m in messages {
+        let mut input = &m[..];
+        let mut filled = 0;
+        loop {
+            if filled == out.len() {
+                out.resize(out.len() * 2, 0);
+            }
+            let (i0, o0) = (inflate.total_in(), inflate.total_out());
+            inflate
+                .decompress(input, &mut out[filled..], FlushDecompress::Sync)
+                .expect("inflate");
+            input = &input[(inflate.total_in() - i0) as usize..];
+            filled += (inflate.total_out() - o0) as usize;
+            if input.is_empty() && filled < out.len() {
+                break;
+            }
+        }
+        total += black_box(&out[..filled]).len();
+    }
+    total
+}
+
+fn decode_all(messages: &[Vec<u8>]) -> usize {
+    let mut decoder = Decoder::new(DecoderConfig {
+        compression: Compression::ZlibStream,
+        encoding: Encoding::Json,
+        max_payload: 64 << 20,
+    });
+    let mut total = 0;
+    for m in messages {
+        let p = decoder.decode(m, true).expect("decodes").expect("complete");
+        total += black_box(p.data_bytes()).len() + usize::from(p.op);
+    }
+    total
+}
+
+fn scan_all(inflated: &[Bytes]) -> usize {
+    inflated
+        .iter()
+        .map(|b| scan_json(b.clone()).expect("scans").d.len())
+        .sum()
+}
+
+fn check(events: &[Vec<u8>], messages: &[Vec<u8>]) {
+    let mut decoder = Decoder::new(DecoderConfig::default());
+    for (e, m) in events.iter().zip(messages) {
+        let p = decoder.decode(m, true).expect("decodes").expect("complete");
+        assert_eq!(&p.bytes[..], &e[..]);
+        let reference: serde_json::Value = serde_json::from_slice(e).expect("corpus is JSON");
+        let d: serde_json::Value = serde_json::from_slice(p.data()).expect("d is JSON");
+        assert_eq!(d, reference["d"]);
+        assert_eq!(Some(u64::from(p.op)), reference["op"].as_u64());
+        assert_eq!(p.event_name(), reference["t"].as_str());
+    }
+}
+
+fn load_frames() -> Option<Vec<Vec<u8>>> {
+    let paths: Vec<PathBuf> = match std::env::var_os("GATEHOUSE_CORPUS") {
+        Some(p) => jsonl_files(Path::new(&p)),
+        None => jsonl_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/sessions")),
+    };
+    let frames: Vec<Vec<u8>> = paths
+        .iter()
+        .flat_map(|p| {
+            std::fs::read(p)
+                .unwrap_or_default()
+                .split(|&b| b == b'\n')
+                .map(<[u8]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .filter(|l| l.iter().any(|b| !b.is_ascii_whitespace()))
+        .collect();
+    (!frames.is_empty()).then_some(frames)
+}
+
+fn jsonl_files(p: &Path) -> Vec<PathBuf> {
+    if p.is_file() {
+        return vec![p.to_owned()];
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|f| f.extension().is_some_and(|x| x == "jsonl"));
+    files.sort();
+    files
+}
+
+/// Repeats the frames up to `count` events; each copy's digit runs of six or more get fresh
+/// digits after the first (a seeded xorshift), which keeps the JSON valid and its sizes unchanged.
+fn build_events(frames: &[Vec<u8>], count: usize) -> Vec<Vec<u8>> {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next_digit = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        b'0' + (seed % 10) as u8
+    };
+    (0..count)
+        .map(|i| {
+            let mut e = frames[i % frames.len()].clone();
+            let mut run = 0;
+            for j in 0..e.len() {
+                run = if e[j].is_ascii_digit() { run + 1 } else { 0 };
+                if run >= 6 {
+                    if run == 6 {
+                        for digit in &mut e[j - 4..j] {
+                            *digit = next_digit();
+                        }
+                    }
+                    e[j] = next_digit();
+                }
+            }
+            e
+        })
+        .collect()
+}
+
+/// Discord's side: one zlib stream, each payload ends with a sync flush, one message each.
+fn zlib_stream(events: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut deflate = Compress::new(Level::default(), true);
+    events
+        .iter()
+        .map(|e| {
+            let mut out = Vec::with_capacity(e.len() + 64);
+            let mut input = &e[..];
+            loop {
+                out.reserve(4096);
+                let before = deflate.total_in();
+                deflate
+                    .compress_vec(input, &mut out, FlushCompress::Sync)
+                    .expect("deflate");
+                input = &input[(deflate.total_in() - before) as usize..];
+                if input.is_empty() && out.len() < out.capacity() {
+                    break;
+                }
+            }
+            out
+        })
+        .collect()
+}
