@@ -20,15 +20,48 @@ use proto_core::config::SecretUrl;
 
 use crate::runtime::Runtime;
 
-/// Runs the demo on `rt` until `shutdown` completes.
+/// Runs the demo on `rt` until `shutdown` completes: starts the mock gateway (its own
+/// threads) replaying recorded traffic at the configured rate, points the configuration at
+/// it, prints the live counts, and runs the real pipeline against it.
 #[cfg(feature = "demo")]
 pub async fn run<R: Runtime>(
     rt: R,
-    config: proto_core::config::Config,
+    mut config: proto_core::config::Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let _ = (rt, config, shutdown);
-    anyhow::bail!("the demo needs the mock gateway (being written); set DISCORD_TOKEN")
+    use anyhow::Context;
+    use mock_gateway::{MockConfig, MockGateway, ReplayRate};
+
+    let mut mock_config = MockConfig::demo();
+    mock_config.shards = config.demo.shard_count;
+    mock_config.rate = ReplayRate::PerSecond(f64::from(config.demo.events_per_second));
+    let mut mock = MockGateway::start(mock_config).context("cannot start the mock gateway")?;
+    println!(
+        "demo: no DISCORD_TOKEN set, so Gatehouse runs against a mock Discord gateway at {} \
+         replaying recorded traffic ({} events/s per shard, {} shards)",
+        mock.api_base(),
+        config.demo.events_per_second,
+        config.demo.shard_count
+    );
+    config.discord.token = proto_core::secret::Secret::new("demo-token");
+    config.discord.api_base = mock.api_base();
+    config.discord.shard_count = None;
+    config.discord.shard_ids = None;
+
+    let exchange = config
+        .profile
+        .exchange
+        .clone()
+        .unwrap_or_else(|| "gateway".to_owned());
+    rt.spawn(print_event_counts(
+        rt.clone(),
+        config.amqp.url.clone(),
+        exchange,
+        Duration::from_secs(2),
+    ));
+    let result = crate::run(rt, config, shutdown).await;
+    mock.shutdown();
+    Ok(result?)
 }
 
 /// Counts events on `exchange` and prints the table every `every` until the connection ends.
