@@ -47,6 +47,8 @@ pub async fn run<R: Runtime>(
     config.discord.api_base = mock.api_base();
     config.discord.shard_count = None;
     config.discord.shard_ids = None;
+    // Never touch a real deployment's sessions in the same Redis.
+    config.redis.key_prefix = format!("{}-demo", config.redis.key_prefix);
 
     let exchange = config
         .profile
