@@ -125,7 +125,11 @@ impl<R: Runtime> ShardTask<R> {
             self.drain().await;
             if let Some(reason) = self.stopped.take() {
                 self.drop_socket();
-                self.report_state().await;
+                let name = match reason {
+                    StopReason::Shutdown => "stopped",
+                    StopReason::Fatal { .. } => "fatally_closed",
+                };
+                self.write_status(name).await;
                 return reason;
             }
             self.flush().await;
@@ -371,12 +375,16 @@ impl<R: Runtime> ShardTask<R> {
         self.last_state = Some(state);
         metrics::record_state(self.number, state);
         tracing::info!(state = metrics::state_name(state), "shard state");
+        self.write_status(metrics::state_name(state)).await;
+    }
+
+    async fn write_status(&mut self, state: &str) {
         if let Some(store) = &mut self.io.store {
             store
                 .save_status(ShardStatus {
                     shard: self.number,
                     shard_count: self.total,
-                    state: metrics::state_name(state).to_owned(),
+                    state: state.to_owned(),
                     reconnects: self.connects.saturating_sub(1),
                     sequence: self.shard.last_sequence(),
                     updated_at_ms: 0,

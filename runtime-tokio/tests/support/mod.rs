@@ -21,7 +21,10 @@ const GUEST_AUTH: &str = "Basic Z3Vlc3Q6Z3Vlc3Q=";
 /// A name unique to this test run.
 pub fn unique(tag: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!(
         "gh-test-{tag}-{}-{}-{}",
         std::process::id(),
@@ -47,10 +50,15 @@ fn management(method: &str, path: &str, body: Option<&str>) -> Result<u16, Strin
             .put(&url)
             .header("Authorization", GUEST_AUTH)
             .send_empty(),
-        ("DELETE", _) => agent.delete(&url).header("Authorization", GUEST_AUTH).call(),
+        ("DELETE", _) => agent
+            .delete(&url)
+            .header("Authorization", GUEST_AUTH)
+            .call(),
         _ => agent.get(&url).header("Authorization", GUEST_AUTH).call(),
     };
-    response.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
+    response
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
 }
 
 fn management_json(path: &str) -> serde_json::Value {
@@ -93,10 +101,27 @@ impl Vhost {
     /// Closes the client connections of this vhost whose connection name starts with
     /// `name_prefix` (a broker outage as that client sees it). Returns how many were closed.
     pub fn close_connections(&self, name_prefix: &str) -> usize {
-        let connections = management_json(&format!("/vhosts/{}/connections", self.name));
+        // The management API lists a new connection only after its next statistics round.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let connections = loop {
+            let connections = management_json(&format!("/vhosts/{}/connections", self.name));
+            let listed = connections.as_array().is_some_and(|all| {
+                all.iter().any(|c| {
+                    c["client_properties"]["connection_name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with(name_prefix))
+                })
+            });
+            if listed || Instant::now() > deadline {
+                break connections;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
         let mut closed = 0;
         for c in connections.as_array().cloned().unwrap_or_default() {
-            let client_name = c["client_properties"]["connection_name"].as_str().unwrap_or("");
+            let client_name = c["client_properties"]["connection_name"]
+                .as_str()
+                .unwrap_or("");
             if !client_name.starts_with(name_prefix) {
                 continue;
             }
@@ -127,7 +152,11 @@ impl Vhost {
             .cloned()
             .unwrap_or_default()
             .iter()
-            .filter_map(|c| c["client_properties"]["connection_name"].as_str().map(str::to_owned))
+            .filter_map(|c| {
+                c["client_properties"]["connection_name"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
             .collect()
     }
 }
@@ -145,7 +174,9 @@ pub struct RedisPrefix {
 
 impl RedisPrefix {
     pub fn new(tag: &str) -> Self {
-        Self { prefix: unique(tag) }
+        Self {
+            prefix: unique(tag),
+        }
     }
 
     pub fn url() -> String {
@@ -164,8 +195,12 @@ impl RedisPrefix {
 
 impl Drop for RedisPrefix {
     fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(Self::url()) else { return };
-        let Ok(mut connection) = client.get_connection() else { return };
+        let Ok(client) = redis::Client::open(Self::url()) else {
+            return;
+        };
+        let Ok(mut connection) = client.get_connection() else {
+            return;
+        };
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}:*", self.prefix))
             .query(&mut connection)
@@ -187,7 +222,10 @@ impl Gatehouse {
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", std::env::var("GATEHOUSE_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("GATEHOUSE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .current_dir(std::env::temp_dir());
         for (key, value) in env {

@@ -13,7 +13,11 @@ use support::{Capture, Gatehouse, RedisPrefix, Vhost, header_int};
 
 const TOKEN: &str = "e2e-test-token";
 
-fn gatehouse_env(mock: &MockGateway, vhost: &Vhost, redis: &RedisPrefix) -> Vec<(&'static str, String)> {
+fn gatehouse_env(
+    mock: &MockGateway,
+    vhost: &Vhost,
+    redis: &RedisPrefix,
+) -> Vec<(&'static str, String)> {
     vec![
         ("DISCORD_TOKEN", TOKEN.to_owned()),
         ("GATEHOUSE_API_BASE", mock.api_base()),
@@ -24,20 +28,39 @@ fn gatehouse_env(mock: &MockGateway, vhost: &Vhost, redis: &RedisPrefix) -> Vec<
     ]
 }
 
-/// Receives deliveries until every dispatch the mock sent on shard 0 (at least `min`) has
-/// arrived, or nothing arrives for a while.
-async fn capture_all(capture: &mut Capture, mock: &MockGateway, min: usize) -> Vec<lapin::message::Delivery> {
-    let mut received = Vec::new();
+/// Receives deliveries into `received` until every dispatch the mock sent on shard 0 (at least
+/// `min` of them) has arrived at least once, or the time is up.
+async fn capture_until_complete(
+    capture: &mut Capture,
+    mock: &MockGateway,
+    min: usize,
+    received: &mut Vec<lapin::message::Delivery>,
+) {
     let deadline = Instant::now() + Duration::from_secs(90);
+    let mut distinct: BTreeSet<i64> = received
+        .iter()
+        .filter_map(|d| header_int(d, "x-sequence"))
+        .collect();
     while Instant::now() < deadline {
         let sent = mock.recorder().sent_dispatches(0).len();
-        if sent >= min && received.len() >= sent {
+        if sent >= min && distinct.len() >= sent {
             break;
         }
         if let Some(delivery) = capture.next(Duration::from_secs(2)).await {
+            distinct.extend(header_int(&delivery, "x-sequence"));
             received.push(delivery);
         }
     }
+}
+
+/// [`capture_until_complete`] from nothing.
+async fn capture_all(
+    capture: &mut Capture,
+    mock: &MockGateway,
+    min: usize,
+) -> Vec<lapin::message::Delivery> {
+    let mut received = Vec::new();
+    capture_until_complete(capture, mock, min, &mut received).await;
     received
 }
 
@@ -55,7 +78,11 @@ async fn every_dispatch_arrives_in_order_byte_identical() {
     // READY plus every fixture event.
     let received = capture_all(&mut capture, &mock, fixture.len() + 1).await;
     let sent = mock.recorder().sent_dispatches(0);
-    assert!(sent.len() > fixture.len(), "the mock sent {} dispatches", sent.len());
+    assert!(
+        sent.len() > fixture.len(),
+        "the mock sent {} dispatches",
+        sent.len()
+    );
     assert_eq!(received.len(), sent.len(), "every dispatch published once");
     for (i, (delivery, sent)) in received.iter().zip(&sent).enumerate() {
         assert_eq!(
@@ -67,14 +94,23 @@ async fn every_dispatch_arrives_in_order_byte_identical() {
     let first: serde_json::Value = serde_json::from_slice(&received[0].data).unwrap();
     assert_eq!(first["t"], "READY");
     assert_eq!(received[0].routing_key.as_str(), "READY");
-    let sequences: Vec<i64> = received.iter().filter_map(|d| header_int(d, "x-sequence")).collect();
-    assert!(sequences.windows(2).all(|w| w[0] < w[1]), "in sequence order: {sequences:?}");
+    let sequences: Vec<i64> = received
+        .iter()
+        .filter_map(|d| header_int(d, "x-sequence"))
+        .collect();
+    assert!(
+        sequences.windows(2).all(|w| w[0] < w[1]),
+        "in sequence order: {sequences:?}"
+    );
     assert_eq!(
         received[0].properties.delivery_mode(),
         &Some(2),
         "persistent per the native profile"
     );
-    assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)), "clean exit on Ctrl-C");
+    assert!(
+        gatehouse.interrupt_and_wait(Duration::from_secs(30)),
+        "clean exit on Ctrl-C"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,17 +129,23 @@ async fn a_restarted_process_resumes_with_the_persisted_sequence() {
         .last()
         .and_then(|d| header_int(d, "x-sequence"))
         .expect("dispatches arrived");
-    assert!(first.interrupt_and_wait(Duration::from_secs(30)), "clean exit on Ctrl-C");
+    assert!(
+        first.interrupt_and_wait(Duration::from_secs(30)),
+        "clean exit on Ctrl-C"
+    );
     let stored = redis.get("session:0").expect("a session snapshot in Redis");
     let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
-    assert_eq!(stored["sequence"], last_sequence, "the snapshot holds the last confirmed sequence");
+    assert_eq!(
+        stored["sequence"], last_sequence,
+        "the snapshot holds the last confirmed sequence"
+    );
 
     let mut second = Gatehouse::start(&gatehouse_env(&mock, &vhost, &redis));
     let resume = mock
         .recorder()
         .wait_resume(1, Duration::from_secs(30))
         .expect("the restarted process sends RESUME");
-    assert_eq!(resume.seq, last_sequence as u64);
+    assert_eq!(resume.seq, Some(last_sequence as u64));
     assert_eq!(mock.recorder().identifies().len(), 1, "no second IDENTIFY");
     assert!(second.interrupt_and_wait(Duration::from_secs(30)));
 }
@@ -112,27 +154,34 @@ async fn a_restarted_process_resumes_with_the_persisted_sequence() {
 async fn a_broker_connection_loss_loses_no_event() {
     let vhost = Vhost::create("outage");
     let redis = RedisPrefix::new("outage");
-    let fixture = Fixture::basic().repeated(6);
+    let fixture = Fixture::basic().repeated(20);
     let mut config = MockConfig::for_tests(TOKEN);
     config.fixture = fixture.clone();
-    config.rate = ReplayRate::PerSecond(60.0);
+    config.rate = ReplayRate::PerSecond(40.0);
     let mock = MockGateway::start(config).expect("start the mock gateway");
     let mut capture = Capture::topic(&vhost.amqp_url(), "gateway").await;
     let mut gatehouse = Gatehouse::start(&gatehouse_env(&mock, &vhost, &redis));
 
     let mut received = Vec::new();
     while received.len() < 20 {
-        let delivery = capture.next(Duration::from_secs(30)).await.expect("events flow");
+        let delivery = capture
+            .next(Duration::from_secs(30))
+            .await
+            .expect("events flow");
         received.push(delivery);
     }
     let closed = vhost.close_connections("gatehouse");
     assert_eq!(closed, 1, "closed the gateway's AMQP connection");
-    received.extend(capture_all(&mut capture, &mock, fixture.len() + 1).await);
+    capture_until_complete(&mut capture, &mock, fixture.len() + 1, &mut received).await;
 
     let sent = mock.recorder().sent_dispatches(0);
     let sent_sequences: BTreeSet<i64> = sent
         .iter()
-        .map(|b| serde_json::from_slice::<serde_json::Value>(b).unwrap()["s"].as_i64().unwrap())
+        .map(|b| {
+            serde_json::from_slice::<serde_json::Value>(b).unwrap()["s"]
+                .as_i64()
+                .unwrap()
+        })
         .collect();
     let mut seen = BTreeSet::new();
     let mut first_seen = Vec::new();
