@@ -18,7 +18,8 @@
 //! - [`identify`]: the process-wide identify coordinator.
 //! - [`discord_http`]: `GET /gateway/bot`.
 //! - [`metrics`]: metric names and the Prometheus endpoint.
-//! - [`demo`]: the demo's live count of published events.
+//! - [`demo`]: the demo mode (mock gateway in-process, live count of published events).
+//! - `e2e` (feature `test-support`): the end-to-end scenarios every runtime binary must pass.
 //!
 //! What does not live here: any Discord or broker-contract decision (the core decides; this
 //! crate executes), and any runtime-specific call (the runtime crates).
@@ -28,6 +29,8 @@ pub mod broker;
 mod commands;
 pub mod demo;
 pub mod discord_http;
+#[cfg(feature = "test-support")]
+pub mod e2e;
 pub mod gateway;
 pub mod identify;
 pub mod metrics;

@@ -1,11 +1,16 @@
 //! Helpers for the end-to-end tests: a fresh RabbitMQ vhost per test (management API), a unique
-//! Redis key prefix, the `gatehouse` binary as a child process, and an AMQP consumer.
-#![allow(dead_code, unreachable_pub)]
+//! Redis key prefix, a Gatehouse binary as a child process, and an AMQP consumer on any
+//! `async-rs` runtime.
+//!
+//! Owns: test isolation and clean-up, and talking to the services from the test's side. Does
+//! not own any assertion (the scenarios in the parent module).
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use async_rs::traits::{Reactor, RuntimeKit};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions,
@@ -211,14 +216,17 @@ impl Drop for RedisPrefix {
     }
 }
 
-/// The `gatehouse` binary running as a child; killed on drop if still running.
+/// A Gatehouse binary running as a child; killed on drop if still running.
 pub struct Gatehouse {
     child: Child,
 }
 
 impl Gatehouse {
-    pub fn start(env: &[(&str, String)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    /// Starts `binary` with a clean environment plus `env` (and `RUST_LOG` from
+    /// `GATEHOUSE_TEST_LOG`, default `info`), in the temporary directory (so that no
+    /// `gatehouse.toml` is picked up).
+    pub fn start(binary: &Path, env: &[(&str, String)]) -> Self {
+        let mut command = Command::new(binary);
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -232,7 +240,9 @@ impl Gatehouse {
             command.env(key, value);
         }
         Self {
-            child: command.spawn().expect("start gatehouse"),
+            child: command
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {}: {e}", binary.display())),
         }
     }
 
@@ -252,6 +262,7 @@ impl Gatehouse {
         false
     }
 
+    /// Whether the process has not exited yet.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
@@ -265,19 +276,24 @@ impl Drop for Gatehouse {
 }
 
 /// A queue bound to an exchange (declared here first, as the gateway declares it) and its
-/// consumer.
-pub struct Capture {
+/// consumer, on the test's runtime.
+pub struct Capture<K: RuntimeKit> {
+    /// The runtime the consumer and the timeouts run on.
+    pub rt: async_rs::Runtime<K>,
+    /// The test's own AMQP connection.
     pub connection: Connection,
+    /// The consumer of the bound queue.
     pub consumer: lapin::Consumer,
 }
 
-impl Capture {
+impl<K: super::Kit> Capture<K> {
     /// Declares `exchange` (topic, durable, as the native profile does), binds a fresh queue
     /// with `#`, and consumes it.
-    pub async fn topic(amqp_url: &str, exchange: &str) -> Self {
-        let connection = Connection::connect(amqp_url, ConnectionProperties::default())
-            .await
-            .expect("connect to RabbitMQ");
+    pub async fn topic(rt: async_rs::Runtime<K>, amqp_url: &str, exchange: &str) -> Self {
+        let connection =
+            Connection::connect_with_runtime(amqp_url, ConnectionProperties::default(), rt.clone())
+                .await
+                .expect("connect to RabbitMQ");
         let channel = connection.create_channel().await.unwrap();
         channel
             .exchange_declare(
@@ -322,6 +338,7 @@ impl Capture {
             .await
             .unwrap();
         Self {
+            rt,
             connection,
             consumer,
         }
@@ -329,10 +346,12 @@ impl Capture {
 
     /// The next delivery (acked), or `None` after `timeout`.
     pub async fn next(&mut self, timeout: Duration) -> Option<Delivery> {
-        let delivery = tokio::time::timeout(timeout, self.consumer.next())
-            .await
-            .ok()??
-            .ok()?;
+        let sleep = self.rt.sleep(timeout);
+        futures_util::pin_mut!(sleep);
+        let delivery = match futures_util::future::select(self.consumer.next(), sleep).await {
+            futures_util::future::Either::Left((delivery, _)) => delivery?.ok()?,
+            futures_util::future::Either::Right(_) => return None,
+        };
         delivery.ack(BasicAckOptions::default()).await.ok()?;
         Some(delivery)
     }

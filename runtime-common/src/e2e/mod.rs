@@ -1,0 +1,260 @@
+//! End to end, for every runtime binary: the mock gateway -> a real Gatehouse binary (a child
+//! process) -> RabbitMQ (a fresh vhost per test) and Redis (a unique key prefix per test).
+//!
+//! Owns: the end-to-end scenarios, written once. Each runtime crate runs all of them against
+//! its own binary with [`end_to_end_tests!`](crate::end_to_end_tests), the test side (AMQP
+//! consumer, timeouts) on that runtime's `async-rs` kit. Does not own protocol behaviour (the
+//! core's deterministic tests prove it); these prove the wiring: sockets, broker, Redis,
+//! signals. Compiled with the `test-support` feature only (the crates' dev-dependencies).
+//!
+//! Needs RabbitMQ with the management API on 127.0.0.1 and Redis (`scripts/services.sh`).
+
+pub mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use async_rs::traits::RuntimeKit;
+use mock_gateway::{Fixture, MockConfig, MockGateway, ReplayRate};
+use support::{Capture, Gatehouse, RedisPrefix, Vhost, header_int};
+
+/// The end-to-end tests for one runtime binary, as `#[test]`-style async functions:
+/// `end_to_end_tests!(#[tokio::test] async_rs::Runtime::tokio_current(), "path/to/binary");`.
+/// The attribute is the runtime's test attribute; the runtime expression gives the `async-rs`
+/// runtime the test side runs on.
+#[macro_export]
+macro_rules! end_to_end_tests {
+    (#[$test:meta] $rt:expr, $binary:expr) => {
+        #[$test]
+        async fn every_dispatch_arrives_in_order_byte_identical() {
+            $crate::e2e::every_dispatch_arrives_in_order_byte_identical(
+                $rt,
+                ::std::path::Path::new($binary),
+            )
+            .await
+        }
+
+        #[$test]
+        async fn a_restarted_process_resumes_with_the_persisted_sequence() {
+            $crate::e2e::a_restarted_process_resumes_with_the_persisted_sequence(
+                $rt,
+                ::std::path::Path::new($binary),
+            )
+            .await
+        }
+
+        #[$test]
+        async fn a_broker_connection_loss_loses_no_event() {
+            $crate::e2e::a_broker_connection_loss_loses_no_event(
+                $rt,
+                ::std::path::Path::new($binary),
+            )
+            .await
+        }
+    };
+}
+
+const TOKEN: &str = "e2e-test-token";
+
+/// What the test side needs of an `async-rs` runtime.
+pub trait Kit: RuntimeKit + Send + Sync + Clone + 'static {}
+impl<K: RuntimeKit + Send + Sync + Clone + 'static> Kit for K {}
+
+fn gatehouse_env(
+    mock: &MockGateway,
+    vhost: &Vhost,
+    redis: &RedisPrefix,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("DISCORD_TOKEN", TOKEN.to_owned()),
+        ("GATEHOUSE_API_BASE", mock.api_base()),
+        ("AMQP_URL", vhost.amqp_url()),
+        ("REDIS_URL", RedisPrefix::url()),
+        ("GATEHOUSE_REDIS_PREFIX", redis.prefix.clone()),
+        ("GATEHOUSE_SHARD_COUNT", "1".to_owned()),
+    ]
+}
+
+/// Receives deliveries into `received` until every dispatch the mock sent on shard 0 (at least
+/// `min` of them) has arrived at least once, or the time is up.
+async fn capture_until_complete<K: Kit>(
+    capture: &mut Capture<K>,
+    mock: &MockGateway,
+    min: usize,
+    received: &mut Vec<lapin::message::Delivery>,
+) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut distinct: BTreeSet<i64> = received
+        .iter()
+        .filter_map(|d| header_int(d, "x-sequence"))
+        .collect();
+    while Instant::now() < deadline {
+        let sent = mock.recorder().sent_dispatches(0).len();
+        if sent >= min && distinct.len() >= sent {
+            break;
+        }
+        if let Some(delivery) = capture.next(Duration::from_secs(2)).await {
+            distinct.extend(header_int(&delivery, "x-sequence"));
+            received.push(delivery);
+        }
+    }
+}
+
+/// [`capture_until_complete`] from nothing.
+async fn capture_all<K: Kit>(
+    capture: &mut Capture<K>,
+    mock: &MockGateway,
+    min: usize,
+) -> Vec<lapin::message::Delivery> {
+    let mut received = Vec::new();
+    capture_until_complete(capture, mock, min, &mut received).await;
+    received
+}
+
+/// READY and every fixture dispatch reach RabbitMQ once, in sequence order, byte for byte as
+/// the mock sent them, persistent; Ctrl-C stops the process cleanly.
+pub async fn every_dispatch_arrives_in_order_byte_identical<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    let vhost = Vhost::create("e2e");
+    let redis = RedisPrefix::new("e2e");
+    let fixture = Fixture::basic();
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.fixture = fixture.clone();
+    let mock = MockGateway::start(config).expect("start the mock gateway");
+    let mut capture = Capture::topic(rt, &vhost.amqp_url(), "gateway").await;
+    let mut gatehouse = Gatehouse::start(binary, &gatehouse_env(&mock, &vhost, &redis));
+
+    // READY plus every fixture event.
+    let received = capture_all(&mut capture, &mock, fixture.len() + 1).await;
+    let sent = mock.recorder().sent_dispatches(0);
+    assert!(
+        sent.len() > fixture.len(),
+        "the mock sent {} dispatches",
+        sent.len()
+    );
+    assert_eq!(received.len(), sent.len(), "every dispatch published once");
+    for (i, (delivery, sent)) in received.iter().zip(&sent).enumerate() {
+        assert_eq!(
+            delivery.data.as_slice(),
+            sent.as_ref(),
+            "dispatch {i} differs from what the mock sent"
+        );
+    }
+    let first: serde_json::Value = serde_json::from_slice(&received[0].data).unwrap();
+    assert_eq!(first["t"], "READY");
+    assert_eq!(received[0].routing_key.as_str(), "READY");
+    let sequences: Vec<i64> = received
+        .iter()
+        .filter_map(|d| header_int(d, "x-sequence"))
+        .collect();
+    assert!(
+        sequences.windows(2).all(|w| w[0] < w[1]),
+        "in sequence order: {sequences:?}"
+    );
+    assert_eq!(
+        received[0].properties.delivery_mode(),
+        &Some(2),
+        "persistent per the native profile"
+    );
+    assert!(
+        gatehouse.interrupt_and_wait(Duration::from_secs(30)),
+        "clean exit on Ctrl-C"
+    );
+}
+
+/// After a clean stop the session snapshot in Redis holds the last confirmed sequence, and a
+/// restarted process sends RESUME with it (no second IDENTIFY).
+pub async fn a_restarted_process_resumes_with_the_persisted_sequence<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    let vhost = Vhost::create("resume");
+    let redis = RedisPrefix::new("resume");
+    let fixture = Fixture::basic();
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.fixture = fixture.clone();
+    let mock = MockGateway::start(config).expect("start the mock gateway");
+    let mut capture = Capture::topic(rt, &vhost.amqp_url(), "gateway").await;
+
+    let mut first = Gatehouse::start(binary, &gatehouse_env(&mock, &vhost, &redis));
+    let received = capture_all(&mut capture, &mock, fixture.len() + 1).await;
+    let last_sequence = received
+        .last()
+        .and_then(|d| header_int(d, "x-sequence"))
+        .expect("dispatches arrived");
+    assert!(
+        first.interrupt_and_wait(Duration::from_secs(30)),
+        "clean exit on Ctrl-C"
+    );
+    let stored = redis.get("session:0").expect("a session snapshot in Redis");
+    let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(
+        stored["sequence"], last_sequence,
+        "the snapshot holds the last confirmed sequence"
+    );
+
+    let mut second = Gatehouse::start(binary, &gatehouse_env(&mock, &vhost, &redis));
+    let resume = mock
+        .recorder()
+        .wait_resume(1, Duration::from_secs(30))
+        .expect("the restarted process sends RESUME");
+    assert_eq!(resume.seq, Some(last_sequence as u64));
+    assert_eq!(mock.recorder().identifies().len(), 1, "no second IDENTIFY");
+    assert!(second.interrupt_and_wait(Duration::from_secs(30)));
+}
+
+/// Killing the gateway's AMQP connection mid-stream loses nothing: every dispatch arrives at
+/// least once, first arrivals in sequence order.
+pub async fn a_broker_connection_loss_loses_no_event<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    let vhost = Vhost::create("outage");
+    let redis = RedisPrefix::new("outage");
+    let fixture = Fixture::basic().repeated(20);
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.fixture = fixture.clone();
+    config.rate = ReplayRate::PerSecond(40.0);
+    let mock = MockGateway::start(config).expect("start the mock gateway");
+    let mut capture = Capture::topic(rt, &vhost.amqp_url(), "gateway").await;
+    let mut gatehouse = Gatehouse::start(binary, &gatehouse_env(&mock, &vhost, &redis));
+
+    let mut received = Vec::new();
+    while received.len() < 20 {
+        let delivery = capture
+            .next(Duration::from_secs(30))
+            .await
+            .expect("events flow");
+        received.push(delivery);
+    }
+    let closed = vhost.close_connections("gatehouse");
+    assert_eq!(closed, 1, "closed the gateway's AMQP connection");
+    capture_until_complete(&mut capture, &mock, fixture.len() + 1, &mut received).await;
+
+    let sent = mock.recorder().sent_dispatches(0);
+    let sent_sequences: BTreeSet<i64> = sent
+        .iter()
+        .map(|b| {
+            serde_json::from_slice::<serde_json::Value>(b).unwrap()["s"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    let mut seen = BTreeSet::new();
+    let mut first_seen = Vec::new();
+    for delivery in &received {
+        let s = header_int(delivery, "x-sequence").expect("x-sequence header");
+        if seen.insert(s) {
+            first_seen.push(s);
+        }
+    }
+    assert_eq!(seen, sent_sequences, "every dispatch arrived at least once");
+    assert!(
+        first_seen.windows(2).all(|w| w[0] < w[1]),
+        "first arrivals are in sequence order"
+    );
+    assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)));
+}
