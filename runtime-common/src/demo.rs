@@ -101,38 +101,7 @@ async fn count<R: Runtime>(
         .create_channel()
         .await
         .map_err(|e| e.to_string())?;
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    channel
-        .queue_bind(
-            queue.name().clone(),
-            exchange.into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut consumer = channel
-        .basic_consume(
-            queue.name().clone(),
-            "gatehouse-demo".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
+    let mut consumer = consume_everything(&channel, exchange, "gatehouse-demo", true)
         .await
         .map_err(|e| e.to_string())?;
     println!("demo: counting the events published to exchange {exchange:?} (Ctrl-C stops)");
@@ -167,4 +136,46 @@ async fn count<R: Runtime>(
             }
         }
     }
+}
+
+/// Declares a server-named queue (exclusive, auto-delete: it goes with the connection), binds
+/// it to `exchange` with `#` and consumes it: every message the exchange routes, for the demo's
+/// counter and the end-to-end tests' capture.
+pub(crate) async fn consume_everything(
+    channel: &lapin::Channel,
+    exchange: &str,
+    consumer_tag: &str,
+    no_ack: bool,
+) -> lapin::Result<lapin::Consumer> {
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            exchange.into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .basic_consume(
+            queue.name().clone(),
+            consumer_tag.into(),
+            BasicConsumeOptions {
+                no_ack,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
 }
