@@ -236,7 +236,7 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
 }
 
 /// What kind of value an environment variable holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub enum EnvKind {
     /// Any text.
     Text,
@@ -246,6 +246,23 @@ pub enum EnvKind {
     Boolean,
     /// An integer when it parses as one, text otherwise (intents: `513` or `GUILDS,GUILD_MESSAGES`).
     IntegerOrText,
+    /// Text converted to Gatehouse's form (a predecessor's spelling of a setting).
+    Converted(fn(&str) -> Result<String, String>),
+}
+
+/// The environment as a lookup: `Some(value)` when the variable is set.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// A setting a predecessor spread over several variables (host and port, first and last
+/// shard). Applied before [`ENV_VARS`], so Gatehouse's own names win.
+#[derive(Clone, Copy, Debug)]
+pub struct CompositeEnvVar {
+    /// The variables it reads (for documentation and error messages).
+    pub names: &'static [&'static str],
+    /// The key path in the file.
+    pub path: &'static [&'static str],
+    /// The value, or `None` when none of the variables is set.
+    pub build: fn(EnvLookup<'_>) -> Option<Result<String, String>>,
 }
 
 /// One row of the environment mapping.
@@ -272,7 +289,7 @@ pub const ENV_VARS: &[EnvVar] = &[
         kind: EnvKind::Text,
     },
     EnvVar {
-        names: &["GATEHOUSE_INTENTS", "INTENTS"],
+        names: &["GATEHOUSE_INTENTS", "INTENTS", "CORDIS_WS_INTENTS"],
         path: &["discord", "intents"],
         kind: EnvKind::IntegerOrText,
     },
@@ -291,7 +308,11 @@ pub const ENV_VARS: &[EnvVar] = &[
         kind: EnvKind::Text,
     },
     EnvVar {
-        names: &["GATEHOUSE_LARGE_THRESHOLD", "LARGE_THRESHOLD"],
+        names: &[
+            "GATEHOUSE_LARGE_THRESHOLD",
+            "LARGE_THRESHOLD",
+            "CORDIS_WS_LARGE_THRESHOLD",
+        ],
         path: &["discord", "large_threshold"],
         kind: EnvKind::Integer,
     },
@@ -301,9 +322,19 @@ pub const ENV_VARS: &[EnvVar] = &[
         kind: EnvKind::Text,
     },
     EnvVar {
-        names: &["GATEHOUSE_ENCODING"],
+        names: &["GATEHOUSE_ENCODING", "CORDIS_WS_ENCODING"],
         path: &["discord", "encoding"],
         kind: EnvKind::Text,
+    },
+    EnvVar {
+        names: &["CORDIS_WS_COMPRESS"],
+        path: &["discord", "compression"],
+        kind: EnvKind::Converted(cordis_compress),
+    },
+    EnvVar {
+        names: &["CORDIS_AMQP_HOST"],
+        path: &["amqp", "url"],
+        kind: EnvKind::Converted(amqp_host_or_url),
     },
     EnvVar {
         names: &["AMQP_URL"],
@@ -342,6 +373,162 @@ pub const ENV_VARS: &[EnvVar] = &[
     },
 ];
 
+/// Predecessors' settings spread over several variables.
+pub const COMPOSITE_ENV_VARS: &[CompositeEnvVar] = &[
+    CompositeEnvVar {
+        names: &["SHARDS_START", "SHARDS_END"],
+        path: &["discord", "shard_ids"],
+        build: twilight_dispatch_shards,
+    },
+    CompositeEnvVar {
+        names: &["CORDIS_STARTING_SHARD", "CORDIS_SHARD_COUNT"],
+        path: &["discord", "shard_ids"],
+        build: cordis_shards,
+    },
+    CompositeEnvVar {
+        names: &[
+            "RABBIT_HOST",
+            "RABBIT_PORT",
+            "RABBIT_USERNAME",
+            "RABBIT_PASSWORD",
+        ],
+        path: &["amqp", "url"],
+        build: rabbit_url,
+    },
+    CompositeEnvVar {
+        names: &["REDIS_HOST", "REDIS_PORT"],
+        path: &["redis", "url"],
+        build: redis_host_port,
+    },
+    CompositeEnvVar {
+        names: &["PROMETHEUS_HOST", "PROMETHEUS_PORT"],
+        path: &["metrics", "address"],
+        build: prometheus_address,
+    },
+];
+
+fn set_value(env: EnvLookup<'_>, name: &str) -> Option<String> {
+    env(name)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn number(env: EnvLookup<'_>, name: &str) -> Option<Result<u32, String>> {
+    set_value(env, name).map(|v| {
+        v.parse::<u32>()
+            .map_err(|_| format!("{name}: expected a non-negative integer, got {v:?}"))
+    })
+}
+
+/// twilight-dispatch: `SHARDS_START`..=`SHARDS_END`.
+fn twilight_dispatch_shards(env: EnvLookup<'_>) -> Option<Result<String, String>> {
+    let start = number(env, "SHARDS_START");
+    let end = number(env, "SHARDS_END");
+    if start.is_none() && end.is_none() {
+        return None;
+    }
+    Some((|| {
+        let start = start.transpose()?.unwrap_or(0);
+        let end = end
+            .transpose()?
+            .ok_or("SHARDS_START is set but SHARDS_END is not")?;
+        Ok(format!("{start}-{end}"))
+    })())
+}
+
+/// Cordis: `CORDIS_SHARD_COUNT` shards from `CORDIS_STARTING_SHARD` (default 0).
+fn cordis_shards(env: EnvLookup<'_>) -> Option<Result<String, String>> {
+    let count = number(env, "CORDIS_SHARD_COUNT")?;
+    Some((|| {
+        let count = count?;
+        let start = number(env, "CORDIS_STARTING_SHARD")
+            .transpose()?
+            .unwrap_or(0);
+        if count == 0 {
+            return Err("CORDIS_SHARD_COUNT must be at least 1".to_owned());
+        }
+        Ok(format!("{start}-{}", start + count - 1))
+    })())
+}
+
+/// Percent-encodes the characters that would break a URL's userinfo.
+fn userinfo_escape(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            ':' | '@' | '/' | '%' | '?' | '#' => format!("%{:02X}", c as u32),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// twilight-dispatch: `RABBIT_HOST`, `RABBIT_PORT`, `RABBIT_USERNAME`, `RABBIT_PASSWORD`.
+fn rabbit_url(env: EnvLookup<'_>) -> Option<Result<String, String>> {
+    let names = [
+        "RABBIT_HOST",
+        "RABBIT_PORT",
+        "RABBIT_USERNAME",
+        "RABBIT_PASSWORD",
+    ];
+    if names.iter().all(|n| set_value(env, n).is_none()) {
+        return None;
+    }
+    let host = set_value(env, "RABBIT_HOST").unwrap_or_else(|| "127.0.0.1".into());
+    let port = set_value(env, "RABBIT_PORT").unwrap_or_else(|| "5672".into());
+    let user = set_value(env, "RABBIT_USERNAME").unwrap_or_else(|| "guest".into());
+    let password = set_value(env, "RABBIT_PASSWORD").unwrap_or_else(|| "guest".into());
+    Some(Ok(format!(
+        "amqp://{}:{}@{host}:{port}/%2f",
+        userinfo_escape(&user),
+        userinfo_escape(&password)
+    )))
+}
+
+/// twilight-dispatch: `REDIS_HOST`, `REDIS_PORT`.
+fn redis_host_port(env: EnvLookup<'_>) -> Option<Result<String, String>> {
+    let host = set_value(env, "REDIS_HOST");
+    let port = set_value(env, "REDIS_PORT");
+    if host.is_none() && port.is_none() {
+        return None;
+    }
+    Some(Ok(format!(
+        "redis://{}:{}/",
+        host.unwrap_or_else(|| "127.0.0.1".into()),
+        port.unwrap_or_else(|| "6379".into())
+    )))
+}
+
+/// twilight-dispatch: `PROMETHEUS_HOST`, `PROMETHEUS_PORT`.
+fn prometheus_address(env: EnvLookup<'_>) -> Option<Result<String, String>> {
+    let host = set_value(env, "PROMETHEUS_HOST");
+    let port = set_value(env, "PROMETHEUS_PORT");
+    if host.is_none() && port.is_none() {
+        return None;
+    }
+    Some(Ok(format!(
+        "{}:{}",
+        host.unwrap_or_else(|| "127.0.0.1".into()),
+        port.unwrap_or_else(|| "9000".into())
+    )))
+}
+
+/// Cordis: `CORDIS_WS_COMPRESS` (`true`/`false`) as a compression name.
+fn cordis_compress(text: &str) -> Result<String, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok("zlib-stream".into()),
+        "false" | "0" | "no" => Ok("none".into()),
+        _ => Err(format!("expected true or false, got {text:?}")),
+    }
+}
+
+/// Cordis: `CORDIS_AMQP_HOST` is a host (or a whole URL).
+fn amqp_host_or_url(text: &str) -> Result<String, String> {
+    Ok(if text.contains("://") {
+        text.to_owned()
+    } else {
+        format!("amqp://{text}")
+    })
+}
+
 impl Config {
     /// The configuration from TOML text (empty text is fine) with the environment on top.
     ///
@@ -357,7 +544,12 @@ impl Config {
         let raw: raw::RawConfig = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::File(e.to_string()))?;
-        raw.validate()
+        let mut config = raw.validate()?;
+        config
+            .profile
+            .apply_predecessor_env(&env)
+            .map_err(|e| invalid("profile", e.to_string()))?;
+        Ok(config)
     }
 
     /// Which shards exist and which this process owns, given `/gateway/bot`'s recommended
@@ -390,6 +582,14 @@ fn apply_env(
     table: &mut toml::Table,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<(), ConfigError> {
+    for composite in COMPOSITE_ENV_VARS {
+        if let Some(value) = (composite.build)(env) {
+            let var = composite.names[0];
+            let value = value.map_err(|message| ConfigError::Env { var, message })?;
+            set_path(table, composite.path, toml::Value::String(value))
+                .map_err(|message| ConfigError::Env { var, message })?;
+        }
+    }
     for var in ENV_VARS {
         let found = var
             .names
@@ -420,6 +620,9 @@ fn env_value(name: &'static str, kind: EnvKind, text: &str) -> Result<toml::Valu
         EnvKind::IntegerOrText => {
             Ok(integer().unwrap_or_else(|_| toml::Value::String(text.to_owned())))
         }
+        EnvKind::Converted(convert) => convert(text)
+            .map(toml::Value::String)
+            .map_err(|message| ConfigError::Env { var: name, message }),
         EnvKind::Boolean => match text.to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => Ok(toml::Value::Boolean(true)),
             "false" | "0" | "no" | "off" => Ok(toml::Value::Boolean(false)),
@@ -916,6 +1119,82 @@ mod tests {
         assert_eq!(config.discord.token.expose(), "canonical");
         let config = Config::load("", env(&[("DISCORD_TOKEN", ""), ("BOT_TOKEN", "b")])).unwrap();
         assert_eq!(config.discord.token.expose(), "b", "empty counts as unset");
+    }
+
+    #[test]
+    fn predecessors_names_apply() {
+        let config = Config::load(
+            "",
+            env(&[
+                ("BOT_TOKEN", "t"),
+                ("SHARDS_START", "2"),
+                ("SHARDS_END", "4"),
+                ("SHARDS_TOTAL", "8"),
+                ("RABBIT_HOST", "rabbit"),
+                ("RABBIT_PASSWORD", "p@ss"),
+                ("REDIS_HOST", "cache"),
+                ("PROMETHEUS_PORT", "9102"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.discord.shard_ids, Some(vec![2, 3, 4]));
+        assert_eq!(config.discord.shard_count, Some(8));
+        assert_eq!(
+            config.amqp.url.expose(),
+            "amqp://guest:p%40ss@rabbit:5672/%2f"
+        );
+        assert_eq!(config.redis.url.expose(), "redis://cache:6379/");
+        assert_eq!(
+            config.metrics.address,
+            Some("127.0.0.1:9102".parse().unwrap())
+        );
+
+        let config = Config::load(
+            "",
+            env(&[
+                ("CORDIS_AUTH", "t"),
+                ("CORDIS_STARTING_SHARD", "4"),
+                ("CORDIS_SHARD_COUNT", "2"),
+                ("CORDIS_TOTAL_SHARD_COUNT", "6"),
+                ("CORDIS_WS_COMPRESS", "false"),
+                ("CORDIS_WS_ENCODING", "etf"),
+                ("CORDIS_AMQP_HOST", "broker"),
+                ("CORDIS_WS_INTENTS", "guilds,guildMessages"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.discord.token.expose(), "t");
+        assert_eq!(config.discord.shard_ids, Some(vec![4, 5]));
+        assert_eq!(config.discord.compression, Compression::None);
+        assert_eq!(config.discord.encoding, Encoding::Etf);
+        assert_eq!(config.amqp.url.expose(), "amqp://broker");
+        assert_eq!(config.discord.intents, 513);
+
+        // Gatehouse's own names win over the predecessors'.
+        let config = Config::load(
+            "",
+            env(&[
+                ("SHARDS_START", "0"),
+                ("SHARDS_END", "1"),
+                ("GATEHOUSE_SHARD_IDS", "7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.discord.shard_ids, Some(vec![7]));
+
+        let err = Config::load("", env(&[("SHARDS_START", "1")])).unwrap_err();
+        assert!(err.to_string().contains("SHARDS_END"), "{err}");
+
+        // A profile's own predecessor names (here Spectacles' BROKER_GROUP) apply too.
+        let config = Config::load(
+            "",
+            env(&[
+                ("GATEHOUSE_PROFILE", "spectacles"),
+                ("BROKER_GROUP", "mygroup"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.profile.exchange.as_deref(), Some("mygroup"));
     }
 
     #[test]

@@ -35,6 +35,24 @@ pub struct SessionStartLimit {
     pub max_concurrency: u16,
 }
 
+/// The scheduler's whole state with times relative to a `now`, so it can cross process
+/// boundaries (an `Instant` cannot): for example to share it between nodes through Redis.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdentifySnapshot {
+    /// Session starts per reset window.
+    pub total: u32,
+    /// Session starts left.
+    pub remaining: u32,
+    /// Milliseconds until `remaining` resets.
+    pub reset_in_ms: u64,
+    /// The number of buckets.
+    pub max_concurrency: u16,
+    /// Per bucket: milliseconds until it may identify again (0: now).
+    pub bucket_free_in_ms: Vec<u64>,
+    /// Shards waiting for a grant.
+    pub waiting: Vec<u32>,
+}
+
 /// The bucket of a shard: `shard % max_concurrency`.
 pub const fn identify_bucket(shard: u32, max_concurrency: NonZeroU16) -> u32 {
     shard % max_concurrency.get() as u32
@@ -67,6 +85,47 @@ impl IdentifyScheduler {
             reset_at: now + Duration::from_millis(limit.reset_after_ms),
             bucket_free_at: vec![None; usize::from(max_concurrency.get())],
             waiting: BTreeSet::new(),
+            now,
+        }
+    }
+
+    /// The state relative to `now` (see [`IdentifySnapshot`]).
+    pub fn snapshot(&self, now: Instant) -> IdentifySnapshot {
+        let now = self.now.max(now);
+        let ms = |at: Instant| {
+            u64::try_from(at.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
+        };
+        IdentifySnapshot {
+            total: self.total,
+            remaining: self.remaining,
+            reset_in_ms: ms(self.reset_at),
+            max_concurrency: self.max_concurrency.get(),
+            bucket_free_in_ms: self
+                .bucket_free_at
+                .iter()
+                .map(|b| b.map_or(0, ms))
+                .collect(),
+            waiting: self.waiting.iter().copied().collect(),
+        }
+    }
+
+    /// A scheduler continuing from a snapshot taken elsewhere, read at `now`. A bucket list of
+    /// the wrong length is padded (buckets free) or truncated.
+    pub fn restore(snapshot: &IdentifySnapshot, now: Instant) -> Self {
+        let max_concurrency = NonZeroU16::new(snapshot.max_concurrency).unwrap_or(NonZeroU16::MIN);
+        let mut bucket_free_at: Vec<Option<Instant>> = snapshot
+            .bucket_free_in_ms
+            .iter()
+            .map(|&ms| (ms > 0).then(|| now + Duration::from_millis(ms)))
+            .collect();
+        bucket_free_at.resize(usize::from(max_concurrency.get()), None);
+        Self {
+            max_concurrency,
+            total: snapshot.total,
+            remaining: snapshot.remaining,
+            reset_at: now + Duration::from_millis(snapshot.reset_in_ms),
+            bucket_free_at,
+            waiting: snapshot.waiting.iter().copied().collect(),
             now,
         }
     }
@@ -289,6 +348,33 @@ mod tests {
         assert_eq!(s.bucket_free_at(0), Some(t0 + BUCKET_PERIOD));
         assert_eq!(s.bucket_free_at(1), None);
         assert_eq!(identify_bucket(7, s.max_concurrency()), 1);
+    }
+
+    #[test]
+    fn snapshot_roundtrips_across_processes() {
+        let t0 = crate::tests::epoch();
+        let mut s = IdentifyScheduler::new(limit(10, 2), t0);
+        for shard in 0..4 {
+            s.request(t0, shard);
+        }
+        assert_eq!(drain(&mut s, t0), vec![0, 1]);
+        let later = t0 + Duration::from_secs(2);
+        let snap = s.snapshot(later);
+        assert_eq!(snap.bucket_free_in_ms, vec![3_000, 3_000]);
+        assert_eq!(snap.waiting, vec![2, 3]);
+        let json = serde_json::to_string(&snap).expect("json");
+        let back: IdentifySnapshot = serde_json::from_str(&json).expect("json");
+        // Another process, with its own clock.
+        let elsewhere = t0 + Duration::from_secs(1000);
+        let mut r = IdentifyScheduler::restore(&back, elsewhere);
+        assert_eq!(r.remaining(), 8);
+        assert_eq!(r.poll_grant(elsewhere), None);
+        assert_eq!(r.poll_timeout(), Some(elsewhere + Duration::from_secs(3)));
+        assert_eq!(
+            drain(&mut r, elsewhere + Duration::from_secs(3)),
+            vec![2, 3]
+        );
+        assert_eq!(r.snapshot(elsewhere).max_concurrency, 2);
     }
 
     #[test]

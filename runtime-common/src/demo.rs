@@ -30,11 +30,13 @@ pub async fn run<R: Runtime>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
-    use mock_gateway::{MockConfig, MockGateway, ReplayRate};
+    use mock_gateway::{MockConfig, MockGateway, ReplayRate, ShardRouting};
 
     let mut mock_config = MockConfig::demo();
     mock_config.shards = config.demo.shard_count;
     mock_config.rate = ReplayRate::PerSecond(f64::from(config.demo.events_per_second));
+    // Every shard replays the whole recording, so every shard shows traffic.
+    mock_config.routing = ShardRouting::Broadcast;
     let mut mock = MockGateway::start(mock_config).context("cannot start the mock gateway")?;
     println!(
         "demo: no DISCORD_TOKEN set, so Gatehouse runs against a mock Discord gateway at {} \
@@ -47,14 +49,11 @@ pub async fn run<R: Runtime>(
     config.discord.api_base = mock.api_base();
     config.discord.shard_count = None;
     config.discord.shard_ids = None;
-    // Never touch a real deployment's sessions in the same Redis.
+    // The mock's sessions must never be resumed against Discord, nor a real deployment's
+    // sessions overwritten: keep them apart.
     config.redis.key_prefix = format!("{}-demo", config.redis.key_prefix);
 
-    let exchange = config
-        .profile
-        .exchange
-        .clone()
-        .unwrap_or_else(|| "gateway".to_owned());
+    let exchange = config.profile.exchange_name().to_owned();
     rt.spawn(print_event_counts(
         rt.clone(),
         config.amqp.url.clone(),

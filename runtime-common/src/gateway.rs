@@ -104,6 +104,7 @@ pub async fn run_with_gateway<R: Runtime>(
     }
     let identify = identify::start(&rt, bot.session_start_limit, inputs.clone());
 
+    let writer = store.clone().start_writer(&rt);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u32, StopReason)>();
     let seed_base = config
         .discord
@@ -139,7 +140,7 @@ pub async fn run_with_gateway<R: Runtime>(
             rt: rt.clone(),
             inputs: rx,
             broker: broker.clone(),
-            store: Some(store.clone()),
+            store: writer.clone(),
             identify: identify.clone(),
             max_message: config.limits.max_message,
             max_unconfirmed: config.limits.max_unconfirmed_publishes,
@@ -191,6 +192,12 @@ pub async fn run_with_gateway<R: Runtime>(
             }
         }
     }
+
+    // The final session snapshots must reach Redis before the process ends.
+    let flushed = writer.flush();
+    let sleep = rt.sleep(Duration::from_secs(5));
+    futures_util::pin_mut!(flushed, sleep);
+    futures_util::future::select(flushed, sleep).await;
 
     let _ = stop_tx.send(true);
     // Give the supervisor a moment to close the AMQP connection politely.

@@ -1,9 +1,13 @@
 //! The Redis side: loading session snapshots at start and writing snapshots and shard status.
 //!
-//! Owns: the Redis calls (`GET`/`SET`) on a self-reconnecting connection. Does not own the key
-//! layout or the value encoding (`proto_core::store`), or when to persist (the shard decides).
-//! A failed write is logged and skipped: the next snapshot overwrites it, and the worst case
-//! after a crash is a resume from an older sequence (more duplicates, no loss).
+//! Owns: the Redis calls (`GET`/`SET`) on a self-reconnecting connection, and the writer task
+//! that takes writes off the shards' loops (a slow or absent Redis must never delay a
+//! heartbeat): shards hand it values, it keeps only the latest per key and writes them. Does
+//! not own the key layout or the value encoding (`proto_core::store`), or when to persist (the
+//! shard decides). A failed write is logged and skipped: the next snapshot overwrites it, and
+//! the worst case after a crash is a resume from an older sequence (more duplicates, no loss).
+
+use std::collections::BTreeMap;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,8 +17,16 @@ use proto_core::sharding::ShardId;
 use proto_core::store::{self, KeyLayout, ShardStatus};
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::runtime::Runtime;
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
 
 /// A handle on the session store (cheap to clone: one multiplexed connection underneath).
 #[derive(Clone)]
@@ -78,31 +90,79 @@ impl SessionStore {
         Ok(bytes.and_then(|b| store::decode_session(&b, shard)))
     }
 
-    /// Stores a snapshot; errors are logged.
-    pub async fn save_session(&mut self, snapshot: &SessionSnapshot) {
+    /// Starts the writer task on `rt`; shards write through the returned handle.
+    pub fn start_writer<R: Runtime>(self, rt: &R) -> StoreWriter {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let keys = self.keys.clone();
+        rt.spawn(write_loop(self, rx));
+        StoreWriter { writes: tx, keys }
+    }
+}
+
+enum Write {
+    Value { key: String, value: Vec<u8> },
+    Flush(oneshot::Sender<()>),
+}
+
+/// The shards' handle on the writer task: every call returns at once.
+#[derive(Clone, Debug)]
+pub struct StoreWriter {
+    writes: mpsc::UnboundedSender<Write>,
+    keys: KeyLayout,
+}
+
+impl StoreWriter {
+    /// Queues a session snapshot.
+    pub fn save_session(&self, snapshot: &SessionSnapshot) {
         let key = self.keys.session(snapshot.shard.number());
-        let result: redis::RedisResult<()> = self
-            .connection
-            .set(&key, store::encode_session(snapshot))
-            .await;
-        if let Err(e) = result {
-            tracing::warn!(shard = snapshot.shard.number(), error = %e, "could not store the session");
-        }
+        let _ = self.writes.send(Write::Value {
+            key,
+            value: store::encode_session(snapshot),
+        });
     }
 
-    /// Stores a shard status (stamped with the wall clock); errors are logged.
-    pub async fn save_status(&mut self, mut status: ShardStatus) {
-        status.updated_at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64;
+    /// Queues a shard status (stamped with the wall clock now).
+    pub fn save_status(&self, mut status: ShardStatus) {
+        status.updated_at_ms = unix_millis();
         let key = self.keys.status(status.shard);
-        let result: redis::RedisResult<()> = self
-            .connection
-            .set(&key, store::encode_status(&status))
-            .await;
-        if let Err(e) = result {
-            tracing::debug!(shard = status.shard, error = %e, "could not store the shard status");
+        let _ = self.writes.send(Write::Value {
+            key,
+            value: store::encode_status(&status),
+        });
+    }
+
+    /// Waits until everything queued before this call was written (or failed).
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.writes.send(Write::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+async fn write_loop(mut store: SessionStore, mut writes: mpsc::UnboundedReceiver<Write>) {
+    let mut pending: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut flushes = Vec::new();
+    while let Some(first) = writes.recv().await {
+        let mut next = Some(first);
+        // Take everything queued so far, keeping only the latest value per key.
+        while let Some(write) = next {
+            match write {
+                Write::Value { key, value } => {
+                    pending.insert(key, value);
+                }
+                Write::Flush(done) => flushes.push(done),
+            }
+            next = writes.try_recv().ok();
+        }
+        for (key, value) in std::mem::take(&mut pending) {
+            let result: redis::RedisResult<()> = store.connection.set(&key, value).await;
+            if let Err(e) = result {
+                tracing::warn!(key, error = %e, "could not write to Redis");
+            }
+        }
+        for done in flushes.drain(..) {
+            let _ = done.send(());
         }
     }
 }

@@ -28,7 +28,7 @@ use crate::identify::IdentifyClient;
 use crate::metrics;
 use crate::outbox::{ConfirmOutcome, Outbox};
 use crate::runtime::Runtime;
-use crate::session_store::SessionStore;
+use crate::session_store::StoreWriter;
 
 /// How long opening a WebSocket may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -58,7 +58,7 @@ pub(crate) struct ShardIo<R: Runtime> {
     pub(crate) rt: R,
     pub(crate) inputs: mpsc::UnboundedReceiver<ShardInput>,
     pub(crate) broker: BrokerClient,
-    pub(crate) store: Option<SessionStore>,
+    pub(crate) store: StoreWriter,
     pub(crate) identify: IdentifyClient,
     pub(crate) max_message: usize,
     pub(crate) max_unconfirmed: usize,
@@ -129,11 +129,11 @@ impl<R: Runtime> ShardTask<R> {
                     StopReason::Shutdown => "stopped",
                     StopReason::Fatal { .. } => "fatally_closed",
                 };
-                self.write_status(name).await;
+                self.write_status(name);
                 return reason;
             }
             self.flush().await;
-            self.report_state().await;
+            self.report_state();
             let wake = self.wait().await;
             let now = Instant::now();
             match wake {
@@ -193,11 +193,7 @@ impl<R: Runtime> ShardTask<R> {
                 Action::Publish {
                     id, publication, ..
                 } => self.outbox.push(id, publication, Instant::now()),
-                Action::PersistSession(snapshot) => {
-                    if let Some(store) = &mut self.io.store {
-                        store.save_session(&snapshot).await;
-                    }
-                }
+                Action::PersistSession(snapshot) => self.io.store.save_session(&snapshot),
                 Action::Stopped(reason) => {
                     match &reason {
                         StopReason::Shutdown => tracing::info!("shard stopped"),
@@ -367,7 +363,7 @@ impl<R: Runtime> ShardTask<R> {
     }
 
     /// Writes the status to Redis and the state gauge when the coarse state changed.
-    async fn report_state(&mut self) {
+    fn report_state(&mut self) {
         let state = self.shard.state();
         if self.last_state == Some(state) {
             return;
@@ -375,21 +371,17 @@ impl<R: Runtime> ShardTask<R> {
         self.last_state = Some(state);
         metrics::record_state(self.number, state);
         tracing::info!(state = metrics::state_name(state), "shard state");
-        self.write_status(metrics::state_name(state)).await;
+        self.write_status(metrics::state_name(state));
     }
 
-    async fn write_status(&mut self, state: &str) {
-        if let Some(store) = &mut self.io.store {
-            store
-                .save_status(ShardStatus {
-                    shard: self.number,
-                    shard_count: self.total,
-                    state: state.to_owned(),
-                    reconnects: self.connects.saturating_sub(1),
-                    sequence: self.shard.last_sequence(),
-                    updated_at_ms: 0,
-                })
-                .await;
-        }
+    fn write_status(&mut self, state: &str) {
+        self.io.store.save_status(ShardStatus {
+            shard: self.number,
+            shard_count: self.total,
+            state: state.to_owned(),
+            reconnects: self.connects.saturating_sub(1),
+            sequence: self.shard.last_sequence(),
+            updated_at_ms: 0,
+        });
     }
 }

@@ -36,6 +36,7 @@ mod packets;
 mod timers;
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -186,7 +187,9 @@ impl ShardConfig {
 pub struct CloseCode(pub u16);
 
 /// Everything the runtime must do. The runtime never decides anything on its own.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// `Debug` never shows the token: the IDENTIFY and RESUME frames print as `Send(<redacted ..>)`.
+#[derive(Clone, PartialEq)]
 pub enum Action {
     /// Open a WebSocket to this URL (query string included), then call `handle_connected`.
     Connect {
@@ -213,6 +216,32 @@ pub enum Action {
     PersistSession(SessionSnapshot),
     /// The shard stopped for good (fatal close code, or shutdown finished).
     Stopped(StopReason),
+}
+
+impl fmt::Debug for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Connect { url } => f.debug_struct("Connect").field("url", url).finish(),
+            Action::Send(bytes) if packets::carries_token(bytes) => {
+                write!(f, "Send(<redacted {} bytes>)", bytes.len())
+            }
+            Action::Send(bytes) => f.debug_tuple("Send").field(bytes).finish(),
+            Action::Close(code) => f.debug_tuple("Close").field(code).finish(),
+            Action::RequestIdentify => f.write_str("RequestIdentify"),
+            Action::Publish {
+                id,
+                seq,
+                publication,
+            } => f
+                .debug_struct("Publish")
+                .field("id", id)
+                .field("seq", seq)
+                .field("publication", publication)
+                .finish(),
+            Action::PersistSession(s) => f.debug_tuple("PersistSession").field(s).finish(),
+            Action::Stopped(r) => f.debug_tuple("Stopped").field(r).finish(),
+        }
+    }
 }
 
 /// Why a shard stopped for good.

@@ -94,6 +94,12 @@ pub(crate) fn resume(token: &Secret, session_id: &str, seq: u64) -> Bytes {
     )
 }
 
+/// Whether a frame the shard sends carries the token (its own IDENTIFY or RESUME, which
+/// always start with the opcode), so logs must not show it.
+pub(crate) fn carries_token(frame: &[u8]) -> bool {
+    frame.starts_with(br#"{"op":2,"#) || frame.starts_with(br#"{"op":6,"#)
+}
+
 /// HELLO's `heartbeat_interval` in milliseconds, if readable.
 pub(crate) fn hello_interval(d: &[u8]) -> Option<u64> {
     #[derive(Deserialize)]
@@ -172,6 +178,19 @@ mod tests {
         assert_eq!(d["properties"]["device"], "gatehouse");
         assert_eq!(d["properties"]["os"], std::env::consts::OS);
         assert_eq!(d["presence"]["status"], "idle");
+    }
+
+    #[test]
+    fn token_frames_are_recognised() {
+        let fields = IdentifyFields {
+            shard: ShardId::new(0, 1).expect("valid"),
+            intents: 1,
+            large_threshold: 50,
+            presence: None,
+        };
+        assert!(carries_token(&identify(&Secret::new("t"), &fields)));
+        assert!(carries_token(&resume(&Secret::new("t"), "s", 1)));
+        assert!(!carries_token(&heartbeat(Some(1))));
     }
 
     #[test]

@@ -20,6 +20,13 @@ pub(crate) enum Delivery {
     Connected,
     /// One text message.
     Message(Bytes),
+    /// One binary message: a piece of the connection's zlib stream carrying `plain`.
+    Compressed {
+        /// The payload before compression (for the log).
+        plain: Bytes,
+        /// The bytes on the wire.
+        wire: Bytes,
+    },
     /// The socket closed (or failed to open) with this code.
     Closed(Option<u16>),
 }
@@ -64,6 +71,9 @@ pub(crate) struct FakeGateway {
     /// Answer a RESUME with op 9 `false` even for known sessions.
     pub(crate) reject_resumes: bool,
     pub(crate) token: String,
+    /// Send every message as `compress=zlib-stream` does (one deflate stream per connection).
+    pub(crate) zlib_stream: bool,
+    deflate: Option<flate2::Compress>,
     rng: SeededRng,
     sessions: HashMap<String, GwSession>,
     conn: Option<Conn>,
@@ -95,6 +105,8 @@ impl FakeGateway {
             guilds_after_ready: 2,
             reject_resumes: false,
             token: "test-token".into(),
+            zlib_stream: false,
+            deflate: None,
             rng: SeededRng::new(seed ^ 0xFA4E),
             sessions: HashMap::new(),
             conn: None,
@@ -125,10 +137,30 @@ impl FakeGateway {
 
     /// The next delivery due at `now`, if any.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Delivery> {
-        if self.queue.front().is_some_and(|(at, _, _)| *at <= now) {
-            self.queue.pop_front().map(|(_, _, d)| d)
-        } else {
-            None
+        if self.queue.front().is_none_or(|(at, _, _)| *at > now) {
+            return None;
+        }
+        let (_, _, delivery) = self.queue.pop_front()?;
+        // Compress at delivery time, so the stream is in the order the shard reads it.
+        match (delivery, self.deflate.as_mut()) {
+            (Delivery::Message(plain), Some(deflate)) => {
+                let mut wire = Vec::new();
+                let mut offset = 0;
+                // Sync-flush every payload, as Discord does: it then ends with 00 00 ff ff.
+                while offset < plain.len() || !wire.ends_with(&[0, 0, 0xff, 0xff]) {
+                    wire.reserve(plain.len() + 64);
+                    let before = deflate.total_in();
+                    deflate
+                        .compress_vec(&plain[offset..], &mut wire, flate2::FlushCompress::Sync)
+                        .expect("deflate");
+                    offset += usize::try_from(deflate.total_in() - before).unwrap_or(0);
+                }
+                Some(Delivery::Compressed {
+                    plain,
+                    wire: Bytes::from(wire),
+                })
+            }
+            (delivery, _) => Some(delivery),
         }
     }
 
@@ -211,6 +243,9 @@ impl FakeGateway {
                     id,
                     ..Conn::default()
                 });
+                self.deflate = self
+                    .zlib_stream
+                    .then(|| flate2::Compress::new(flate2::Compression::fast(), true));
                 self.schedule(now + self.latency, id, Delivery::Connected);
                 if self.reconnect_before_hello {
                     self.reconnect_before_hello = false;

@@ -141,3 +141,61 @@ fn heartbeat_before_any_dispatch_is_null() {
     let beat = sim.gw.sent_ops(1).next().expect("a heartbeat");
     assert_eq!(beat.d, serde_json::Value::Null);
 }
+
+#[test]
+fn zlib_stream_gets_a_fresh_inflate_context_per_connection() {
+    let mut config = test_config(6);
+    config.compression = crate::codec::Compression::ZlibStream;
+    let mut sim = Sim::with_config(config, 6);
+    sim.gw.zlib_stream = true;
+    sim.until_active();
+    assert_eq!(
+        sim.gw.connects[0],
+        format!("{GATEWAY_URL}/?v=10&encoding=json&compress=zlib-stream")
+    );
+    // Three connections, each a new zlib stream (a new 78 9c header): the shard must reset
+    // its decoder every time or the second stream would not inflate.
+    for _ in 0..2 {
+        let now = sim.now;
+        sim.gw.send_op(now, 7, serde_json::Value::Null);
+        let mark = sim.mark();
+        sim.until_active_since(mark);
+    }
+    let now = sim.now;
+    sim.gw.dispatch(
+        now,
+        "MESSAGE_CREATE",
+        serde_json::json!({"content": "zlib"}),
+    );
+    sim.advance(Duration::from_secs(1));
+    let last = sim.actions(|a| matches!(a, Action::Publish { .. })).pop();
+    let Some((
+        _,
+        Action::Publish {
+            publication, seq, ..
+        },
+    )) = last
+    else {
+        panic!("nothing published");
+    };
+    assert_eq!(seq, 6); // READY, 2 GUILD_CREATE, RESUMED, RESUMED, MESSAGE_CREATE
+    let v: serde_json::Value = serde_json::from_slice(&publication.body).expect("json");
+    assert_eq!(v["d"]["content"], "zlib");
+    assert_eq!(sim.gw.sent_ops(6).count(), 2);
+    assert!(
+        sim.shard.last_disconnect() == Some(&crate::shard::DisconnectReason::ReconnectRequested)
+    );
+}
+
+#[test]
+fn the_token_never_shows_in_debug_output() {
+    let mut sim = Sim::new(7);
+    sim.until_active();
+    let now = sim.now;
+    sim.gw.close(now, None);
+    sim.advance(Duration::from_secs(2));
+    assert_eq!(sim.gw.sent_ops(6).count(), 1);
+    let printed = format!("{:?} {:?} {:?}", sim.trace, sim.shard, sim.shard.config());
+    assert!(!printed.contains("test-token"), "token leaked");
+    assert!(printed.contains("Send(<redacted"));
+}

@@ -281,8 +281,13 @@ fn cases(default: u32) -> u32 {
         .unwrap_or(default)
 }
 
-fn run(seed: u64, interval_ms: u64, ops: &[Op]) {
-    let mut sim = Sim::new(seed);
+fn run(seed: u64, interval_ms: u64, zlib: bool, ops: &[Op]) {
+    let mut config = super::sim::test_config(seed);
+    if zlib {
+        config.compression = crate::codec::Compression::ZlibStream;
+    }
+    let mut sim = Sim::with_config(config, seed);
+    sim.gw.zlib_stream = zlib;
     sim.gw.heartbeat_interval_ms = interval_ms;
     for op in ops {
         apply(&mut sim, op);
@@ -298,9 +303,10 @@ proptest! {
     fn shard_keeps_its_invariants(
         seed: u64,
         interval_ms in prop::sample::select(vec![1_000u64, 5_000, 41_250, 45_000]),
+        zlib: bool,
         ops in prop::collection::vec(op(), 1..40),
     ) {
-        run(seed, interval_ms, &ops);
+        run(seed, interval_ms, zlib, &ops);
     }
 }
 
@@ -379,7 +385,7 @@ proptest! {
 /// on its way. The heartbeat is lost on the dead socket; the shard must still resume cleanly.
 #[test]
 fn pinned_server_drop_races_a_heartbeat() {
-    run(0, 1_000, &[Op::Run(934), Op::ServerClose(None)]);
+    run(0, 1_000, false, &[Op::Run(934), Op::ServerClose(None)]);
 }
 
 /// Found by `shard_keeps_its_invariants`: a zombie connection resumes, the server rejects the
@@ -390,6 +396,7 @@ fn pinned_rejected_resume_forgets_the_sequence() {
     run(
         33_557_095_785,
         1_000,
+        false,
         &[Op::RejectResumes(true), Op::DropAcks(true), Op::Run(33_290)],
     );
 }
@@ -403,6 +410,7 @@ fn pinned_restart_then_invalid_session_before_hello() {
     run(
         0,
         1_000,
+        false,
         &[
             Op::Run(160),
             Op::WorkerReconnect,

@@ -164,6 +164,12 @@ impl Sim {
 
     /// Hands one text message to the shard now (and logs its envelope).
     pub(crate) fn deliver(&mut self, bytes: &[u8]) {
+        self.log_received(bytes);
+        let now = self.now;
+        self.shard.handle_message(now, bytes, false);
+    }
+
+    fn log_received(&mut self, bytes: &[u8]) {
         #[derive(serde::Deserialize)]
         struct Envelope {
             op: u8,
@@ -185,8 +191,6 @@ impl Sim {
             },
         };
         self.log.push((self.elapsed(), logged));
-        let now = self.now;
-        self.shard.handle_message(now, bytes, false);
     }
 
     fn next_event(&self) -> Option<Instant> {
@@ -219,6 +223,10 @@ impl Sim {
                     self.shard.handle_connected(now);
                 }
                 Delivery::Message(bytes) => self.deliver(&bytes),
+                Delivery::Compressed { plain, wire } => {
+                    self.log_received(&plain);
+                    self.shard.handle_message(now, &wire, true);
+                }
                 Delivery::Closed(code) => {
                     self.log.push((self.elapsed(), Logged::Closed(code)));
                     self.shard.handle_closed(now, code);

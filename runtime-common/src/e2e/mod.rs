@@ -22,36 +22,25 @@ use support::{Capture, Gatehouse, RedisPrefix, Vhost, header_int};
 /// The end-to-end tests for one runtime binary, as `#[test]`-style async functions:
 /// `end_to_end_tests!(#[tokio::test] async_rs::Runtime::tokio_current(), "path/to/binary");`.
 /// The attribute is the runtime's test attribute; the runtime expression gives the `async-rs`
-/// runtime the test side runs on.
+/// runtime the test side runs on. A new scenario goes into this module and into the list
+/// below, and so runs against every runtime binary.
 #[macro_export]
 macro_rules! end_to_end_tests {
     (#[$test:meta] $rt:expr, $binary:expr) => {
-        #[$test]
-        async fn every_dispatch_arrives_in_order_byte_identical() {
-            $crate::e2e::every_dispatch_arrives_in_order_byte_identical(
-                $rt,
-                ::std::path::Path::new($binary),
-            )
-            .await
-        }
-
-        #[$test]
-        async fn a_restarted_process_resumes_with_the_persisted_sequence() {
-            $crate::e2e::a_restarted_process_resumes_with_the_persisted_sequence(
-                $rt,
-                ::std::path::Path::new($binary),
-            )
-            .await
-        }
-
-        #[$test]
-        async fn a_broker_connection_loss_loses_no_event() {
-            $crate::e2e::a_broker_connection_loss_loses_no_event(
-                $rt,
-                ::std::path::Path::new($binary),
-            )
-            .await
-        }
+        $crate::end_to_end_tests!(@each #[$test] $rt, $binary;
+            every_dispatch_arrives_in_order_byte_identical,
+            a_restarted_process_resumes_with_the_persisted_sequence,
+            a_broker_connection_loss_loses_no_event,
+            commands_reach_the_shard_and_bad_ones_are_dead_lettered,
+        );
+    };
+    (@each #[$test:meta] $rt:expr, $binary:expr; $($scenario:ident,)*) => {
+        $(
+            #[$test]
+            async fn $scenario() {
+                $crate::e2e::$scenario($rt, ::std::path::Path::new($binary)).await
+            }
+        )*
     };
 }
 
@@ -125,7 +114,10 @@ pub async fn every_dispatch_arrives_in_order_byte_identical<K: Kit>(
     config.fixture = fixture.clone();
     let mock = MockGateway::start(config).expect("start the mock gateway");
     let mut capture = Capture::topic(rt, &vhost.amqp_url(), "gateway").await;
-    let mut gatehouse = Gatehouse::start(binary, &gatehouse_env(&mock, &vhost, &redis));
+    let metrics_address = support::free_local_address();
+    let mut env = gatehouse_env(&mock, &vhost, &redis);
+    env.push(("GATEHOUSE_METRICS_ADDRESS", metrics_address.clone()));
+    let mut gatehouse = Gatehouse::start(binary, &env);
 
     // READY plus every fixture event.
     let received = capture_all(&mut capture, &mock, fixture.len() + 1).await;
@@ -255,6 +247,68 @@ pub async fn a_broker_connection_loss_loses_no_event<K: Kit>(
     assert!(
         first_seen.windows(2).all(|w| w[0] < w[1]),
         "first arrivals are in sequence order"
+    );
+    assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)));
+}
+
+/// Worker commands reach the right shard of the gateway; malformed and forbidden ones are
+/// dead-lettered with a reason while the gateway keeps running.
+pub async fn commands_reach_the_shard_and_bad_ones_are_dead_lettered<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    let vhost = Vhost::create("commands");
+    let redis = RedisPrefix::new("commands");
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.fixture = Fixture::basic();
+    let mock = MockGateway::start(config).expect("start the mock gateway");
+    let mut capture = Capture::topic(rt, &vhost.amqp_url(), "gateway").await;
+    let mut gatehouse = Gatehouse::start(binary, &gatehouse_env(&mock, &vhost, &redis));
+    // READY arrived: the shard is active and the command topology is declared.
+    capture.next(Duration::from_secs(30)).await.expect("READY");
+
+    let presence = br#"{"op":3,"d":{"since":null,"activities":[],"status":"idle","afk":false}}"#;
+    capture
+        .publish("gateway.commands", "shard.0", b"not json at all")
+        .await;
+    capture
+        .publish("gateway.commands", "shard.0", br#"{"op":2,"d":{}}"#)
+        .await;
+    capture
+        .publish("gateway.commands", "shard.0", presence)
+        .await;
+
+    let received = mock
+        .recorder()
+        .wait_for(Duration::from_secs(30), |recording| {
+            recording
+                .shard_connections(0)
+                .flat_map(|c| c.received.iter())
+                .find(|f| f.op == Some(3))
+                .map(|f| f.json.clone())
+        });
+    let received = received.expect("the presence update reached the gateway");
+    let received: serde_json::Value = serde_json::from_slice(&received).unwrap();
+    assert_eq!(received["d"]["status"], "idle");
+
+    let dead = capture
+        .drain_queue("gateway.commands.dlx", 2, Duration::from_secs(30))
+        .await;
+    assert_eq!(dead.len(), 2, "both bad commands were dead-lettered");
+    for message in &dead {
+        let error = support::header_str(&message.delivery.properties, "x-gatehouse-error");
+        assert!(error.is_some_and(|e| !e.is_empty()), "a reason is attached");
+    }
+    let identifies = mock.recorder().read(|r| {
+        r.shard_connections(0)
+            .flat_map(|c| c.received.iter())
+            .filter(|f| f.op == Some(2))
+            .count()
+    });
+    assert_eq!(identifies, 1, "the worker's IDENTIFY was not sent");
+    assert!(
+        gatehouse.is_running(),
+        "bad commands do not stop the gateway"
     );
     assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)));
 }

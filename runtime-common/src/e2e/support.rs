@@ -325,6 +325,55 @@ impl<K: super::Kit> Capture<K> {
         delivery.ack(BasicAckOptions::default()).await.ok()?;
         Some(delivery)
     }
+
+    /// Publishes one message (persistent, confirmed) on a fresh channel, as a worker would.
+    pub async fn publish(&self, exchange: &str, routing_key: &str, body: &[u8]) {
+        let channel = self.connection.create_channel().await.unwrap();
+        channel
+            .confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let confirm = channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                lapin::options::BasicPublishOptions::default(),
+                body,
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack(), "the broker took the message");
+    }
+
+    /// Takes up to `max` messages from `queue` (waiting up to `timeout` for them).
+    pub async fn drain_queue(
+        &self,
+        queue: &str,
+        max: usize,
+        timeout: Duration,
+    ) -> Vec<lapin::message::BasicGetMessage> {
+        let channel = self.connection.create_channel().await.unwrap();
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < max && Instant::now() < deadline {
+            match channel
+                .basic_get(
+                    queue.into(),
+                    lapin::options::BasicGetOptions { no_ack: true },
+                )
+                .await
+            {
+                Ok(Some(message)) => out.push(message),
+                _ => {
+                    self.rt.sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        out
+    }
 }
 
 /// The AMQP header `name` of a delivery, as an integer.
@@ -333,5 +382,32 @@ pub fn header_int(delivery: &Delivery, name: &str) -> Option<i64> {
         lapin::types::AMQPValue::LongLongInt(i) => Some(*i),
         lapin::types::AMQPValue::LongInt(i) => Some(i64::from(*i)),
         _ => None,
+    }
+}
+
+/// The AMQP header `name` of a message, as a string.
+pub fn header_str(properties: &lapin::BasicProperties, name: &str) -> Option<String> {
+    match properties.headers().as_ref()?.inner().get(name)? {
+        lapin::types::AMQPValue::LongString(s) => Some(s.to_string()),
+        lapin::types::AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+/// A free address on 127.0.0.1 (free when asked; good enough for tests).
+pub fn free_local_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// The body of `GET url`, retried for a few seconds while the server starts.
+pub fn http_get(url: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match ureq::get(url).call() {
+            Ok(mut response) => return response.body_mut().read_to_string().unwrap(),
+            Err(e) if Instant::now() > deadline => panic!("GET {url}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
     }
 }
