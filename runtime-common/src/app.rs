@@ -26,7 +26,7 @@ impl Launch {
     /// `--help`), starts logging (`RUST_LOG`), loads the configuration (the file, by default
     /// `./gatehouse.toml` when present, plus the environment), installs ring as the rustls
     /// crypto provider, serves the metrics endpoint if configured, and handles Ctrl-C and
-    /// SIGTERM (the first asks for a clean shutdown, a second one exits at once).
+    /// SIGTERM (either starts a clean shutdown).
     ///
     /// `binary` is the executable's name, for the usage text.
     pub fn from_args(binary: &str) -> anyhow::Result<Self> {
@@ -69,7 +69,7 @@ Runs Gatehouse: Discord gateway shards -> RabbitMQ, commands from RabbitMQ, sess
 Configuration: PATH (default ./gatehouse.toml when present) plus environment variables
 (DISCORD_TOKEN, AMQP_URL, REDIS_URL, GATEHOUSE_SHARD_COUNT, GATEHOUSE_SHARD_IDS,
 GATEHOUSE_API_BASE, GATEHOUSE_INTENTS, GATEHOUSE_PROFILE, ...). Without a token it runs the demo.
-Logs: RUST_LOG (default info). Ctrl-C or SIGTERM shuts down cleanly; a second one exits at once."
+Logs: RUST_LOG (default info). Ctrl-C or SIGTERM shuts down cleanly."
     )
 }
 
@@ -115,14 +115,14 @@ fn load_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
     Ok(Config::load(&text, crate::process_env)?)
 }
 
-/// Ctrl-C, SIGTERM and SIGHUP, runtime-independent (the handler runs on its own thread).
+/// Ctrl-C, SIGTERM and SIGHUP, runtime-independent (the handler runs on its own thread): the
+/// first one starts a clean shutdown.
 fn install_signal_handler() -> anyhow::Result<watch::Receiver<bool>> {
     let (tx, rx) = watch::channel(false);
+    // Later signals change nothing: shutdown is bounded anyway, and some supervisors deliver
+    // one signal twice (to the process and to its group).
     ctrlc::set_handler(move || {
-        if tx.send_replace(true) {
-            eprintln!("second interrupt: exiting at once");
-            std::process::exit(130);
-        }
+        tx.send_replace(true);
     })
     .context("cannot install the Ctrl-C handler")?;
     Ok(rx)

@@ -3,7 +3,9 @@
 //! Gatehouse published and prints a count per event type ([`print_event_counts`]).
 //!
 //! Owns: starting and stopping the demo's pieces, a temporary queue (server-named, exclusive,
-//! auto-delete) bound to the events exchange with `#`, the counting, and the periodic print.
+//! auto-delete) bound to the events exchange with `#` and with every event name the mock
+//! sends (so that direct exchanges, where `#` is no wildcard, are counted too), the counting,
+//! and the periodic print.
 //! Does not own the mock gateway itself (`mock-gateway`) or anything of the pipeline.
 
 use std::collections::BTreeMap;
@@ -52,12 +54,29 @@ pub async fn run<R: Runtime>(
     // The mock's sessions must never be resumed against Discord, nor a real deployment's
     // sessions overwritten: keep them apart.
     config.redis.key_prefix = format!("{}-demo", config.redis.key_prefix);
+    // A previous demo's sessions belong to a mock that is gone: resuming them only delays the
+    // start by a failed connection and a back-off.
+    forget_sessions(&rt, &config).await;
 
     let exchange = config.profile.exchange_name().to_owned();
+    let mut routing_keys: Vec<String> = ["#", "READY", "RESUMED"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(
+            mock.config()
+                .fixture
+                .events()
+                .iter()
+                .map(|e| e.name.to_string()),
+        )
+        .collect();
+    routing_keys.sort();
+    routing_keys.dedup();
     rt.spawn(print_event_counts(
         rt.clone(),
         config.amqp.url.clone(),
         exchange,
+        routing_keys,
         Duration::from_secs(2),
     ));
     let result = crate::run(rt, config, shutdown).await;
@@ -65,16 +84,44 @@ pub async fn run<R: Runtime>(
     Ok(result?)
 }
 
-/// Counts events on `exchange` and prints the table every `every` until the connection ends.
-/// Retries until the exchange exists (the gateway declares it).
+/// Deletes the session snapshots under the (demo's) key prefix, best effort: if Redis is
+/// unreachable the pipeline reports it right after.
+#[cfg(feature = "demo")]
+async fn forget_sessions<R: Runtime>(rt: &R, config: &proto_core::config::Config) {
+    let Ok(client) = redis::Client::open(config.redis.url.expose()) else {
+        return;
+    };
+    let Ok(mut connection) = rt
+        .redis_connection(client, redis::aio::ConnectionManagerConfig::new())
+        .await
+    else {
+        return;
+    };
+    let keys = proto_core::store::KeyLayout::new(config.redis.key_prefix.clone());
+    let sessions: Vec<String> = (0..config.demo.shard_count)
+        .map(|shard| keys.session(shard))
+        .collect();
+    let deleted: redis::RedisResult<()> = redis::cmd("DEL")
+        .arg(sessions)
+        .query_async(&mut connection)
+        .await;
+    if let Err(e) = deleted {
+        tracing::debug!(error = %e, "cannot forget the previous demo's sessions");
+    }
+}
+
+/// Counts the events `exchange` routes with any of `routing_keys` (`#` is enough for a topic
+/// exchange; a direct one needs the event names) and prints the table every `every` until the
+/// connection ends. Retries until the exchange exists (the gateway declares it).
 pub async fn print_event_counts<R: Runtime>(
     rt: R,
     amqp_url: SecretUrl,
     exchange: String,
+    routing_keys: Vec<String>,
     every: Duration,
 ) {
     loop {
-        match count(&rt, &amqp_url, &exchange, every).await {
+        match count(&rt, &amqp_url, &exchange, &routing_keys, every).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::debug!(error = %e, "demo counter not ready; retrying");
@@ -88,6 +135,7 @@ async fn count<R: Runtime>(
     rt: &R,
     amqp_url: &SecretUrl,
     exchange: &str,
+    routing_keys: &[String],
     every: Duration,
 ) -> Result<(), String> {
     let properties =
@@ -100,7 +148,7 @@ async fn count<R: Runtime>(
         .create_channel()
         .await
         .map_err(|e| e.to_string())?;
-    let mut consumer = consume_everything(&channel, exchange, "gatehouse-demo", true)
+    let mut consumer = consume_routed(&channel, exchange, routing_keys, "gatehouse-demo", true)
         .await
         .map_err(|e| e.to_string())?;
     println!("demo: counting the events published to exchange {exchange:?} (Ctrl-C stops)");
@@ -138,11 +186,12 @@ async fn count<R: Runtime>(
 }
 
 /// Declares a server-named queue (exclusive, auto-delete: it goes with the connection), binds
-/// it to `exchange` with `#` and consumes it: every message the exchange routes, for the demo's
-/// counter and the end-to-end tests' capture.
-pub(crate) async fn consume_everything(
+/// it to `exchange` with each of `routing_keys` and consumes it, for the demo's counter and the
+/// end-to-end tests' capture. (A message matching several bindings reaches the queue once.)
+pub(crate) async fn consume_routed(
     channel: &lapin::Channel,
     exchange: &str,
+    routing_keys: &[String],
     consumer_tag: &str,
     no_ack: bool,
 ) -> lapin::Result<lapin::Consumer> {
@@ -157,15 +206,17 @@ pub(crate) async fn consume_everything(
             FieldTable::default(),
         )
         .await?;
-    channel
-        .queue_bind(
-            queue.name().clone(),
-            exchange.into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    for key in routing_keys {
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                exchange.into(),
+                key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
     channel
         .basic_consume(
             queue.name().clone(),

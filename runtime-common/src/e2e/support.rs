@@ -304,9 +304,10 @@ impl<K: super::Kit> Capture<K> {
             )
             .await
             .unwrap();
-        let consumer = crate::demo::consume_everything(&channel, exchange, "test", false)
-            .await
-            .unwrap();
+        let consumer =
+            crate::demo::consume_routed(&channel, exchange, &["#".to_owned()], "test", false)
+                .await
+                .unwrap();
         Self {
             rt,
             connection,
