@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use async_rs::traits::RuntimeKit;
+use async_rs::traits::{Reactor, RuntimeKit};
 use mock_gateway::{Fixture, MockConfig, MockGateway, ReplayRate};
 use support::{Capture, Gatehouse, RedisPrefix, Vhost, header_int};
 
@@ -23,7 +23,8 @@ use support::{Capture, Gatehouse, RedisPrefix, Vhost, header_int};
 /// `end_to_end_tests!(#[tokio::test] async_rs::Runtime::tokio_current(), "path/to/binary");`.
 /// The attribute is the runtime's test attribute; the runtime expression gives the `async-rs`
 /// runtime the test side runs on. A new scenario goes into this module and into the list
-/// below, and so runs against every runtime binary.
+/// below, and so runs against every runtime binary. The demo scenario runs when the calling
+/// crate's `demo` feature is on.
 #[macro_export]
 macro_rules! end_to_end_tests {
     (#[$test:meta] $rt:expr, $binary:expr) => {
@@ -33,6 +34,15 @@ macro_rules! end_to_end_tests {
             a_broker_connection_loss_loses_no_event,
             commands_reach_the_shard_and_bad_ones_are_dead_lettered,
         );
+        #[cfg(feature = "demo")]
+        #[$test]
+        async fn the_demo_shows_events_flowing_and_stops_on_ctrl_c() {
+            $crate::e2e::the_demo_shows_events_flowing_and_stops_on_ctrl_c(
+                $rt,
+                ::std::path::Path::new($binary),
+            )
+            .await
+        }
     };
     (@each #[$test:meta] $rt:expr, $binary:expr; $($scenario:ident,)*) => {
         $(
@@ -311,4 +321,45 @@ pub async fn commands_reach_the_shard_and_bad_ones_are_dead_lettered<K: Kit>(
         "bad commands do not stop the gateway"
     );
     assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)));
+}
+
+/// With no token the binary runs the demo: it starts the mock gateway itself, publishes into
+/// RabbitMQ and prints a live count per event type; Ctrl-C stops it cleanly, and the demo's
+/// sessions stay apart from real ones.
+pub async fn the_demo_shows_events_flowing_and_stops_on_ctrl_c<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    let vhost = Vhost::create("demo");
+    let redis = RedisPrefix::new("demo");
+    let env = [
+        ("RUST_LOG", "warn".to_owned()),
+        ("AMQP_URL", vhost.amqp_url()),
+        ("REDIS_URL", RedisPrefix::url()),
+        ("GATEHOUSE_REDIS_PREFIX", redis.prefix.clone()),
+    ];
+    let (mut gatehouse, lines) = Gatehouse::start_reading_stdout(binary, &env);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut counted = None;
+    while counted.is_none() && Instant::now() < deadline {
+        match lines.try_recv() {
+            Ok(line) if line.starts_with("events: ") && line.contains("READY") => {
+                counted = Some(line);
+            }
+            Ok(_) => {}
+            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                rt.sleep(Duration::from_millis(100)).await;
+            }
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+        }
+    }
+    let stopped = gatehouse.interrupt_and_wait(Duration::from_secs(30));
+    let counted = counted.expect("the demo printed a count of published events");
+    assert!(counted.contains("MESSAGE_CREATE"), "{counted}");
+    assert!(stopped, "clean exit on Ctrl-C");
+    assert!(
+        redis.get("session:0").is_none(),
+        "the demo keeps the mock's sessions apart from real ones"
+    );
 }

@@ -5,9 +5,11 @@
 //! Owns: test isolation and clean-up, and talking to the services from the test's side. Does
 //! not own any assertion (the scenarios in the parent module).
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_rs::traits::{Reactor, RuntimeKit};
@@ -169,7 +171,7 @@ impl Drop for Vhost {
     }
 }
 
-/// Deletes every Redis key under a prefix on drop.
+/// Deletes every Redis key under a prefix (and `<prefix>-demo`) on drop.
 pub struct RedisPrefix {
     pub prefix: String,
 }
@@ -204,7 +206,7 @@ impl Drop for RedisPrefix {
             return;
         };
         let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.prefix))
+            .arg(format!("{}*", self.prefix))
             .query(&mut connection)
             .unwrap_or_default();
         if !keys.is_empty() {
@@ -223,6 +225,30 @@ impl Gatehouse {
     /// `GATEHOUSE_TEST_LOG`, default `info`), in the temporary directory (so that no
     /// `gatehouse.toml` is picked up).
     pub fn start(binary: &Path, env: &[(&str, String)]) -> Self {
+        Self::spawn(Self::command(binary, env), binary)
+    }
+
+    /// [`Gatehouse::start`], with the child's standard output as lines on the returned
+    /// channel (each also echoed into the test's output).
+    pub fn start_reading_stdout(
+        binary: &Path,
+        env: &[(&str, String)],
+    ) -> (Self, mpsc::Receiver<String>) {
+        let mut command = Self::command(binary, env);
+        command.stdout(Stdio::piped());
+        let mut gatehouse = Self::spawn(command, binary);
+        let stdout = gatehouse.child.stdout.take().expect("piped stdout");
+        let (lines_tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                println!("{line}");
+                let _ = lines_tx.send(line);
+            }
+        });
+        (gatehouse, lines)
+    }
+
+    fn command(binary: &Path, env: &[(&str, String)]) -> Command {
         let mut command = Command::new(binary);
         command
             .env_clear()
@@ -236,6 +262,10 @@ impl Gatehouse {
         for (key, value) in env {
             command.env(key, value);
         }
+        command
+    }
+
+    fn spawn(mut command: Command, binary: &Path) -> Self {
         Self {
             child: command
                 .spawn()
