@@ -1,1 +1,35 @@
-//! The conformance suite (being written).
+//! A black-box conformance suite for Discord gateway bridges.
+//!
+//! The suite starts an implementation as a child process (`sh -c <command>`) with the environment
+//! described in [`contract`], points it at a mock Discord gateway (package `mock-gateway`), and
+//! acts as the workers of the chosen broker profile on RabbitMQ: it checks what the mock recorded
+//! about the client (identify, heartbeats, resumes, rate limits), what arrived on RabbitMQ
+//! (topology, bodies, properties, command routing) and what is in Redis.
+//!
+//! Modules, one job each:
+//! - [`contract`]: the environment variables and time limits an implementation is held to;
+//! - [`process`]: starting and stopping the implementation;
+//! - [`broker`]: AMQP as a worker uses it (lapin); [`management`]: the RabbitMQ HTTP API;
+//! - [`redis_store`]: Redis inspection; [`isolation`]: a vhost and a key prefix per scenario run;
+//! - [`profiles`]: each profile's contract from the worker's side; [`body`]: body decoding;
+//! - [`report`]: table, JSON and JUnit output;
+//! - [`gateway`]: the mock gateway adapter; [`scenario`]: the trait and context;
+//!   [`registry`]: the list; [`runner`]: scheduling and lifecycle; [`services`]: where RabbitMQ
+//!   and Redis come from.
+
+pub mod body;
+pub mod broker;
+pub mod contract;
+pub mod gateway;
+pub mod isolation;
+pub mod management;
+pub mod process;
+pub mod profiles;
+pub mod redis_store;
+pub mod registry;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod scenarios;
+pub mod services;
+pub mod worker;

@@ -8,8 +8,19 @@
 //! [`crate::shard::Action::RequestIdentify`] as [`IdentifyScheduler::request`] and each grant as
 //! `Shard::handle_identify_granted`), and does not limit RESUMEs (they do not count).
 //!
-//! Drive it like a shard: after `request`/`cancel`/`update_limit`, call `poll_grant(now)` until
-//! it returns `None`, then sleep until `poll_timeout()`.
+//! Drive it like a shard: after `request`/`cancel`/`update_limit`/`release`, call
+//! `poll_grant(now)` until it returns `None`, then sleep until `poll_timeout()`.
+//!
+//! # Unused grants
+//!
+//! A grant can reach a shard that no longer waits (its connection closed meanwhile, it resumed
+//! or stopped): `Shard::handle_identify_granted` then returns `false` and sends nothing. The
+//! runtime hands the slot back with [`IdentifyScheduler::release`], which restores the session
+//! start and frees the bucket, so the next waiting shard of that bucket may identify at once.
+//! Only a grant of this scheduler, released once, within [`RELEASE_WINDOW`] of being handed
+//! out and before the budget was refilled or replaced, is given back; anything else is ignored
+//! (the grant counts as used). So releases can never let more IDENTIFYs through than Discord
+//! allows, however late, repeated or mistaken they are.
 
 use std::collections::BTreeSet;
 use std::num::NonZeroU16;
@@ -20,6 +31,10 @@ pub const BUCKET_PERIOD: Duration = Duration::from_secs(5);
 
 /// How long a refilled session start budget lasts when Discord did not say (one day).
 pub const DEFAULT_RESET_PERIOD: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How long after a grant [`IdentifyScheduler::release`] can still give it back. Later, the
+/// grant counts as used (the bucket's period is over anyway).
+pub const RELEASE_WINDOW: Duration = BUCKET_PERIOD;
 
 /// `GET /gateway/bot`'s `session_start_limit`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -69,8 +84,26 @@ pub struct IdentifyScheduler {
     bucket_free_at: Vec<Option<Instant>>,
     /// Shard numbers waiting for a grant, served lowest first.
     waiting: BTreeSet<u32>,
+    /// Grants of the last [`RELEASE_WINDOW`] that may still be released (at most one per
+    /// bucket, since a bucket grants once per period).
+    recent: Vec<RecentGrant>,
+    /// Counts refills and limit updates: a release gives `remaining` back only within the
+    /// budget its grant was taken from.
+    budget_epoch: u64,
     /// The latest `now` seen.
     now: Instant,
+}
+
+/// A grant that [`IdentifyScheduler::release`] may still give back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RecentGrant {
+    shard: u32,
+    at: Instant,
+    /// The bucket it was granted in; `None` once the bucket count changed.
+    bucket: Option<usize>,
+    /// The bucket's `free_at` before the grant.
+    bucket_was: Option<Instant>,
+    budget_epoch: u64,
 }
 
 impl IdentifyScheduler {
@@ -85,6 +118,8 @@ impl IdentifyScheduler {
             reset_at: now + Duration::from_millis(limit.reset_after_ms),
             bucket_free_at: vec![None; usize::from(max_concurrency.get())],
             waiting: BTreeSet::new(),
+            recent: Vec::new(),
+            budget_epoch: 0,
             now,
         }
     }
@@ -110,7 +145,8 @@ impl IdentifyScheduler {
     }
 
     /// A scheduler continuing from a snapshot taken elsewhere, read at `now`. A bucket list of
-    /// the wrong length is padded (buckets free) or truncated.
+    /// the wrong length is padded (buckets free) or truncated. Grants made before the
+    /// snapshot can no longer be released.
     pub fn restore(snapshot: &IdentifySnapshot, now: Instant) -> Self {
         let max_concurrency = NonZeroU16::new(snapshot.max_concurrency).unwrap_or(NonZeroU16::MIN);
         let mut bucket_free_at: Vec<Option<Instant>> = snapshot
@@ -126,6 +162,8 @@ impl IdentifyScheduler {
             reset_at: now + Duration::from_millis(snapshot.reset_in_ms),
             bucket_free_at,
             waiting: snapshot.waiting.iter().copied().collect(),
+            recent: Vec::new(),
+            budget_epoch: 0,
             now,
         }
     }
@@ -141,10 +179,15 @@ impl IdentifyScheduler {
             let latest = self.bucket_free_at.iter().flatten().max().copied();
             self.bucket_free_at = vec![latest; usize::from(max_concurrency.get())];
             self.max_concurrency = max_concurrency;
+            for grant in &mut self.recent {
+                grant.bucket = None;
+            }
         }
         self.total = limit.total;
         self.remaining = limit.remaining;
         self.reset_at = now + Duration::from_millis(limit.reset_after_ms);
+        // Discord's numbers already leave out IDENTIFYs that were never sent.
+        self.budget_epoch += 1;
     }
 
     /// Shard `shard` asks to IDENTIFY. Asking again while waiting changes nothing.
@@ -172,9 +215,48 @@ impl IdentifyScheduler {
             .find(|&s| self.bucket_ready(s, now))?;
         self.waiting.remove(&shard);
         let bucket = self.bucket_index(shard);
+        self.forget_old_grants(now);
+        self.recent.push(RecentGrant {
+            shard,
+            at: now,
+            bucket: Some(bucket),
+            bucket_was: self.bucket_free_at[bucket],
+            budget_epoch: self.budget_epoch,
+        });
         self.bucket_free_at[bucket] = Some(now + BUCKET_PERIOD);
         self.remaining -= 1;
         Some(shard)
+    }
+
+    /// Gives back a grant that shard `shard` did not use (`Shard::handle_identify_granted`
+    /// returned `false`): the session start returns to `remaining` and the bucket is free
+    /// again, as if the grant had not happened. Returns whether the shard had a grant that can
+    /// still be given back (handed out within the last [`RELEASE_WINDOW`], not released yet);
+    /// `false` changes nothing. The session start is restored only if the budget was not
+    /// refilled or replaced since, and the bucket only if its count did not change and no
+    /// later grant used it (see the module docs). The shard is not queued again; it requests
+    /// anew when it needs to. Call `poll_grant` afterwards: a waiting shard of the bucket may
+    /// go now.
+    pub fn release(&mut self, now: Instant, shard: u32) -> bool {
+        let now = self.clock(now);
+        self.refill(now);
+        self.forget_old_grants(now);
+        let Some(index) = self.recent.iter().rposition(|g| g.shard == shard) else {
+            return false;
+        };
+        let grant = self.recent.swap_remove(index);
+        // Within one budget `remaining` only falls, so this restores at most what it had.
+        if grant.budget_epoch == self.budget_epoch {
+            self.remaining = self.remaining.saturating_add(1);
+        }
+        // Free the bucket only if nothing else took it since (same bucket count, and it
+        // still holds this grant's period).
+        if let Some(bucket) = grant.bucket
+            && self.bucket_free_at.get(bucket) == Some(&Some(grant.at + BUCKET_PERIOD))
+        {
+            self.bucket_free_at[bucket] = grant.bucket_was;
+        }
+        true
     }
 
     /// When `poll_grant` may next return a shard (never before the latest `now` seen);
@@ -245,7 +327,12 @@ impl IdentifyScheduler {
         if now >= self.reset_at {
             self.remaining = self.total;
             self.reset_at = now + DEFAULT_RESET_PERIOD;
+            self.budget_epoch += 1;
         }
+    }
+
+    fn forget_old_grants(&mut self, now: Instant) {
+        self.recent.retain(|g| now < g.at + RELEASE_WINDOW);
     }
 }
 
@@ -375,6 +462,57 @@ mod tests {
             vec![2, 3]
         );
         assert_eq!(r.snapshot(elsewhere).max_concurrency, 2);
+    }
+
+    #[test]
+    fn an_unused_grant_goes_back_to_the_next_shard_at_once() {
+        let t0 = crate::tests::epoch();
+        let mut s = IdentifyScheduler::new(limit(1, 1), t0);
+        s.request(t0, 0);
+        s.request(t0, 1);
+        assert_eq!(drain(&mut s, t0), vec![0]);
+        assert_eq!(s.remaining(), 0);
+        let t1 = t0 + Duration::from_millis(30);
+        assert!(s.release(t1, 0));
+        assert_eq!(s.remaining(), 1);
+        assert_eq!(s.bucket_free_at(0), None);
+        assert_eq!(s.poll_timeout(), Some(t1));
+        assert_eq!(drain(&mut s, t1), vec![1]);
+        assert_eq!(s.remaining(), 0);
+        assert_eq!(s.bucket_free_at(0), Some(t1 + BUCKET_PERIOD));
+        // Twice, or a shard never granted: nothing.
+        assert!(!s.release(t1, 0));
+        assert!(!s.release(t1, 9));
+        assert_eq!(s.remaining(), 0);
+        assert_eq!(s.bucket_free_at(0), Some(t1 + BUCKET_PERIOD));
+    }
+
+    #[test]
+    fn late_releases_and_releases_across_budgets_give_nothing_back() {
+        let t0 = crate::tests::epoch();
+        let mut s = IdentifyScheduler::new(limit(5, 2), t0);
+        s.request(t0, 0);
+        s.request(t0, 1);
+        assert_eq!(drain(&mut s, t0), vec![0, 1]);
+        assert_eq!(s.remaining(), 3);
+        // A fresh GET /gateway/bot already leaves the unsent IDENTIFY out: no double credit,
+        // but the bucket is still freed.
+        s.update_limit(t0, limit(4, 2));
+        assert!(s.release(t0 + Duration::from_secs(1), 1));
+        assert_eq!(s.remaining(), 4);
+        assert_eq!(s.bucket_free_at(1), None);
+        // Too late: the grant counts as used.
+        assert!(!s.release(t0 + RELEASE_WINDOW, 0));
+        assert_eq!(s.remaining(), 4);
+        assert_eq!(s.bucket_free_at(0), Some(t0 + BUCKET_PERIOD));
+        // After a change of bucket count the bucket stays blocked.
+        let t1 = t0 + Duration::from_secs(10);
+        s.request(t1, 2);
+        assert_eq!(drain(&mut s, t1), vec![2]);
+        s.update_limit(t1, limit(3, 4));
+        assert!(s.release(t1, 2));
+        assert_eq!(s.remaining(), 3);
+        assert_eq!(s.bucket_free_at(2), Some(t1 + BUCKET_PERIOD));
     }
 
     #[test]

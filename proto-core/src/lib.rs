@@ -10,14 +10,16 @@
 //! 4. Inputs are `handle_*`, outputs are `poll_*`, application requests are verbs, getters take
 //!    `&self`.
 //! 5. Drain after every mutation: after any `handle_*` or command, call `poll_action()` until it
-//!    returns `None`, then read `poll_timeout()` and call `handle_timeout` when it is reached.
+//!    returns `None` (and do each action), then `poll_event()` until it returns `None` (logs and
+//!    metrics only), then read `poll_timeout()` and call `handle_timeout` when it is reached.
 //!
 //! The runtimes (`runtime-tokio`, `runtime-async-std`) own the sockets, the timers and the broker
 //! and Redis clients; they do what the core's actions say and feed back what happened.
 //!
 //! Modules:
 //! - [`codec`]: transport decompression (zlib-stream, zstd-stream, payload zlib), JSON envelope
-//!   scanning and ETF-to-JSON conversion, with limits against hostile input.
+//!   scanning and ETF-to-JSON conversion, with limits against hostile input; JSON-to-ETF for
+//!   what `encoding=etf` connections send.
 //! - [`shard`]: one gateway connection's state machine.
 //! - [`profile`]: the broker wire contracts (topology, dispatch routing, command decoding).
 //! - [`command`]: validation of the gateway packets workers ask to send, for every profile.

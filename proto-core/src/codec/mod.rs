@@ -35,6 +35,7 @@
 
 mod envelope;
 mod etf;
+mod etf_encode;
 mod limits;
 mod payload;
 mod zlib;
@@ -43,6 +44,8 @@ mod zstd;
 use std::ops::Range;
 
 use bytes::Bytes;
+
+pub use etf_encode::{EtfEncodeError, json_to_etf};
 
 /// Transport compression negotiated in the gateway URL (`compress=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]

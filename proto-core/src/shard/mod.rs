@@ -14,23 +14,30 @@
 //!   [`Shard::queued_commands`], [`Shard::config`];
 //! - inputs: [`Shard::handle_connected`], [`Shard::handle_message`], [`Shard::handle_closed`],
 //!   [`Shard::handle_timeout`], [`Shard::handle_identify_granted`], [`Shard::handle_published`];
-//! - commands: [`Shard::send_command`], [`Shard::reconnect`], [`Shard::shutdown`];
-//! - outputs: [`Shard::poll_action`] (drain it after every input or command), then
-//!   [`Shard::poll_timeout`].
+//! - commands: [`Shard::send_command`], [`Shard::reconnect`], [`Shard::shutdown`],
+//!   [`Shard::take_queued_commands`];
+//! - outputs, in this order after every input or command: [`Shard::poll_action`] until `None`
+//!   (the runtime must do each), then [`Shard::poll_event`] until `None` (for logs and metrics;
+//!   nothing to do), then [`Shard::poll_timeout`].
 //!
 //! # What the runtime does with each action
 //! - [`Action::Connect`]: open a WebSocket to the URL; call `handle_connected` when it is open,
 //!   or `handle_closed(now, None)` if it fails (including a connect timeout).
-//! - [`Action::Send`]: write one frame. [`Action::Close`]: close the socket with that code (never
-//!   substitute 1000), then call `handle_closed` once it is closed.
+//! - [`Action::Send`]: write one frame, binary when [`ShardConfig::sends_binary`] (ETF), text
+//!   otherwise. [`Action::Close`]: close the socket with that code (never substitute 1000),
+//!   then call `handle_closed` once it is closed.
 //! - [`Action::RequestIdentify`]: ask the [`crate::identify::IdentifyScheduler`] for this
-//!   shard's number; call `handle_identify_granted` when it grants.
+//!   shard's number; call `handle_identify_granted` when it grants. When that returns `false`
+//!   the grant was not used: hand it back with [`crate::identify::IdentifyScheduler::release`].
 //! - [`Action::Publish`]: publish with confirms; call `handle_published(id)` on the confirm.
 //! - [`Action::PersistSession`]: store the snapshot (Redis). [`Action::Stopped`]: the shard is
-//!   finished; drop any socket still open (again without 1000/1001) and stop driving it.
+//!   finished; drop any socket still open (again without 1000/1001) and stop driving it, and
+//!   take the worker commands it never sent ([`Shard::take_queued_commands`]) to re-publish or
+//!   dead-letter them.
 
 mod close_code;
 mod confirms;
+mod events;
 mod heartbeat;
 mod packets;
 mod timers;
@@ -43,7 +50,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use crate::codec::{Compression, DecoderConfig, Encoding};
-use crate::codec::{Decoder, Payload};
+use crate::codec::{Decoder, EtfEncodeError, Payload};
 use crate::profile::{DispatchContext, Publication, Router};
 use crate::ratelimit::SendWindow;
 use crate::rng::SeededRng;
@@ -52,9 +59,11 @@ use crate::session::SessionSnapshot;
 use crate::sharding::ShardId;
 
 pub use close_code::{CloseReaction, close_code_name};
+pub use events::{EVENT_QUEUE_CAPACITY, ShardEvent};
 pub use timers::Timer;
 
 use confirms::Confirms;
+use events::EventQueue;
 use heartbeat::Heartbeat;
 use timers::TimerTable;
 
@@ -180,6 +189,12 @@ impl ShardConfig {
         let base = base.split('?').next().unwrap_or(base).trim_end_matches('/');
         format!("{base}{}", self.url_query())
     }
+
+    /// Whether every [`Action::Send`] of this shard is a binary WebSocket frame (ETF) rather
+    /// than a text frame (JSON). The runtime asks this instead of deciding from `encoding`.
+    pub fn sends_binary(&self) -> bool {
+        self.encoding == Encoding::Etf
+    }
 }
 
 /// A WebSocket close code the runtime must send.
@@ -196,7 +211,11 @@ pub enum Action {
         /// The full URL.
         url: String,
     },
-    /// Write one frame: text for JSON, binary for ETF.
+    /// Write one frame. The bytes are complete and final: JSON text on a JSON connection, an
+    /// uncompressed ETF term (version byte 131, binary keys) on an ETF connection. Send them
+    /// as a binary WebSocket frame exactly when [`ShardConfig::sends_binary`] is true
+    /// (`encoding` is [`Encoding::Etf`]), as a text frame otherwise. Every frame, worker
+    /// commands included, is at most [`MAX_COMMAND_BYTES`] as sent.
     Send(Bytes),
     /// Close the socket with this code; then call `handle_closed` once it is closed.
     Close(CloseCode),
@@ -292,6 +311,11 @@ pub enum UsageError {
     /// The shard is stopped or shutting down.
     #[error("shard is shutting down")]
     ShuttingDown,
+    /// The packet cannot be converted to this connection's encoding: on an ETF connection,
+    /// it is not valid JSON or an object repeats a key. (JSON connections send packets as
+    /// given and never return this.)
+    #[error("command cannot be encoded for the connection: {0}")]
+    Unencodable(EtfEncodeError),
 }
 
 /// Why the shard's latest connection ended (for logs and metrics).
@@ -362,6 +386,14 @@ impl Phase {
     }
 }
 
+/// A worker command waiting to be sent: the packet as given (returned by
+/// [`Shard::take_queued_commands`]) and the frame that goes on the wire.
+#[derive(Debug)]
+struct QueuedCommand {
+    packet: Bytes,
+    frame: Bytes,
+}
+
 /// One gateway connection's protocol state. Performs no I/O; see the module docs for the
 /// method groups and what the runtime does with each [`Action`].
 #[derive(Debug)]
@@ -378,7 +410,7 @@ pub struct Shard {
     last_seq: Option<u64>,
     heartbeat: Heartbeat,
     window: SendWindow,
-    commands: VecDeque<Bytes>,
+    commands: VecDeque<QueuedCommand>,
     confirms: Confirms,
     next_publish_id: u64,
     /// When the latest snapshot was emitted, and what it said.
@@ -386,13 +418,19 @@ pub struct Shard {
     timers: TimerTable,
     disconnect: Option<DisconnectReason>,
     out: VecDeque<Action>,
+    events: EventQueue,
 }
 
 impl Shard {
     /// A shard that will connect: queues [`Action::Connect`], to READY's resume URL when
     /// `config.session` holds a snapshot of this shard (the first connection then RESUMEs).
     pub fn new(config: ShardConfig, now: Instant) -> Self {
-        let presence = config.presence.as_deref().and_then(packets::parse_presence);
+        let presence = config
+            .presence
+            .as_deref()
+            .and_then(packets::parse_presence)
+            // On ETF it must also convert (no repeated keys); else it is left out like invalid JSON.
+            .filter(|p| packets::to_wire(config.encoding, Bytes::from(p.get().to_owned())).is_ok());
         let restored = config.session.clone().filter(|s| s.is_for(config.shard));
         let mut confirms = Confirms::default();
         confirms.new_session(restored.as_ref().map_or(0, |s| s.sequence));
@@ -417,6 +455,7 @@ impl Shard {
             timers: TimerTable::default(),
             disconnect: None,
             out: VecDeque::new(),
+            events: EventQueue::default(),
             config,
         };
         shard.connect();
@@ -490,7 +529,8 @@ impl Shard {
         self.unconfirmed() > self.config.max_unconfirmed
     }
 
-    /// Worker commands waiting for READY/RESUMED or the send window.
+    /// Worker commands waiting for READY/RESUMED or the send window (after a shutdown or a
+    /// fatal stop: the ones that will never be sent, see [`Shard::take_queued_commands`]).
     pub fn queued_commands(&self) -> usize {
         self.commands.len()
     }
@@ -594,11 +634,16 @@ impl Shard {
     }
 
     /// The identify scheduler granted this shard an IDENTIFY. Sends it if the shard is still
-    /// waiting for one on its current connection; a stale grant is ignored. Outputs: `Send`.
-    pub fn handle_identify_granted(&mut self, now: Instant) {
+    /// waiting for one on its current connection and returns `true`. A stale grant (the
+    /// connection it was asked for is gone, or the shard resumed, stopped or already
+    /// identified) is not used and returns `false`: the runtime should then give the slot back
+    /// with [`crate::identify::IdentifyScheduler::release`], or a session start of the daily
+    /// budget and the bucket's 5 s are wasted. (If the shard needs an IDENTIFY later it emits
+    /// a new [`Action::RequestIdentify`].) Outputs: `Send`.
+    pub fn handle_identify_granted(&mut self, now: Instant) -> bool {
         let now = self.clock(now);
         if self.phase != (Phase::Identifying { granted: false }) {
-            return;
+            return false;
         }
         let fields = packets::IdentifyFields {
             shard: self.config.shard,
@@ -609,6 +654,7 @@ impl Shard {
         let packet = packets::identify(&self.config.token, &fields);
         self.send_priority(now, packet);
         self.phase = Phase::Identifying { granted: true };
+        true
     }
 
     /// The broker confirmed a publication. Advances the confirmed sequence and, throttled,
@@ -628,15 +674,21 @@ impl Shard {
 
     // ----- commands -----
 
-    /// Queues a worker command (one JSON gateway packet) for sending under the rate limit.
-    /// It is sent at once when the shard is active and the window has room, otherwise it waits
-    /// (in order) for READY/RESUMED and the window. `Err` leaves the shard unchanged.
+    /// Queues a worker command (one JSON gateway packet, whatever the profile or the
+    /// connection's encoding) for sending under the rate limit. On an ETF connection it is
+    /// converted to ETF here, and the 4096-byte limit applies to the converted frame (the
+    /// bytes actually sent). It is sent at once when the shard is active and the window has
+    /// room, otherwise it waits (in order) for READY/RESUMED and the window. `Err` leaves the
+    /// shard unchanged: `ShuttingDown`, `Unencodable` (ETF only), `PayloadTooLarge`,
+    /// `QueueFull`, checked in that order.
     pub fn send_command(&mut self, now: Instant, packet: Bytes) -> Result<(), UsageError> {
         let now = self.clock(now);
         if matches!(self.phase, Phase::ShuttingDown | Phase::Stopped) {
             return Err(UsageError::ShuttingDown);
         }
-        if packet.len() > MAX_COMMAND_BYTES {
+        let frame = packets::to_wire(self.config.encoding, packet.clone())
+            .map_err(UsageError::Unencodable)?;
+        if frame.len() > MAX_COMMAND_BYTES {
             return Err(UsageError::PayloadTooLarge);
         }
         if self.commands.len() >= self.config.command_queue_capacity
@@ -646,7 +698,7 @@ impl Shard {
         {
             return Err(UsageError::QueueFull);
         }
-        self.commands.push_back(packet);
+        self.commands.push_back(QueuedCommand { packet, frame });
         self.flush_commands(now);
         Ok(())
     }
@@ -672,7 +724,9 @@ impl Shard {
     /// Stops for good, keeping the session resumable: closes with [`CloseCode::RESUME`],
     /// waits up to `shutdown_grace` for outstanding confirms (keep feeding `handle_published`
     /// and `handle_timeout`), then emits `PersistSession` (if there is a session) and
-    /// `Stopped(Shutdown)`. Queued commands are dropped.
+    /// `Stopped(Shutdown)`. Queued worker commands are not sent any more and not dropped
+    /// either: they stay until [`Shard::take_queued_commands`] takes them (at once, or when
+    /// `Stopped` arrives) so the runtime can re-publish or dead-letter them.
     pub fn shutdown(&mut self, now: Instant) {
         let now = self.clock(now);
         match self.phase {
@@ -686,7 +740,6 @@ impl Shard {
         }
         self.end_connection();
         self.timers.clear_all();
-        self.commands.clear();
         self.phase = Phase::ShuttingDown;
         if self.confirms.unconfirmed() == 0 {
             self.finish_shutdown();
@@ -694,6 +747,16 @@ impl Shard {
             self.timers
                 .set(Timer::ShutdownGrace, now + self.config.shutdown_grace);
         }
+    }
+
+    /// Removes and returns the worker commands not sent yet, oldest first, each exactly the
+    /// packet given to [`Shard::send_command`] (JSON, even on an ETF connection). After
+    /// [`Shard::shutdown`] or a fatal stop ([`Action::Stopped`]) they will never be sent:
+    /// take them then, to re-publish them for another process or dead-letter them. On a live
+    /// shard this cancels them. Outputs: none.
+    pub fn take_queued_commands(&mut self) -> Vec<Bytes> {
+        self.timers.clear(Timer::CommandWindow);
+        self.commands.drain(..).map(|c| c.packet).collect()
     }
 
     // ----- outputs -----
@@ -704,8 +767,18 @@ impl Shard {
         self.out.pop_front()
     }
 
+    /// The next noteworthy happening, for logs and metrics; the runtime need not act on it.
+    /// Drain it after `poll_action` returned `None` and before reading `poll_timeout`. Inputs
+    /// and commands add events ([`ShardEvent`] says which); at most
+    /// [`EVENT_QUEUE_CAPACITY`] wait, the oldest being discarded beyond that.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<ShardEvent> {
+        self.events.pop()
+    }
+
     /// When to call `handle_timeout` next (never earlier than the latest `now` seen). Any
-    /// input or command can change it; read it after draining `poll_action`.
+    /// input or command can change it; read it after draining `poll_action` and
+    /// `poll_event`.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next().map(|(_, at)| at.max(self.now))
@@ -729,7 +802,8 @@ impl Shard {
             11 => {
                 self.heartbeat.acked(now);
             }
-            _ => {} // Unknown opcodes are ignored, as twilight does.
+            // Unknown opcodes are ignored, as twilight does; the runtime may log them.
+            op => self.events.push(ShardEvent::UnknownOpcode { op }),
         }
     }
 
@@ -777,16 +851,27 @@ impl Shard {
                 let resume_url = ready
                     .resume_gateway_url
                     .unwrap_or_else(|| self.config.gateway_url.clone());
-                self.session = Some(Session {
+                let session = Session {
                     id: ready.session_id,
                     resume_url,
+                };
+                self.events.push(ShardEvent::Ready {
+                    session: session.clone(),
                 });
+                self.session = Some(session);
                 // A new session numbers its dispatches from scratch.
                 self.confirms.new_session(0);
                 new_session = true;
                 became_active = true;
             }
-            Some("RESUMED") => became_active = self.session.is_some(),
+            Some("RESUMED") => {
+                became_active = self.session.is_some();
+                if became_active {
+                    self.events.push(ShardEvent::Resumed {
+                        sequence: self.last_seq,
+                    });
+                }
+            }
             _ => {}
         }
         if became_active && self.phase.socket_open() {
@@ -808,7 +893,18 @@ impl Shard {
             shard: self.config.shard,
             session_id,
         };
-        match self.config.router.route_dispatch(&ctx, payload) {
+        let routed = self.config.router.try_route_dispatch(&ctx, payload);
+        let routed = routed.unwrap_or_else(|reason| {
+            // Not publishable (for example not transcodable to msgpack): handled as dropped,
+            // so the sequence still advances, and reported for the logs.
+            self.events.push(ShardEvent::DispatchDropped {
+                seq,
+                event: payload.event_name().unwrap_or_default().to_owned(),
+                reason,
+            });
+            None
+        });
+        match routed {
             Some(publication) => {
                 let id = self.next_publish_id;
                 self.next_publish_id += 1;
@@ -869,15 +965,29 @@ impl Shard {
         // so a server asking too often can never eat the permits of periodic heartbeats.
         if self.window.can_send_command(now) {
             self.window.record(now);
-            self.out
-                .push_back(Action::Send(packets::heartbeat(self.last_seq)));
+            let frame = self.own_frame(packets::heartbeat(self.last_seq));
+            self.out.push_back(Action::Send(frame));
             self.heartbeat.sent_requested(now);
         }
     }
 
     fn send_priority(&mut self, now: Instant, packet: Bytes) {
         self.window.record(now);
-        self.out.push_back(Action::Send(packet));
+        let frame = self.own_frame(packet);
+        self.out.push_back(Action::Send(frame));
+    }
+
+    /// The wire form of one of the shard's own packets (HEARTBEAT, IDENTIFY, RESUME). They
+    /// always convert: the shard writes them with serde, and a configured presence that would
+    /// not convert is left out in `new`.
+    fn own_frame(&self, packet: Bytes) -> Bytes {
+        match packets::to_wire(self.config.encoding, packet.clone()) {
+            Ok(frame) => frame,
+            Err(e) => {
+                debug_assert!(false, "the shard's own packet does not convert: {e}");
+                packet
+            }
+        }
     }
 
     fn flush_commands(&mut self, now: Instant) {
@@ -886,9 +996,9 @@ impl Shard {
             return;
         }
         while !self.commands.is_empty() && self.window.can_send_command(now) {
-            if let Some(packet) = self.commands.pop_front() {
+            if let Some(command) = self.commands.pop_front() {
                 self.window.record(now);
-                self.out.push_back(Action::Send(packet));
+                self.out.push_back(Action::Send(command.frame));
             }
         }
         if !self.commands.is_empty()
@@ -959,6 +1069,14 @@ impl Shard {
     fn schedule_reconnect(&mut self, now: Instant, min_delay: Duration) {
         self.attempts = self.attempts.saturating_add(1);
         let delay = self.backoff(self.attempts).max(min_delay);
+        if let Some(reason) = self.disconnect.clone() {
+            self.events.push(ShardEvent::Reconnecting {
+                reason,
+                attempt: self.attempts,
+                delay,
+                resume: self.session.is_some(),
+            });
+        }
         if delay.is_zero() {
             self.connect();
         } else {
@@ -1000,8 +1118,8 @@ impl Shard {
     }
 
     fn stop(&mut self, reason: StopReason) {
+        // Queued commands stay for `take_queued_commands`; nothing sends them any more.
         self.timers.clear_all();
-        self.commands.clear();
         self.phase = Phase::Stopped;
         self.out.push_back(Action::Stopped(reason));
     }

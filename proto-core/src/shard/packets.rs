@@ -1,5 +1,6 @@
-//! The JSON the shard writes (HEARTBEAT, IDENTIFY, RESUME) and the few fields it reads from
-//! HELLO, READY and INVALID_SESSION.
+//! The JSON the shard writes (HEARTBEAT, IDENTIFY, RESUME), the bytes it puts on the wire for
+//! any packet (JSON as is, or ETF), and the few fields it reads from HELLO, READY and
+//! INVALID_SESSION.
 //!
 //! Owns: exact wire shapes of the gateway's own packets. Does not decide when to send them, and
 //! never touches dispatch bodies (those are published as received).
@@ -8,6 +9,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::codec::{Encoding, EtfEncodeError, json_to_etf};
 use crate::secret::Secret;
 use crate::sharding::ShardId;
 
@@ -94,9 +96,25 @@ pub(crate) fn resume(token: &Secret, session_id: &str, seq: u64) -> Bytes {
     )
 }
 
-/// Whether a frame the shard sends carries the token (its own IDENTIFY or RESUME, which
-/// always start with the opcode), so logs must not show it.
+/// The bytes that go on the wire for a JSON packet: the packet itself on a JSON connection,
+/// its ETF form (binary keys, never compressed) on an ETF connection.
+pub(crate) fn to_wire(encoding: Encoding, packet: Bytes) -> Result<Bytes, EtfEncodeError> {
+    match encoding {
+        Encoding::Json => Ok(packet),
+        Encoding::Etf => json_to_etf(&packet).map(Bytes::from),
+    }
+}
+
+/// How the ETF form of `{"op":N,...}` starts: a map, then the binary key `op`, then N as a
+/// small integer (the encoder keeps the key order, and the shard writes `op` first).
+const ETF_OP_PREFIX: [u8; 14] = [131, 116, 0, 0, 0, 2, 109, 0, 0, 0, 2, b'o', b'p', 97];
+
+/// Whether a frame the shard sends carries the token (its own IDENTIFY or RESUME, in JSON or
+/// ETF, which always start with the opcode), so logs must not show it.
 pub(crate) fn carries_token(frame: &[u8]) -> bool {
+    if let Some(rest) = frame.strip_prefix(&ETF_OP_PREFIX[..]) {
+        return matches!(rest.first(), Some(2 | 6));
+    }
     frame.starts_with(br#"{"op":2,"#) || frame.starts_with(br#"{"op":6,"#)
 }
 
@@ -191,6 +209,33 @@ mod tests {
         assert!(carries_token(&identify(&Secret::new("t"), &fields)));
         assert!(carries_token(&resume(&Secret::new("t"), "s", 1)));
         assert!(!carries_token(&heartbeat(Some(1))));
+        let etf = |packet: Bytes| to_wire(Encoding::Etf, packet).expect("encodes");
+        assert!(carries_token(&etf(identify(&Secret::new("t"), &fields))));
+        assert!(carries_token(&etf(resume(&Secret::new("t"), "s", 1))));
+        assert!(!carries_token(&etf(heartbeat(Some(1)))));
+        assert!(!carries_token(&etf(Bytes::from_static(
+            br#"{"op":3,"d":{}}"#
+        ))));
+    }
+
+    #[test]
+    fn etf_wire_form_decodes_to_the_packet() {
+        let packet = resume(&Secret::new("t"), "abc", 300);
+        let json = to_wire(Encoding::Json, packet.clone()).expect("json");
+        assert_eq!(json, packet);
+        let etf = to_wire(Encoding::Etf, packet).expect("etf");
+        assert_eq!(etf[0], 131);
+        let mut decoder = crate::codec::Decoder::new(crate::codec::DecoderConfig {
+            compression: crate::codec::Compression::None,
+            encoding: Encoding::Etf,
+            max_payload: 1 << 20,
+        });
+        let payload = decoder.decode(&etf, true).expect("decodes").expect("whole");
+        assert_eq!(payload.op, 6);
+        assert_eq!(
+            payload.data(),
+            br#"{"token":"t","session_id":"abc","seq":300}"#
+        );
     }
 
     #[test]

@@ -204,3 +204,54 @@ fn commands_after_shutdown_are_refused() {
     sim.drain();
     assert!(sim.saw(|a| matches!(a, Action::Stopped(_))));
 }
+
+#[test]
+fn shutdown_hands_back_the_commands_it_never_sent() {
+    let mut sim = Sim::new(38);
+    let now = sim.now;
+    let packets: Vec<Bytes> = (0..3).map(command).collect();
+    for p in &packets {
+        sim.shard.send_command(now, p.clone()).expect("queued");
+    }
+    sim.drain();
+    sim.shard.shutdown(now);
+    sim.drain();
+    assert!(sim.saw(|a| matches!(a, Action::Stopped(_))));
+    // Frozen, not dropped: nothing sends them, the runtime takes them.
+    assert_eq!(sim.shard.queued_commands(), 3);
+    sim.advance(Duration::from_secs(60));
+    assert_eq!(sim.shard.take_queued_commands(), packets);
+    assert_eq!(sim.shard.queued_commands(), 0);
+    assert!(sim.shard.take_queued_commands().is_empty());
+    assert_eq!(sim.gw.sent_ops(3).count(), 0);
+}
+
+#[test]
+fn a_fatal_close_hands_back_the_commands_too() {
+    let mut sim = Sim::new(39);
+    sim.gw.token = "another".into();
+    let now = sim.now;
+    sim.shard.send_command(now, command(1)).expect("queued");
+    sim.advance(Duration::from_secs(60));
+    assert_eq!(sim.shard.state(), ShardState::FatallyClosed);
+    assert_eq!(sim.shard.take_queued_commands(), vec![command(1)]);
+}
+
+#[test]
+fn taken_commands_are_the_json_given_even_on_etf() {
+    let mut config = test_config(40);
+    config.encoding = crate::codec::Encoding::Etf;
+    let mut sim = Sim::with_config(config, 40);
+    sim.gw.etf = true;
+    let now = sim.now;
+    sim.shard.send_command(now, command(1)).expect("queued");
+    sim.shard.send_command(now, command(2)).expect("queued");
+    // On a live shard, taking them cancels them.
+    assert_eq!(
+        sim.shard.take_queued_commands(),
+        vec![command(1), command(2)]
+    );
+    sim.until_active();
+    assert_eq!(sim.gw.sent_ops(3).count(), 0);
+    assert!(sim.gw.violations.is_empty(), "{:?}", sim.gw.violations);
+}

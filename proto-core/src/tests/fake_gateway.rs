@@ -1,8 +1,10 @@
 //! A sans-IO fake of Discord's gateway that answers the shard's actions like Discord does.
 //!
 //! Owns: sessions (id, event log for replay), per-connection protocol checks (nothing before
-//! IDENTIFY/RESUME, one IDENTIFY, 4096-byte limit, 120 frames per 60 s) and scheduled
-//! deliveries with a fixed latency. Does not drive the shard (the [`super::sim::Sim`] does).
+//! IDENTIFY/RESUME, one IDENTIFY, 4096-byte limit, 120 frames per 60 s, on `encoding=etf`
+//! only uncompressed ETF with binary keys) and scheduled deliveries with a fixed latency, in
+//! JSON or ETF, optionally zlib-stream compressed. Does not drive the shard (the
+//! [`super::sim::Sim`] does).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -20,9 +22,10 @@ pub(crate) enum Delivery {
     Connected,
     /// One text message.
     Message(Bytes),
-    /// One binary message: a piece of the connection's zlib stream carrying `plain`.
-    Compressed {
-        /// The payload before compression (for the log).
+    /// One binary message carrying the JSON payload `plain`: as ETF, or as a piece of the
+    /// connection's zlib stream, or both.
+    Binary {
+        /// The payload as JSON (for the log).
         plain: Bytes,
         /// The bytes on the wire.
         wire: Bytes,
@@ -73,6 +76,8 @@ pub(crate) struct FakeGateway {
     pub(crate) token: String,
     /// Send every message as `compress=zlib-stream` does (one deflate stream per connection).
     pub(crate) zlib_stream: bool,
+    /// Speak `encoding=etf`: send ETF (binary frames) and accept only ETF from the client.
+    pub(crate) etf: bool,
     deflate: Option<flate2::Compress>,
     rng: SeededRng,
     sessions: HashMap<String, GwSession>,
@@ -106,6 +111,7 @@ impl FakeGateway {
             reject_resumes: false,
             token: "test-token".into(),
             zlib_stream: false,
+            etf: false,
             deflate: None,
             rng: SeededRng::new(seed ^ 0xFA4E),
             sessions: HashMap::new(),
@@ -141,27 +147,42 @@ impl FakeGateway {
             return None;
         }
         let (_, _, delivery) = self.queue.pop_front()?;
+        let Delivery::Message(plain) = delivery else {
+            return Some(delivery);
+        };
+        if !self.etf && self.deflate.is_none() {
+            return Some(Delivery::Message(plain));
+        }
+        let payload = if self.etf {
+            let value: Value = serde_json::from_slice(&plain).expect("the gateway writes JSON");
+            let mut etf = vec![131];
+            server_etf::term(&value, true, &mut etf);
+            etf
+        } else {
+            plain.to_vec()
+        };
         // Compress at delivery time, so the stream is in the order the shard reads it.
-        match (delivery, self.deflate.as_mut()) {
-            (Delivery::Message(plain), Some(deflate)) => {
+        let wire = match self.deflate.as_mut() {
+            Some(deflate) => {
                 let mut wire = Vec::new();
                 let mut offset = 0;
                 // Sync-flush every payload, as Discord does: it then ends with 00 00 ff ff.
-                while offset < plain.len() || !wire.ends_with(&[0, 0, 0xff, 0xff]) {
-                    wire.reserve(plain.len() + 64);
+                while offset < payload.len() || !wire.ends_with(&[0, 0, 0xff, 0xff]) {
+                    wire.reserve(payload.len() + 64);
                     let before = deflate.total_in();
                     deflate
-                        .compress_vec(&plain[offset..], &mut wire, flate2::FlushCompress::Sync)
+                        .compress_vec(&payload[offset..], &mut wire, flate2::FlushCompress::Sync)
                         .expect("deflate");
                     offset += usize::try_from(deflate.total_in() - before).unwrap_or(0);
                 }
-                Some(Delivery::Compressed {
-                    plain,
-                    wire: Bytes::from(wire),
-                })
+                wire
             }
-            (delivery, _) => Some(delivery),
-        }
+            None => payload,
+        };
+        Some(Delivery::Binary {
+            plain,
+            wire: Bytes::from(wire),
+        })
     }
 
     fn schedule(&mut self, at: Instant, conn: u32, d: Delivery) {
@@ -284,10 +305,15 @@ impl FakeGateway {
             // The server already closed; the shard has not heard yet. The frame is lost.
             return;
         };
-        let value: Value = match serde_json::from_slice(bytes) {
+        let decoded = if self.etf {
+            client_etf::decode(bytes)
+        } else {
+            serde_json::from_slice(bytes).map_err(|e| e.to_string())
+        };
+        let value: Value = match decoded {
             Ok(v) => v,
-            Err(_) => {
-                self.violations.push("undecodable frame".into());
+            Err(e) => {
+                self.violations.push(format!("undecodable frame: {e}"));
                 return self.close(now, Some(4002));
             }
         };
@@ -408,5 +434,127 @@ impl FakeGateway {
     /// Frames the shard sent with this opcode.
     pub(crate) fn sent_ops(&self, op: u64) -> impl Iterator<Item = &SentFrame> {
         self.sent.iter().filter(move |f| f.op == op)
+    }
+}
+
+/// What Discord sends on `encoding=etf`, written by hand (not with the shard's encoder):
+/// envelope keys as atoms, other keys as binaries, `null` as the atom `nil`, integers beyond
+/// 32 bits as SMALL_BIG, strings as binaries.
+mod server_etf {
+    use serde_json::Value;
+
+    fn atom(name: &str, out: &mut Vec<u8>) {
+        out.push(100); // ATOM_EXT
+        out.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        out.extend_from_slice(name.as_bytes());
+    }
+
+    fn binary(s: &str, out: &mut Vec<u8>) {
+        out.push(109);
+        out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+
+    /// One term; `envelope` marks the top-level payload, whose keys are atoms.
+    pub(super) fn term(value: &Value, envelope: bool, out: &mut Vec<u8>) {
+        match value {
+            Value::Null => atom("nil", out),
+            Value::Bool(b) => atom(if *b { "true" } else { "false" }, out),
+            Value::Number(n) => {
+                if let Some(v) = n.as_i64().and_then(|v| i32::try_from(v).ok()) {
+                    out.push(98);
+                    out.extend_from_slice(&v.to_be_bytes());
+                } else if let Some(v) = n.as_u64() {
+                    out.extend_from_slice(&[110, 8, 0]);
+                    out.extend_from_slice(&v.to_le_bytes());
+                } else if let Some(v) = n.as_i64() {
+                    out.extend_from_slice(&[110, 8, 1]);
+                    out.extend_from_slice(&v.unsigned_abs().to_le_bytes());
+                } else {
+                    out.push(70);
+                    out.extend_from_slice(&n.as_f64().unwrap_or(0.0).to_be_bytes());
+                }
+            }
+            Value::String(s) => binary(s, out),
+            Value::Array(items) if items.is_empty() => out.push(106),
+            Value::Array(items) => {
+                out.push(108);
+                out.extend_from_slice(&(items.len() as u32).to_be_bytes());
+                for item in items {
+                    term(item, false, out);
+                }
+                out.push(106);
+            }
+            Value::Object(members) => {
+                out.push(116);
+                out.extend_from_slice(&(members.len() as u32).to_be_bytes());
+                for (key, value) in members {
+                    if envelope {
+                        atom(key, out);
+                    } else {
+                        binary(key, out);
+                    }
+                    term(value, false, out);
+                }
+            }
+        }
+    }
+}
+
+/// Reads what a client sends on `encoding=etf` as strictly as Discord: version 131, no
+/// compressed terms, binary map keys only (an atom key is a 4002), no atoms but
+/// `true`/`false`/`nil`. Uses the `eetf` crate, independent of the shard's own codec.
+mod client_etf {
+    use eetf::Term;
+    use serde_json::{Map, Value};
+
+    pub(super) fn decode(bytes: &[u8]) -> Result<Value, String> {
+        match bytes {
+            [131, 80, ..] => return Err("compressed ETF".into()),
+            [131, ..] => {}
+            _ => return Err("not ETF (no version byte 131)".into()),
+        }
+        let term = Term::decode(bytes).map_err(|e| e.to_string())?;
+        json(term)
+    }
+
+    fn json(term: Term) -> Result<Value, String> {
+        Ok(match term {
+            Term::Atom(a) => match a.name.as_str() {
+                "nil" => Value::Null,
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                other => return Err(format!("atom value {other}")),
+            },
+            Term::FixInteger(i) => Value::from(i.value),
+            Term::BigInteger(b) => {
+                let v: i128 = b.value.to_string().parse().map_err(|_| "huge integer")?;
+                if let Ok(v) = u64::try_from(v) {
+                    Value::from(v)
+                } else {
+                    Value::from(i64::try_from(v).map_err(|_| "huge integer")?)
+                }
+            }
+            Term::Float(f) => Value::from(f.value),
+            Term::Binary(b) => {
+                Value::String(String::from_utf8(b.bytes).map_err(|_| "binary not UTF-8")?)
+            }
+            Term::ByteList(l) => Value::Array(l.bytes.into_iter().map(Value::from).collect()),
+            Term::List(l) => {
+                Value::Array(l.elements.into_iter().map(json).collect::<Result<_, _>>()?)
+            }
+            Term::Map(m) => {
+                let mut object = Map::new();
+                for (k, v) in m.map {
+                    let Term::Binary(k) = k else {
+                        return Err(format!("map key {k} is not a binary"));
+                    };
+                    let k = String::from_utf8(k.bytes).map_err(|_| "key not UTF-8")?;
+                    object.insert(k, json(v)?);
+                }
+                Value::Object(object)
+            }
+            other => return Err(format!("unexpected term {other}")),
+        })
     }
 }

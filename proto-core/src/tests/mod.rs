@@ -1,6 +1,8 @@
 //! Deterministic tests of the core: a simulated gateway, scenarios and property tests.
 
 mod commands;
+mod etf;
+mod events;
 mod fake_gateway;
 mod handshake;
 mod lifecycle;

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::Value;
 
-use crate::identify::{BUCKET_PERIOD, IdentifyScheduler, SessionStartLimit};
+use crate::identify::{BUCKET_PERIOD, IdentifyScheduler, RELEASE_WINDOW, SessionStartLimit};
 use crate::shard::{Action, UsageError};
 
 use super::sim::{Logged, Sim};
@@ -91,7 +91,12 @@ fn apply(sim: &mut Sim, op: &Op) {
         Op::Commands { count, size } => {
             for _ in 0..*count {
                 let packet = command(*size);
-                let len = packet.len();
+                // The limit applies to the bytes sent: the ETF form on an ETF connection.
+                let len = if sim.shard.config().sends_binary() {
+                    crate::codec::json_to_etf(&packet).expect("encodes").len()
+                } else {
+                    packet.len()
+                };
                 let queued = sim.shard.queued_commands();
                 match sim.shard.send_command(now, packet) {
                     Ok(()) => assert!(len <= 4096),
@@ -100,6 +105,7 @@ fn apply(sim: &mut Sim, op: &Op) {
                         assert_eq!(queued, sim.shard.config().command_queue_capacity)
                     }
                     Err(UsageError::ShuttingDown) => {}
+                    Err(UsageError::Unencodable(e)) => panic!("valid JSON refused: {e}"),
                 }
             }
         }
@@ -122,8 +128,19 @@ fn apply(sim: &mut Sim, op: &Op) {
     sim.drain();
 }
 
-fn op_of(bytes: &[u8]) -> Option<(u64, Value)> {
-    let v: Value = serde_json::from_slice(bytes).ok()?;
+/// The opcode and `d` of a frame the shard sent (JSON text, or ETF when `etf`).
+fn op_of(bytes: &[u8], etf: bool) -> Option<(u64, Value)> {
+    let v: Value = if etf {
+        let mut decoder = crate::codec::Decoder::new(crate::codec::DecoderConfig {
+            compression: crate::codec::Compression::None,
+            encoding: crate::codec::Encoding::Etf,
+            max_payload: 1 << 20,
+        });
+        let payload = decoder.decode(bytes, true).ok()??;
+        serde_json::from_slice(&payload.bytes).ok()?
+    } else {
+        serde_json::from_slice(bytes).ok()?
+    };
     Some((v["op"].as_u64()?, v["d"].clone()))
 }
 
@@ -140,6 +157,7 @@ fn check(sim: &Sim, interval: Duration) {
     let mut last_s: Option<u64> = None;
     let mut stopped = false;
     let mut last_received_op: Option<u8> = None;
+    let etf = sim.shard.config().sends_binary();
 
     let close_connection =
         |hello_at: &mut Option<Duration>, last_periodic: &mut Option<Duration>, at: Duration| {
@@ -165,7 +183,7 @@ fn check(sim: &Sim, interval: Duration) {
                 last_s = *seq;
             }
             Logged::Connected => open = true,
-            Logged::Timeout | Logged::Granted | Logged::Confirmed => {}
+            Logged::Timeout | Logged::Granted { .. } | Logged::Confirmed => {}
             Logged::Received { op, s, flag } => {
                 last_received_op = Some(*op);
                 if *op == 9 && *flag != Some(true) && open {
@@ -209,7 +227,7 @@ fn check(sim: &Sim, interval: Duration) {
                     }
                     Action::Send(bytes) => {
                         sends[conn].push(at);
-                        let (op, d) = op_of(bytes).expect("the shard sends JSON");
+                        let (op, d) = op_of(bytes, etf).expect("the shard sends its encoding");
                         match op {
                             6 => assert_eq!(
                                 d["seq"].as_u64(),
@@ -281,13 +299,17 @@ fn cases(default: u32) -> u32 {
         .unwrap_or(default)
 }
 
-fn run(seed: u64, interval_ms: u64, zlib: bool, ops: &[Op]) {
+fn run(seed: u64, interval_ms: u64, zlib: bool, etf: bool, ops: &[Op]) {
     let mut config = super::sim::test_config(seed);
     if zlib {
         config.compression = crate::codec::Compression::ZlibStream;
     }
+    if etf {
+        config.encoding = crate::codec::Encoding::Etf;
+    }
     let mut sim = Sim::with_config(config, seed);
     sim.gw.zlib_stream = zlib;
+    sim.gw.etf = etf;
     sim.gw.heartbeat_interval_ms = interval_ms;
     for op in ops {
         apply(&mut sim, op);
@@ -304,9 +326,10 @@ proptest! {
         seed: u64,
         interval_ms in prop::sample::select(vec![1_000u64, 5_000, 41_250, 45_000]),
         zlib: bool,
+        etf: bool,
         ops in prop::collection::vec(op(), 1..40),
     ) {
-        run(seed, interval_ms, zlib, &ops);
+        run(seed, interval_ms, zlib, etf, &ops);
     }
 }
 
@@ -379,13 +402,167 @@ proptest! {
     }
 }
 
+#[derive(Clone, Debug)]
+enum ReleaseOp {
+    Request(u32),
+    Cancel(u32),
+    Advance(u32),
+    Refresh {
+        remaining: u32,
+        concurrency: u16,
+    },
+    /// Give back the latest grant (what a runtime does when a shard did not use it).
+    ReleaseLatest,
+    /// Give back an arbitrary shard's grant: late, repeated or never granted.
+    ReleaseAny(u32),
+}
+
+fn release_op() -> impl Strategy<Value = ReleaseOp> {
+    prop_oneof![
+        6 => (0u32..16).prop_map(ReleaseOp::Request),
+        1 => (0u32..16).prop_map(ReleaseOp::Cancel),
+        5 => (0u32..7_000).prop_map(ReleaseOp::Advance),
+        1 => (0u32..6, 1u16..4).prop_map(|(remaining, concurrency)| ReleaseOp::Refresh { remaining, concurrency }),
+        4 => Just(ReleaseOp::ReleaseLatest),
+        2 => (0u32..16).prop_map(ReleaseOp::ReleaseAny),
+    ]
+}
+
+/// One grant, as the test's model sees it.
+struct ModelGrant {
+    at: std::time::Instant,
+    shard: u32,
+    concurrency: u16,
+    budget: usize,
+    released_at: Option<std::time::Instant>,
+    /// The budget current when it was released.
+    released_in: Option<usize>,
+}
+
+proptest! {
+    /// Releases give unused grants back, but grants handed out never exceed the budget's
+    /// `remaining` plus the grants given back from that budget, and a bucket is only reused
+    /// within 5 s when the earlier grant was given back.
+    #[test]
+    fn released_grants_never_let_more_identifies_through(
+        remaining in 0u32..8,
+        concurrency in 1u16..4,
+        reset_after_ms in 0u64..40_000,
+        ops in prop::collection::vec(release_op(), 1..100),
+    ) {
+        let t0 = super::epoch();
+        let limit = SessionStartLimit { total: 8, remaining, reset_after_ms, max_concurrency: concurrency };
+        let mut s = IdentifyScheduler::new(limit, t0);
+        let mut now = t0;
+        // Per budget (initial, each refill, each refresh): the `remaining` it started with.
+        let mut budgets: Vec<u32> = vec![remaining];
+        let mut grants: Vec<ModelGrant> = Vec::new();
+        for op in &ops {
+            let reset_before = s.reset_at();
+            let mut refreshed = false;
+            match op {
+                ReleaseOp::Request(shard) => s.request(now, *shard),
+                ReleaseOp::Cancel(shard) => s.cancel(*shard),
+                ReleaseOp::Advance(ms) => now += Duration::from_millis(u64::from(*ms)),
+                ReleaseOp::Refresh { remaining, concurrency } => {
+                    s.update_limit(now, SessionStartLimit {
+                        total: 8, remaining: *remaining, reset_after_ms: 30_000, max_concurrency: *concurrency,
+                    });
+                    budgets.push(*remaining);
+                    refreshed = true;
+                }
+                ReleaseOp::ReleaseLatest | ReleaseOp::ReleaseAny(_) => {
+                    let shard = match op {
+                        ReleaseOp::ReleaseAny(shard) => *shard,
+                        _ => match grants.last() {
+                            Some(g) => g.shard,
+                            None => continue,
+                        },
+                    };
+                    let given_back = s.release(now, shard);
+                    if s.reset_at() != reset_before {
+                        budgets.push(s.total()); // refilled inside `release`
+                    }
+                    let releasable = grants.iter_mut().rev().find(|g| {
+                        g.shard == shard && g.released_at.is_none() && now < g.at + RELEASE_WINDOW
+                    });
+                    match releasable {
+                        Some(g) => {
+                            prop_assert!(given_back, "a fresh unused grant was refused");
+                            g.released_at = Some(now);
+                            g.released_in = Some(budgets.len() - 1);
+                        }
+                        None => prop_assert!(!given_back, "released shard {} without a grant", shard),
+                    }
+                }
+            }
+            if !refreshed && s.reset_at() != reset_before {
+                budgets.push(s.total());
+            }
+            let reset_before = s.reset_at();
+            let mut handed = Vec::new();
+            while let Some(shard) = s.poll_grant(now) {
+                handed.push(shard);
+            }
+            if s.reset_at() != reset_before {
+                budgets.push(s.total()); // refilled inside `poll_grant`, before granting
+            }
+            for shard in handed {
+                grants.push(ModelGrant {
+                    at: now,
+                    shard,
+                    concurrency: s.max_concurrency().get(),
+                    budget: budgets.len() - 1,
+                    released_at: None,
+                    released_in: None,
+                });
+            }
+            // The budget: grants handed out never exceed remaining + released (released while
+            // that budget was still current: a refill or refresh already counts them).
+            for (budget, start) in budgets.iter().enumerate() {
+                let handed = grants.iter().filter(|g| g.budget == budget).count();
+                let released = grants
+                    .iter()
+                    .filter(|g| g.budget == budget && g.released_in == Some(budget))
+                    .count();
+                prop_assert!(
+                    handed <= *start as usize + released,
+                    "budget {}: {} grants, {} remaining, {} released", budget, handed, start, released
+                );
+            }
+            if let Some(t) = s.poll_timeout() {
+                prop_assert!(t > now, "timeout at now but nothing granted");
+            }
+        }
+        // A bucket grants twice within 5 s only if the first grant was given back first.
+        for (i, g1) in grants.iter().enumerate() {
+            for g2 in &grants[i + 1..] {
+                let same_bucket = g1.concurrency == g2.concurrency
+                    && g1.shard % u32::from(g1.concurrency) == g2.shard % u32::from(g2.concurrency);
+                if same_bucket && g2.at - g1.at < BUCKET_PERIOD {
+                    prop_assert!(
+                        g1.released_at.is_some_and(|r| r <= g2.at),
+                        "bucket reused after {:?} without a release", g2.at - g1.at
+                    );
+                }
+            }
+        }
+    }
+}
+
 // ----- pinned shrunk failures -----
 
 /// Found by `shard_keeps_its_invariants`: the server drops the connection while a heartbeat is
 /// on its way. The heartbeat is lost on the dead socket; the shard must still resume cleanly.
 #[test]
 fn pinned_server_drop_races_a_heartbeat() {
-    run(0, 1_000, false, &[Op::Run(934), Op::ServerClose(None)]);
+    run(
+        0,
+        1_000,
+        false,
+        false,
+        &[Op::Run(934), Op::ServerClose(None)],
+    );
 }
 
 /// Found by `shard_keeps_its_invariants`: a zombie connection resumes, the server rejects the
@@ -396,6 +573,7 @@ fn pinned_rejected_resume_forgets_the_sequence() {
     run(
         33_557_095_785,
         1_000,
+        false,
         false,
         &[Op::RejectResumes(true), Op::DropAcks(true), Op::Run(33_290)],
     );
@@ -410,6 +588,7 @@ fn pinned_restart_then_invalid_session_before_hello() {
     run(
         0,
         1_000,
+        false,
         false,
         &[
             Op::Run(160),

@@ -11,7 +11,7 @@ use crate::codec::Compression;
 use crate::profile::Router;
 use crate::secret::Secret;
 use crate::session::SessionSnapshot;
-use crate::shard::{Action, PublishId, Shard, ShardConfig, ShardState};
+use crate::shard::{Action, PublishId, Shard, ShardConfig, ShardEvent, ShardState};
 use crate::sharding::ShardId;
 
 use super::fake_gateway::{Delivery, FakeGateway, GATEWAY_URL};
@@ -46,8 +46,8 @@ pub(crate) enum Logged {
     Closed(Option<u16>),
     /// `handle_timeout`.
     Timeout,
-    /// `handle_identify_granted`.
-    Granted,
+    /// `handle_identify_granted`, and whether the shard used the grant.
+    Granted { used: bool },
     /// `handle_published`.
     Confirmed,
     /// An action of the shard.
@@ -72,6 +72,8 @@ pub(crate) struct Sim {
     pub(crate) trace: Vec<(Duration, Action)>,
     /// Inputs and actions, in order, with the time since the epoch.
     pub(crate) log: Vec<(Duration, Logged)>,
+    /// Every event (`poll_event`), with the time since the epoch.
+    pub(crate) events: Vec<(Duration, ShardEvent)>,
     /// How long the identify scheduler takes to grant.
     pub(crate) grant_delay: Duration,
     /// Confirm publications automatically after this delay (`None`: never).
@@ -97,6 +99,7 @@ impl Sim {
             gw: FakeGateway::new(seed),
             trace: Vec::new(),
             log: Vec::new(),
+            events: Vec::new(),
             grant_delay: Duration::from_millis(10),
             confirm_delay: Some(Duration::from_millis(5)),
             runtime: VecDeque::new(),
@@ -135,7 +138,8 @@ impl Sim {
         self.runtime.insert(pos, (at, ev));
     }
 
-    /// The runtime's loop minus sockets: hands every action to the gateway or fake runtime.
+    /// The runtime's loop minus sockets: hands every action to the gateway or fake runtime,
+    /// then collects the events, in the documented order.
     pub(crate) fn drain(&mut self) {
         while let Some(action) = self.shard.poll_action() {
             match &action {
@@ -152,6 +156,9 @@ impl Sim {
             self.gw.accept(self.now, &action);
             self.log.push((self.elapsed(), Logged::Did(action.clone())));
             self.trace.push((self.elapsed(), action));
+        }
+        while let Some(event) = self.shard.poll_event() {
+            self.events.push((self.elapsed(), event));
         }
         if let Some(t) = self.shard.poll_timeout() {
             assert!(
@@ -223,7 +230,7 @@ impl Sim {
                     self.shard.handle_connected(now);
                 }
                 Delivery::Message(bytes) => self.deliver(&bytes),
-                Delivery::Compressed { plain, wire } => {
+                Delivery::Binary { plain, wire } => {
                     self.log_received(&plain);
                     self.shard.handle_message(now, &wire, true);
                 }
@@ -238,8 +245,8 @@ impl Sim {
             };
             match ev {
                 RuntimeEvent::Grant => {
-                    self.log.push((self.elapsed(), Logged::Granted));
-                    self.shard.handle_identify_granted(now);
+                    let used = self.shard.handle_identify_granted(now);
+                    self.log.push((self.elapsed(), Logged::Granted { used }));
                 }
                 RuntimeEvent::Confirm(id) => {
                     self.log.push((self.elapsed(), Logged::Confirmed));
@@ -311,6 +318,18 @@ impl Sim {
             self.since(mark)
         );
         self.advance(Duration::from_secs(1));
+    }
+
+    /// Events matching, with their times.
+    pub(crate) fn events_matching(
+        &self,
+        pred: impl Fn(&ShardEvent) -> bool,
+    ) -> Vec<(Duration, ShardEvent)> {
+        self.events
+            .iter()
+            .filter(|(_, e)| pred(e))
+            .cloned()
+            .collect()
     }
 
     /// Whether any action so far matches.

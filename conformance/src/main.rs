@@ -1,0 +1,208 @@
+//! `conformance`: the command-line entry point (`run`, `list`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use conformance::profiles::Profile;
+use conformance::report::{Verdict, to_table};
+use conformance::runner::{self, RunOptions};
+use conformance::services::{self, Services};
+use conformance::{contract, isolation, management, process, registry};
+
+/// A black-box conformance suite for Discord gateway bridges.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the scenarios against an implementation.
+    Run(RunArgs),
+    /// List the scenarios (those that apply to a profile, with --profile).
+    List {
+        /// Only scenarios that apply to this profile.
+        #[arg(long)]
+        profile: Option<Profile>,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The implementation: a shell command, run with `sh -c` once per scenario.
+    #[arg(long = "impl", value_name = "COMMAND")]
+    implementation: String,
+    /// The broker profile: gatehouse, spectacles, cordis, twilight-dispatch or retsu.
+    #[arg(long, default_value = "gatehouse")]
+    profile: Profile,
+    /// Only scenarios whose name matches this glob (repeatable).
+    #[arg(long = "scenario", value_name = "GLOB")]
+    scenarios: Vec<String>,
+    /// Write a report: JUnit XML for *.xml, JSON otherwise (repeatable).
+    #[arg(long = "report", value_name = "FILE")]
+    reports: Vec<PathBuf>,
+    /// How many scenarios run at once.
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
+    /// Where to keep the implementation's output (default: a temporary directory).
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+    /// RabbitMQ; each scenario gets its own vhost on it.
+    #[arg(long, env = "AMQP_URL", default_value = services::DEFAULT_AMQP_URL)]
+    amqp_url: String,
+    /// Redis; each scenario gets its own key prefix.
+    #[arg(long, env = "REDIS_URL", default_value = services::DEFAULT_REDIS_URL)]
+    redis_url: String,
+    /// The RabbitMQ management API (default: http://<AMQP host>:15672 with AMQP's credentials).
+    #[arg(long, env = management::MANAGEMENT_URL_VAR)]
+    management_url: Option<String>,
+    /// Start RabbitMQ and Redis in Docker (testcontainers) instead of using the URLs.
+    #[cfg(feature = "testcontainers")]
+    #[arg(long)]
+    containers: bool,
+}
+
+fn main() -> ExitCode {
+    // lapin (rustls) and testcontainers each bring a rustls crypto provider; with two in one
+    // binary rustls cannot choose and panics, so install one explicitly before anything else.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CONFORMANCE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,lapin=off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    match Cli::parse().command {
+        Command::List { profile } => {
+            list(profile);
+            ExitCode::SUCCESS
+        }
+        Command::Run(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            runtime.block_on(run(args))
+        }
+    }
+}
+
+fn list(profile: Option<Profile>) {
+    let scenarios = registry::all();
+    let width = scenarios.iter().map(|s| s.name().len()).max().unwrap_or(0);
+    for s in scenarios {
+        let profiles: Vec<&str> = Profile::ALL
+            .into_iter()
+            .filter(|p| s.applies_to(*p))
+            .map(Profile::name)
+            .collect();
+        if profile.is_some_and(|p| !s.applies_to(p)) {
+            continue;
+        }
+        let applies = if profiles.len() == Profile::ALL.len() {
+            "all profiles".to_owned()
+        } else {
+            profiles.join(", ")
+        };
+        println!("{:<width$}  {}  [{applies}]", s.name(), s.description());
+    }
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    let mut patterns = Vec::new();
+    for raw in &args.scenarios {
+        match glob::Pattern::new(raw) {
+            Ok(p) => patterns.push(p),
+            Err(e) => {
+                eprintln!("conformance: bad --scenario glob {raw:?}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let selected = runner::select(&registry::all(), args.profile, &patterns);
+    if selected.is_empty() {
+        eprintln!(
+            "conformance: no scenario matches {:?} for profile {}",
+            args.scenarios, args.profile
+        );
+        return ExitCode::from(2);
+    }
+
+    #[cfg(feature = "testcontainers")]
+    let services = if args.containers {
+        match Services::start_containers().await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("conformance: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        Services::external(args.amqp_url, args.redis_url, args.management_url)
+    };
+    #[cfg(not(feature = "testcontainers"))]
+    let services = Services::external(args.amqp_url, args.redis_url, args.management_url);
+
+    let options = RunOptions {
+        implementation: args.implementation,
+        profile: args.profile,
+        patterns,
+        jobs: args.jobs,
+        log_dir: args.log_dir,
+        run_id: isolation::new_run_id(),
+    };
+    let run = runner::run(&options, &services, selected);
+    tokio::pin!(run);
+    let report = tokio::select! {
+        report = &mut run => report,
+        signal = interrupted() => {
+            eprintln!("conformance: {signal}: stopping the implementations and cleaning up");
+            runner::cancel();
+            let _ = tokio::task::spawn_blocking(|| process::stop_all(contract::STOP_GRACE)).await;
+            // The scenarios that were running notice and clean up after themselves.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), &mut run).await;
+            if let Ok(management) = services.management()
+                && let Err(e) = isolation::clean_up_run(&management, &services.redis_url, &options.run_id).await
+            {
+                eprintln!("conformance: cleaning up: {e}");
+            }
+            return ExitCode::from(130);
+        }
+    };
+    print!("{}", to_table(&report));
+    for path in &args.reports {
+        if let Err(e) = report.write(path) {
+            eprintln!("conformance: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if report.all_passed() {
+        ExitCode::SUCCESS
+    } else if report.count(Verdict::Fail) > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM, naming it.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "interrupted",
+        _ = term.recv() => "terminated",
+    }
+}

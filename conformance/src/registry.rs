@@ -1,0 +1,57 @@
+//! The one list of every scenario. A new scenario is one new file in `src/scenarios/` plus one
+//! line here.
+
+use std::sync::Arc;
+
+use crate::contract::{Compression, Encoding};
+use crate::profiles::BodyEncoding;
+use crate::scenario::Scenario;
+use crate::scenarios::*;
+
+/// Every scenario, in report order.
+pub fn all() -> Vec<Arc<dyn Scenario>> {
+    let mut list: Vec<Arc<dyn Scenario>> = vec![
+        Arc::new(handshake::Handshake),
+        Arc::new(heartbeat_request::HeartbeatRequest),
+        Arc::new(identify_concurrency::IdentifyConcurrency),
+        Arc::new(topology::Topology),
+        Arc::new(passthrough::Passthrough::PLAIN),
+        Arc::new(passthrough::Passthrough {
+            body: Some(BodyEncoding::Json),
+            ..passthrough::Passthrough::PLAIN
+        }),
+        Arc::new(passthrough::Passthrough {
+            compress: Compression::ZlibStream,
+            ..passthrough::Passthrough::PLAIN
+        }),
+        Arc::new(passthrough::Passthrough {
+            compress: Compression::ZstdStream,
+            ..passthrough::Passthrough::PLAIN
+        }),
+        Arc::new(passthrough::Passthrough {
+            encoding: Encoding::Etf,
+            ..passthrough::Passthrough::PLAIN
+        }),
+        Arc::new(commands::Commands),
+        Arc::new(bad_commands::BadCommands),
+        Arc::new(rate_limit::RateLimit),
+        Arc::new(redis_session::RedisSession),
+        Arc::new(reconnect::ReconnectOp7),
+        Arc::new(invalid_session::InvalidSession { resumable: true }),
+        Arc::new(invalid_session::InvalidSession { resumable: false }),
+        Arc::new(zombie::Zombie),
+    ];
+    for case in close_codes::all() {
+        list.push(Arc::new(case));
+    }
+    debug_assert!(unique_names(&list), "scenario names must be unique");
+    list
+}
+
+fn unique_names(list: &[Arc<dyn Scenario>]) -> bool {
+    let mut names: Vec<String> = list.iter().map(|s| s.name()).collect();
+    names.sort();
+    let before = names.len();
+    names.dedup();
+    names.len() == before
+}

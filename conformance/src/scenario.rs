@@ -1,0 +1,333 @@
+//! The [`Scenario`] trait every check implements, the [`Setup`] a scenario asks for, the
+//! [`Failure`] it returns, and the [`Context`] it runs in (mock gateway, worker connection, Redis,
+//! and the implementation's process).
+//!
+//! Owns the scenario-facing API. It does not choose which scenarios run or in what order (see
+//! [`crate::registry`] and [`crate::runner`]); the profile worker's actions live in
+//! [`crate::worker`].
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use crate::broker::Broker;
+use crate::contract::{self, Compression, Encoding, ImplEnv};
+use crate::gateway::{Gateway, MockConfig, suite_defaults};
+use crate::management::ManagementApi;
+use crate::process::{Ending, ImplProcess};
+use crate::profiles::{BodyEncoding, Profile};
+use crate::redis_store::RedisStore;
+
+/// The future an async probe of [`Context::wait_for_async`] returns.
+pub type Probe<'a, T> = Pin<Box<dyn Future<Output = Option<T>> + Send + 'a>>;
+
+/// The future a scenario's `run` returns.
+pub type ScenarioFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Failure>> + Send + 'a>>;
+
+/// One conformance check. Implement it in `src/scenarios/<name>.rs` and add it to
+/// [`crate::registry::all`].
+pub trait Scenario: Send + Sync {
+    /// A short, unique, kebab-case name (used by `--scenario` globs and in reports).
+    fn name(&self) -> String;
+
+    /// One line saying what is checked.
+    fn description(&self) -> String;
+
+    /// Whether the scenario applies to `profile` (default: every profile).
+    fn applies_to(&self, profile: Profile) -> bool {
+        let _ = profile;
+        true
+    }
+
+    /// The shards, intents and mock settings the scenario needs under `profile`.
+    fn setup(&self, profile: Profile) -> Setup {
+        let _ = profile;
+        Setup::default()
+    }
+
+    /// The most `run` may take, generous enough for a loaded 2-core machine.
+    fn budget(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+
+    /// Runs the checks. The context's implementation is not started yet: the scenario starts it
+    /// (after preparing workers) with [`Context::start_implementation`]. The runner stops it and
+    /// cleans up afterwards, whatever happens.
+    fn run<'a>(&'a self, ctx: &'a mut Context) -> ScenarioFuture<'a>;
+}
+
+/// What a scenario asks of the run.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// `SHARD_COUNT`.
+    pub shard_count: u32,
+    /// `SHARD_IDS`.
+    pub shard_ids: Vec<u32>,
+    /// `DISCORD_INTENTS` (the mock requires exactly these).
+    pub intents: u64,
+    /// `DISCORD_COMPRESS`.
+    pub compress: Compression,
+    /// `DISCORD_ENCODING`.
+    pub encoding: Encoding,
+    /// `BROKER_BODY_ENCODING`; `None` for the profile's default.
+    pub body_encoding: Option<BodyEncoding>,
+    /// The mock gateway's behaviour. The runner sets the token, the expected intents and the
+    /// shard count from the fields above.
+    pub mock: MockConfig,
+}
+
+/// Every intent that is not privileged (PROTOCOL.md section 12).
+pub const NON_PRIVILEGED_INTENTS: u64 = 53_575_421;
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            shard_count: 1,
+            shard_ids: vec![0],
+            intents: NON_PRIVILEGED_INTENTS,
+            compress: Compression::None,
+            encoding: Encoding::Json,
+            body_encoding: None,
+            mock: suite_defaults(),
+        }
+    }
+}
+
+impl Setup {
+    /// `count` shards, all run by the implementation.
+    pub fn with_shards(mut self, count: u32) -> Self {
+        self.shard_count = count;
+        self.shard_ids = (0..count).collect();
+        self
+    }
+}
+
+/// Whether a failed scenario is the implementation's fault or the suite's trouble.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The implementation broke the contract.
+    Fail,
+    /// The suite could not do its part (services, mock): no verdict.
+    Error,
+}
+
+/// Why a scenario did not pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// Whose fault.
+    pub kind: FailureKind,
+    /// The reason, for the report.
+    pub message: String,
+}
+
+impl Failure {
+    /// The implementation broke the contract.
+    pub fn fail(message: impl Into<String>) -> Self {
+        Self {
+            kind: FailureKind::Fail,
+            message: message.into(),
+        }
+    }
+
+    /// The suite could not do its part.
+    pub fn error(message: impl Into<String>) -> Self {
+        Self {
+            kind: FailureKind::Error,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Returns `Err(Failure::fail(format!(..)))` from the enclosing function.
+#[macro_export]
+macro_rules! fail {
+    ($($arg:tt)*) => {
+        return Err($crate::scenario::Failure::fail(format!($($arg)*)))
+    };
+}
+
+/// Fails with the message unless the condition holds.
+#[macro_export]
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)*) => {
+        if !$cond {
+            $crate::fail!($($arg)*);
+        }
+    };
+}
+
+/// Everything a running scenario can use.
+pub struct Context {
+    /// The profile under test.
+    pub profile: Profile,
+    /// The body encoding in force.
+    pub body_encoding: BodyEncoding,
+    /// The setup the scenario asked for.
+    pub setup: Setup,
+    /// The environment the implementation gets.
+    pub env: ImplEnv,
+    /// The mock Discord gateway.
+    pub gateway: Gateway,
+    /// A worker's connection to the scenario's vhost.
+    pub broker: Broker,
+    /// The management API (for topology details).
+    pub management: ManagementApi,
+    /// The scenario's vhost.
+    pub vhost: String,
+    /// Redis, under the scenario's key prefix.
+    pub redis: RedisStore,
+    command: String,
+    log_path: PathBuf,
+    process: Option<ImplProcess>,
+    started_at: Option<Instant>,
+}
+
+impl Context {
+    /// Assembles a context (the runner does this).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        profile: Profile,
+        setup: Setup,
+        env: ImplEnv,
+        gateway: Gateway,
+        broker: Broker,
+        management: ManagementApi,
+        vhost: String,
+        redis: RedisStore,
+        command: String,
+        log_path: PathBuf,
+    ) -> Self {
+        Self {
+            profile,
+            body_encoding: env.body_encoding,
+            setup,
+            env,
+            gateway,
+            broker,
+            management,
+            vhost,
+            redis,
+            command,
+            log_path,
+            process: None,
+            started_at: None,
+        }
+    }
+
+    /// Starts the implementation (once).
+    pub fn start_implementation(&mut self) -> Result<(), Failure> {
+        if self.process.is_some() {
+            return Ok(());
+        }
+        let process = ImplProcess::start(&self.command, &self.env, &self.log_path)
+            .map_err(|e| Failure::error(format!("cannot start `sh -c {:?}`: {e}", self.command)))?;
+        self.process = Some(process);
+        self.started_at = Some(Instant::now());
+        Ok(())
+    }
+
+    /// When the implementation was started.
+    pub fn started_at(&self) -> Option<Instant> {
+        self.started_at
+    }
+
+    /// Fails if the implementation has exited (it must keep running until SIGTERM).
+    pub fn check_running(&mut self) -> Result<(), Failure> {
+        let Some(process) = self.process.as_mut() else {
+            return Err(Failure::error("the implementation was not started"));
+        };
+        match process.exit_status() {
+            None => Ok(()),
+            Some(status) => Err(Failure::fail(format!(
+                "the implementation exited ({status}) before it was stopped"
+            ))),
+        }
+    }
+
+    /// Whether the implementation is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.process
+            .as_mut()
+            .is_some_and(|p| p.exit_status().is_none())
+    }
+
+    /// Polls `probe` every 50 ms until it returns `Some`, for at most `timeout`. Fails with
+    /// "`what` within <timeout>" on timeout, or as soon as the implementation exits (unless
+    /// `allow_exit`).
+    pub async fn wait_for<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut probe: impl FnMut(&mut Self) -> Option<T>,
+    ) -> Result<T, Failure> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(value) = probe(self) {
+                return Ok(value);
+            }
+            if self.process.is_some() {
+                self.check_running().map_err(|f| {
+                    Failure::fail(format!("{} while waiting for {what}", f.message))
+                })?;
+            }
+            if Instant::now() >= deadline {
+                fail!("no {what} within {:.0?}", timeout);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Like [`Context::wait_for`] for an async probe.
+    pub async fn wait_for_async<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut probe: impl for<'c> FnMut(&'c Self) -> Probe<'c, T>,
+    ) -> Result<T, Failure> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(value) = probe(self).await {
+                return Ok(value);
+            }
+            if self.process.is_some() {
+                self.check_running().map_err(|f| {
+                    Failure::fail(format!("{} while waiting for {what}", f.message))
+                })?;
+            }
+            if Instant::now() >= deadline {
+                fail!("no {what} within {:.0?}", timeout);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sleeps, failing early if the implementation exits meanwhile.
+    pub async fn observe(&mut self, period: Duration) -> Result<(), Failure> {
+        let deadline = Instant::now() + period;
+        while Instant::now() < deadline {
+            self.check_running()?;
+            tokio::time::sleep(Duration::from_millis(100).min(deadline - Instant::now())).await;
+        }
+        self.check_running()
+    }
+
+    /// Stops the implementation (SIGTERM, then SIGKILL) if it was started.
+    pub async fn stop_implementation(&mut self) -> Option<Ending> {
+        match self.process.as_mut() {
+            Some(p) => Some(p.stop(contract::STOP_GRACE).await),
+            None => None,
+        }
+    }
+
+    /// The implementation's log file.
+    pub fn log_path(&self) -> &PathBuf {
+        &self.log_path
+    }
+}

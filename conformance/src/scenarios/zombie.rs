@@ -1,0 +1,50 @@
+//! `zombie-connection`: the server stops acknowledging heartbeats; the client notices (no ACK
+//! between two heartbeats), closes with a code other than 1000/1001 and resumes.
+
+use std::time::Duration;
+
+use crate::scenario::{Context, Failure, Scenario, ScenarioFuture, Setup};
+use crate::scenarios::reaction::{self, Reaction};
+use crate::scenarios::start_and_wait_ready;
+
+/// See the module docs.
+pub struct Zombie;
+
+const INTERVAL: Duration = Duration::from_millis(1000);
+
+impl Scenario for Zombie {
+    fn name(&self) -> String {
+        "zombie-connection".into()
+    }
+
+    fn description(&self) -> String {
+        "dropped heartbeat ACKs: close with a non-1000/1001 code, then RESUME".into()
+    }
+
+    fn setup(&self, _profile: crate::profiles::Profile) -> Setup {
+        let mut setup = Setup::default();
+        setup.mock.heartbeat_interval = INTERVAL;
+        setup
+    }
+
+    fn budget(&self) -> Duration {
+        Duration::from_secs(90)
+    }
+
+    fn run<'a>(&'a self, ctx: &'a mut Context) -> ScenarioFuture<'a> {
+        Box::pin(run(ctx))
+    }
+}
+
+async fn run(ctx: &mut Context) -> Result<(), Failure> {
+    start_and_wait_ready(ctx).await?;
+    let before = reaction::before(ctx, 0).await?;
+    ctx.gateway
+        .control()
+        .shard(0)
+        .drop_acks(true)
+        .map_err(|e| Failure::error(format!("mock control: {e}")))?;
+    reaction::expect(ctx, &before, Reaction::Resume, "missing heartbeat ACKs").await?;
+    let rec = ctx.gateway.recorder().snapshot();
+    reaction::closed_keeping_session(&rec, &before, "missing heartbeat ACKs")
+}

@@ -1,0 +1,94 @@
+//! The suite must fail an implementation that does nothing: `conformance run --impl /bin/true`
+//! exits non-zero and reports failed scenarios (against the real RabbitMQ and Redis of
+//! `AMQP_URL` / `REDIS_URL`).
+
+use std::process::Command;
+
+#[test]
+fn an_implementation_that_does_nothing_fails() {
+    let dir = std::env::temp_dir().join(format!("conformance-test-{}", std::process::id()));
+    let report = dir.join("report.json");
+    let junit = dir.join("report.xml");
+    let output = Command::new(env!("CARGO_BIN_EXE_conformance"))
+        .args([
+            "run",
+            "--impl",
+            "/bin/true",
+            "--profile",
+            "gatehouse",
+            "--jobs",
+            "2",
+        ])
+        .arg("--report")
+        .arg(&report)
+        .arg("--report")
+        .arg(&junit)
+        .arg("--log-dir")
+        .arg(dir.join("logs"))
+        .output()
+        .expect("the conformance binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "expected exit code 1 (failures)\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("FAIL"), "no FAIL in the table:\n{stdout}");
+    assert!(
+        stdout.contains("0 passed"),
+        "a scenario passed against /bin/true:\n{stdout}"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("the JSON report exists"))
+            .expect("the JSON report parses");
+    let outcomes = json["outcomes"].as_array().expect("outcomes");
+    assert!(
+        outcomes.len() > 10,
+        "too few scenarios ran: {}",
+        outcomes.len()
+    );
+    for o in outcomes {
+        assert_eq!(o["verdict"], "fail", "{o}");
+        assert!(o["reason"].as_str().is_some_and(|r| !r.is_empty()), "{o}");
+    }
+    let xml = std::fs::read_to_string(&junit).expect("the JUnit report exists");
+    assert!(xml.contains(&format!("failures=\"{}\"", outcomes.len())));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn list_names_every_scenario_once() {
+    let output = Command::new(env!("CARGO_BIN_EXE_conformance"))
+        .arg("list")
+        .output()
+        .expect("the conformance binary runs");
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let names: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for required in [
+        "handshake",
+        "passthrough",
+        "commands",
+        "bad-commands",
+        "zombie-connection",
+        "reconnect-op7",
+        "invalid-session-resumable",
+        "invalid-session-not-resumable",
+        "identify-concurrency",
+        "close-4004",
+    ] {
+        assert!(
+            names.contains(&required),
+            "{required} missing from:\n{stdout}"
+        );
+    }
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), names.len(), "duplicate scenario names");
+}

@@ -1,0 +1,177 @@
+//! Scenarios: the diagnostic events (`poll_event`) and identify grants the shard cannot use.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::profile::{ClusterInfo, ProfileConfig, ProfileKind, RouteError, Router};
+use crate::shard::{Action, DisconnectReason, Session, ShardEvent, ShardState};
+
+use super::fake_gateway::RESUME_URL;
+use super::sim::{Logged, Sim, test_config};
+
+fn events(sim: &Sim) -> Vec<ShardEvent> {
+    sim.events.iter().map(|(_, e)| e.clone()).collect()
+}
+
+#[test]
+fn ready_reconnecting_and_resumed_are_reported() {
+    let mut sim = Sim::new(70);
+    sim.until_active();
+    assert_eq!(
+        events(&sim),
+        vec![ShardEvent::Ready {
+            session: Session {
+                id: "session-1".into(),
+                resume_url: RESUME_URL.into(),
+            }
+        }]
+    );
+    let now = sim.now;
+    sim.gw.send_op(now, 7, Value::Null);
+    let mark = sim.mark();
+    sim.until_active_since(mark);
+    assert_eq!(
+        events(&sim)[1..],
+        [
+            ShardEvent::Reconnecting {
+                reason: DisconnectReason::ReconnectRequested,
+                attempt: 1,
+                delay: Duration::ZERO,
+                resume: true,
+            },
+            // RESUMED is itself a dispatch: READY, 2 GUILD_CREATEs, RESUMED.
+            ShardEvent::Resumed { sequence: Some(4) },
+        ]
+    );
+    // A session Discord will not resume: wait, then identify afresh.
+    let now = sim.now;
+    sim.gw.send_op(now, 9, Value::Bool(false));
+    sim.advance(Duration::from_secs(1));
+    let reconnecting = sim.events_matching(|e| matches!(e, ShardEvent::Reconnecting { .. }));
+    let Some((
+        _,
+        ShardEvent::Reconnecting {
+            reason,
+            attempt,
+            delay,
+            resume,
+        },
+    )) = reconnecting.last()
+    else {
+        panic!("no Reconnecting: {:?}", sim.events);
+    };
+    assert_eq!(
+        *reason,
+        DisconnectReason::InvalidSession { resumable: false }
+    );
+    assert_eq!(*attempt, 1);
+    assert!(*delay >= Duration::from_secs(1) && *delay < Duration::from_secs(5));
+    assert!(!resume);
+}
+
+#[test]
+fn unknown_opcodes_are_reported() {
+    let mut sim = Sim::new(71);
+    sim.until_active();
+    let now = sim.now;
+    sim.gw.send_op(now, 42, Value::Null);
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(
+        events(&sim).last(),
+        Some(&ShardEvent::UnknownOpcode { op: 42 })
+    );
+    assert_eq!(sim.shard.state(), ShardState::Active);
+}
+
+#[test]
+fn a_dispatch_that_cannot_be_published_is_reported_and_still_confirmed() {
+    // Spectacles publishes msgpack: a `d` the envelope scanner accepts (it follows only the
+    // structure of objects) but that is not valid JSON cannot be transcoded.
+    let config = ProfileConfig {
+        kind: ProfileKind::Spectacles,
+        ..ProfileConfig::default()
+    };
+    let cluster = ClusterInfo {
+        shard_count: 1,
+        owned: vec![0],
+    };
+    let mut shard_config = test_config(72);
+    shard_config.router = Router::new(&config, &cluster).expect("valid profile");
+    let mut sim = Sim::with_config(shard_config, 72);
+    sim.until_active();
+    assert_eq!(sim.shard.confirmed_sequence(), 3);
+    let mark = sim.mark();
+    sim.deliver(br#"{"t":"MESSAGE_CREATE","s":4,"op":0,"d":{"content":tru}}"#);
+    sim.deliver(br#"{"t":"MESSAGE_CREATE","s":5,"op":0,"d":{"content":"ok"}}"#);
+    sim.advance(Duration::from_secs(2));
+    let dropped = sim.events_matching(|e| matches!(e, ShardEvent::DispatchDropped { .. }));
+    assert_eq!(dropped.len(), 1, "{:?}", sim.events);
+    let ShardEvent::DispatchDropped { seq, event, reason } = &dropped[0].1 else {
+        unreachable!();
+    };
+    assert_eq!((*seq, event.as_str()), (4, "MESSAGE_CREATE"));
+    assert!(matches!(reason, RouteError::Transcode { event, .. } if event == "MESSAGE_CREATE"));
+    let published: Vec<u64> = sim
+        .since(mark)
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Action::Publish { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(published, vec![5]);
+    // Handled: the sequence moves past it, so a restart does not replay it forever.
+    assert_eq!(sim.shard.confirmed_sequence(), 5);
+}
+
+#[test]
+fn identify_grants_say_whether_they_were_used() {
+    let mut sim = Sim::new(73);
+    let now = sim.now;
+    // Before the socket is even open: nothing to identify.
+    assert!(!sim.shard.handle_identify_granted(now));
+    sim.until_active();
+    let grants: Vec<_> = sim
+        .log
+        .iter()
+        .filter_map(|(_, l)| match l {
+            Logged::Granted { used } => Some(*used),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(grants, vec![true]);
+    // A late or repeated grant: not used, nothing sent.
+    let mark = sim.mark();
+    let now = sim.now;
+    assert!(!sim.shard.handle_identify_granted(now));
+    sim.drain();
+    assert!(sim.since(mark).is_empty());
+    assert_eq!(sim.gw.sent_ops(2).count(), 1);
+}
+
+#[test]
+fn a_grant_for_a_connection_that_closed_is_not_used() {
+    let mut sim = Sim::new(74);
+    sim.grant_delay = Duration::from_secs(3);
+    // Up to the IDENTIFY request, then the connection drops before the grant comes.
+    assert!(sim.run_until(Duration::from_secs(5), |s| {
+        s.saw(|a| *a == Action::RequestIdentify)
+    }));
+    let now = sim.now;
+    sim.gw.fail_connects = 1;
+    sim.gw.close(now, None);
+    sim.advance(Duration::from_millis(500));
+    assert_eq!(sim.shard.state(), ShardState::Disconnected { attempts: 2 });
+    let now = sim.now;
+    assert!(!sim.shard.handle_identify_granted(now));
+    assert_eq!(sim.gw.sent_ops(2).count(), 0);
+    // It asks again on its next connection.
+    sim.until_active();
+    assert_eq!(
+        sim.actions(|a| *a == Action::RequestIdentify).len(),
+        2,
+        "{:?}",
+        sim.trace
+    );
+}
