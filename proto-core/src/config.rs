@@ -284,18 +284,24 @@ pub const ENV_VARS: &[EnvVar] = &[
         kind: EnvKind::Text,
     },
     EnvVar {
-        names: &["GATEHOUSE_API_BASE"],
+        names: &["GATEHOUSE_API_BASE", "DISCORD_API_BASE"],
         path: &["discord", "api_base"],
         kind: EnvKind::Text,
     },
     EnvVar {
-        names: &["GATEHOUSE_INTENTS", "INTENTS", "CORDIS_WS_INTENTS"],
+        names: &[
+            "GATEHOUSE_INTENTS",
+            "DISCORD_INTENTS",
+            "INTENTS",
+            "CORDIS_WS_INTENTS",
+        ],
         path: &["discord", "intents"],
         kind: EnvKind::IntegerOrText,
     },
     EnvVar {
         names: &[
             "GATEHOUSE_SHARD_COUNT",
+            "SHARD_COUNT",
             "SHARDS_TOTAL",
             "CORDIS_TOTAL_SHARD_COUNT",
         ],
@@ -303,7 +309,7 @@ pub const ENV_VARS: &[EnvVar] = &[
         kind: EnvKind::Integer,
     },
     EnvVar {
-        names: &["GATEHOUSE_SHARD_IDS"],
+        names: &["GATEHOUSE_SHARD_IDS", "SHARD_IDS"],
         path: &["discord", "shard_ids"],
         kind: EnvKind::Text,
     },
@@ -317,12 +323,16 @@ pub const ENV_VARS: &[EnvVar] = &[
         kind: EnvKind::Integer,
     },
     EnvVar {
-        names: &["GATEHOUSE_COMPRESSION"],
+        names: &["GATEHOUSE_COMPRESSION", "DISCORD_COMPRESS"],
         path: &["discord", "compression"],
         kind: EnvKind::Text,
     },
     EnvVar {
-        names: &["GATEHOUSE_ENCODING", "CORDIS_WS_ENCODING"],
+        names: &[
+            "GATEHOUSE_ENCODING",
+            "DISCORD_ENCODING",
+            "CORDIS_WS_ENCODING",
+        ],
         path: &["discord", "encoding"],
         kind: EnvKind::Text,
     },
@@ -347,13 +357,18 @@ pub const ENV_VARS: &[EnvVar] = &[
         kind: EnvKind::Text,
     },
     EnvVar {
-        names: &["GATEHOUSE_REDIS_PREFIX"],
+        names: &["GATEHOUSE_REDIS_PREFIX", "REDIS_KEY_PREFIX"],
         path: &["redis", "key_prefix"],
         kind: EnvKind::Text,
     },
     EnvVar {
-        names: &["GATEHOUSE_PROFILE"],
+        names: &["GATEHOUSE_PROFILE", "BROKER_PROFILE"],
         path: &["profile", "kind"],
+        kind: EnvKind::Text,
+    },
+    EnvVar {
+        names: &["GATEHOUSE_BODY_ENCODING", "BROKER_BODY_ENCODING"],
+        path: &["profile", "body"],
         kind: EnvKind::Text,
     },
     EnvVar {
@@ -1014,6 +1029,39 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn conformance_contract_names_are_understood() {
+        // The neutral names the conformance suite sets for any implementation.
+        let config = Config::load(
+            "",
+            env(&[
+                ("DISCORD_TOKEN", "t"),
+                ("DISCORD_API_BASE", "http://127.0.0.1:9/api/v10"),
+                ("SHARD_COUNT", "4"),
+                ("SHARD_IDS", "1-2"),
+                ("DISCORD_INTENTS", "513"),
+                ("DISCORD_COMPRESS", "zstd-stream"),
+                ("DISCORD_ENCODING", "etf"),
+                ("REDIS_KEY_PREFIX", "conformance:x:1:"),
+                ("BROKER_PROFILE", "spectacles"),
+                ("BROKER_BODY_ENCODING", "json"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.discord.api_base, "http://127.0.0.1:9/api/v10");
+        assert_eq!(config.discord.shard_count, Some(4));
+        assert_eq!(config.discord.shard_ids, Some(vec![1, 2]));
+        assert_eq!(config.discord.intents, 513);
+        assert_eq!(config.discord.compression, Compression::ZstdStream);
+        assert_eq!(config.discord.encoding, Encoding::Etf);
+        assert_eq!(config.redis.key_prefix, "conformance:x:1:");
+        assert_eq!(config.profile.kind, crate::profile::ProfileKind::Spectacles);
+        assert_eq!(
+            config.profile.body,
+            Some(crate::profile::BodyEncoding::Json)
+        );
     }
 
     #[test]

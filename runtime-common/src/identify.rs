@@ -14,16 +14,30 @@ use tokio::sync::mpsc;
 use crate::runtime::Runtime;
 use crate::shard_task::ShardInput;
 
+/// What a shard tells the coordinator.
+#[derive(Clone, Copy, Debug)]
+enum Message {
+    /// Shard `n` needs an IDENTIFY.
+    Request(u32),
+    /// Shard `n` did not use the grant it got (its connection went away meanwhile).
+    Release(u32),
+}
+
 /// A shard's way to ask for an IDENTIFY.
 #[derive(Clone, Debug)]
 pub struct IdentifyClient {
-    requests: mpsc::UnboundedSender<u32>,
+    requests: mpsc::UnboundedSender<Message>,
 }
 
 impl IdentifyClient {
     /// Asks for shard `number`; the grant arrives as `ShardInput::IdentifyGranted`.
     pub fn request(&self, number: u32) {
-        let _ = self.requests.send(number);
+        let _ = self.requests.send(Message::Request(number));
+    }
+
+    /// Hands back a grant shard `number` could not use, so the session start is not wasted.
+    pub fn release(&self, number: u32) {
+        let _ = self.requests.send(Message::Release(number));
     }
 }
 
@@ -42,7 +56,7 @@ async fn coordinate<R: Runtime>(
     rt: R,
     limits: SessionStartLimit,
     shards: HashMap<u32, mpsc::UnboundedSender<ShardInput>>,
-    mut requests: mpsc::UnboundedReceiver<u32>,
+    mut requests: mpsc::UnboundedReceiver<Message>,
 ) {
     let mut scheduler = IdentifyScheduler::new(limits, Instant::now());
     loop {
@@ -69,7 +83,11 @@ async fn coordinate<R: Runtime>(
             None => Some(requests.recv().await),
         };
         match request {
-            Some(Some(shard)) => scheduler.request(Instant::now(), shard),
+            Some(Some(Message::Request(shard))) => scheduler.request(Instant::now(), shard),
+            Some(Some(Message::Release(shard))) => {
+                let released = scheduler.release(Instant::now(), shard);
+                tracing::debug!(shard, released, "unused identify grant handed back");
+            }
             Some(None) => return,
             None => {}
         }

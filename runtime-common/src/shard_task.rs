@@ -14,9 +14,8 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, Stream, StreamExt};
-use proto_core::codec::Encoding;
-use proto_core::shard::{Action, CloseCode, Shard, ShardState, StopReason, UsageError};
+use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
+use proto_core::shard::{Action, CloseCode, Shard, ShardEvent, ShardState, StopReason, UsageError};
 use proto_core::store::ShardStatus;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -32,6 +31,9 @@ use crate::session_store::StoreWriter;
 
 /// How long opening a WebSocket may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Messages handled back to back (when already received) before publishing and looking at
+/// timers and other inputs.
+const MAX_BURST: usize = 64;
 /// How long to wait for the peer's answer to our close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -79,7 +81,7 @@ enum Wake {
 pub(crate) async fn run<R: Runtime>(shard: Shard, io: ShardIo<R>) -> StopReason {
     let number = shard.config().shard.number();
     let total = shard.config().shard.total();
-    let binary_frames = shard.config().encoding == Encoding::Etf;
+    let binary_frames = shard.config().sends_binary();
     let mut task = ShardTask {
         shard,
         number,
@@ -95,6 +97,7 @@ pub(crate) async fn run<R: Runtime>(shard: Shard, io: ShardIo<R>) -> StopReason 
         last_state: None,
         connects: 0,
         inputs_open: true,
+        burst: 0,
     };
     let span = tracing::info_span!("shard", shard = number);
     task.run().instrument(span).await
@@ -117,6 +120,7 @@ struct ShardTask<R: Runtime> {
     last_state: Option<ShardState>,
     connects: u64,
     inputs_open: bool,
+    burst: usize,
 }
 
 impl<R: Runtime> ShardTask<R> {
@@ -132,42 +136,69 @@ impl<R: Runtime> ShardTask<R> {
                 self.write_status(name);
                 return reason;
             }
-            self.flush().await;
-            self.report_state();
-            let wake = self.wait().await;
-            let now = Instant::now();
-            match wake {
-                Wake::Message(Message::Text(text)) => {
-                    self.shard.handle_message(now, text.as_bytes(), false)
+            // Messages that are already here are handled before publishing, so that their
+            // publications go to the broker in one batch (bounded, so timers still run).
+            let wake = match self.ready_message() {
+                Some(wake) => wake,
+                None => {
+                    self.burst = 0;
+                    self.flush().await;
+                    self.report_state();
+                    self.wait().await
                 }
-                Wake::Message(Message::Binary(data)) => self.shard.handle_message(now, &data, true),
-                Wake::Message(Message::Close(frame)) => {
-                    self.peer_close = frame.map(|f| u16::from(f.code));
-                }
-                Wake::Message(_) => {}
-                Wake::SocketEnded(error) => {
-                    let code = self.peer_close.take();
-                    tracing::info!(?code, error, "gateway connection closed");
-                    self.ws = None;
-                    self.shard.handle_closed(now, code);
-                }
-                Wake::Timer => self.shard.handle_timeout(now),
-                Wake::Confirm(ConfirmOutcome::Confirmed(c)) => {
-                    metrics::record_published(self.number, &c.event, now - c.received_at);
-                    self.shard.handle_published(now, c.id);
-                }
-                Wake::Confirm(ConfirmOutcome::Failed { generation, reason }) => {
-                    tracing::warn!(%reason, "publication not confirmed; will publish again");
-                    self.io.broker.report_failure(generation);
-                }
-                Wake::Confirm(ConfirmOutcome::Stale) | Wake::LinkChanged => {}
-                Wake::Input(input) => self.handle_input(now, input),
-                Wake::InputsClosed => {
-                    self.inputs_open = false;
-                    self.shard.shutdown(now);
-                }
+            };
+            if let Wake::Message(_) = wake {
+                self.burst += 1;
             }
-            metrics::record_unconfirmed(self.number, self.outbox.len());
+            self.handle_wake(Instant::now(), wake);
+        }
+    }
+
+    fn handle_wake(&mut self, now: Instant, wake: Wake) {
+        match wake {
+            Wake::Message(Message::Text(text)) => {
+                self.shard.handle_message(now, text.as_bytes(), false)
+            }
+            Wake::Message(Message::Binary(data)) => self.shard.handle_message(now, &data, true),
+            Wake::Message(Message::Close(frame)) => {
+                self.peer_close = frame.map(|f| u16::from(f.code));
+            }
+            Wake::Message(_) => {}
+            Wake::SocketEnded(error) => {
+                let code = self.peer_close.take();
+                tracing::info!(?code, error, "gateway connection closed");
+                self.ws = None;
+                self.shard.handle_closed(now, code);
+            }
+            Wake::Timer => self.shard.handle_timeout(now),
+            Wake::Confirm(ConfirmOutcome::Confirmed(c)) => {
+                metrics::record_published(self.number, &c.event, now - c.received_at);
+                self.shard.handle_published(now, c.id);
+            }
+            Wake::Confirm(ConfirmOutcome::Failed { generation, reason }) => {
+                tracing::warn!(%reason, "publication not confirmed; will publish again");
+                self.io.broker.report_failure(generation);
+            }
+            Wake::Confirm(ConfirmOutcome::Stale) | Wake::LinkChanged => {}
+            Wake::Input(input) => self.handle_input(now, input),
+            Wake::InputsClosed => {
+                self.inputs_open = false;
+                self.shard.shutdown(now);
+            }
+        }
+        metrics::record_unconfirmed(self.number, self.outbox.len());
+    }
+
+    /// The next message if one is already waiting and the current burst allows another.
+    fn ready_message(&mut self) -> Option<Wake> {
+        if self.burst == 0 || self.burst >= MAX_BURST || self.paused() {
+            return None;
+        }
+        let ws = self.ws.as_mut()?;
+        match ws.next().now_or_never()? {
+            Some(Ok(message)) => Some(Wake::Message(message)),
+            Some(Err(e)) => Some(Wake::SocketEnded(Some(e.to_string()))),
+            None => Some(Wake::SocketEnded(None)),
         }
     }
 
@@ -178,9 +209,9 @@ impl<R: Runtime> ShardTask<R> {
             }
             ShardInput::Reconnect => self.shard.reconnect(now),
             ShardInput::IdentifyGranted => {
-                // Stale grants are not given back to the scheduler yet (that is the runtime
-                // branch's to do); this only keeps the build going after main's API change.
-                let _used = self.shard.handle_identify_granted(now);
+                if !self.shard.handle_identify_granted(now) {
+                    self.io.identify.release(self.number);
+                }
             }
             ShardInput::Shutdown => self.shard.shutdown(now),
         }
@@ -208,6 +239,9 @@ impl<R: Runtime> ShardTask<R> {
                     self.stopped = Some(reason);
                 }
             }
+        }
+        while let Some(event) = self.shard.poll_event() {
+            log_event(&event);
         }
     }
 
@@ -387,5 +421,26 @@ impl<R: Runtime> ShardTask<R> {
             sequence: self.shard.last_sequence(),
             updated_at_ms: 0,
         });
+    }
+}
+
+/// Logs what the core reports besides actions (drained after them, before the timeout).
+fn log_event(event: &ShardEvent) {
+    match event {
+        ShardEvent::Ready { session } => tracing::info!(session = %session.id, "ready"),
+        ShardEvent::Resumed { sequence } => tracing::info!(?sequence, "resumed"),
+        ShardEvent::Reconnecting {
+            reason,
+            attempt,
+            delay,
+            resume,
+        } => {
+            tracing::warn!(?reason, attempt, ?delay, resume, "reconnecting")
+        }
+        ShardEvent::DispatchDropped { seq, event, reason } => {
+            tracing::warn!(seq, event, %reason, "dispatch not published")
+        }
+        ShardEvent::UnknownOpcode { op } => tracing::debug!(op, "ignored unknown opcode"),
+        other => tracing::debug!(?other, "shard event"),
     }
 }

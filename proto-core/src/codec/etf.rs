@@ -11,8 +11,8 @@
 //! |---|---|
 //! | version byte 131 | required first byte of a payload |
 //! | SMALL_INTEGER (97), INTEGER (98) | number |
-//! | SMALL_BIG (110), LARGE_BIG (111) of at most 4 magnitude bytes | number |
-//! | SMALL_BIG, LARGE_BIG of more bytes (snowflakes) | decimal **string**, as erlpack does and as a JSON connection sends ids; magnitudes above 64 bits are an error |
+//! | SMALL_BIG (110), LARGE_BIG (111) up to 2^53 - 1 (flags, ms timestamps such as `version`) | number, as a JSON connection sends them |
+//! | SMALL_BIG, LARGE_BIG above 2^53 - 1 (snowflakes: every id minted after 2015-01-25) | decimal **string**, as a JSON connection sends ids; magnitudes above 64 bits are an error |
 //! | NEW_FLOAT (70), FLOAT (99, the legacy `%.20e` text) | number (shortest round-trip form); NaN and infinities become `null` |
 //! | ATOM (100), SMALL_ATOM (115): Latin-1; ATOM_UTF8 (118), SMALL_ATOM_UTF8 (119) | `nil` and `null` → `null`, `true`/`false` → booleans, any other atom → string |
 //! | BINARY (109) | string (invalid UTF-8 is replaced with U+FFFD rather than failing the connection) |
@@ -53,6 +53,8 @@ const STRING_EXT: u8 = 107;
 const LIST_EXT: u8 = 108;
 const BINARY_EXT: u8 = 109;
 const SMALL_BIG_EXT: u8 = 110;
+/// The largest integer a JSON number holds exactly in every client (2^53 - 1).
+const MAX_EXACT_JSON_INTEGER: u64 = (1 << 53) - 1;
 const LARGE_BIG_EXT: u8 = 111;
 const SMALL_ATOM_EXT: u8 = 115;
 const MAP_EXT: u8 = 116;
@@ -351,7 +353,11 @@ impl Converter<'_> {
 
     fn big(&mut self, r: &mut Reader<'_>, n: usize) -> Result<(), DecodeError> {
         let (magnitude, negative) = big_value(r, n)?;
-        if n <= 4 {
+        // A JSON connection sends ids (snowflakes) as strings and every other integer as a
+        // number. ETF cannot tell them apart, but every snowflake minted after 2015-01-25 is
+        // above 2^53, while Discord's other integers (flags, `version` timestamps in ms,
+        // counts) stay below it; so the magnitude decides.
+        if magnitude <= MAX_EXACT_JSON_INTEGER {
             let v = i64::try_from(magnitude).unwrap_or(i64::MAX);
             self.integer(if negative { -v } else { v })
         } else {
@@ -540,7 +546,16 @@ pub(crate) mod tests {
         assert_eq!(json(&[131, 115, 1, 0xe9]), "\"é\""); // Latin-1
         assert_eq!(
             json(&[131, 111, 0, 0, 0, 5, 1, 1, 2, 3, 4, 5]),
-            "\"-21542142465\""
+            "-21542142465"
+        );
+        // Above 2^53 - 1 a bignum is a snowflake: a string, as on JSON connections.
+        assert_eq!(
+            json(&[131, 110, 7, 0, 0, 0, 0, 0, 0, 0, 0x20]),
+            "\"9007199254740992\""
+        );
+        assert_eq!(
+            json(&[131, 110, 7, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f]),
+            "9007199254740991"
         );
         assert_eq!(
             json(&[131, 116, 0, 0, 0, 1, 98, 255, 255, 255, 255, 97, 7]),
@@ -623,8 +638,9 @@ pub(crate) mod tests {
                 any::<bool>().prop_map(|b| (json!(b), enc::atom(if b { "true" } else { "false" }))),
                 any::<u8>().prop_map(|v| (json!(v), enc::small_int(v))),
                 any::<i32>().prop_map(|v| (json!(v), enc::int(v))),
-                (1u64 << 40..u64::MAX)
+                (1u64 << 53..u64::MAX)
                     .prop_map(|v| (json!(v.to_string()), enc::small_big(v, false))),
+                (1u64 << 31..1u64 << 53).prop_map(|v| (json!(v), enc::small_big(v, false))),
                 ".*".prop_map(|s| (json!(s), enc::binary(&s))),
                 "[a-z_]{1,12}".prop_map(|s| (json!(s), enc::atom(&s))),
                 // Floats that serde_json's parser reads back exactly.

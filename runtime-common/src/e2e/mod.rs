@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use async_rs::traits::{Reactor, RuntimeKit};
-use mock_gateway::{Fixture, MockConfig, MockGateway, ReplayRate};
+use mock_gateway::{Fixture, FrameRecording, MockConfig, MockGateway, ReplayRate};
 use support::{Capture, Gatehouse, RedisPrefix, Vhost, header_int};
 
 /// The end-to-end tests for one runtime binary, as `#[test]`-style async functions:
@@ -24,7 +24,7 @@ use support::{Capture, Gatehouse, RedisPrefix, Vhost, header_int};
 /// The attribute is the runtime's test attribute; the runtime expression gives the `async-rs`
 /// runtime the test side runs on. A new scenario goes into this module and into the list
 /// below, and so runs against every runtime binary. The demo scenario runs when the calling
-/// crate's `demo` feature is on.
+/// crate's `demo` feature is on; the rate measurement only with `--ignored`.
 #[macro_export]
 macro_rules! end_to_end_tests {
     (#[$test:meta] $rt:expr, $binary:expr) => {
@@ -34,6 +34,12 @@ macro_rules! end_to_end_tests {
             a_broker_connection_loss_loses_no_event,
             commands_reach_the_shard_and_bad_ones_are_dead_lettered,
         );
+        #[$test]
+        #[ignore = "measurement; run explicitly in release with --ignored --nocapture"]
+        async fn end_to_end_rate() {
+            $crate::e2e::end_to_end_rate($rt, ::std::path::Path::new($binary)).await
+        }
+
         #[cfg(feature = "demo")]
         #[$test]
         async fn the_demo_shows_events_flowing_and_stops_on_ctrl_c() {
@@ -361,5 +367,43 @@ pub async fn the_demo_shows_events_flowing_and_stops_on_ctrl_c<K: Kit>(
     assert!(
         redis.get("session:0").is_none(),
         "the demo keeps the mock's sessions apart from real ones"
+    );
+}
+
+/// A rough end-to-end rate (not a benchmark suite; timing is printed, never asserted): the
+/// mock gateway as fast as the client reads -> the binary -> RabbitMQ (persistent, confirms),
+/// `GATEHOUSE_THROUGHPUT_EVENTS` events (default 50,000). Run it in release:
+/// `cargo test --release -p <runtime crate> --test end_to_end end_to_end_rate -- --ignored
+/// --nocapture`.
+pub async fn end_to_end_rate<K: Kit>(rt: async_rs::Runtime<K>, binary: &Path) {
+    let events: usize = std::env::var("GATEHOUSE_THROUGHPUT_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let vhost = Vhost::create("rate");
+    let redis = RedisPrefix::new("rate");
+    let basic = Fixture::basic();
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.fixture = basic.repeated(events / basic.len() + 1);
+    config.rate = ReplayRate::AsFastAsClientReads;
+    config.record_frames = FrameRecording::None;
+    let mock = MockGateway::start(config).expect("start the mock gateway");
+    // A plain counting consumer on a queue bound before the gateway starts.
+    let mut capture = Capture::topic(rt, &vhost.amqp_url(), "gateway").await;
+    let _gatehouse = Gatehouse::start(binary, &gatehouse_env(&mock, &vhost, &redis));
+    capture.next(Duration::from_secs(30)).await.expect("READY");
+    let started = Instant::now();
+    let mut received = 1;
+    while received < events {
+        if capture.next(Duration::from_secs(10)).await.is_none() {
+            break;
+        }
+        received += 1;
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "end to end ({}): {received} events in {elapsed:?} = {:.0} events/s",
+        binary.display(),
+        received as f64 / elapsed.as_secs_f64()
     );
 }
