@@ -379,3 +379,10 @@ fn etf_over_zlib_stream_and_plain() {
         Err(DecodeError::Malformed(_))
     ));
 }
+
+#[test]
+fn decoder_and_payload_can_move_between_threads() {
+    fn send<T: Send + 'static>() {}
+    send::<Decoder>();
+    send::<Payload>();
+}
