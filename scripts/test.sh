@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Runs every test of Gatehouse: the README's test command, and what .ci/run calls.
-# Brings up RabbitMQ and Redis first (scripts/services.sh), then builds once and runs the
-# workspace's tests against them.
+# Runs every test of Gatehouse: the README's test command, and exactly what .ci/run calls.
+#
+# 1. brings up RabbitMQ and Redis (scripts/services.sh: starts them, installs them if missing);
+# 2. checks formatting and lints (`cargo fmt --check`, `cargo clippy -D warnings`) and that the
+#    conformance suite's optional testcontainers path compiles;
+# 3. runs the workspace's tests (core, mock gateway, runtimes end to end, suite self-tests);
+# 4. runs the conformance suite against both binaries, `gatehouse` (tokio) and
+#    `gatehouse-async-std`, for every profile.
+# Set GATEHOUSE_TEST_QUICK=1 to skip steps 2 and 4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,5 +15,40 @@ cd "$(dirname "$0")/.."
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+quick="${GATEHOUSE_TEST_QUICK:-}"
 
+step() { printf '\n==> %s\n' "$*"; }
+
+if [ -z "$quick" ]; then
+  step "formatting"
+  cargo fmt --all -- --check
+  step "lints"
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+  step "the conformance suite's testcontainers path compiles"
+  cargo check -p conformance --features testcontainers --locked
+fi
+
+step "workspace tests"
 cargo test --workspace --all-targets --locked
+
+if [ -z "$quick" ]; then
+  step "conformance suite against both runtimes, every profile"
+  cargo build --locked -p runtime-tokio -p runtime-async-std -p conformance
+  reports=target/conformance
+  mkdir -p "$reports"
+  failed=0 passed=0
+  for bin in gatehouse gatehouse-async-std; do
+    for profile in gatehouse spectacles cordis twilight-dispatch retsu; do
+      step "conformance: $bin, profile $profile"
+      if target/debug/conformance run --impl "$PWD/target/debug/$bin" --profile "$profile" \
+          --jobs 3 --report "$reports/$bin-$profile.xml"; then
+        passed=$((passed + 1))
+      else
+        failed=$((failed + 1))
+      fi
+    done
+  done
+  step "conformance summary (one line per binary and profile)"
+  echo "conformance: $passed passed, $failed failed"
+  [ "$failed" -eq 0 ]
+fi

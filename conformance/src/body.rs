@@ -185,27 +185,32 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 }
 
-/// Whether map keys must keep their order.
+/// How strictly two values must agree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyOrder {
-    /// Discord's order (JSON passthrough, msgpack transcoding of JSON).
-    Kept,
-    /// Any order (values decoded from ETF, whose maps have no order).
-    Any,
+pub enum Match {
+    /// Same values, maps in Discord's key order (JSON passthrough, msgpack transcoding of JSON).
+    Exact,
+    /// Values decoded from ETF: maps in any order (ETF maps have none), and an integer beyond
+    /// 2^53 may come back as its decimal string (ETF sends snowflakes as big integers, which
+    /// bridges turn into strings as JSON connections deliver them; the two cannot be told apart).
+    EtfValues,
 }
+
+/// The largest integer a JSON number holds exactly in most languages (2^53 - 1).
+const MAX_SAFE_INTEGER: i128 = (1 << 53) - 1;
 
 /// The first place where `actual` differs from `expected` (maps compared in key order), or `None`
 /// when they are equal. An integral float equals the same integer (a transcoder may pick either).
 pub fn first_difference(expected: &Value, actual: &Value) -> Option<String> {
-    diff_at("$", expected, actual, KeyOrder::Kept)
+    diff_at("$", expected, actual, Match::Exact)
 }
 
-/// [`first_difference`] with a choice of key order.
-pub fn first_difference_in(expected: &Value, actual: &Value, order: KeyOrder) -> Option<String> {
+/// [`first_difference`] with a choice of strictness.
+pub fn first_difference_in(expected: &Value, actual: &Value, order: Match) -> Option<String> {
     diff_at("$", expected, actual, order)
 }
 
-fn diff_at(path: &str, expected: &Value, actual: &Value, order: KeyOrder) -> Option<String> {
+fn diff_at(path: &str, expected: &Value, actual: &Value, order: Match) -> Option<String> {
     use Value::*;
     match (expected, actual) {
         (Int(i), Float(x)) | (Float(x), Int(i)) if (*i as f64) == *x && x.fract() == 0.0 => None,
@@ -222,7 +227,12 @@ fn diff_at(path: &str, expected: &Value, actual: &Value, order: KeyOrder) -> Opt
                 .enumerate()
                 .find_map(|(i, (e, a))| diff_at(&format!("{path}[{i}]"), e, a, order))
         }
-        (Map(e), Map(a)) if order == KeyOrder::Any => {
+        (Int(i), Str(s))
+            if order == Match::EtfValues && i.abs() > MAX_SAFE_INTEGER && *s == i.to_string() =>
+        {
+            None
+        }
+        (Map(e), Map(a)) if order == Match::EtfValues => {
             for (ek, ev) in e {
                 let Some((_, av)) = a.iter().find(|(ak, _)| ak == ek) else {
                     return Some(format!("{path}: key {ek} is missing"));

@@ -16,10 +16,25 @@ pub use mock_gateway::{
 /// enough for a loaded machine to keep up).
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(2000);
 
+/// How late a heartbeat may be after `interval` before it counts as a violation: a quarter of
+/// the interval plus half a second (scheduling slack on a loaded machine).
+pub fn late_slack(interval: Duration) -> Duration {
+    interval / 4 + Duration::from_millis(500)
+}
+
+/// Discord's identify window: one IDENTIFY per bucket per 5 s.
+pub const IDENTIFY_WINDOW: Duration = Duration::from_secs(5);
+
+/// How much shorter than [`IDENTIFY_WINDOW`] a gap between two identifies of one bucket may look
+/// to the mock: it measures arrival times, and a client that waits exactly 5 s from its own send
+/// times can see its identifies arrive a little closer together on a loaded machine.
+pub const IDENTIFY_TOLERANCE: Duration = Duration::from_millis(250);
+
 /// The mock settings every scenario starts from.
 pub fn suite_defaults() -> MockConfig {
     let mut config = MockConfig::default();
     config.heartbeat_interval = DEFAULT_HEARTBEAT;
+    config.identify_window = IDENTIFY_WINDOW - IDENTIFY_TOLERANCE;
     config.poll_interval = Duration::from_millis(10);
     config
 }
@@ -158,8 +173,10 @@ pub fn no_violations(rec: &Recording) -> Result<(), String> {
     if rec.violations.is_empty() {
         return Ok(());
     }
-    let list: Vec<String> = rec.violations.iter().map(describe).collect();
-    Err(format!("protocol violation(s): {}", list.join("; ")))
+    Err(format!(
+        "protocol violation(s): {}",
+        counted(rec.violations.iter().map(describe)).join("; ")
+    ))
 }
 
 /// The mock's name for an encoding the suite asked for.
@@ -176,5 +193,29 @@ pub fn mock_compression(c: crate::contract::Compression) -> mock_gateway::Compre
         crate::contract::Compression::None => mock_gateway::Compression::None,
         crate::contract::Compression::ZlibStream => mock_gateway::Compression::ZlibStream,
         crate::contract::Compression::ZstdStream => mock_gateway::Compression::ZstdStream,
+    }
+}
+
+/// Identical messages merged, with a count: `["a", "b", "a"]` -> `["a (x2)", "b"]`.
+pub fn counted(messages: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut merged: Vec<(String, usize)> = Vec::new();
+    for m in messages {
+        match merged.iter_mut().find(|(k, _)| *k == m) {
+            Some((_, n)) => *n += 1,
+            None => merged.push((m, 1)),
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(m, n)| if n > 1 { format!("{m} (x{n})") } else { m })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counted_merges_repeats_in_first_seen_order() {
+        let merged = super::counted(["a", "b", "a", "a"].map(String::from));
+        assert_eq!(merged, ["a (x3)", "b"]);
     }
 }

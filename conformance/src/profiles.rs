@@ -259,8 +259,8 @@ impl Profile {
             ));
         }
         let order = match fidelity {
-            Fidelity::Bytes => body::KeyOrder::Kept,
-            Fidelity::Values => body::KeyOrder::Any,
+            Fidelity::Bytes => body::Match::Exact,
+            Fidelity::Values => body::Match::EtfValues,
         };
         let exact = |what: &str, expected: &[u8]| -> Result<(), String> {
             if fidelity == Fidelity::Values {
@@ -381,7 +381,8 @@ impl FromStr for Profile {
 pub enum Fidelity {
     /// JSON connection: passed-through bytes are identical, transcodings keep key order.
     Bytes,
-    /// ETF connection: the same keys and values (ETF maps have no order, numbers no spelling).
+    /// ETF connection: the same keys and values (ETF maps have no order, numbers no spelling,
+    /// and integers beyond 2^53 may be delivered as strings, as snowflakes are).
     Values,
 }
 

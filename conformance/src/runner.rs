@@ -234,6 +234,9 @@ async fn run_isolated(
     mock.expected_intents = Some(setup.intents);
     mock.required_shard_count = Some(setup.shard_count);
     mock.shards = setup.shard_count;
+    if mock.heartbeat_late_slack.is_none() {
+        mock.heartbeat_late_slack = Some(crate::gateway::late_slack(mock.heartbeat_interval));
+    }
     let gateway = Gateway::start(mock)
         .map_err(|e| Failure::error(format!("starting the mock gateway: {e}")))?;
     let broker = Broker::connect(&isolation.amqp_url)

@@ -187,6 +187,7 @@ pub struct Context {
     log_path: PathBuf,
     process: Option<ImplProcess>,
     started_at: Option<Instant>,
+    starts: u32,
 }
 
 impl Context {
@@ -218,19 +219,40 @@ impl Context {
             log_path,
             process: None,
             started_at: None,
+            starts: 0,
         }
     }
 
-    /// Starts the implementation (once).
+    /// Starts the implementation, unless it is already running.
     pub fn start_implementation(&mut self) -> Result<(), Failure> {
         if self.process.is_some() {
             return Ok(());
         }
-        let process = ImplProcess::start(&self.command, &self.env, &self.log_path)
+        self.starts += 1;
+        let log_path = if self.starts == 1 {
+            self.log_path.clone()
+        } else {
+            self.log_path.with_extension(format!("{}.log", self.starts))
+        };
+        let process = ImplProcess::start(&self.command, &self.env, &log_path)
             .map_err(|e| Failure::error(format!("cannot start `sh -c {:?}`: {e}", self.command)))?;
         self.process = Some(process);
         self.started_at = Some(Instant::now());
         Ok(())
+    }
+
+    /// Stops the implementation (SIGTERM, then SIGKILL) and starts it again with the same
+    /// environment (for restart scenarios, such as resuming sessions from Redis). The new run's
+    /// output goes to `<log>.<n>.log`. Fails if it had to be killed.
+    pub async fn restart_implementation(&mut self) -> Result<(), Failure> {
+        if let Some(Ending::Killed) = self.stop_implementation().await {
+            return Err(Failure::fail(format!(
+                "the implementation ignored SIGTERM for {:.0?} and was killed",
+                contract::STOP_GRACE
+            )));
+        }
+        self.process = None;
+        self.start_implementation()
     }
 
     /// When the implementation was started.

@@ -1,14 +1,27 @@
 //! The Redis key layout and value encoding of Gatehouse's own state: session snapshots (so a
 //! restarted process RESUMES) and shard status (for operators and dashboards).
 //!
-//! Owns: key names under a configurable prefix, and the bytes stored under them. Does not own:
-//! talking to Redis (the runtime does, with plain `GET`/`SET`), deciding when to persist (the
-//! shard emits `Action::PersistSession`), or the predecessors' key layouts that some profiles
-//! may ask for.
+//! Owns: key names under a configurable prefix, and the bytes stored under them, including the
+//! predecessors' layouts that existing tooling reads ([`PredecessorKeys`]). Does not own:
+//! talking to Redis (the runtime does, with plain `GET`/`SET`) or deciding when to persist (the
+//! shard emits `Action::PersistSession`).
 //!
 //! Layout (prefix `gatehouse` by default):
 //! - `<prefix>:session:<shard>`: a [`SessionSnapshot`] as JSON.
 //! - `<prefix>:status:<shard>`: a [`ShardStatus`] as JSON.
+//!
+//! Besides, for the profiles whose predecessors kept sessions in Redis (written, not read back:
+//! Gatehouse resumes from its own keys):
+//! - Spectacles (`spec-tacles/gateway` `shard_store.go`): `<prefix><shard>session` (the session
+//!   id) and `<prefix><shard>seq` (the sequence, decimal).
+//! - twilight-dispatch (`src/cache.rs`): `<prefix>gateway_sessions`
+//!   (`{"<shard>":{"session_id":..,"sequence":..}}`), `<prefix>gateway_statuses`
+//!   (`[{"shard":..,"status":..,"latency":..,"last_ack":..}]`), `<prefix>gateway_shards` (the
+//!   shard count) and `<prefix>gateway_started` (start time, ms since the epoch).
+
+use std::collections::BTreeMap;
+
+use crate::profile::ProfileKind;
 
 use crate::session::SessionSnapshot;
 use crate::sharding::ShardId;
@@ -89,6 +102,122 @@ pub fn decode_status(bytes: &[u8]) -> Option<ShardStatus> {
     serde_json::from_slice(bytes).ok()
 }
 
+/// One `SET`: a key and its value.
+pub type KeyValue = (String, Vec<u8>);
+
+/// The predecessors' Redis keys a profile keeps up to date. Holds the aggregate values
+/// (twilight-dispatch keeps all shards in one key), so one owner per process should drive it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PredecessorKeys {
+    style: Style,
+    prefix: String,
+    sessions: BTreeMap<u32, (String, u64)>,
+    statuses: BTreeMap<u32, ShardStatus>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Style {
+    None,
+    Spectacles,
+    TwilightDispatch,
+}
+
+impl PredecessorKeys {
+    /// The keys of `profile`'s predecessor, under `prefix` (used as is, like the predecessors do).
+    pub fn new(profile: ProfileKind, prefix: impl Into<String>) -> Self {
+        let style = match profile {
+            ProfileKind::Spectacles => Style::Spectacles,
+            ProfileKind::TwilightDispatch => Style::TwilightDispatch,
+            ProfileKind::Gatehouse | ProfileKind::Cordis | ProfileKind::Retsu => Style::None,
+        };
+        Self {
+            style,
+            prefix: prefix.into(),
+            sessions: BTreeMap::new(),
+            statuses: BTreeMap::new(),
+        }
+    }
+
+    /// What to write when the process starts (`started_at_ms`: the wall clock).
+    pub fn on_start(&self, shard_count: u32, started_at_ms: u64) -> Vec<KeyValue> {
+        match self.style {
+            Style::TwilightDispatch => vec![
+                (
+                    format!("{}gateway_shards", self.prefix),
+                    shard_count.to_string().into_bytes(),
+                ),
+                (
+                    format!("{}gateway_started", self.prefix),
+                    started_at_ms.to_string().into_bytes(),
+                ),
+            ],
+            Style::None | Style::Spectacles => Vec::new(),
+        }
+    }
+
+    /// What to write for a new session snapshot.
+    pub fn on_session(&mut self, snapshot: &SessionSnapshot) -> Vec<KeyValue> {
+        let shard = snapshot.shard.number();
+        match self.style {
+            Style::None => Vec::new(),
+            Style::Spectacles => vec![
+                (
+                    format!("{}{shard}session", self.prefix),
+                    snapshot.session_id.clone().into_bytes(),
+                ),
+                (
+                    format!("{}{shard}seq", self.prefix),
+                    snapshot.sequence.to_string().into_bytes(),
+                ),
+            ],
+            Style::TwilightDispatch => {
+                self.sessions
+                    .insert(shard, (snapshot.session_id.clone(), snapshot.sequence));
+                let map: serde_json::Map<String, serde_json::Value> = self
+                    .sessions
+                    .iter()
+                    .map(|(shard, (id, seq))| {
+                        (
+                            shard.to_string(),
+                            serde_json::json!({ "session_id": id, "sequence": seq }),
+                        )
+                    })
+                    .collect();
+                vec![(
+                    format!("{}gateway_sessions", self.prefix),
+                    serde_json::to_vec(&map).expect("a JSON map always serializes"),
+                )]
+            }
+        }
+    }
+
+    /// What to write for a new shard status.
+    pub fn on_status(&mut self, status: &ShardStatus) -> Vec<KeyValue> {
+        match self.style {
+            Style::None | Style::Spectacles => Vec::new(),
+            Style::TwilightDispatch => {
+                self.statuses.insert(status.shard, status.clone());
+                let list: Vec<serde_json::Value> = self
+                    .statuses
+                    .values()
+                    .map(|s| {
+                        serde_json::json!({
+                            "shard": s.shard,
+                            "status": s.state,
+                            "latency": 0,
+                            "last_ack": s.updated_at_ms,
+                        })
+                    })
+                    .collect();
+                vec![(
+                    format!("{}gateway_statuses", self.prefix),
+                    serde_json::to_vec(&list).expect("a JSON list always serializes"),
+                )]
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +262,75 @@ mod tests {
         };
         assert_eq!(decode_status(&encode_status(&status)), Some(status));
         assert_eq!(decode_status(b"{}"), None);
+    }
+
+    fn text(writes: &[KeyValue]) -> Vec<(String, String)> {
+        writes
+            .iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8(v.clone()).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn spectacles_keeps_session_and_seq_per_shard() {
+        let mut keys = PredecessorKeys::new(ProfileKind::Spectacles, "gateway");
+        assert!(keys.on_start(4, 1).is_empty());
+        let writes = keys.on_session(&snapshot(1, 4));
+        assert_eq!(
+            text(&writes),
+            vec![
+                ("gateway1session".to_owned(), "abc".to_owned()),
+                ("gateway1seq".to_owned(), "42".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn twilight_dispatch_keeps_one_map_of_every_shard() {
+        let mut keys = PredecessorKeys::new(ProfileKind::TwilightDispatch, "p:");
+        assert_eq!(
+            text(&keys.on_start(4, 1_700_000_000_000)),
+            vec![
+                ("p:gateway_shards".to_owned(), "4".to_owned()),
+                ("p:gateway_started".to_owned(), "1700000000000".to_owned()),
+            ]
+        );
+        keys.on_session(&snapshot(0, 4));
+        let mut second = snapshot(2, 4);
+        second.sequence = 7;
+        let writes = keys.on_session(&second);
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0].0, "p:gateway_sessions");
+        let map: serde_json::Value = serde_json::from_slice(&writes[0].1).unwrap();
+        assert_eq!(map["0"]["session_id"], "abc");
+        assert_eq!(map["0"]["sequence"], 42);
+        assert_eq!(map["2"]["sequence"], 7);
+
+        let status = ShardStatus {
+            shard: 2,
+            shard_count: 4,
+            state: "active".into(),
+            reconnects: 0,
+            sequence: Some(7),
+            updated_at_ms: 5,
+        };
+        let writes = keys.on_status(&status);
+        let list: serde_json::Value = serde_json::from_slice(&writes[0].1).unwrap();
+        assert_eq!(writes[0].0, "p:gateway_statuses");
+        assert_eq!(list[0]["shard"], 2);
+        assert_eq!(list[0]["status"], "active");
+    }
+
+    #[test]
+    fn other_profiles_write_nothing_extra() {
+        for kind in [
+            ProfileKind::Gatehouse,
+            ProfileKind::Cordis,
+            ProfileKind::Retsu,
+        ] {
+            let mut keys = PredecessorKeys::new(kind, "x");
+            assert!(keys.on_start(1, 1).is_empty());
+            assert!(keys.on_session(&snapshot(0, 1)).is_empty());
+        }
     }
 }

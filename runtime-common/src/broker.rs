@@ -20,7 +20,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
 use proto_core::config::SecretUrl;
 use proto_core::profile::{
-    ExchangeKind, FieldValue, MessageProperties, Publication, Timestamp, Topology,
+    ExchangeKind, FieldValue, MessageProperties, Publication, Router, Timestamp, Topology,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -37,9 +37,32 @@ pub struct Link {
     pub publish: Channel,
     /// The declared names of the queues the gateway consumes commands from.
     pub command_queues: Vec<String>,
+    /// Event names whose per-event topology (Retsu) is declared on this connection.
+    declared_events: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Link {
+    /// Declares what the profile wants declared before the first publication of `event`
+    /// (Retsu's `gateway:<EVENT>` queue), once per event name and connection.
+    pub async fn ensure_event_topology(&self, router: &Router, event: &str) -> Result<(), String> {
+        if self
+            .declared_events
+            .lock()
+            .expect("not poisoned")
+            .contains(event)
+        {
+            return Ok(());
+        }
+        if let Some(topology) = router.topology_for_event(event) {
+            declare_topology(&self.publish, &topology).await?;
+        }
+        self.declared_events
+            .lock()
+            .expect("not poisoned")
+            .insert(event.to_owned());
+        Ok(())
+    }
+
     /// Publishes one message; the returned confirm resolves when the broker acks or nacks it.
     pub async fn publish(&self, publication: &Publication) -> lapin::Result<PublisherConfirm> {
         self.publish
@@ -149,7 +172,7 @@ async fn supervise<R: Runtime>(
                 connected_before = true;
                 attempt = 0;
                 link_tx.send_replace(Some(link.clone()));
-                let lost = wait_until_lost(&rt, &link, &mut failures, &mut stop).await;
+                let lost = wait_until_lost(&rt, &link, &link_tx, &mut failures, &mut stop).await;
                 link_tx.send_replace(None);
                 crate::metrics::record_amqp_connected(false, false);
                 if *stop.borrow() {
@@ -174,15 +197,19 @@ async fn supervise<R: Runtime>(
 }
 
 /// Waits until the link fails (an error event, a closed channel, a failure report) or `stop`.
+/// While the broker blocks the connection (a memory or disk alarm), the link is withdrawn from
+/// the shards so that none of them waits inside a publish; it comes back when unblocked.
 async fn wait_until_lost<R: Runtime>(
     rt: &R,
-    link: &Link,
+    link: &Arc<Link>,
+    link_tx: &watch::Sender<Option<Arc<Link>>>,
     failures: &mut mpsc::UnboundedReceiver<u64>,
     stop: &mut watch::Receiver<bool>,
 ) -> String {
     use futures_util::future::{Either, select};
     enum Seen {
         Lost(String),
+        Blocked(bool),
         Failure(u64),
         Nothing,
     }
@@ -201,6 +228,17 @@ async fn wait_until_lost<R: Runtime>(
                 Either::Left((Either::Left((None, _)), _)) => {
                     Seen::Lost("the connection's event stream ended".into())
                 }
+                Either::Left((
+                    Either::Left((Some(lapin::Event::ConnectionBlocked(why)), _)),
+                    _,
+                )) => {
+                    tracing::warn!(reason = %why, "RabbitMQ blocked publishing; pausing");
+                    Seen::Blocked(true)
+                }
+                Either::Left((Either::Left((Some(lapin::Event::ConnectionUnblocked), _)), _)) => {
+                    tracing::info!("RabbitMQ unblocked publishing; resuming");
+                    Seen::Blocked(false)
+                }
                 Either::Left((Either::Right((Some(generation), _)), _)) => {
                     Seen::Failure(generation)
                 }
@@ -209,6 +247,12 @@ async fn wait_until_lost<R: Runtime>(
         };
         match seen {
             Seen::Lost(reason) => return reason,
+            Seen::Blocked(true) => {
+                link_tx.send_replace(None);
+            }
+            Seen::Blocked(false) => {
+                link_tx.send_replace(Some(link.clone()));
+            }
             Seen::Failure(generation) if generation == link.generation => {
                 return "a publish failed".into();
             }
@@ -252,6 +296,7 @@ async fn connect<R: Runtime>(rt: &R, settings: &BrokerSettings) -> Result<Link, 
         connection,
         publish,
         command_queues,
+        declared_events: Default::default(),
     })
 }
 

@@ -26,6 +26,8 @@ use crate::shard_task::ShardInput;
 
 /// Deliveries a command consumer holds unacknowledged at once.
 const PREFETCH: u16 = 32;
+/// The pause before consuming again after the command channel failed on a live link.
+const RETRY_DELAY: Duration = Duration::from_secs(2);
 /// The pause before a delivery for a full shard queue goes back to the broker.
 const REQUEUE_DELAY: Duration = Duration::from_millis(250);
 
@@ -51,30 +53,40 @@ async fn follow_links<R: Runtime>(
     broker: BrokerClient,
     mut stop: watch::Receiver<bool>,
 ) {
+    use futures_util::future::{Either, select};
     let mut links = broker.watch();
     loop {
         let link = links.borrow_and_update().clone();
+        let mut consumed = false;
         if let Some(link) = link
             && !link.command_queues.is_empty()
         {
+            consumed = true;
             let consume = consume(&handler, &link);
             let stopped = stop.wait_for(|s| *s);
             futures_util::pin_mut!(consume, stopped);
-            if let futures_util::future::Either::Right(_) =
-                futures_util::future::select(consume, stopped).await
-            {
+            if let Either::Right(_) = select(consume, stopped).await {
                 return;
             }
         }
         if *stop.borrow() {
             return;
         }
+        // Consuming ended: on a new link start again at once; on the same link (its channel
+        // failed, for example) try again after a pause.
         let changed = links.changed();
         let stopped = stop.wait_for(|s| *s);
-        futures_util::pin_mut!(changed, stopped);
-        match futures_util::future::select(changed, stopped).await {
-            futures_util::future::Either::Left((Ok(()), _)) => {}
-            _ => return,
+        let retry = async {
+            if consumed {
+                handler.rt.sleep(RETRY_DELAY).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        futures_util::pin_mut!(changed, stopped, retry);
+        match select(select(changed, retry), stopped).await {
+            Either::Left((Either::Left((Err(_), _)), _)) | Either::Right(_) => return,
+            Either::Left(_) => {}
         }
     }
 }

@@ -102,15 +102,9 @@ pub async fn run_with_gateway<R: Runtime>(
         inputs.insert(number, tx);
         receivers.push((number, rx));
     }
-    let identify = identify::start(&rt, bot.session_start_limit, inputs.clone());
 
-    let writer = store.clone().start_writer(&rt);
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u32, StopReason)>();
-    let seed_base = config
-        .discord
-        .seed
-        .unwrap_or_else(|| RandomState::new().hash_one(Instant::now()));
-    for (number, rx) in receivers {
+    let mut sessions = HashMap::new();
+    for &number in &cluster.owned {
         let shard_id = ShardId::new(number, cluster.shard_count)
             .expect("Config::cluster only returns shards below the count");
         let session = match store.load_session(shard_id).await {
@@ -127,6 +121,32 @@ pub async fn run_with_gateway<R: Runtime>(
                 "resuming the stored session"
             );
         }
+        sessions.insert(number, session);
+    }
+    let identifying_at_start = sessions
+        .iter()
+        .filter(|(_, session)| session.is_none())
+        .map(|(&number, _)| number)
+        .collect();
+    let identify = identify::start(
+        &rt,
+        bot.session_start_limit,
+        inputs.clone(),
+        identifying_at_start,
+    );
+
+    let writer = store
+        .clone()
+        .start_writer(&rt, config.profile.kind, cluster.shard_count);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u32, StopReason)>();
+    let seed_base = config
+        .discord
+        .seed
+        .unwrap_or_else(|| RandomState::new().hash_one(Instant::now()));
+    for (number, rx) in receivers {
+        let shard_id = ShardId::new(number, cluster.shard_count)
+            .expect("Config::cluster only returns shards below the count");
+        let session = sessions.remove(&number).flatten();
         let shard_config = shard_config(
             &config,
             &bot,

@@ -5,8 +5,8 @@
 //! scheduler's next deadline). Does not own the rule of who may identify when (the core's
 //! identify scheduler).
 
-use std::collections::HashMap;
-use std::time::Instant;
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use proto_core::identify::{IdentifyScheduler, SessionStartLimit};
 use tokio::sync::mpsc;
@@ -22,6 +22,9 @@ enum Message {
     /// Shard `n` did not use the grant it got (its connection went away meanwhile).
     Release(u32),
 }
+
+/// The longest the first grants wait for every shard's first request.
+const STARTUP_BARRIER: Duration = Duration::from_secs(10);
 
 /// A shard's way to ask for an IDENTIFY.
 #[derive(Clone, Debug)]
@@ -42,13 +45,23 @@ impl IdentifyClient {
 }
 
 /// Starts the coordinator for the shards in `shards`.
+/// `identifying_at_start` are the shards that will ask to IDENTIFY right away (those without a
+/// stored session); no grant goes out before all of them asked, so that buckets start in
+/// order.
 pub(crate) fn start<R: Runtime>(
     rt: &R,
     limits: SessionStartLimit,
     shards: HashMap<u32, mpsc::UnboundedSender<ShardInput>>,
+    identifying_at_start: BTreeSet<u32>,
 ) -> IdentifyClient {
     let (tx, rx) = mpsc::unbounded_channel();
-    rt.spawn(coordinate(rt.clone(), limits, shards, rx));
+    rt.spawn(coordinate(
+        rt.clone(),
+        limits,
+        shards,
+        identifying_at_start,
+        rx,
+    ));
     IdentifyClient { requests: tx }
 }
 
@@ -56,12 +69,18 @@ async fn coordinate<R: Runtime>(
     rt: R,
     limits: SessionStartLimit,
     shards: HashMap<u32, mpsc::UnboundedSender<ShardInput>>,
+    mut initial: BTreeSet<u32>,
     mut requests: mpsc::UnboundedReceiver<Message>,
 ) {
     let mut scheduler = IdentifyScheduler::new(limits, Instant::now());
+    let barrier_until = Instant::now() + STARTUP_BARRIER;
     loop {
         let now = Instant::now();
-        while let Some(shard) = scheduler.poll_grant(now) {
+        // Buckets must start in shard order, but the shards' first requests arrive in the
+        // order their sockets happened to open: hold every grant until each shard expected to
+        // identify at start has asked (or the barrier times out).
+        let holding = !initial.is_empty() && now < barrier_until;
+        while let Some(shard) = (!holding).then(|| scheduler.poll_grant(now)).flatten() {
             tracing::debug!(shard, remaining = scheduler.remaining(), "identify granted");
             if let Some(inputs) = shards.get(&shard) {
                 let _ = inputs.send(ShardInput::IdentifyGranted);
@@ -70,7 +89,12 @@ async fn coordinate<R: Runtime>(
         if scheduler.remaining() == 0 && scheduler.waiting().next().is_some() {
             tracing::warn!("no session starts left until Discord's reset; shards wait to identify");
         }
-        let request = match scheduler.poll_timeout() {
+        let deadline = if holding {
+            Some(barrier_until)
+        } else {
+            scheduler.poll_timeout()
+        };
+        let request = match deadline {
             Some(deadline) => {
                 let sleep = rt.sleep_until(deadline);
                 let recv = requests.recv();
@@ -83,7 +107,10 @@ async fn coordinate<R: Runtime>(
             None => Some(requests.recv().await),
         };
         match request {
-            Some(Some(Message::Request(shard))) => scheduler.request(Instant::now(), shard),
+            Some(Some(Message::Request(shard))) => {
+                initial.remove(&shard);
+                scheduler.request(Instant::now(), shard);
+            }
             Some(Some(Message::Release(shard))) => {
                 let released = scheduler.release(Instant::now(), shard);
                 tracing::debug!(shard, released, "unused identify grant handed back");

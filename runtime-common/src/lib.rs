@@ -2,10 +2,12 @@
 //!
 //! Everything a runtime binary needs besides its primitives is here, written once and generic
 //! over the small [`Runtime`] trait (spawn, sleep until an instant, open a WebSocket, lapin's
-//! executor handle, a Redis connection). A runtime crate implements the trait and calls
-//! [`gateway::run`]; see `runtime-tokio` for the whole of such a crate.
+//! executor handle, a Redis connection). A runtime crate implements the trait, and its `main`
+//! starts an executor and runs [`app::Launch`] on it; see `runtime-tokio` and
+//! `runtime-async-std` for the whole of such a crate.
 //!
 //! What lives here, one module each:
+//! - [`app`]: the binaries' edges (arguments, logging, configuration, signals, demo or not).
 //! - [`gateway`]: start-up and shutdown order of the whole process.
 //! - `shard_task`: the per-shard drive loop around `proto_core::shard::Shard`.
 //! - `outbox`: one shard's publications until the broker confirms them (nothing is lost
@@ -16,15 +18,19 @@
 //! - [`identify`]: the process-wide identify coordinator.
 //! - [`discord_http`]: `GET /gateway/bot`.
 //! - [`metrics`]: metric names and the Prometheus endpoint.
-//! - [`demo`]: the demo's live count of published events.
+//! - [`demo`]: the demo mode (mock gateway in-process, live count of published events).
+//! - `e2e` (feature `test-support`): the end-to-end scenarios every runtime binary must pass.
 //!
 //! What does not live here: any Discord or broker-contract decision (the core decides; this
 //! crate executes), and any runtime-specific call (the runtime crates).
 
+pub mod app;
 pub mod broker;
 mod commands;
 pub mod demo;
 pub mod discord_http;
+#[cfg(feature = "test-support")]
+pub mod e2e;
 pub mod gateway;
 pub mod identify;
 pub mod metrics;

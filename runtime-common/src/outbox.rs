@@ -14,10 +14,34 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures_util::stream::{FuturesUnordered, Stream};
-use proto_core::profile::Publication;
+use proto_core::profile::{Publication, Router};
 use proto_core::shard::PublishId;
 
 use crate::broker::Link;
+
+/// Publications started together before awaiting any of them.
+const MAX_BATCH: usize = 256;
+
+/// Polls every future once in order (so each queues its frames in order), then drives them all
+/// to completion; returns their outputs in order.
+async fn start_in_order<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => done = false,
+                }
+            }
+        }
+        if done { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
 
 /// Resolves to (outbox epoch, link generation, id, result).
 type ConfirmFuture = Pin<Box<dyn Future<Output = (u64, u64, PublishId, ConfirmResult)> + Send>>;
@@ -101,33 +125,65 @@ impl Outbox {
 
     /// Publishes everything unsent on `link`, in order. On a publish error, resets and returns
     /// the failure.
-    pub(crate) async fn flush(&mut self, link: &Arc<Link>) -> Result<(), String> {
+    ///
+    /// Publications go out in batches: every publish of a batch is started (its frames queued
+    /// on the channel) in order before any is awaited, so the connection writes them together.
+    ///
+    /// With `event_topology` (profiles that declare per event), each event's declarations are
+    /// made before its first publication on the link.
+    pub(crate) async fn flush(
+        &mut self,
+        link: &Arc<Link>,
+        event_topology: Option<&Router>,
+    ) -> Result<(), String> {
         if !self.can_use(link) {
             return Ok(());
         }
         self.failed_generation = None;
-        while let Some(&id) = self.unsent.front() {
-            let Some(pending) = self.pending.get(&id) else {
-                self.unsent.pop_front();
-                continue;
-            };
-            match link.publish(&pending.publication).await {
-                Ok(confirm) => {
-                    self.unsent.pop_front();
-                    let epoch = self.epoch;
-                    let generation = link.generation;
-                    self.in_flight.push(Box::pin(async move {
-                        let result = match confirm.await {
-                            Ok(c) if c.is_ack() => ConfirmResult::Ack,
-                            Ok(_) => ConfirmResult::Nack,
-                            Err(e) => ConfirmResult::Lost(e.to_string()),
-                        };
-                        (epoch, generation, id, result)
-                    }));
+        while !self.unsent.is_empty() {
+            let taken = self.unsent.len().min(MAX_BATCH);
+            if let Some(router) = event_topology {
+                for id in self.unsent.iter().take(taken) {
+                    let Some(pending) = self.pending.get(id) else {
+                        continue;
+                    };
+                    let event = &pending.publication.routing_key;
+                    if let Err(e) = link.ensure_event_topology(router, event).await {
+                        self.reset(link.generation);
+                        return Err(e);
+                    }
                 }
-                Err(e) => {
-                    self.reset(link.generation);
-                    return Err(e.to_string());
+            }
+            let batch: Vec<PublishId> = self
+                .unsent
+                .drain(..taken)
+                .filter(|id| self.pending.contains_key(id))
+                .collect();
+            let results = {
+                let publishes = batch
+                    .iter()
+                    .map(|id| link.publish(&self.pending[id].publication))
+                    .collect();
+                start_in_order(publishes).await
+            };
+            for (id, result) in batch.into_iter().zip(results) {
+                match result {
+                    Ok(confirm) => {
+                        let epoch = self.epoch;
+                        let generation = link.generation;
+                        self.in_flight.push(Box::pin(async move {
+                            let result = match confirm.await {
+                                Ok(c) if c.is_ack() => ConfirmResult::Ack,
+                                Ok(_) => ConfirmResult::Nack,
+                                Err(e) => ConfirmResult::Lost(e.to_string()),
+                            };
+                            (epoch, generation, id, result)
+                        }));
+                    }
+                    Err(e) => {
+                        self.reset(link.generation);
+                        return Err(e.to_string());
+                    }
                 }
             }
         }
@@ -190,5 +246,42 @@ impl Outbox {
         }
         self.epoch += 1;
         self.unsent = self.pending.keys().copied().collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::start_in_order;
+
+    /// A future that records when it is first polled, stays pending `waits` times, then yields
+    /// its number.
+    async fn job(number: usize, waits: usize, started: Arc<Mutex<Vec<usize>>>) -> usize {
+        started.lock().unwrap().push(number);
+        for _ in 0..waits {
+            let mut yielded = false;
+            std::future::poll_fn(|cx| {
+                if yielded {
+                    std::task::Poll::Ready(())
+                } else {
+                    yielded = true;
+                    cx.waker().wake_by_ref();
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
+        }
+        number
+    }
+
+    #[tokio::test]
+    async fn starts_every_future_in_order_and_returns_outputs_in_order() {
+        let started = Arc::new(Mutex::new(Vec::new()));
+        // Later futures finish first; starting order and output order must not care.
+        let jobs = (0..10).map(|n| job(n, 10 - n, started.clone())).collect();
+        let outputs = start_in_order(jobs).await;
+        assert_eq!(outputs, (0..10).collect::<Vec<_>>());
+        assert_eq!(*started.lock().unwrap(), (0..10).collect::<Vec<_>>());
     }
 }

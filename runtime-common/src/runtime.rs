@@ -13,8 +13,8 @@ use tungstenite::Message;
 /// Errors of a WebSocket (the same `tungstenite` error type on every runtime).
 pub type WsError = tungstenite::Error;
 
-/// The primitives one async runtime provides. Implemented by `runtime-tokio` (and later
-/// `runtime-async-std`) in a few dozen lines; everything else is generic over it.
+/// The primitives one async runtime provides. Implemented by `runtime-tokio` and
+/// `runtime-async-std` in a few dozen lines each; everything else is generic over it.
 pub trait Runtime: Clone + Send + Sync + 'static {
     /// A timer future from [`Runtime::sleep_until`].
     type Sleep: Future<Output = ()> + Send + 'static;

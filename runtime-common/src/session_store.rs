@@ -12,9 +12,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use proto_core::config::SecretUrl;
+use proto_core::profile::ProfileKind;
 use proto_core::session::SessionSnapshot;
 use proto_core::sharding::ShardId;
-use proto_core::store::{self, KeyLayout, ShardStatus};
+use proto_core::store::{self, KeyLayout, PredecessorKeys, ShardStatus};
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot};
@@ -90,17 +91,29 @@ impl SessionStore {
         Ok(bytes.and_then(|b| store::decode_session(&b, shard)))
     }
 
-    /// Starts the writer task on `rt`; shards write through the returned handle.
-    pub fn start_writer<R: Runtime>(self, rt: &R) -> StoreWriter {
+    /// Starts the writer task on `rt`; shards write through the returned handle. It also
+    /// keeps the predecessors' keys of the profile up to date (see `proto_core::store`).
+    pub fn start_writer<R: Runtime>(
+        self,
+        rt: &R,
+        profile: ProfileKind,
+        shard_count: u32,
+    ) -> StoreWriter {
         let (tx, rx) = mpsc::unbounded_channel();
-        let keys = self.keys.clone();
-        rt.spawn(write_loop(self, rx));
-        StoreWriter { writes: tx, keys }
+        let predecessor = PredecessorKeys::new(profile, self.keys.prefix());
+        let start = predecessor.on_start(shard_count, unix_millis());
+        for (key, value) in start {
+            let _ = tx.send(Write::Value { key, value });
+        }
+        rt.spawn(write_loop(self, predecessor, rx));
+        StoreWriter { writes: tx }
     }
 }
 
 enum Write {
     Value { key: String, value: Vec<u8> },
+    Session(SessionSnapshot),
+    Status(ShardStatus),
     Flush(oneshot::Sender<()>),
 }
 
@@ -108,27 +121,18 @@ enum Write {
 #[derive(Clone, Debug)]
 pub struct StoreWriter {
     writes: mpsc::UnboundedSender<Write>,
-    keys: KeyLayout,
 }
 
 impl StoreWriter {
     /// Queues a session snapshot.
     pub fn save_session(&self, snapshot: &SessionSnapshot) {
-        let key = self.keys.session(snapshot.shard.number());
-        let _ = self.writes.send(Write::Value {
-            key,
-            value: store::encode_session(snapshot),
-        });
+        let _ = self.writes.send(Write::Session(snapshot.clone()));
     }
 
     /// Queues a shard status (stamped with the wall clock now).
     pub fn save_status(&self, mut status: ShardStatus) {
         status.updated_at_ms = unix_millis();
-        let key = self.keys.status(status.shard);
-        let _ = self.writes.send(Write::Value {
-            key,
-            value: store::encode_status(&status),
-        });
+        let _ = self.writes.send(Write::Status(status));
     }
 
     /// Waits until everything queued before this call was written (or failed).
@@ -140,7 +144,11 @@ impl StoreWriter {
     }
 }
 
-async fn write_loop(mut store: SessionStore, mut writes: mpsc::UnboundedReceiver<Write>) {
+async fn write_loop(
+    mut store: SessionStore,
+    mut predecessor: PredecessorKeys,
+    mut writes: mpsc::UnboundedReceiver<Write>,
+) {
     let mut pending: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut flushes = Vec::new();
     while let Some(first) = writes.recv().await {
@@ -150,6 +158,20 @@ async fn write_loop(mut store: SessionStore, mut writes: mpsc::UnboundedReceiver
             match write {
                 Write::Value { key, value } => {
                     pending.insert(key, value);
+                }
+                Write::Session(snapshot) => {
+                    pending.insert(
+                        store.keys.session(snapshot.shard.number()),
+                        store::encode_session(&snapshot),
+                    );
+                    pending.extend(predecessor.on_session(&snapshot));
+                }
+                Write::Status(status) => {
+                    pending.insert(
+                        store.keys.status(status.shard),
+                        store::encode_status(&status),
+                    );
+                    pending.extend(predecessor.on_status(&status));
                 }
                 Write::Flush(done) => flushes.push(done),
             }

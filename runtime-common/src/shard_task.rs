@@ -14,7 +14,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
 use proto_core::shard::{Action, CloseCode, Shard, ShardEvent, ShardState, StopReason, UsageError};
 use proto_core::store::ShardStatus;
 use tokio::sync::{mpsc, oneshot};
@@ -31,6 +31,9 @@ use crate::session_store::StoreWriter;
 
 /// How long opening a WebSocket may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Messages handled back to back (when already received) before publishing and looking at
+/// timers and other inputs.
+const MAX_BURST: usize = 64;
 /// How long to wait for the peer's answer to our close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -94,6 +97,7 @@ pub(crate) async fn run<R: Runtime>(shard: Shard, io: ShardIo<R>) -> StopReason 
         last_state: None,
         connects: 0,
         inputs_open: true,
+        burst: 0,
     };
     let span = tracing::info_span!("shard", shard = number);
     task.run().instrument(span).await
@@ -116,6 +120,7 @@ struct ShardTask<R: Runtime> {
     last_state: Option<ShardState>,
     connects: u64,
     inputs_open: bool,
+    burst: usize,
 }
 
 impl<R: Runtime> ShardTask<R> {
@@ -131,42 +136,69 @@ impl<R: Runtime> ShardTask<R> {
                 self.write_status(name);
                 return reason;
             }
-            self.flush().await;
-            self.report_state();
-            let wake = self.wait().await;
-            let now = Instant::now();
-            match wake {
-                Wake::Message(Message::Text(text)) => {
-                    self.shard.handle_message(now, text.as_bytes(), false)
+            // Messages that are already here are handled before publishing, so that their
+            // publications go to the broker in one batch (bounded, so timers still run).
+            let wake = match self.ready_message() {
+                Some(wake) => wake,
+                None => {
+                    self.burst = 0;
+                    self.flush().await;
+                    self.report_state();
+                    self.wait().await
                 }
-                Wake::Message(Message::Binary(data)) => self.shard.handle_message(now, &data, true),
-                Wake::Message(Message::Close(frame)) => {
-                    self.peer_close = frame.map(|f| u16::from(f.code));
-                }
-                Wake::Message(_) => {}
-                Wake::SocketEnded(error) => {
-                    let code = self.peer_close.take();
-                    tracing::info!(?code, error, "gateway connection closed");
-                    self.ws = None;
-                    self.shard.handle_closed(now, code);
-                }
-                Wake::Timer => self.shard.handle_timeout(now),
-                Wake::Confirm(ConfirmOutcome::Confirmed(c)) => {
-                    metrics::record_published(self.number, &c.event, now - c.received_at);
-                    self.shard.handle_published(now, c.id);
-                }
-                Wake::Confirm(ConfirmOutcome::Failed { generation, reason }) => {
-                    tracing::warn!(%reason, "publication not confirmed; will publish again");
-                    self.io.broker.report_failure(generation);
-                }
-                Wake::Confirm(ConfirmOutcome::Stale) | Wake::LinkChanged => {}
-                Wake::Input(input) => self.handle_input(now, input),
-                Wake::InputsClosed => {
-                    self.inputs_open = false;
-                    self.shard.shutdown(now);
-                }
+            };
+            if let Wake::Message(_) = wake {
+                self.burst += 1;
             }
-            metrics::record_unconfirmed(self.number, self.outbox.len());
+            self.handle_wake(Instant::now(), wake);
+        }
+    }
+
+    fn handle_wake(&mut self, now: Instant, wake: Wake) {
+        match wake {
+            Wake::Message(Message::Text(text)) => {
+                self.shard.handle_message(now, text.as_bytes(), false)
+            }
+            Wake::Message(Message::Binary(data)) => self.shard.handle_message(now, &data, true),
+            Wake::Message(Message::Close(frame)) => {
+                self.peer_close = frame.map(|f| u16::from(f.code));
+            }
+            Wake::Message(_) => {}
+            Wake::SocketEnded(error) => {
+                let code = self.peer_close.take();
+                tracing::info!(?code, error, "gateway connection closed");
+                self.ws = None;
+                self.shard.handle_closed(now, code);
+            }
+            Wake::Timer => self.shard.handle_timeout(now),
+            Wake::Confirm(ConfirmOutcome::Confirmed(c)) => {
+                metrics::record_published(self.number, &c.event, now - c.received_at);
+                self.shard.handle_published(now, c.id);
+            }
+            Wake::Confirm(ConfirmOutcome::Failed { generation, reason }) => {
+                tracing::warn!(%reason, "publication not confirmed; will publish again");
+                self.io.broker.report_failure(generation);
+            }
+            Wake::Confirm(ConfirmOutcome::Stale) | Wake::LinkChanged => {}
+            Wake::Input(input) => self.handle_input(now, input),
+            Wake::InputsClosed => {
+                self.inputs_open = false;
+                self.shard.shutdown(now);
+            }
+        }
+        metrics::record_unconfirmed(self.number, self.outbox.len());
+    }
+
+    /// The next message if one is already waiting and the current burst allows another.
+    fn ready_message(&mut self) -> Option<Wake> {
+        if self.burst == 0 || self.burst >= MAX_BURST || self.paused() {
+            return None;
+        }
+        let ws = self.ws.as_mut()?;
+        match ws.next().now_or_never()? {
+            Some(Ok(message)) => Some(Wake::Message(message)),
+            Some(Err(e)) => Some(Wake::SocketEnded(Some(e.to_string()))),
+            None => Some(Wake::SocketEnded(None)),
         }
     }
 
@@ -299,7 +331,9 @@ impl<R: Runtime> ShardTask<R> {
         if let Some(link) = link
             && self.outbox.can_use(&link)
         {
-            match self.outbox.flush(&link).await {
+            let router = &self.shard.config().router;
+            let event_topology = router.needs_event_topology().then_some(router);
+            match self.outbox.flush(&link, event_topology).await {
                 Ok(()) => {
                     self.link_wait = None;
                     return;

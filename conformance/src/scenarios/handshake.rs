@@ -134,7 +134,7 @@ async fn run(ctx: &mut Context) -> Result<(), Failure> {
     );
 
     // Heartbeats
-    let late_after = interval + interval / 4 + Duration::from_millis(250);
+    let late_after = interval + gateway::late_slack(interval);
     for &(shard, _) in &sessions {
         let conn = rec
             .live_connection(shard)

@@ -14,9 +14,8 @@ pub struct IdentifyConcurrency;
 
 const SHARDS: u32 = 4;
 const MAX_CONCURRENCY: u32 = 2;
-const WINDOW: Duration = Duration::from_secs(5);
-/// Measurement slack: the mock sees an identify a little after the client sent it.
-const TOLERANCE: Duration = Duration::from_millis(100);
+const WINDOW: Duration = gateway::IDENTIFY_WINDOW;
+const TOLERANCE: Duration = gateway::IDENTIFY_TOLERANCE;
 
 impl Scenario for IdentifyConcurrency {
     fn name(&self) -> String {
@@ -32,9 +31,6 @@ impl Scenario for IdentifyConcurrency {
     fn setup(&self, _profile: crate::profiles::Profile) -> Setup {
         let mut setup = Setup::default().with_shards(SHARDS);
         setup.mock.max_concurrency = MAX_CONCURRENCY;
-        // The mock enforces the window a little more leniently than the check below, so that
-        // delivery jitter cannot turn a correct client's identify into an op 9.
-        setup.mock.identify_window = WINDOW - TOLERANCE;
         setup
     }
 

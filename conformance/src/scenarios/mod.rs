@@ -79,22 +79,14 @@ fn startup_hint(rec: &Recording) -> String {
             rec.connections.len()
         ));
     }
-    for v in &rec.violations {
-        hints.push(gateway::describe(v));
-    }
-    let mut endings: Vec<(String, usize)> = Vec::new();
-    for c in &rec.connections {
-        if let Some(close) = &c.close {
-            let kind = format!("{:?}", close.kind);
-            match endings.iter_mut().find(|(k, _)| *k == kind) {
-                Some((_, n)) => *n += 1,
-                None => endings.push((kind, 1)),
-            }
-        }
-    }
-    for (kind, n) in endings {
-        hints.push(format!("{n} connection(s) ended by {kind}"));
-    }
+    hints.extend(gateway::counted(
+        rec.violations.iter().map(gateway::describe),
+    ));
+    hints.extend(gateway::counted(rec.connections.iter().filter_map(|c| {
+        c.close
+            .as_ref()
+            .map(|close| format!("a connection ended by {:?}", close.kind))
+    })));
     if hints.is_empty() {
         String::new()
     } else {

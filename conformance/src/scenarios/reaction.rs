@@ -183,17 +183,17 @@ pub async fn expect(
                 );
             }
             let rec = recorder.snapshot();
-            let violations: Vec<String> = rec
-                .violations
-                .iter()
-                .filter(|v| {
-                    !matches!(
-                        v.kind,
-                        gateway::ViolationKind::ResumeInvalidatedSession { .. }
-                    )
-                })
-                .map(gateway::describe)
-                .collect();
+            let violations = gateway::counted(
+                rec.violations
+                    .iter()
+                    .filter(|v| {
+                        !matches!(
+                            v.kind,
+                            gateway::ViolationKind::ResumeInvalidatedSession { .. }
+                        )
+                    })
+                    .map(gateway::describe),
+            );
             ensure!(
                 violations.is_empty(),
                 "protocol violation(s): {}",

@@ -1,16 +1,20 @@
 //! Helpers for the end-to-end tests: a fresh RabbitMQ vhost per test (management API), a unique
-//! Redis key prefix, the `gatehouse` binary as a child process, and an AMQP consumer.
-#![allow(dead_code, unreachable_pub)]
+//! Redis key prefix, a Gatehouse binary as a child process, and an AMQP consumer on any
+//! `async-rs` runtime.
+//!
+//! Owns: test isolation and clean-up, and talking to the services from the test's side. Does
+//! not own any assertion (the scenarios in the parent module).
 
+use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use async_rs::traits::{Reactor, RuntimeKit};
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, message::Delivery};
 
@@ -211,14 +215,41 @@ impl Drop for RedisPrefix {
     }
 }
 
-/// The `gatehouse` binary running as a child; killed on drop if still running.
+/// A Gatehouse binary running as a child; killed on drop if still running.
 pub struct Gatehouse {
     child: Child,
 }
 
 impl Gatehouse {
-    pub fn start(env: &[(&str, String)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    /// Starts `binary` with a clean environment plus `env` (and `RUST_LOG` from
+    /// `GATEHOUSE_TEST_LOG`, default `info`), in the temporary directory (so that no
+    /// `gatehouse.toml` is picked up).
+    pub fn start(binary: &Path, env: &[(&str, String)]) -> Self {
+        Self::spawn(Self::command(binary, env), binary)
+    }
+
+    /// [`Gatehouse::start`], with the child's standard output as lines on the returned
+    /// channel (each also echoed into the test's output).
+    pub fn start_reading_stdout(
+        binary: &Path,
+        env: &[(&str, String)],
+    ) -> (Self, mpsc::Receiver<String>) {
+        let mut command = Self::command(binary, env);
+        command.stdout(Stdio::piped());
+        let mut gatehouse = Self::spawn(command, binary);
+        let stdout = gatehouse.child.stdout.take().expect("piped stdout");
+        let (lines_tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                println!("{line}");
+                let _ = lines_tx.send(line);
+            }
+        });
+        (gatehouse, lines)
+    }
+
+    fn command(binary: &Path, env: &[(&str, String)]) -> Command {
+        let mut command = Command::new(binary);
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -231,8 +262,14 @@ impl Gatehouse {
         for (key, value) in env {
             command.env(key, value);
         }
+        command
+    }
+
+    fn spawn(mut command: Command, binary: &Path) -> Self {
         Self {
-            child: command.spawn().expect("start gatehouse"),
+            child: command
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {}: {e}", binary.display())),
         }
     }
 
@@ -252,6 +289,7 @@ impl Gatehouse {
         false
     }
 
+    /// Whether the process has not exited yet.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
@@ -265,19 +303,24 @@ impl Drop for Gatehouse {
 }
 
 /// A queue bound to an exchange (declared here first, as the gateway declares it) and its
-/// consumer.
-pub struct Capture {
+/// consumer, on the test's runtime.
+pub struct Capture<K: RuntimeKit> {
+    /// The runtime the consumer and the timeouts run on.
+    pub rt: async_rs::Runtime<K>,
+    /// The test's own AMQP connection.
     pub connection: Connection,
+    /// The consumer of the bound queue.
     pub consumer: lapin::Consumer,
 }
 
-impl Capture {
+impl<K: super::Kit> Capture<K> {
     /// Declares `exchange` (topic, durable, as the native profile does), binds a fresh queue
     /// with `#`, and consumes it.
-    pub async fn topic(amqp_url: &str, exchange: &str) -> Self {
-        let connection = Connection::connect(amqp_url, ConnectionProperties::default())
-            .await
-            .expect("connect to RabbitMQ");
+    pub async fn topic(rt: async_rs::Runtime<K>, amqp_url: &str, exchange: &str) -> Self {
+        let connection =
+            Connection::connect_with_runtime(amqp_url, ConnectionProperties::default(), rt.clone())
+                .await
+                .expect("connect to RabbitMQ");
         let channel = connection.create_channel().await.unwrap();
         channel
             .exchange_declare(
@@ -291,37 +334,12 @@ impl Capture {
             )
             .await
             .unwrap();
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        channel
-            .queue_bind(
-                queue.name().clone(),
-                exchange.into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let consumer = channel
-            .basic_consume(
-                queue.name().clone(),
-                "test".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        let consumer =
+            crate::demo::consume_routed(&channel, exchange, &["#".to_owned()], "test", false)
+                .await
+                .unwrap();
         Self {
+            rt,
             connection,
             consumer,
         }
@@ -329,12 +347,63 @@ impl Capture {
 
     /// The next delivery (acked), or `None` after `timeout`.
     pub async fn next(&mut self, timeout: Duration) -> Option<Delivery> {
-        let delivery = tokio::time::timeout(timeout, self.consumer.next())
-            .await
-            .ok()??
-            .ok()?;
+        let sleep = self.rt.sleep(timeout);
+        futures_util::pin_mut!(sleep);
+        let delivery = match futures_util::future::select(self.consumer.next(), sleep).await {
+            futures_util::future::Either::Left((delivery, _)) => delivery?.ok()?,
+            futures_util::future::Either::Right(_) => return None,
+        };
         delivery.ack(BasicAckOptions::default()).await.ok()?;
         Some(delivery)
+    }
+
+    /// Publishes one message (persistent, confirmed) on a fresh channel, as a worker would.
+    pub async fn publish(&self, exchange: &str, routing_key: &str, body: &[u8]) {
+        let channel = self.connection.create_channel().await.unwrap();
+        channel
+            .confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let confirm = channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                lapin::options::BasicPublishOptions::default(),
+                body,
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack(), "the broker took the message");
+    }
+
+    /// Takes up to `max` messages from `queue` (waiting up to `timeout` for them).
+    pub async fn drain_queue(
+        &self,
+        queue: &str,
+        max: usize,
+        timeout: Duration,
+    ) -> Vec<lapin::message::BasicGetMessage> {
+        let channel = self.connection.create_channel().await.unwrap();
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < max && Instant::now() < deadline {
+            match channel
+                .basic_get(
+                    queue.into(),
+                    lapin::options::BasicGetOptions { no_ack: true },
+                )
+                .await
+            {
+                Ok(Some(message)) => out.push(message),
+                _ => {
+                    self.rt.sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        out
     }
 }
 
@@ -345,53 +414,6 @@ pub fn header_int(delivery: &Delivery, name: &str) -> Option<i64> {
         lapin::types::AMQPValue::LongInt(i) => Some(i64::from(*i)),
         _ => None,
     }
-}
-
-/// Publishes one message (persistent, confirmed) on a fresh channel.
-pub async fn publish(connection: &Connection, exchange: &str, routing_key: &str, body: &[u8]) {
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .confirm_select(lapin::options::ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let confirm = channel
-        .basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            lapin::options::BasicPublishOptions::default(),
-            body,
-            lapin::BasicProperties::default().with_delivery_mode(2),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(confirm.is_ack(), "the broker took the message");
-}
-
-/// Takes up to `max` messages from `queue` (waiting up to `timeout` for them).
-pub async fn drain_queue(
-    connection: &Connection,
-    queue: &str,
-    max: usize,
-    timeout: Duration,
-) -> Vec<lapin::message::BasicGetMessage> {
-    let channel = connection.create_channel().await.unwrap();
-    let deadline = Instant::now() + timeout;
-    let mut out = Vec::new();
-    while out.len() < max && Instant::now() < deadline {
-        match channel
-            .basic_get(
-                queue.into(),
-                lapin::options::BasicGetOptions { no_ack: true },
-            )
-            .await
-        {
-            Ok(Some(message)) => out.push(message),
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    out
 }
 
 /// The AMQP header `name` of a message, as a string.

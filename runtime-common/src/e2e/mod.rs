@@ -1,0 +1,409 @@
+//! End to end, for every runtime binary: the mock gateway -> a real Gatehouse binary (a child
+//! process) -> RabbitMQ (a fresh vhost per test) and Redis (a unique key prefix per test).
+//!
+//! Owns: the end-to-end scenarios, written once. Each runtime crate runs all of them against
+//! its own binary with [`end_to_end_tests!`](crate::end_to_end_tests), the test side (AMQP
+//! consumer, timeouts) on that runtime's `async-rs` kit. Does not own protocol behaviour (the
+//! core's deterministic tests prove it); these prove the wiring: sockets, broker, Redis,
+//! signals. Compiled with the `test-support` feature only (the crates' dev-dependencies).
+//!
+//! Needs RabbitMQ with the management API on 127.0.0.1 and Redis (`scripts/services.sh`).
+
+pub mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use async_rs::traits::{Reactor, RuntimeKit};
+use mock_gateway::{Fixture, FrameRecording, MockConfig, MockGateway, ReplayRate};
+use support::{Capture, Gatehouse, RedisPrefix, Vhost, header_int};
+
+/// The end-to-end tests for one runtime binary, as `#[test]`-style async functions:
+/// `end_to_end_tests!(#[tokio::test] async_rs::Runtime::tokio_current(), "path/to/binary");`.
+/// The attribute is the runtime's test attribute; the runtime expression gives the `async-rs`
+/// runtime the test side runs on. A new scenario goes into this module and into the list
+/// below, and so runs against every runtime binary. The demo scenario runs when the calling
+/// crate's `demo` feature is on; the rate measurement only with `--ignored`.
+#[macro_export]
+macro_rules! end_to_end_tests {
+    (#[$test:meta] $rt:expr, $binary:expr) => {
+        $crate::end_to_end_tests!(@each #[$test] $rt, $binary;
+            every_dispatch_arrives_in_order_byte_identical,
+            a_restarted_process_resumes_with_the_persisted_sequence,
+            a_broker_connection_loss_loses_no_event,
+            commands_reach_the_shard_and_bad_ones_are_dead_lettered,
+        );
+        #[$test]
+        #[ignore = "measurement; run explicitly in release with --ignored --nocapture"]
+        async fn end_to_end_rate() {
+            $crate::e2e::end_to_end_rate($rt, ::std::path::Path::new($binary)).await
+        }
+
+        #[cfg(feature = "demo")]
+        #[$test]
+        async fn the_demo_shows_events_flowing_and_stops_on_ctrl_c() {
+            $crate::e2e::the_demo_shows_events_flowing_and_stops_on_ctrl_c(
+                $rt,
+                ::std::path::Path::new($binary),
+            )
+            .await
+        }
+    };
+    (@each #[$test:meta] $rt:expr, $binary:expr; $($scenario:ident,)*) => {
+        $(
+            #[$test]
+            async fn $scenario() {
+                $crate::e2e::$scenario($rt, ::std::path::Path::new($binary)).await
+            }
+        )*
+    };
+}
+
+const TOKEN: &str = "e2e-test-token";
+
+/// What the test side needs of an `async-rs` runtime.
+pub trait Kit: RuntimeKit + Send + Sync + Clone + 'static {}
+impl<K: RuntimeKit + Send + Sync + Clone + 'static> Kit for K {}
+
+fn gatehouse_env(
+    mock: &MockGateway,
+    vhost: &Vhost,
+    redis: &RedisPrefix,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("DISCORD_TOKEN", TOKEN.to_owned()),
+        ("GATEHOUSE_API_BASE", mock.api_base()),
+        ("AMQP_URL", vhost.amqp_url()),
+        ("REDIS_URL", RedisPrefix::url()),
+        ("GATEHOUSE_REDIS_PREFIX", redis.prefix.clone()),
+        ("GATEHOUSE_SHARD_COUNT", "1".to_owned()),
+    ]
+}
+
+/// Receives deliveries into `received` until every dispatch the mock sent on shard 0 (at least
+/// `min` of them) has arrived at least once, or the time is up.
+async fn capture_until_complete<K: Kit>(
+    capture: &mut Capture<K>,
+    mock: &MockGateway,
+    min: usize,
+    received: &mut Vec<lapin::message::Delivery>,
+) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut distinct: BTreeSet<i64> = received
+        .iter()
+        .filter_map(|d| header_int(d, "x-sequence"))
+        .collect();
+    while Instant::now() < deadline {
+        let sent = mock.recorder().sent_dispatches(0).len();
+        if sent >= min && distinct.len() >= sent {
+            break;
+        }
+        if let Some(delivery) = capture.next(Duration::from_secs(2)).await {
+            distinct.extend(header_int(&delivery, "x-sequence"));
+            received.push(delivery);
+        }
+    }
+}
+
+/// [`capture_until_complete`] from nothing.
+async fn capture_all<K: Kit>(
+    capture: &mut Capture<K>,
+    mock: &MockGateway,
+    min: usize,
+) -> Vec<lapin::message::Delivery> {
+    let mut received = Vec::new();
+    capture_until_complete(capture, mock, min, &mut received).await;
+    received
+}
+
+/// READY and every fixture dispatch reach RabbitMQ once, in sequence order, byte for byte as
+/// the mock sent them, persistent; Ctrl-C stops the process cleanly.
+pub async fn every_dispatch_arrives_in_order_byte_identical<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    let vhost = Vhost::create("e2e");
+    let redis = RedisPrefix::new("e2e");
+    let fixture = Fixture::basic();
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.fixture = fixture.clone();
+    let mock = MockGateway::start(config).expect("start the mock gateway");
+    let mut capture = Capture::topic(rt, &vhost.amqp_url(), "gateway").await;
+    let metrics_address = support::free_local_address();
+    let mut env = gatehouse_env(&mock, &vhost, &redis);
+    env.push(("GATEHOUSE_METRICS_ADDRESS", metrics_address.clone()));
+    let mut gatehouse = Gatehouse::start(binary, &env);
+
+    // READY plus every fixture event.
+    let received = capture_all(&mut capture, &mock, fixture.len() + 1).await;
+    let sent = mock.recorder().sent_dispatches(0);
+    assert!(
+        sent.len() > fixture.len(),
+        "the mock sent {} dispatches",
+        sent.len()
+    );
+    assert_eq!(received.len(), sent.len(), "every dispatch published once");
+    for (i, (delivery, sent)) in received.iter().zip(&sent).enumerate() {
+        assert_eq!(
+            delivery.data.as_slice(),
+            sent.as_ref(),
+            "dispatch {i} differs from what the mock sent"
+        );
+    }
+    let first: serde_json::Value = serde_json::from_slice(&received[0].data).unwrap();
+    assert_eq!(first["t"], "READY");
+    assert_eq!(received[0].routing_key.as_str(), "READY");
+    let sequences: Vec<i64> = received
+        .iter()
+        .filter_map(|d| header_int(d, "x-sequence"))
+        .collect();
+    assert!(
+        sequences.windows(2).all(|w| w[0] < w[1]),
+        "in sequence order: {sequences:?}"
+    );
+    assert_eq!(
+        received[0].properties.delivery_mode(),
+        &Some(2),
+        "persistent per the native profile"
+    );
+    assert!(
+        gatehouse.interrupt_and_wait(Duration::from_secs(30)),
+        "clean exit on Ctrl-C"
+    );
+}
+
+/// After a clean stop the session snapshot in Redis holds the last confirmed sequence, and a
+/// restarted process sends RESUME with it (no second IDENTIFY).
+pub async fn a_restarted_process_resumes_with_the_persisted_sequence<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    let vhost = Vhost::create("resume");
+    let redis = RedisPrefix::new("resume");
+    let fixture = Fixture::basic();
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.fixture = fixture.clone();
+    let mock = MockGateway::start(config).expect("start the mock gateway");
+    let mut capture = Capture::topic(rt, &vhost.amqp_url(), "gateway").await;
+
+    let mut first = Gatehouse::start(binary, &gatehouse_env(&mock, &vhost, &redis));
+    let received = capture_all(&mut capture, &mock, fixture.len() + 1).await;
+    let last_sequence = received
+        .last()
+        .and_then(|d| header_int(d, "x-sequence"))
+        .expect("dispatches arrived");
+    assert!(
+        first.interrupt_and_wait(Duration::from_secs(30)),
+        "clean exit on Ctrl-C"
+    );
+    let stored = redis.get("session:0").expect("a session snapshot in Redis");
+    let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(
+        stored["sequence"], last_sequence,
+        "the snapshot holds the last confirmed sequence"
+    );
+
+    let mut second = Gatehouse::start(binary, &gatehouse_env(&mock, &vhost, &redis));
+    let resume = mock
+        .recorder()
+        .wait_resume(1, Duration::from_secs(30))
+        .expect("the restarted process sends RESUME");
+    assert_eq!(resume.seq, Some(last_sequence as u64));
+    assert_eq!(mock.recorder().identifies().len(), 1, "no second IDENTIFY");
+    assert!(second.interrupt_and_wait(Duration::from_secs(30)));
+}
+
+/// Killing the gateway's AMQP connection mid-stream loses nothing: every dispatch arrives at
+/// least once, first arrivals in sequence order.
+pub async fn a_broker_connection_loss_loses_no_event<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    let vhost = Vhost::create("outage");
+    let redis = RedisPrefix::new("outage");
+    let fixture = Fixture::basic().repeated(20);
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.fixture = fixture.clone();
+    config.rate = ReplayRate::PerSecond(40.0);
+    let mock = MockGateway::start(config).expect("start the mock gateway");
+    let mut capture = Capture::topic(rt, &vhost.amqp_url(), "gateway").await;
+    let mut gatehouse = Gatehouse::start(binary, &gatehouse_env(&mock, &vhost, &redis));
+
+    let mut received = Vec::new();
+    while received.len() < 20 {
+        let delivery = capture
+            .next(Duration::from_secs(30))
+            .await
+            .expect("events flow");
+        received.push(delivery);
+    }
+    let closed = vhost.close_connections("gatehouse");
+    assert_eq!(closed, 1, "closed the gateway's AMQP connection");
+    capture_until_complete(&mut capture, &mock, fixture.len() + 1, &mut received).await;
+
+    let sent = mock.recorder().sent_dispatches(0);
+    let sent_sequences: BTreeSet<i64> = sent
+        .iter()
+        .map(|b| {
+            serde_json::from_slice::<serde_json::Value>(b).unwrap()["s"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    let mut seen = BTreeSet::new();
+    let mut first_seen = Vec::new();
+    for delivery in &received {
+        let s = header_int(delivery, "x-sequence").expect("x-sequence header");
+        if seen.insert(s) {
+            first_seen.push(s);
+        }
+    }
+    assert_eq!(seen, sent_sequences, "every dispatch arrived at least once");
+    assert!(
+        first_seen.windows(2).all(|w| w[0] < w[1]),
+        "first arrivals are in sequence order"
+    );
+    assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)));
+}
+
+/// Worker commands reach the right shard of the gateway; malformed and forbidden ones are
+/// dead-lettered with a reason while the gateway keeps running.
+pub async fn commands_reach_the_shard_and_bad_ones_are_dead_lettered<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    let vhost = Vhost::create("commands");
+    let redis = RedisPrefix::new("commands");
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.fixture = Fixture::basic();
+    let mock = MockGateway::start(config).expect("start the mock gateway");
+    let mut capture = Capture::topic(rt, &vhost.amqp_url(), "gateway").await;
+    let mut gatehouse = Gatehouse::start(binary, &gatehouse_env(&mock, &vhost, &redis));
+    // READY arrived: the shard is active and the command topology is declared.
+    capture.next(Duration::from_secs(30)).await.expect("READY");
+
+    let presence = br#"{"op":3,"d":{"since":null,"activities":[],"status":"idle","afk":false}}"#;
+    capture
+        .publish("gateway.commands", "shard.0", b"not json at all")
+        .await;
+    capture
+        .publish("gateway.commands", "shard.0", br#"{"op":2,"d":{}}"#)
+        .await;
+    capture
+        .publish("gateway.commands", "shard.0", presence)
+        .await;
+
+    let received = mock
+        .recorder()
+        .wait_for(Duration::from_secs(30), |recording| {
+            recording
+                .shard_connections(0)
+                .flat_map(|c| c.received.iter())
+                .find(|f| f.op == Some(3))
+                .map(|f| f.json.clone())
+        });
+    let received = received.expect("the presence update reached the gateway");
+    let received: serde_json::Value = serde_json::from_slice(&received).unwrap();
+    assert_eq!(received["d"]["status"], "idle");
+
+    let dead = capture
+        .drain_queue("gateway.commands.dlx", 2, Duration::from_secs(30))
+        .await;
+    assert_eq!(dead.len(), 2, "both bad commands were dead-lettered");
+    for message in &dead {
+        let error = support::header_str(&message.delivery.properties, "x-gatehouse-error");
+        assert!(error.is_some_and(|e| !e.is_empty()), "a reason is attached");
+    }
+    let identifies = mock.recorder().read(|r| {
+        r.shard_connections(0)
+            .flat_map(|c| c.received.iter())
+            .filter(|f| f.op == Some(2))
+            .count()
+    });
+    assert_eq!(identifies, 1, "the worker's IDENTIFY was not sent");
+    assert!(
+        gatehouse.is_running(),
+        "bad commands do not stop the gateway"
+    );
+    assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)));
+}
+
+/// With no token the binary runs the demo: it starts the mock gateway itself, publishes into
+/// RabbitMQ and prints a live count per event type; Ctrl-C stops it cleanly, and the demo's
+/// sessions stay apart from real ones.
+pub async fn the_demo_shows_events_flowing_and_stops_on_ctrl_c<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    let vhost = Vhost::create("demo");
+    let redis = RedisPrefix::new("demo");
+    let env = [
+        ("RUST_LOG", "warn".to_owned()),
+        ("AMQP_URL", vhost.amqp_url()),
+        ("REDIS_URL", RedisPrefix::url()),
+        ("GATEHOUSE_REDIS_PREFIX", redis.prefix.clone()),
+    ];
+    let (mut gatehouse, lines) = Gatehouse::start_reading_stdout(binary, &env);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut counted = None;
+    while counted.is_none() && Instant::now() < deadline {
+        match lines.try_recv() {
+            Ok(line) if line.starts_with("events: ") && line.contains("READY") => {
+                counted = Some(line);
+            }
+            Ok(_) => {}
+            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                rt.sleep(Duration::from_millis(100)).await;
+            }
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+        }
+    }
+    let stopped = gatehouse.interrupt_and_wait(Duration::from_secs(30));
+    let counted = counted.expect("the demo printed a count of published events");
+    assert!(counted.contains("MESSAGE_CREATE"), "{counted}");
+    assert!(stopped, "clean exit on Ctrl-C");
+    assert!(
+        redis.get("session:0").is_none(),
+        "the demo keeps the mock's sessions apart from real ones"
+    );
+}
+
+/// A rough end-to-end rate (not a benchmark suite; timing is printed, never asserted): the
+/// mock gateway as fast as the client reads -> the binary -> RabbitMQ (persistent, confirms),
+/// `GATEHOUSE_THROUGHPUT_EVENTS` events (default 50,000). Run it in release:
+/// `cargo test --release -p <runtime crate> --test end_to_end end_to_end_rate -- --ignored
+/// --nocapture`.
+pub async fn end_to_end_rate<K: Kit>(rt: async_rs::Runtime<K>, binary: &Path) {
+    let events: usize = std::env::var("GATEHOUSE_THROUGHPUT_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let vhost = Vhost::create("rate");
+    let redis = RedisPrefix::new("rate");
+    let basic = Fixture::basic();
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.fixture = basic.repeated(events / basic.len() + 1);
+    config.rate = ReplayRate::AsFastAsClientReads;
+    config.record_frames = FrameRecording::None;
+    let mock = MockGateway::start(config).expect("start the mock gateway");
+    // A plain counting consumer on a queue bound before the gateway starts.
+    let mut capture = Capture::topic(rt, &vhost.amqp_url(), "gateway").await;
+    let _gatehouse = Gatehouse::start(binary, &gatehouse_env(&mock, &vhost, &redis));
+    capture.next(Duration::from_secs(30)).await.expect("READY");
+    let started = Instant::now();
+    let mut received = 1;
+    while received < events {
+        if capture.next(Duration::from_secs(10)).await.is_none() {
+            break;
+        }
+        received += 1;
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "end to end ({}): {received} events in {elapsed:?} = {:.0} events/s",
+        binary.display(),
+        received as f64 / elapsed.as_secs_f64()
+    );
+}
