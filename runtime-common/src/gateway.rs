@@ -44,8 +44,10 @@ pub enum RunError {
     AllShardsStopped(StopReason),
 }
 
-/// How long shutdown waits for shards (their own grace for confirms is inside the core).
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long shutdown waits for shards (their own grace for confirms, 5 s, is inside the core).
+/// With the Redis flush and the AMQP close below, a stop stays within the 10 s that process
+/// supervisors commonly allow between SIGTERM and SIGKILL.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// Runs Gatehouse until `shutdown` completes (then shuts down cleanly) or every shard stops.
 pub async fn run<R: Runtime>(
@@ -215,7 +217,7 @@ pub async fn run_with_gateway<R: Runtime>(
 
     // The final session snapshots must reach Redis before the process ends.
     let flushed = writer.flush();
-    let sleep = rt.sleep(Duration::from_secs(5));
+    let sleep = rt.sleep(Duration::from_secs(1));
     futures_util::pin_mut!(flushed, sleep);
     futures_util::future::select(flushed, sleep).await;
 
@@ -223,7 +225,7 @@ pub async fn run_with_gateway<R: Runtime>(
     // Give the supervisor a moment to close the AMQP connection politely.
     let mut links = broker.watch();
     let closed = links.wait_for(Option::is_none);
-    let sleep = rt.sleep(Duration::from_secs(2));
+    let sleep = rt.sleep(Duration::from_millis(500));
     futures_util::pin_mut!(closed, sleep);
     futures_util::future::select(closed, sleep).await;
     tracing::info!("stopped");

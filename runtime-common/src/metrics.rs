@@ -57,27 +57,63 @@ pub fn state_name(state: ShardState) -> &'static str {
     }
 }
 
-pub(crate) fn record_published(shard: u32, event: &str, latency: Duration) {
-    counter!(EVENTS_PUBLISHED, "shard" => shard.to_string(), "event" => event.to_owned())
-        .increment(1);
-    counter!(PUBLISH_CONFIRMS, "result" => "ack").increment(1);
-    histogram!(PUBLISH_LATENCY).record(latency.as_secs_f64());
-}
-
 pub(crate) fn record_confirm_failure(result: &'static str, count: usize) {
     counter!(PUBLISH_CONFIRMS, "result" => result).increment(count as u64);
 }
 
-pub(crate) fn record_unconfirmed(shard: u32, count: usize) {
-    gauge!(UNCONFIRMED, "shard" => shard.to_string()).set(count as f64);
+/// One shard's metric handles, looked up once (the hot path then only updates atomics).
+pub(crate) struct ShardMetrics {
+    shard: String,
+    published: std::collections::HashMap<String, metrics::Counter>,
+    acks: metrics::Counter,
+    latency: metrics::Histogram,
+    unconfirmed: metrics::Gauge,
+    state: metrics::Gauge,
+    reconnects: metrics::Counter,
 }
 
-pub(crate) fn record_state(shard: u32, state: ShardState) {
-    gauge!(SHARD_STATE, "shard" => shard.to_string()).set(state_code(state));
-}
+impl ShardMetrics {
+    pub(crate) fn new(shard: u32) -> Self {
+        let label = shard.to_string();
+        Self {
+            acks: counter!(PUBLISH_CONFIRMS, "result" => "ack"),
+            latency: histogram!(PUBLISH_LATENCY),
+            unconfirmed: gauge!(UNCONFIRMED, "shard" => label.clone()),
+            state: gauge!(SHARD_STATE, "shard" => label.clone()),
+            reconnects: counter!(SHARD_RECONNECTS, "shard" => label.clone()),
+            published: std::collections::HashMap::new(),
+            shard: label,
+        }
+    }
 
-pub(crate) fn record_reconnect(shard: u32) {
-    counter!(SHARD_RECONNECTS, "shard" => shard.to_string()).increment(1);
+    pub(crate) fn published(&mut self, event: &str, latency: Duration) {
+        match self.published.get(event) {
+            Some(counter) => counter.increment(1),
+            None => {
+                let counter = counter!(
+                    EVENTS_PUBLISHED,
+                    "shard" => self.shard.clone(),
+                    "event" => event.to_owned()
+                );
+                counter.increment(1);
+                self.published.insert(event.to_owned(), counter);
+            }
+        }
+        self.acks.increment(1);
+        self.latency.record(latency.as_secs_f64());
+    }
+
+    pub(crate) fn unconfirmed(&self, count: usize) {
+        self.unconfirmed.set(count as f64);
+    }
+
+    pub(crate) fn state(&self, state: ShardState) {
+        self.state.set(state_code(state));
+    }
+
+    pub(crate) fn reconnect(&self) {
+        self.reconnects.increment(1);
+    }
 }
 
 pub(crate) fn record_command(result: &'static str) {

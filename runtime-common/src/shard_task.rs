@@ -98,6 +98,7 @@ pub(crate) async fn run<R: Runtime>(shard: Shard, io: ShardIo<R>) -> StopReason 
         connects: 0,
         inputs_open: true,
         burst: 0,
+        metrics: metrics::ShardMetrics::new(number),
     };
     let span = tracing::info_span!("shard", shard = number);
     task.run().instrument(span).await
@@ -121,6 +122,7 @@ struct ShardTask<R: Runtime> {
     connects: u64,
     inputs_open: bool,
     burst: usize,
+    metrics: metrics::ShardMetrics,
 }
 
 impl<R: Runtime> ShardTask<R> {
@@ -172,7 +174,7 @@ impl<R: Runtime> ShardTask<R> {
             }
             Wake::Timer => self.shard.handle_timeout(now),
             Wake::Confirm(ConfirmOutcome::Confirmed(c)) => {
-                metrics::record_published(self.number, &c.event, now - c.received_at);
+                self.metrics.published(&c.event, now - c.received_at);
                 self.shard.handle_published(now, c.id);
             }
             Wake::Confirm(ConfirmOutcome::Failed { generation, reason }) => {
@@ -186,7 +188,7 @@ impl<R: Runtime> ShardTask<R> {
                 self.shard.shutdown(now);
             }
         }
-        metrics::record_unconfirmed(self.number, self.outbox.len());
+        self.metrics.unconfirmed(self.outbox.len());
     }
 
     /// The next message if one is already waiting and the current burst allows another.
@@ -249,7 +251,7 @@ impl<R: Runtime> ShardTask<R> {
         self.drop_socket();
         self.connects += 1;
         if self.connects > 1 {
-            metrics::record_reconnect(self.number);
+            self.metrics.reconnect();
         }
         tracing::info!(url, "connecting to the gateway");
         let connect = self.io.rt.connect_websocket(url, self.io.max_message);
@@ -409,7 +411,7 @@ impl<R: Runtime> ShardTask<R> {
             return;
         }
         self.last_state = Some(state);
-        metrics::record_state(self.number, state);
+        self.metrics.state(state);
         tracing::info!(state = metrics::state_name(state), "shard state");
         self.write_status(metrics::state_name(state));
     }
