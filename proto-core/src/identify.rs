@@ -26,8 +26,14 @@ use std::collections::BTreeSet;
 use std::num::NonZeroU16;
 use std::time::{Duration, Instant};
 
-/// How often one bucket may identify.
-pub const BUCKET_PERIOD: Duration = Duration::from_secs(5);
+/// Discord's rule: one IDENTIFY per bucket per 5 s.
+pub const DISCORD_BUCKET_WINDOW: Duration = Duration::from_secs(5);
+
+/// How far apart this scheduler grants two identifies of one bucket: Discord's window plus a
+/// quarter second, because a grant reaches the socket a little later than it is made, and two
+/// frames written exactly 5 s apart can arrive at Discord a few milliseconds closer together
+/// (which a strict server answers with op 9, wasting a session start).
+pub const BUCKET_PERIOD: Duration = Duration::from_millis(5_250);
 
 /// How long a refilled session start budget lasts when Discord did not say (one day).
 pub const DEFAULT_RESET_PERIOD: Duration = Duration::from_secs(24 * 60 * 60);
@@ -438,6 +444,19 @@ mod tests {
     }
 
     #[test]
+    fn same_bucket_grants_are_more_than_discords_window_apart() {
+        let t0 = crate::tests::epoch();
+        let mut s = IdentifyScheduler::new(limit(10, 1), t0);
+        s.request(t0, 0);
+        s.request(t0, 1);
+        assert_eq!(drain(&mut s, t0), vec![0]);
+        assert_eq!(drain(&mut s, t0 + DISCORD_BUCKET_WINDOW), Vec::<u32>::new());
+        let next = s.poll_timeout().expect("shard 1 waits");
+        assert!(next - t0 > DISCORD_BUCKET_WINDOW);
+        assert_eq!(drain(&mut s, next), vec![1]);
+    }
+
+    #[test]
     fn snapshot_roundtrips_across_processes() {
         let t0 = crate::tests::epoch();
         let mut s = IdentifyScheduler::new(limit(10, 2), t0);
@@ -447,7 +466,7 @@ mod tests {
         assert_eq!(drain(&mut s, t0), vec![0, 1]);
         let later = t0 + Duration::from_secs(2);
         let snap = s.snapshot(later);
-        assert_eq!(snap.bucket_free_in_ms, vec![3_000, 3_000]);
+        assert_eq!(snap.bucket_free_in_ms, vec![3_250, 3_250]);
         assert_eq!(snap.waiting, vec![2, 3]);
         let json = serde_json::to_string(&snap).expect("json");
         let back: IdentifySnapshot = serde_json::from_str(&json).expect("json");
@@ -456,9 +475,12 @@ mod tests {
         let mut r = IdentifyScheduler::restore(&back, elsewhere);
         assert_eq!(r.remaining(), 8);
         assert_eq!(r.poll_grant(elsewhere), None);
-        assert_eq!(r.poll_timeout(), Some(elsewhere + Duration::from_secs(3)));
         assert_eq!(
-            drain(&mut r, elsewhere + Duration::from_secs(3)),
+            r.poll_timeout(),
+            Some(elsewhere + Duration::from_millis(3_250))
+        );
+        assert_eq!(
+            drain(&mut r, elsewhere + Duration::from_millis(3_250)),
             vec![2, 3]
         );
         assert_eq!(r.snapshot(elsewhere).max_concurrency, 2);
