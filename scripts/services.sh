@@ -61,13 +61,14 @@ if ! amqp_up; then
   export RABBITMQ_NODE_IP_ADDRESS=$AMQP_HOST ERL_EPMD_ADDRESS=127.0.0.1 \
     RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1} -rabbitmq_management tcp_config [{ip,\"127.0.0.1\"},{port,$MGMT_PORT}]"
   short=$(hostname -s)
-  node="rabbit@$short"
+  # The node name defaults to rabbit@<short hostname>, which must resolve.
   getent hosts "$short" >/dev/null || echo "127.0.0.1 $short" | as_root tee -a /etc/hosts >/dev/null
-  if ! rabbitmqctl -q -n "$node" status >/dev/null 2>&1; then
-    log "starting RabbitMQ ($node) on $AMQP_HOST:$AMQP_PORT"
+  # rabbitmqctl without -n talks to the node rabbitmq-env.conf names (its NODENAME, if set).
+  if ! as_root rabbitmqctl -q status >/dev/null 2>&1; then
+    log "starting RabbitMQ on $AMQP_HOST:$AMQP_PORT"
     as_root env RABBITMQ_NODE_IP_ADDRESS="$RABBITMQ_NODE_IP_ADDRESS" ERL_EPMD_ADDRESS="$ERL_EPMD_ADDRESS" \
       RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="$RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS" rabbitmq-server -detached
-    as_root rabbitmqctl -q -n "$node" wait --timeout 120 "/var/lib/rabbitmq/mnesia/$node.pid" || true
+    as_root rabbitmqctl -q await_startup --timeout 120 >/dev/null 2>&1 || true
   fi
 fi
 
