@@ -18,9 +18,9 @@ use bytes::Bytes;
 
 use super::msgpack::{append_json_as_msgpack, append_json_str_contents_as_msgpack};
 use super::{
-    BindingDecl, BodyEncoding, CommandDecision, CommandDelivery, ExchangeDecl, ExchangeKind,
-    MessageProperties, ProfileConfig, Publication, QueueDecl, RouteError, Shared, Timestamp,
-    Topology, command_json, msgpack, reject,
+    BodyEncoding, CommandDecision, CommandDelivery, MessageProperties, ProfileConfig, Publication,
+    RouteError, Shared, Timestamp, Topology, command_json, fanout_commands_topology, msgpack,
+    reject,
 };
 use crate::codec::Payload;
 use crate::command::validate_packet;
@@ -44,35 +44,7 @@ impl Cordis {
     }
 
     pub(crate) fn topology(&self) -> Topology {
-        Topology {
-            exchanges: vec![
-                ExchangeDecl {
-                    name: self.exchange.clone(),
-                    kind: ExchangeKind::Direct,
-                    durable: false,
-                    auto_delete: false,
-                },
-                ExchangeDecl {
-                    name: COMMANDS_EXCHANGE.to_owned(),
-                    kind: ExchangeKind::Fanout,
-                    durable: true,
-                    auto_delete: false,
-                },
-            ],
-            queues: vec![QueueDecl {
-                name: String::new(),
-                durable: false,
-                exclusive: true,
-                auto_delete: true,
-                arguments: Vec::new(),
-                consume_commands: true,
-            }],
-            bindings: vec![BindingDecl {
-                queue: String::new(),
-                exchange: COMMANDS_EXCHANGE.to_owned(),
-                routing_key: String::new(),
-            }],
-        }
+        fanout_commands_topology(&self.exchange, false, COMMANDS_EXCHANGE)
     }
 
     pub(crate) fn route(&self, payload: &Payload, event: &str) -> Result<Publication, RouteError> {

@@ -512,6 +512,46 @@ pub(crate) fn reject(reason: impl Into<String>) -> CommandDecision {
     }
 }
 
+/// The topology of a profile whose commands come through a fanout exchange: the direct events
+/// exchange (durable or not), the durable fanout `commands_exchange`, and one server-named,
+/// exclusive, auto-delete queue bound to it that commands are consumed from (every gateway
+/// receives every command).
+pub(crate) fn fanout_commands_topology(
+    events_exchange: &str,
+    events_durable: bool,
+    commands_exchange: &str,
+) -> Topology {
+    Topology {
+        exchanges: vec![
+            ExchangeDecl {
+                name: events_exchange.to_owned(),
+                kind: ExchangeKind::Direct,
+                durable: events_durable,
+                auto_delete: false,
+            },
+            ExchangeDecl {
+                name: commands_exchange.to_owned(),
+                kind: ExchangeKind::Fanout,
+                durable: true,
+                auto_delete: false,
+            },
+        ],
+        queues: vec![QueueDecl {
+            name: String::new(),
+            durable: false,
+            exclusive: true,
+            auto_delete: true,
+            arguments: Vec::new(),
+            consume_commands: true,
+        }],
+        bindings: vec![BindingDecl {
+            queue: String::new(),
+            exchange: commands_exchange.to_owned(),
+            routing_key: String::new(),
+        }],
+    }
+}
+
 /// The JSON of a command body: JSON as is, or msgpack converted to JSON when `accept_msgpack`
 /// (a body whose first non-blank byte is `{` is JSON; in msgpack that byte would be the whole
 /// value 123, never a command).

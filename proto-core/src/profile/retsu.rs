@@ -14,8 +14,8 @@
 //! has no dead-letter convention: refused commands are dropped with a reason.
 
 use super::{
-    BindingDecl, CommandDecision, CommandDelivery, ExchangeDecl, ExchangeKind, MessageProperties,
-    ProfileConfig, Publication, QueueDecl, Shared, Topology, command_json, reject,
+    BindingDecl, CommandDecision, CommandDelivery, MessageProperties, ProfileConfig, Publication,
+    QueueDecl, Shared, Topology, command_json, fanout_commands_topology, reject,
 };
 use crate::codec::Payload;
 use crate::command::{CommandError, packet_from_parts, parse_integer, pick_fields, preview};
@@ -37,35 +37,7 @@ impl Retsu {
     }
 
     pub(crate) fn topology(&self) -> Topology {
-        Topology {
-            exchanges: vec![
-                ExchangeDecl {
-                    name: self.exchange.clone(),
-                    kind: ExchangeKind::Direct,
-                    durable: true,
-                    auto_delete: false,
-                },
-                ExchangeDecl {
-                    name: COMMANDS_EXCHANGE.to_owned(),
-                    kind: ExchangeKind::Fanout,
-                    durable: true,
-                    auto_delete: false,
-                },
-            ],
-            queues: vec![QueueDecl {
-                name: String::new(),
-                durable: false,
-                exclusive: true,
-                auto_delete: true,
-                arguments: Vec::new(),
-                consume_commands: true,
-            }],
-            bindings: vec![BindingDecl {
-                queue: String::new(),
-                exchange: COMMANDS_EXCHANGE.to_owned(),
-                routing_key: String::new(),
-            }],
-        }
+        fanout_commands_topology(&self.exchange, true, COMMANDS_EXCHANGE)
     }
 
     /// The queue `<exchange>:<EVENT>` and its binding.
