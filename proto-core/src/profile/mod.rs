@@ -30,9 +30,10 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde_json::value::RawValue;
 
 use crate::codec::Payload;
-use crate::command::CommandPolicy;
+use crate::command::{CommandError, CommandPolicy, parse_integer};
 use crate::sharding::{ShardId, shard_for_guild};
 
 mod config;
@@ -552,6 +553,18 @@ pub(crate) fn fanout_commands_topology(
     }
 }
 
+/// A command field that must be present and hold a non-negative integer, as the reason to refuse
+/// the command when it does not (naming `field` and what was `expected`).
+pub(crate) fn required_integer(
+    raw: Option<&RawValue>,
+    field: &'static str,
+    expected: &'static str,
+) -> Result<u64, String> {
+    raw.ok_or(CommandError::MissingField { field })
+        .and_then(|raw| parse_integer(raw, field, expected))
+        .map_err(|e| e.to_string())
+}
+
 /// The JSON of a command body: JSON as is, or msgpack converted to JSON when `accept_msgpack`
 /// (a body whose first non-blank byte is `{` is JSON; in msgpack that byte would be the whole
 /// value 123, never a command).
@@ -559,7 +572,7 @@ pub(crate) fn command_json(
     body: &[u8],
     accept_msgpack: bool,
 ) -> Result<std::borrow::Cow<'_, [u8]>, crate::command::CommandError> {
-    use crate::command::{CommandError, MAX_COMMAND_BODY_BYTES};
+    use crate::command::MAX_COMMAND_BODY_BYTES;
     if body.len() > MAX_COMMAND_BODY_BYTES {
         return Err(CommandError::BodyTooLarge {
             size: body.len(),

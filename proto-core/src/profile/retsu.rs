@@ -15,10 +15,10 @@
 
 use super::{
     BindingDecl, CommandDecision, CommandDelivery, MessageProperties, ProfileConfig, Publication,
-    QueueDecl, Shared, Topology, command_json, fanout_commands_topology, reject,
+    QueueDecl, Shared, Topology, command_json, fanout_commands_topology, reject, required_integer,
 };
 use crate::codec::Payload;
-use crate::command::{CommandError, packet_from_parts, parse_integer, pick_fields, preview};
+use crate::command::{CommandError, packet_from_parts, pick_fields, preview};
 
 /// The commands exchange.
 pub const COMMANDS_EXCHANGE: &str = "gateway-command";
@@ -75,10 +75,7 @@ impl Retsu {
         shared: &Shared,
         delivery: &CommandDelivery<'_>,
     ) -> CommandDecision {
-        match decode(shared, delivery.body) {
-            Ok(decision) => decision,
-            Err(reason) => reject(reason),
-        }
+        decode(shared, delivery.body).unwrap_or_else(reject)
     }
 }
 
@@ -95,10 +92,7 @@ fn decode(shared: &Shared, body: &[u8]) -> Result<CommandDecision, String> {
         ],
     )
     .map_err(|e| e.to_string())?;
-    let shard = shard
-        .ok_or(CommandError::MissingField { field: "shard_id" })
-        .and_then(|raw| parse_integer(raw, "shard_id", "a shard number"))
-        .map_err(|e| e.to_string())?;
+    let shard = required_integer(shard, "shard_id", "a shard number")?;
     let shard = shared.cluster.check_exists(shard)?;
     let reconnect = match kind.map(|raw| raw.get()) {
         None | Some("null") => false,
@@ -122,10 +116,7 @@ fn decode(shared: &Shared, body: &[u8]) -> Result<CommandDecision, String> {
             shards: vec![shard],
         });
     }
-    let opcode = opcode
-        .ok_or(CommandError::MissingField { field: "opcode" })
-        .and_then(|raw| parse_integer(raw, "opcode", "an integer opcode"))
-        .map_err(|e| e.to_string())?;
+    let opcode = required_integer(opcode, "opcode", "an integer opcode")?;
     let data = data.ok_or_else(|| CommandError::MissingField { field: "data" }.to_string())?;
     let packet = packet_from_parts(opcode, data, &shared.policy).map_err(|e| e.to_string())?;
     Ok(CommandDecision::Send {

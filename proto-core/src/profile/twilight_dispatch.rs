@@ -19,9 +19,10 @@ use bytes::Bytes;
 use super::{
     BindingDecl, CommandDecision, CommandDelivery, ExchangeDecl, ExchangeKind, MessageProperties,
     ProfileConfig, Publication, QueueDecl, Shared, Topology, command_json, reject,
+    required_integer,
 };
 use crate::codec::Payload;
-use crate::command::{CommandError, parse_integer, pick_fields, validate_packet_in};
+use crate::command::{CommandError, pick_fields, validate_packet_in};
 
 /// The queue commands are consumed from.
 pub const SEND_QUEUE: &str = "gateway.send";
@@ -100,10 +101,7 @@ impl TwilightDispatch {
         shared: &Shared,
         delivery: &CommandDelivery<'_>,
     ) -> CommandDecision {
-        match decode(shared, delivery.body) {
-            Ok(decision) => decision,
-            Err(reason) => reject(reason),
-        }
+        decode(shared, delivery.body).unwrap_or_else(reject)
     }
 }
 
@@ -111,14 +109,8 @@ fn decode(shared: &Shared, body: &[u8]) -> Result<CommandDecision, String> {
     let json = command_json(body, false).map_err(|e| e.to_string())?;
     let [op, shard, data] = pick_fields(&json, "command", [&["op"], &["shard"], &["data"]])
         .map_err(|e| e.to_string())?;
-    let op = op
-        .ok_or(CommandError::MissingField { field: "op" })
-        .and_then(|raw| parse_integer(raw, "op", "0 (send) or 1 (reconnect)"))
-        .map_err(|e| e.to_string())?;
-    let shard = shard
-        .ok_or(CommandError::MissingField { field: "shard" })
-        .and_then(|raw| parse_integer(raw, "shard", "a shard number"))
-        .map_err(|e| e.to_string())?;
+    let op = required_integer(op, "op", "0 (send) or 1 (reconnect)")?;
+    let shard = required_integer(shard, "shard", "a shard number")?;
     let shard = shared.cluster.check_exists(shard)?;
     if op > 1 {
         return Err(CommandError::InvalidField {
