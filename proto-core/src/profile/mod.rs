@@ -150,6 +150,13 @@ impl Ownership {
             )),
         }
     }
+
+    /// The shard a command names, if this process runs it: `Ok(None)` for one it does not run,
+    /// the reason to refuse the command for one that does not exist.
+    pub(crate) fn owned_shard(&self, shard: u64) -> Result<Option<u32>, String> {
+        let shard = self.check_exists(shard)?;
+        Ok(self.owns(shard).then_some(shard))
+    }
 }
 
 /// A profile configuration that cannot work.

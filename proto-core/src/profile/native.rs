@@ -170,9 +170,7 @@ impl Native {
             Ok(cluster.owned().to_vec())
         } else if let Some(id) = key.strip_prefix("shard.") {
             match parse_decimal(id) {
-                Some(id) => cluster
-                    .check_exists(id)
-                    .map(|s| if cluster.owns(s) { vec![s] } else { Vec::new() }),
+                Some(id) => cluster.owned_shard(id).map(Vec::from_iter),
                 None => Err(format!(
                     "routing key `{key}`: `shard.` must be followed by a shard number"
                 )),

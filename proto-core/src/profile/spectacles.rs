@@ -146,13 +146,11 @@ impl Spectacles {
                 "unknown routing key `{key}`; use a shard number or `{SEND_KEY}`"
             ));
         };
-        let shard = match cluster.check_exists(shard) {
-            Ok(s) => s,
+        let shard = match cluster.owned_shard(shard) {
+            Ok(Some(s)) => s,
+            Ok(None) => return CommandDecision::Ignore,
             Err(reason) => return reject(reason),
         };
-        if !cluster.owns(shard) {
-            return CommandDecision::Ignore;
-        }
         let packet = command_json(delivery.body, true)
             .and_then(|json| validate_packet_in(&json, "command", &shared.policy));
         match packet {
