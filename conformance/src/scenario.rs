@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::broker::Broker;
 use crate::contract::{self, Compression, Encoding, ImplEnv};
-use crate::gateway::{Gateway, MockConfig, suite_defaults};
+use crate::gateway::{Control, Gateway, MockConfig, suite_defaults};
 use crate::management::ManagementApi;
 use crate::process::{Ending, ImplProcess};
 use crate::profiles::{BodyEncoding, Profile};
@@ -99,6 +99,18 @@ impl Setup {
     pub fn with_shards(mut self, count: u32) -> Self {
         self.shard_count = count;
         self.shard_ids = (0..count).collect();
+        self
+    }
+
+    /// The mock grants `count` identifies per 5 s window (`max_concurrency`).
+    pub fn with_max_concurrency(mut self, count: u32) -> Self {
+        self.mock.max_concurrency = count;
+        self
+    }
+
+    /// The mock asks for a heartbeat every `interval` (HELLO's `heartbeat_interval`).
+    pub fn with_heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.mock.heartbeat_interval = interval;
         self
     }
 }
@@ -346,6 +358,15 @@ impl Context {
             Some(p) => Some(p.stop(contract::STOP_GRACE).await),
             None => None,
         }
+    }
+
+    /// Steers the mock gateway (`|control| control.shard(0).send_reconnect()`); a refusal is the
+    /// suite's trouble (`Failure::error`), not the implementation's.
+    pub fn steer_mock<T, E: std::fmt::Display>(
+        &self,
+        steer: impl FnOnce(&Control) -> Result<T, E>,
+    ) -> Result<T, Failure> {
+        steer(&self.gateway.control()).map_err(|e| Failure::error(format!("mock control: {e}")))
     }
 
     /// The implementation's log file.

@@ -72,15 +72,13 @@ impl Scenario for CloseCode {
 async fn run(case: &CloseCode, ctx: &mut Context) -> Result<(), Failure> {
     start_and_wait_ready(ctx).await?;
     let before = reaction::before(ctx, 0).await?;
-    let target = ctx
-        .gateway
-        .control()
-        .connection(mock_gateway::ConnectionId(before.connection));
-    let sent = match case.code {
-        Some(code) => target.close(code, "conformance"),
-        None => target.drop_tcp(),
-    };
-    sent.map_err(|e| Failure::error(format!("mock control: {e}")))?;
+    ctx.steer_mock(|control| {
+        let target = control.connection(mock_gateway::ConnectionId(before.connection));
+        match case.code {
+            Some(code) => target.close(code, "conformance"),
+            None => target.drop_tcp(),
+        }
+    })?;
     let why = match case.code {
         Some(code) => format!("close code {code}"),
         None => "a dropped connection".into(),

@@ -24,9 +24,9 @@ impl Scenario for Handshake {
     }
 
     fn setup(&self, _profile: crate::profiles::Profile) -> Setup {
-        let mut setup = Setup::default().with_shards(SHARDS);
-        setup.mock.max_concurrency = SHARDS;
-        setup
+        Setup::default()
+            .with_shards(SHARDS)
+            .with_max_concurrency(SHARDS)
     }
 
     fn budget(&self) -> Duration {

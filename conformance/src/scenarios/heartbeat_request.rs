@@ -26,9 +26,7 @@ impl Scenario for HeartbeatRequest {
     }
 
     fn setup(&self, _profile: crate::profiles::Profile) -> Setup {
-        let mut setup = Setup::default();
-        setup.mock.heartbeat_interval = INTERVAL;
-        setup
+        Setup::default().with_heartbeat_interval(INTERVAL)
     }
 
     fn budget(&self) -> Duration {
@@ -53,9 +51,7 @@ async fn run(ctx: &mut Context) -> Result<(), Failure> {
         })
         .await?;
     let asked = Instant::now();
-    if let Err(e) = ctx.gateway.control().shard(0).request_heartbeat() {
-        return Err(Failure::error(format!("mock control: {e}")));
-    }
+    ctx.steer_mock(|control| control.shard(0).request_heartbeat())?;
     let beat = ctx
         .wait_for("heartbeat after the server's op 1", INTERVAL, |_| {
             recorder.read(|r| r.live_connection(0)?.heartbeats.get(before).cloned())

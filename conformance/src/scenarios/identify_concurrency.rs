@@ -29,9 +29,9 @@ impl Scenario for IdentifyConcurrency {
     }
 
     fn setup(&self, _profile: crate::profiles::Profile) -> Setup {
-        let mut setup = Setup::default().with_shards(SHARDS);
-        setup.mock.max_concurrency = MAX_CONCURRENCY;
-        setup
+        Setup::default()
+            .with_shards(SHARDS)
+            .with_max_concurrency(MAX_CONCURRENCY)
     }
 
     fn budget(&self) -> Duration {

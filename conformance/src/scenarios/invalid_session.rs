@@ -45,11 +45,7 @@ impl Scenario for InvalidSession {
 async fn run(resumable: bool, ctx: &mut Context) -> Result<(), Failure> {
     start_and_wait_ready(ctx).await?;
     let before = reaction::before(ctx, 0).await?;
-    ctx.gateway
-        .control()
-        .shard(0)
-        .send_invalid_session(resumable)
-        .map_err(|e| Failure::error(format!("mock control: {e}")))?;
+    ctx.steer_mock(|control| control.shard(0).send_invalid_session(resumable))?;
     if resumable {
         return reaction::expect(ctx, &before, Reaction::Resume, "op 9 (d: true)").await;
     }

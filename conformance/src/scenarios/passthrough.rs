@@ -120,11 +120,11 @@ async fn run(ctx: &mut Context, gateway_encoding: Encoding) -> Result<(), Failur
     ctx.subscribe_events(&events).await?;
     let sessions = start_and_wait_ready(ctx).await?;
     let session_id = sessions[0].1.clone();
-    ctx.gateway
-        .control()
-        .shard(0)
-        .inject_dispatch(UNKNOWN_EVENT, Bytes::from_static(AWKWARD_D.as_bytes()))
-        .map_err(|e| Failure::error(format!("mock control: {e}")))?;
+    ctx.steer_mock(|control| {
+        control
+            .shard(0)
+            .inject_dispatch(UNKNOWN_EVENT, Bytes::from_static(AWKWARD_D.as_bytes()))
+    })?;
 
     let recorder = ctx.gateway.recorder();
     let expected_count = ctx.gateway.config().fixture.len() + 2;

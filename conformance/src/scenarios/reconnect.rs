@@ -32,11 +32,7 @@ impl Scenario for ReconnectOp7 {
 async fn run(ctx: &mut Context) -> Result<(), Failure> {
     start_and_wait_ready(ctx).await?;
     let before = reaction::before(ctx, 0).await?;
-    ctx.gateway
-        .control()
-        .shard(0)
-        .send_reconnect()
-        .map_err(|e| Failure::error(format!("mock control: {e}")))?;
+    ctx.steer_mock(|control| control.shard(0).send_reconnect())?;
     reaction::expect(ctx, &before, Reaction::Resume, "op 7 Reconnect").await?;
     let rec = ctx.gateway.recorder().snapshot();
     reaction::closed_keeping_session(&rec, &before, "op 7 Reconnect")

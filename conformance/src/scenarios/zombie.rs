@@ -22,9 +22,7 @@ impl Scenario for Zombie {
     }
 
     fn setup(&self, _profile: crate::profiles::Profile) -> Setup {
-        let mut setup = Setup::default();
-        setup.mock.heartbeat_interval = INTERVAL;
-        setup
+        Setup::default().with_heartbeat_interval(INTERVAL)
     }
 
     fn budget(&self) -> Duration {
@@ -39,11 +37,7 @@ impl Scenario for Zombie {
 async fn run(ctx: &mut Context) -> Result<(), Failure> {
     start_and_wait_ready(ctx).await?;
     let before = reaction::before(ctx, 0).await?;
-    ctx.gateway
-        .control()
-        .shard(0)
-        .drop_acks(true)
-        .map_err(|e| Failure::error(format!("mock control: {e}")))?;
+    ctx.steer_mock(|control| control.shard(0).drop_acks(true))?;
     reaction::expect(ctx, &before, Reaction::Resume, "missing heartbeat ACKs").await?;
     let rec = ctx.gateway.recorder().snapshot();
     reaction::closed_keeping_session(&rec, &before, "missing heartbeat ACKs")
