@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use crate::scenario::{Context, Failure, Scenario, ScenarioFuture};
 use crate::scenarios::reaction::{self, Reaction};
-use crate::scenarios::start_and_wait_ready;
 
 /// One close code (or a TCP drop, `code: None`) and the reaction it calls for.
 pub struct CloseCode {
@@ -70,8 +69,7 @@ impl Scenario for CloseCode {
 }
 
 async fn run(case: &CloseCode, ctx: &mut Context) -> Result<(), Failure> {
-    start_and_wait_ready(ctx).await?;
-    let before = reaction::before(ctx, 0).await?;
+    let before = reaction::start_and_take_before(ctx).await?;
     ctx.steer_mock(|control| {
         let target = control.connection(mock_gateway::ConnectionId(before.connection));
         match case.code {

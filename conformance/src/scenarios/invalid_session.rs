@@ -7,7 +7,6 @@ use std::time::Duration;
 use crate::gateway::{IdentifyOutcome, ViolationKind};
 use crate::scenario::{Context, Failure, Scenario, ScenarioFuture};
 use crate::scenarios::reaction::{self, Reaction};
-use crate::scenarios::start_and_wait_ready;
 use crate::{ensure, fail};
 
 /// See the module docs.
@@ -43,8 +42,7 @@ impl Scenario for InvalidSession {
 }
 
 async fn run(resumable: bool, ctx: &mut Context) -> Result<(), Failure> {
-    start_and_wait_ready(ctx).await?;
-    let before = reaction::before(ctx, 0).await?;
+    let before = reaction::start_and_take_before(ctx).await?;
     ctx.steer_mock(|control| control.shard(0).send_invalid_session(resumable))?;
     if resumable {
         return reaction::expect(ctx, &before, Reaction::Resume, "op 9 (d: true)").await;

@@ -204,6 +204,25 @@ pub async fn expect(
     }
 }
 
+/// Starts the implementation, waits for READY and takes shard 0's [`Before`] snapshot once the
+/// client has caught up: the prelude of the scenarios that provoke a reaction on shard 0.
+pub async fn start_and_take_before(ctx: &mut Context) -> Result<Before, Failure> {
+    crate::scenarios::start_and_wait_ready(ctx).await?;
+    before(ctx, 0).await
+}
+
+/// Waits for a resume after `why` and checks that the client closed the old connection with a
+/// code that keeps the session ([`closed_keeping_session`]).
+pub async fn expect_resume_keeping_session(
+    ctx: &mut Context,
+    before: &Before,
+    why: &str,
+) -> Result<(), Failure> {
+    expect(ctx, before, Reaction::Resume, why).await?;
+    let rec = ctx.gateway.recorder().snapshot();
+    closed_keeping_session(&rec, before, why)
+}
+
 /// Takes the [`Before`] snapshot of `shard` once the client has caught up.
 pub async fn before(ctx: &mut Context, shard: u32) -> Result<Before, Failure> {
     let last_seq = crate::scenarios::wait_caught_up(ctx, shard).await?;

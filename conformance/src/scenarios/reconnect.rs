@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use crate::scenario::{Context, Failure, Scenario, ScenarioFuture};
-use crate::scenarios::reaction::{self, Reaction};
-use crate::scenarios::start_and_wait_ready;
+use crate::scenarios::reaction;
 
 /// See the module docs.
 pub struct ReconnectOp7;
@@ -30,10 +29,7 @@ impl Scenario for ReconnectOp7 {
 }
 
 async fn run(ctx: &mut Context) -> Result<(), Failure> {
-    start_and_wait_ready(ctx).await?;
-    let before = reaction::before(ctx, 0).await?;
+    let before = reaction::start_and_take_before(ctx).await?;
     ctx.steer_mock(|control| control.shard(0).send_reconnect())?;
-    reaction::expect(ctx, &before, Reaction::Resume, "op 7 Reconnect").await?;
-    let rec = ctx.gateway.recorder().snapshot();
-    reaction::closed_keeping_session(&rec, &before, "op 7 Reconnect")
+    reaction::expect_resume_keeping_session(ctx, &before, "op 7 Reconnect").await
 }

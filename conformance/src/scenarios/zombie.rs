@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 use crate::scenario::{Context, Failure, Scenario, ScenarioFuture, Setup};
-use crate::scenarios::reaction::{self, Reaction};
-use crate::scenarios::start_and_wait_ready;
+use crate::scenarios::reaction;
 
 /// See the module docs.
 pub struct Zombie;
@@ -35,10 +34,7 @@ impl Scenario for Zombie {
 }
 
 async fn run(ctx: &mut Context) -> Result<(), Failure> {
-    start_and_wait_ready(ctx).await?;
-    let before = reaction::before(ctx, 0).await?;
+    let before = reaction::start_and_take_before(ctx).await?;
     ctx.steer_mock(|control| control.shard(0).drop_acks(true))?;
-    reaction::expect(ctx, &before, Reaction::Resume, "missing heartbeat ACKs").await?;
-    let rec = ctx.gateway.recorder().snapshot();
-    reaction::closed_keeping_session(&rec, &before, "missing heartbeat ACKs")
+    reaction::expect_resume_keeping_session(ctx, &before, "missing heartbeat ACKs").await
 }
