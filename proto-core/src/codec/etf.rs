@@ -387,31 +387,7 @@ impl Converter<'_> {
 
     /// Writes `s` as a JSON string.
     fn string(&mut self, s: &str) {
-        self.out.push(b'"');
-        let bytes = s.as_bytes();
-        let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            let escape: &[u8] = match b {
-                b'"' => b"\\\"",
-                b'\\' => b"\\\\",
-                b'\n' => b"\\n",
-                b'\r' => b"\\r",
-                b'\t' => b"\\t",
-                0x08 => b"\\b",
-                0x0c => b"\\f",
-                0..=0x1f => b"",
-                _ => continue,
-            };
-            self.out.extend_from_slice(&bytes[start..i]);
-            if escape.is_empty() {
-                let _ = write!(self.out, "\\u{b:04x}");
-            } else {
-                self.out.extend_from_slice(escape);
-            }
-            start = i + 1;
-        }
-        self.out.extend_from_slice(&bytes[start..]);
-        self.out.push(b'"');
+        super::write_json_string(self.out, s.as_bytes());
     }
 }
 

@@ -37,6 +37,7 @@
 mod envelope;
 mod etf;
 mod etf_encode;
+mod json_text;
 mod limits;
 mod payload;
 mod zlib;
@@ -47,6 +48,7 @@ use std::ops::Range;
 use bytes::Bytes;
 
 pub use etf_encode::{EtfEncodeError, json_to_etf};
+pub(crate) use json_text::write_json_string;
 
 /// Transport compression negotiated in the gateway URL (`compress=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
