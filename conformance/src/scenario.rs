@@ -306,14 +306,7 @@ impl Context {
             if let Some(value) = probe(self) {
                 return Ok(value);
             }
-            if self.process.is_some() {
-                self.check_running().map_err(|f| {
-                    Failure::fail(format!("{} while waiting for {what}", f.message))
-                })?;
-            }
-            if Instant::now() >= deadline {
-                fail!("no {what} within {:.0?}", timeout);
-            }
+            self.keep_waiting(what, timeout, deadline)?;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -330,16 +323,27 @@ impl Context {
             if let Some(value) = probe(self).await {
                 return Ok(value);
             }
-            if self.process.is_some() {
-                self.check_running().map_err(|f| {
-                    Failure::fail(format!("{} while waiting for {what}", f.message))
-                })?;
-            }
-            if Instant::now() >= deadline {
-                fail!("no {what} within {:.0?}", timeout);
-            }
+            self.keep_waiting(what, timeout, deadline)?;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Between two probes of a wait for `what`: fails if the implementation (when started) has
+    /// exited, or if `deadline` (`timeout` after the wait began) has passed.
+    fn keep_waiting(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        deadline: Instant,
+    ) -> Result<(), Failure> {
+        if self.process.is_some() {
+            self.check_running()
+                .map_err(|f| Failure::fail(format!("{} while waiting for {what}", f.message)))?;
+        }
+        if Instant::now() >= deadline {
+            fail!("no {what} within {:.0?}", timeout);
+        }
+        Ok(())
     }
 
     /// Sleeps, failing early if the implementation exits meanwhile.
