@@ -22,6 +22,23 @@ fn ctx<T>(what: impl Into<String>, r: redis::RedisResult<T>) -> Result<T, RedisE
     })
 }
 
+/// The Redis type of `key` (`TYPE`): "string", "hash", "none", ...
+async fn key_type(connection: &mut MultiplexedConnection, key: &str) -> Result<String, RedisError> {
+    ctx(
+        format!("TYPE {key}"),
+        redis::cmd("TYPE").arg(key).query_async(connection).await,
+    )
+}
+
+/// The value of the string key `key` (`GET`), invalid UTF-8 replaced.
+async fn get_string(
+    connection: &mut MultiplexedConnection,
+    key: &str,
+) -> Result<String, RedisError> {
+    let bytes: Vec<u8> = ctx(format!("GET {key}"), connection.get(key).await)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// A key and its value, read as a string where possible.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -97,18 +114,9 @@ impl RedisStore {
         let mut connection = self.connection.clone();
         let mut entries = Vec::new();
         for key in self.keys().await? {
-            let kind: String = ctx(
-                format!("TYPE {key}"),
-                redis::cmd("TYPE")
-                    .arg(&key)
-                    .query_async(&mut connection)
-                    .await,
-            )?;
+            let kind = key_type(&mut connection, &key).await?;
             let value = match kind.as_str() {
-                "string" => {
-                    let bytes: Vec<u8> = ctx(format!("GET {key}"), connection.get(&key).await)?;
-                    String::from_utf8_lossy(&bytes).into_owned()
-                }
+                "string" => get_string(&mut connection, &key).await?,
                 "hash" => {
                     let pairs: Vec<(String, String)> =
                         ctx(format!("HGETALL {key}"), connection.hgetall(&key).await)?;
@@ -129,18 +137,11 @@ impl RedisStore {
     pub async fn get(&self, suffix: &str) -> Result<Option<String>, RedisError> {
         let mut connection = self.connection.clone();
         let key = format!("{}{suffix}", self.prefix);
-        let kind: String = ctx(
-            format!("TYPE {key}"),
-            redis::cmd("TYPE")
-                .arg(&key)
-                .query_async(&mut connection)
-                .await,
-        )?;
+        let kind = key_type(&mut connection, &key).await?;
         if kind != "string" {
             return Ok(None);
         }
-        let bytes: Vec<u8> = ctx(format!("GET {key}"), connection.get(&key).await)?;
-        Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+        get_string(&mut connection, &key).await.map(Some)
     }
 
     /// Deletes every key under the prefix; returns how many.
