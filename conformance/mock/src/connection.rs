@@ -739,17 +739,30 @@ impl Connection {
         }
     }
 
-    fn on_identify(&mut self, now: Instant, d: &Value) {
+    /// The `d` object of an IDENTIFY or RESUME (`op_name`), or `None` after closing the
+    /// connection: 4005 if it is already authenticated, 4002 if `d` is not an object.
+    fn authentication_object<'d>(
+        &mut self,
+        d: &'d Value,
+        op_name: &str,
+    ) -> Option<&'d serde_json::Map<String, Value>> {
         if self.session.is_some() {
             self.violation(ViolationKind::AlreadyAuthenticated);
             self.close(4005, "Already authenticated.");
-            return;
+            return None;
         }
         let Some(object) = d.as_object() else {
             self.violation(ViolationKind::Malformed {
-                detail: "identify d is not an object".into(),
+                detail: format!("{op_name} d is not an object"),
             });
             self.close(4002, "Error while decoding payload.");
+            return None;
+        };
+        Some(object)
+    }
+
+    fn on_identify(&mut self, now: Instant, d: &Value) {
+        let Some(object) = self.authentication_object(d, "identify") else {
             return;
         };
         let token_ok = self.token_ok(object.get("token").and_then(Value::as_str));
@@ -868,16 +881,7 @@ impl Connection {
     }
 
     fn on_resume(&mut self, now: Instant, d: &Value) {
-        if self.session.is_some() {
-            self.violation(ViolationKind::AlreadyAuthenticated);
-            self.close(4005, "Already authenticated.");
-            return;
-        }
-        let Some(object) = d.as_object() else {
-            self.violation(ViolationKind::Malformed {
-                detail: "resume d is not an object".into(),
-            });
-            self.close(4002, "Error while decoding payload.");
+        let Some(object) = self.authentication_object(d, "resume") else {
             return;
         };
         let token_ok = self.token_ok(object.get("token").and_then(Value::as_str));
