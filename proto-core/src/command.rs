@@ -298,6 +298,15 @@ pub fn packet_from_parts(
     })
 }
 
+/// Parses a non-empty string of ASCII digits (no sign, no blanks) that fits a `u64`: a JSON
+/// integer's text, a snowflake's digits, or a routing key part (a shard number or a guild id).
+pub(crate) fn parse_decimal(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
 /// Parses a raw JSON value as a non-negative integer (a JSON number without fraction, exponent
 /// or sign; or, when `field` allows strings like snowflakes, see [`parse_id`]).
 pub(crate) fn parse_integer(
@@ -306,9 +315,7 @@ pub(crate) fn parse_integer(
     expected: &'static str,
 ) -> Result<u64, CommandError> {
     let text = raw.get();
-    if text.bytes().all(|b| b.is_ascii_digit())
-        && let Ok(v) = text.parse::<u64>()
-    {
+    if let Some(v) = parse_decimal(text) {
         return Ok(v);
     }
     Err(CommandError::InvalidField {
@@ -330,10 +337,7 @@ pub(crate) fn parse_id(
         .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
         .unwrap_or(text);
-    if !digits.is_empty()
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && let Ok(v) = digits.parse::<u64>()
-    {
+    if let Some(v) = parse_decimal(digits) {
         return Ok(v);
     }
     Err(CommandError::InvalidField {

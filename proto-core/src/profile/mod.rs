@@ -598,13 +598,5 @@ pub(crate) fn command_json(
         })
 }
 
-/// Parses a routing key part that is a decimal number (a shard number or a guild id).
-pub(crate) fn parse_decimal(key: &str) -> Option<u64> {
-    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    key.parse().ok()
-}
-
 #[cfg(test)]
 mod tests;

@@ -26,10 +26,10 @@ use bytes::Bytes;
 use super::{
     BindingDecl, CommandDecision, CommandDelivery, DispatchContext, ExchangeDecl, ExchangeKind,
     FieldValue, MessageProperties, Ownership, ProfileConfig, Publication, QueueDecl, Shared,
-    Timestamp, Topology, parse_decimal,
+    Timestamp, Topology,
 };
 use crate::codec::Payload;
-use crate::command::validate_packet;
+use crate::command::{parse_decimal, validate_packet};
 
 /// The default commands exchange.
 pub const COMMANDS_EXCHANGE: &str = "gateway.commands";

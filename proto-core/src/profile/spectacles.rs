@@ -28,10 +28,10 @@ use super::msgpack::json_to_msgpack;
 use super::{
     BindingDecl, BodyEncoding, CommandDecision, CommandDelivery, ExchangeDecl, ExchangeKind,
     MessageProperties, ProfileConfig, Publication, QueueDecl, RouteError, Shared, Topology,
-    command_json, parse_decimal, reject,
+    command_json, reject,
 };
 use crate::codec::Payload;
-use crate::command::{CommandError, parse_id, pick_fields, validate_packet_in};
+use crate::command::{CommandError, parse_decimal, parse_id, pick_fields, validate_packet_in};
 
 /// The routing key of guild-addressed commands.
 pub const SEND_KEY: &str = "SEND";
