@@ -12,7 +12,6 @@ use async_tungstenite::WebSocketStream;
 use async_tungstenite::smol::ClientStream;
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::error::UrlError;
-use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use runtime_common::{Runtime, WsError};
 
 /// Gatehouse's runtime primitives on async-std's global executor.
@@ -54,9 +53,7 @@ impl Runtime for AsyncStdRuntime {
         });
         let tcp = TcpStream::connect((host.as_str(), port)).await?;
         tcp.set_nodelay(true)?;
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(max_message))
-            .max_frame_size(Some(max_message));
+        let config = runtime_common::websocket_config(max_message);
         let (ws, _response) =
             async_tungstenite::smol::client_async_tls_with_config(request, tcp, Some(config))
                 .await?;

@@ -40,7 +40,7 @@ pub mod session_store;
 mod shard_task;
 
 pub use gateway::{RunError, run, run_with_gateway};
-pub use runtime::{Runtime, WsError};
+pub use runtime::{Runtime, WS_READ_BUFFER, WsError, websocket_config};
 pub use shard_task::ShardInput;
 
 /// Installs ring as the process's rustls crypto provider (rustls refuses to choose when more

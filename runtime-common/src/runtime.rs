@@ -13,6 +13,20 @@ use tungstenite::Message;
 /// Errors of a WebSocket (the same `tungstenite` error type on every runtime).
 pub type WsError = tungstenite::Error;
 
+/// How much one connection reads from its socket at a time. tungstenite's default (128 KiB) is
+/// zero-filled before every read, so all of it stays resident on every connection, idle or not;
+/// 8 KiB keeps an idle zlib-stream shard at ~56 KiB (BENCHMARKS.md, memory per idle shard).
+pub const WS_READ_BUFFER: usize = 8 * 1024;
+
+/// The WebSocket settings every runtime connects with: messages and frames of up to
+/// `max_message` bytes (a real GUILD_CREATE is ~2.8 MB) and a small read buffer.
+pub fn websocket_config(max_message: usize) -> tungstenite::protocol::WebSocketConfig {
+    tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(WS_READ_BUFFER)
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
+}
+
 /// The primitives one async runtime provides. Implemented by `runtime-tokio` and
 /// `runtime-async-std` in a few dozen lines each; everything else is generic over it.
 pub trait Runtime: Clone + Send + Sync + 'static {
@@ -60,5 +74,18 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// Completes after `duration`.
     fn sleep(&self, duration: Duration) -> Self::Sleep {
         self.sleep_until(Instant::now() + duration)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{WS_READ_BUFFER, websocket_config};
+
+    #[test]
+    fn connections_read_through_a_small_buffer_and_accept_large_messages() {
+        let config = websocket_config(64 << 20);
+        assert_eq!(config.read_buffer_size, WS_READ_BUFFER);
+        assert_eq!(config.max_message_size, Some(64 << 20));
+        assert_eq!(config.max_frame_size, Some(64 << 20));
     }
 }

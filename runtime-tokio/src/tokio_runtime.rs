@@ -5,7 +5,6 @@ use std::future::Future;
 use std::time::Instant;
 
 use runtime_common::{Runtime, WsError};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Gatehouse's runtime primitives on the current tokio runtime.
@@ -33,9 +32,7 @@ impl Runtime for TokioRuntime {
         url: &str,
         max_message: usize,
     ) -> Result<Self::WebSocket, WsError> {
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(max_message))
-            .max_frame_size(Some(max_message));
+        let config = runtime_common::websocket_config(max_message);
         let (ws, _response) =
             tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
         Ok(ws)
