@@ -1,0 +1,159 @@
+//! `gatehouse-bench`: benchmarks of the whole `gatehouse` binary against RabbitMQ and Redis
+//! (PERFORMANCE.md items 3, 4 and 5; BENCHMARKS.md has the results and the commands).
+//!
+//! ```sh
+//! cargo build --release -p runtime-tokio            # in the main workspace: target/release/gatehouse
+//! cd bench && cargo run --release -- e2e --events 60000 --rounds 2 --shards 1,16,256
+//! cd bench && cargo run --release -- memory --shards 10,1000 --compress zlib-stream,none
+//! ```
+//!
+//! Options: `--gatehouse <path>` (default `../target/release/gatehouse`), `--fixture <name or
+//! .jsonl>` (default `basic`), `--log-dir <dir>` (default the temp dir). Needs RabbitMQ with the
+//! management API on 127.0.0.1 (guest/guest) and Redis (`scripts/services.sh`).
+
+mod e2e;
+mod memory;
+mod services;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+struct Args {
+    command: String,
+    options: HashMap<String, String>,
+}
+
+impl Args {
+    fn parse() -> Result<Self> {
+        let mut args = std::env::args().skip(1);
+        let command = args.next().unwrap_or_default();
+        let mut options = HashMap::new();
+        while let Some(key) = args.next() {
+            let Some(name) = key.strip_prefix("--") else {
+                bail!("unexpected argument {key}");
+            };
+            let value = args
+                .next()
+                .with_context(|| format!("--{name} needs a value"))?;
+            options.insert(name.to_owned(), value);
+        }
+        Ok(Self { command, options })
+    }
+
+    fn get(&self, name: &str, default: &str) -> String {
+        self.options
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| default.to_owned())
+    }
+
+    fn number<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T> {
+        match self.options.get(name) {
+            Some(v) => v.parse().ok().with_context(|| format!("--{name}: {v}")),
+            None => Ok(default),
+        }
+    }
+
+    fn list<T: std::str::FromStr>(&self, name: &str, default: &str) -> Result<Vec<T>> {
+        self.get(name, default)
+            .split(',')
+            .map(|v| {
+                v.trim()
+                    .parse()
+                    .ok()
+                    .with_context(|| format!("--{name}: {v}"))
+            })
+            .collect()
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
+async fn main() -> Result<()> {
+    let args = Args::parse()?;
+    let binary = PathBuf::from(args.get(
+        "gatehouse",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/gatehouse"),
+    ));
+    let log_dir = PathBuf::from(args.get("log-dir", &std::env::temp_dir().to_string_lossy()));
+    println!(
+        "machine: {} cores, load average {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        services::load_average()
+    );
+    match args.command.as_str() {
+        "e2e" => {
+            let events: usize = args.number("events", 60_000)?;
+            let rounds: usize = args.number("rounds", 2)?;
+            let window: usize = args.number("window", 1000)?;
+            let shard_counts: Vec<u32> = args.list("shards", "1")?;
+            let compress = args.get("compress", "zlib-stream");
+            let fixture_name = args.get("fixture", "basic");
+            let skip_ceiling = args.get("ceiling", "yes") == "no";
+            for round in 1..=rounds {
+                println!("-- round {round}");
+                let mut ceiling = None;
+                if !skip_ceiling {
+                    let corpus = e2e::corpus(&fixture_name, events)?;
+                    let run = e2e::plain_lapin(&e2e::dispatch_bodies(&corpus), window).await?;
+                    run.print();
+                    ceiling = Some(run.steady_rate);
+                }
+                for &shards in &shard_counts {
+                    // The same number of events in total, spread over the shards.
+                    let per_shard = (events / shards as usize).max(1);
+                    let corpus = e2e::corpus(&fixture_name, per_shard)?;
+                    let run = e2e::through_gatehouse(&e2e::GatehouseRun {
+                        binary: &binary,
+                        fixture: &corpus,
+                        shards,
+                        compress: &compress,
+                        log_dir: &log_dir,
+                    })
+                    .await?;
+                    run.print();
+                    if let Some(ceiling) = ceiling {
+                        println!(
+                            "{:<34} {:.1}% of this round's plain lapin",
+                            "",
+                            100.0 * run.steady_rate / ceiling
+                        );
+                    }
+                }
+            }
+        }
+        "memory" => {
+            let shard_counts: Vec<u32> = args.list("shards", "10,1000")?;
+            let compressions: Vec<String> = args.list("compress", "zlib-stream,none")?;
+            let settle = Duration::from_secs(args.number("settle", 15)?);
+            for compress in &compressions {
+                let mut results = Vec::new();
+                for &shards in &shard_counts {
+                    let idle =
+                        memory::idle_shards(&binary, shards, compress, settle, &log_dir).await?;
+                    println!(
+                        "{:>5} idle shards, {:<11}: VmRSS {:>8} KiB ({} heartbeating; load {})",
+                        idle.shards, idle.compress, idle.rss_kib, idle.heartbeating, idle.load
+                    );
+                    results.push(idle);
+                }
+                if let (Some(small), Some(large)) = (results.first(), results.last())
+                    && large.shards > small.shards
+                {
+                    let per_shard = (large.rss_kib as f64 - small.rss_kib as f64)
+                        / f64::from(large.shards - small.shards);
+                    println!(
+                        "{compress}: {per_shard:.1} KiB per shard (({} - {}) / {})",
+                        large.rss_kib,
+                        small.rss_kib,
+                        large.shards - small.shards
+                    );
+                }
+            }
+        }
+        other => bail!("unknown command {other:?}: use `e2e` or `memory`"),
+    }
+    Ok(())
+}
