@@ -31,7 +31,8 @@ pub struct Run {
     pub steady_rate: f64,
     /// Messages per second over the whole run (first to last message).
     pub whole_rate: f64,
-    /// CPU seconds of the `gatehouse` process between the marks, per million messages.
+    /// CPU seconds of the client (the `gatehouse` process between the marks, or this process
+    /// while it publishes) per million messages.
     pub cpu_per_million: Option<f64>,
     pub load_before: String,
     pub load_after: String,
@@ -41,7 +42,7 @@ impl Run {
     pub fn print(&self) {
         let cpu = self
             .cpu_per_million
-            .map(|c| format!(", gatehouse {c:.2} CPU-s per million"))
+            .map(|c| format!(", client {c:.2} CPU-s per million"))
             .unwrap_or_default();
         println!(
             "{:<34} {:>7} msgs  steady {:>8.0} msg/s  whole {:>8.0} msg/s{cpu}  (load {} -> {})",
@@ -257,6 +258,7 @@ pub async fn plain_lapin(bodies: &[(String, Vec<u8>)], window: usize) -> Result<
     let mut outstanding = VecDeque::with_capacity(window);
     let mut marks = Vec::new();
     let mut confirmed = 0u64;
+    let cpu_started = services::cpu_seconds(std::process::id());
     let started = Instant::now();
     marks.push((started, 0));
     for (i, (event, body)) in bodies.iter().enumerate() {
@@ -303,6 +305,7 @@ pub async fn plain_lapin(bodies: &[(String, Vec<u8>)], window: usize) -> Result<
         confirmed += 1;
         marks.push((Instant::now(), confirmed));
     }
+    let cpu = services::cpu_seconds(std::process::id()) - cpu_started;
     let load_after = services::load_average();
     let depth = sink.depth().await?;
     if depth != total {
@@ -315,8 +318,67 @@ pub async fn plain_lapin(bodies: &[(String, Vec<u8>)], window: usize) -> Result<
         messages: total,
         steady_rate,
         whole_rate,
-        cpu_per_million: None,
+        cpu_per_million: Some(cpu / total as f64 * 1e6),
         load_before,
         load_after,
     })
+}
+
+/// Added latency at a fixed rate: the mock sends `rate` dispatches per second on one shard,
+/// and `gatehouse`'s own histogram (`gatehouse_publish_latency_seconds`: from the frame's
+/// arrival to the broker's confirm) is read from its metrics endpoint at the end. Returns the
+/// cumulative bucket counts `(upper bound in seconds, observations at or below it)`.
+pub async fn latency_at_rate(
+    binary: &Path,
+    fixture: &Fixture,
+    rate: f64,
+    compress: &str,
+    log_dir: &Path,
+) -> Result<(Vec<(f64, u64)>, String, String)> {
+    let vhost = Vhost::create("latency")?;
+    let redis = RedisPrefix::new("latency");
+    let sink = Sink::declare(&vhost.amqp_url(), "gateway").await?;
+    let mut config = mock_config(1, fixture.clone());
+    config.rate = ReplayRate::PerSecond(rate);
+    config.poll_interval = Duration::from_millis(1);
+    let expected = fixture.len() as u64 + 1;
+    let mock = MockGateway::start(config)?;
+    let metrics_address = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?
+    };
+    let mut env = gatehouse_env(&mock, 1, compress, &vhost, &redis);
+    env.push(("GATEHOUSE_METRICS_ADDRESS", metrics_address.to_string()));
+    let load_before = services::load_average();
+    let _gatehouse = Gatehouse::start(binary, &env, &log_dir.join("gatehouse-latency.log"))?;
+    watch_depth(&sink, expected, Duration::from_secs(30), |_, _| {}).await?;
+    let load_after = services::load_average();
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .new_agent();
+    let text = agent
+        .get(&format!("http://{metrics_address}/metrics"))
+        .call()?
+        .body_mut()
+        .read_to_string()?;
+    let mut buckets = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("gatehouse_publish_latency_seconds_bucket{le=\"") else {
+            continue;
+        };
+        let Some((bound, count)) = rest.split_once("\"}") else {
+            continue;
+        };
+        let bound = if bound == "+Inf" {
+            f64::INFINITY
+        } else {
+            bound.parse().unwrap_or(f64::NAN)
+        };
+        buckets.push((bound, count.trim().parse().unwrap_or(0)));
+    }
+    if buckets.is_empty() {
+        bail!("no latency histogram in {text}");
+    }
+    Ok((buckets, load_before, load_after))
 }

@@ -153,7 +153,31 @@ async fn main() -> Result<()> {
                 }
             }
         }
-        other => bail!("unknown command {other:?}: use `e2e` or `memory`"),
+        "latency" => {
+            let rate: f64 = args.number("rate", 3000.0)?;
+            let seconds: f64 = args.number("seconds", 20.0)?;
+            let compress = args.get("compress", "zlib-stream");
+            let corpus = e2e::corpus(&args.get("fixture", "basic"), (rate * seconds) as usize)?;
+            let (buckets, load_before, load_after) =
+                e2e::latency_at_rate(&binary, &corpus, rate, &compress, &log_dir).await?;
+            let total = buckets.last().map_or(0, |b| b.1).max(1);
+            println!(
+                "{} events at {rate:.0}/s, frame arrival -> broker confirm (load {load_before} -> {load_after}):",
+                total
+            );
+            for (bound, count) in &buckets {
+                println!(
+                    "  <= {:>8} ms: {:>6.2}%",
+                    if bound.is_finite() {
+                        format!("{:.1}", bound * 1e3)
+                    } else {
+                        "inf".into()
+                    },
+                    100.0 * *count as f64 / total as f64
+                );
+            }
+        }
+        other => bail!("unknown command {other:?}: use `e2e`, `latency` or `memory`"),
     }
     Ok(())
 }
