@@ -382,3 +382,67 @@ pub async fn latency_at_rate(
     }
     Ok((buckets, load_before, load_after))
 }
+
+/// The broker's own confirm latency at a fixed rate: a plain lapin publisher sends `bodies` at
+/// `rate` per second (paced every millisecond) with the native properties and records, for
+/// each message, the time from `basic_publish` to its confirm. Returns the sorted latencies.
+pub async fn plain_lapin_latency(bodies: &[(String, Vec<u8>)], rate: f64) -> Result<Vec<Duration>> {
+    let vhost = Vhost::create("ceiling-latency")?;
+    let _sink = Sink::declare(&vhost.amqp_url(), "gateway").await?;
+    let connection = Connection::connect_with_runtime(
+        &vhost.amqp_url(),
+        ConnectionProperties::default(),
+        async_rs::Runtime::tokio_current(),
+    )
+    .await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, lapin::PublisherConfirm)>();
+    let waiter = tokio::spawn(async move {
+        let mut latencies = Vec::new();
+        while let Some((sent, confirm)) = rx.recv().await {
+            let _ = confirm.await;
+            latencies.push(sent.elapsed());
+        }
+        latencies
+    });
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let mut next = 0usize;
+    while next < bodies.len() {
+        tick.tick().await;
+        let due = ((started.elapsed().as_secs_f64() * rate) as usize).min(bodies.len());
+        while next < due {
+            let (event, body) = &bodies[next];
+            let seq = next as i64 + 2;
+            let mut headers = FieldTable::default();
+            headers.insert("x-shard-id".into(), AMQPValue::LongLongInt(0));
+            headers.insert("x-shard-count".into(), AMQPValue::LongLongInt(1));
+            headers.insert("x-sequence".into(), AMQPValue::LongLongInt(seq));
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_message_id(format!("s:{seq}").into())
+                .with_timestamp(0)
+                .with_headers(headers);
+            let sent = Instant::now();
+            let confirm = channel
+                .basic_publish(
+                    "gateway".into(),
+                    event.as_str().into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    properties,
+                )
+                .await?;
+            let _ = tx.send((sent, confirm));
+            next += 1;
+        }
+    }
+    drop(tx);
+    let mut latencies = waiter.await?;
+    latencies.sort_unstable();
+    Ok(latencies)
+}

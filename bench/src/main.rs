@@ -158,6 +158,20 @@ async fn main() -> Result<()> {
             let seconds: f64 = args.number("seconds", 20.0)?;
             let compress = args.get("compress", "zlib-stream");
             let corpus = e2e::corpus(&args.get("fixture", "basic"), (rate * seconds) as usize)?;
+            if args.get("ceiling", "yes") != "no" {
+                let load = services::load_average();
+                let latencies =
+                    e2e::plain_lapin_latency(&e2e::dispatch_bodies(&corpus), rate).await?;
+                let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+                println!(
+                    "plain lapin at {rate:.0}/s, publish -> confirm: p50 {:?}, p90 {:?}, p99 {:?}, max {:?} (load {load} -> {})",
+                    at(0.5),
+                    at(0.9),
+                    at(0.99),
+                    at(1.0),
+                    services::load_average()
+                );
+            }
             let (buckets, load_before, load_after) =
                 e2e::latency_at_rate(&binary, &corpus, rate, &compress, &log_dir).await?;
             let total = buckets.last().map_or(0, |b| b.1).max(1);
