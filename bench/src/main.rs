@@ -5,6 +5,8 @@
 //! cargo build --release -p runtime-tokio            # in the main workspace: target/release/gatehouse
 //! cd bench && cargo run --release -- e2e --events 60000 --rounds 2 --shards 1,16,256
 //! cd bench && cargo run --release -- memory --shards 10,1000 --compress zlib-stream,none
+//! cd bench && cargo run --release --features twilight-zlib -- twilight-memory --shards 10,1000
+//! cd bench && cargo run --release --features twilight -- twilight-memory --shards 10,1000
 //! ```
 //!
 //! Options: `--gatehouse <path>` (default `../target/release/gatehouse`), `--fixture <name or
@@ -14,6 +16,8 @@
 mod e2e;
 mod memory;
 mod services;
+#[cfg(feature = "twilight")]
+mod twilight;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -188,6 +192,35 @@ async fn main() -> Result<()> {
                         "inf".into()
                     },
                     100.0 * *count as f64 / total as f64
+                );
+            }
+        }
+        #[cfg(feature = "twilight")]
+        "twilight-shards" => {
+            let url = args.get("url", "");
+            twilight::run_shards(url, args.number("shards", 1)?).await?;
+        }
+        #[cfg(feature = "twilight")]
+        "twilight-memory" => {
+            let shard_counts: Vec<u32> = args.list("shards", "10,1000")?;
+            let settle = Duration::from_secs(args.number("settle", 15)?);
+            let mut results = Vec::new();
+            for &shards in &shard_counts {
+                let (rss, heartbeating) = twilight::idle_shards(shards, settle).await?;
+                println!(
+                    "{shards:>5} idle twilight-gateway shards, {:<11}: VmRSS {rss:>8} KiB ({heartbeating} heartbeating; load {})",
+                    twilight::COMPRESSION,
+                    services::load_average()
+                );
+                results.push((shards, rss));
+            }
+            if let (Some(small), Some(large)) = (results.first(), results.last())
+                && large.0 > small.0
+            {
+                println!(
+                    "twilight-gateway {}: {:.1} KiB per shard",
+                    twilight::COMPRESSION,
+                    (large.1 as f64 - small.1 as f64) / f64::from(large.0 - small.0)
                 );
             }
         }
