@@ -201,6 +201,24 @@ async fn main() -> Result<()> {
             twilight::run_shards(url, args.number("shards", 1)?).await?;
         }
         #[cfg(feature = "twilight")]
+        "twilight-client" => {
+            let typed = args.get("mode", "raw") == "typed";
+            twilight::run_rate_client(args.get("url", ""), args.number("events", 1)?, typed)
+                .await?;
+        }
+        #[cfg(feature = "twilight")]
+        "twilight-rate" => {
+            let corpus = e2e::corpus(
+                &args.get("fixture", "basic"),
+                args.number("events", 200_000)?,
+            )?;
+            for round in 1..=args.number("rounds", 2)? {
+                println!("-- round {round}");
+                twilight::rate(&corpus, false)?;
+                twilight::rate(&corpus, true)?;
+            }
+        }
+        #[cfg(feature = "twilight")]
         "twilight-memory" => {
             let shard_counts: Vec<u32> = args.list("shards", "10,1000")?;
             let settle = Duration::from_secs(args.number("settle", 15)?);
