@@ -1,0 +1,248 @@
+//! `gatehouse-bench`: benchmarks of the whole `gatehouse` binary against RabbitMQ and Redis
+//! (PERFORMANCE.md items 3, 4 and 5; BENCHMARKS.md has the results and the commands).
+//!
+//! ```sh
+//! cargo build --release -p runtime-tokio            # in the main workspace: target/release/gatehouse
+//! cd bench && cargo run --release -- e2e --events 60000 --rounds 2 --shards 1,16,256
+//! cd bench && cargo run --release -- memory --shards 10,1000 --compress zlib-stream,none
+//! cd bench && cargo run --release --features twilight-zlib -- twilight-memory --shards 10,1000
+//! cd bench && cargo run --release --features twilight -- twilight-memory --shards 10,1000
+//! ```
+//!
+//! Options: `--gatehouse <path>` (default `../target/release/gatehouse`), `--fixture <name or
+//! .jsonl>` (default `basic`), `--log-dir <dir>` (default the temp dir). Needs RabbitMQ with the
+//! management API on 127.0.0.1 (guest/guest) and Redis (`scripts/services.sh`).
+
+mod e2e;
+mod memory;
+mod services;
+#[cfg(feature = "twilight")]
+mod twilight;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+struct Args {
+    command: String,
+    options: HashMap<String, String>,
+}
+
+impl Args {
+    fn parse() -> Result<Self> {
+        let mut args = std::env::args().skip(1);
+        let command = args.next().unwrap_or_default();
+        let mut options = HashMap::new();
+        while let Some(key) = args.next() {
+            let Some(name) = key.strip_prefix("--") else {
+                bail!("unexpected argument {key}");
+            };
+            let value = args
+                .next()
+                .with_context(|| format!("--{name} needs a value"))?;
+            options.insert(name.to_owned(), value);
+        }
+        Ok(Self { command, options })
+    }
+
+    fn get(&self, name: &str, default: &str) -> String {
+        self.options
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| default.to_owned())
+    }
+
+    fn number<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T> {
+        match self.options.get(name) {
+            Some(v) => v.parse().ok().with_context(|| format!("--{name}: {v}")),
+            None => Ok(default),
+        }
+    }
+
+    fn list<T: std::str::FromStr>(&self, name: &str, default: &str) -> Result<Vec<T>> {
+        self.get(name, default)
+            .split(',')
+            .map(|v| {
+                v.trim()
+                    .parse()
+                    .ok()
+                    .with_context(|| format!("--{name}: {v}"))
+            })
+            .collect()
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
+async fn main() -> Result<()> {
+    let args = Args::parse()?;
+    let binary = PathBuf::from(args.get(
+        "gatehouse",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/gatehouse"),
+    ));
+    let log_dir = PathBuf::from(args.get("log-dir", &std::env::temp_dir().to_string_lossy()));
+    println!(
+        "machine: {} cores, load average {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        services::load_average()
+    );
+    match args.command.as_str() {
+        "e2e" => {
+            let events: usize = args.number("events", 60_000)?;
+            let rounds: usize = args.number("rounds", 2)?;
+            let window: usize = args.number("window", 1000)?;
+            let shard_counts: Vec<u32> = args.list("shards", "1")?;
+            let compress = args.get("compress", "zlib-stream");
+            let fixture_name = args.get("fixture", "basic");
+            let skip_ceiling = args.get("ceiling", "yes") == "no";
+            for round in 1..=rounds {
+                println!("-- round {round}");
+                let mut ceiling = None;
+                if !skip_ceiling {
+                    let corpus = e2e::corpus(&fixture_name, events)?;
+                    let run = e2e::plain_lapin(&e2e::dispatch_bodies(&corpus), window).await?;
+                    run.print();
+                    ceiling = Some(run.steady_rate);
+                }
+                for &shards in &shard_counts {
+                    // The same number of events in total, spread over the shards.
+                    let per_shard = (events / shards as usize).max(1);
+                    let corpus = e2e::corpus(&fixture_name, per_shard)?;
+                    let run = e2e::through_gatehouse(&e2e::GatehouseRun {
+                        binary: &binary,
+                        fixture: &corpus,
+                        shards,
+                        compress: &compress,
+                        log_dir: &log_dir,
+                    })
+                    .await?;
+                    run.print();
+                    if let Some(ceiling) = ceiling {
+                        println!(
+                            "{:<34} {:.1}% of this round's plain lapin",
+                            "",
+                            100.0 * run.steady_rate / ceiling
+                        );
+                    }
+                }
+            }
+        }
+        "memory" => {
+            let shard_counts: Vec<u32> = args.list("shards", "10,1000")?;
+            let compressions: Vec<String> = args.list("compress", "zlib-stream,none")?;
+            let settle = Duration::from_secs(args.number("settle", 15)?);
+            for compress in &compressions {
+                let mut results = Vec::new();
+                for &shards in &shard_counts {
+                    let idle =
+                        memory::idle_shards(&binary, shards, compress, settle, &log_dir).await?;
+                    println!(
+                        "{:>5} idle shards, {:<11}: VmRSS {:>8} KiB ({} heartbeating; load {})",
+                        idle.shards, idle.compress, idle.rss_kib, idle.heartbeating, idle.load
+                    );
+                    results.push(idle);
+                }
+                if let (Some(small), Some(large)) = (results.first(), results.last())
+                    && large.shards > small.shards
+                {
+                    let per_shard = (large.rss_kib as f64 - small.rss_kib as f64)
+                        / f64::from(large.shards - small.shards);
+                    println!(
+                        "{compress}: {per_shard:.1} KiB per shard (({} - {}) / {})",
+                        large.rss_kib,
+                        small.rss_kib,
+                        large.shards - small.shards
+                    );
+                }
+            }
+        }
+        "latency" => {
+            let rate: f64 = args.number("rate", 3000.0)?;
+            let seconds: f64 = args.number("seconds", 20.0)?;
+            let compress = args.get("compress", "zlib-stream");
+            let corpus = e2e::corpus(&args.get("fixture", "basic"), (rate * seconds) as usize)?;
+            if args.get("ceiling", "yes") != "no" {
+                let load = services::load_average();
+                let latencies =
+                    e2e::plain_lapin_latency(&e2e::dispatch_bodies(&corpus), rate).await?;
+                let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+                println!(
+                    "plain lapin at {rate:.0}/s, publish -> confirm: p50 {:?}, p90 {:?}, p99 {:?}, max {:?} (load {load} -> {})",
+                    at(0.5),
+                    at(0.9),
+                    at(0.99),
+                    at(1.0),
+                    services::load_average()
+                );
+            }
+            let (buckets, load_before, load_after) =
+                e2e::latency_at_rate(&binary, &corpus, rate, &compress, &log_dir).await?;
+            let total = buckets.last().map_or(0, |b| b.1).max(1);
+            println!(
+                "{} events at {rate:.0}/s, frame arrival -> broker confirm (load {load_before} -> {load_after}):",
+                total
+            );
+            for (bound, count) in &buckets {
+                println!(
+                    "  <= {:>8} ms: {:>6.2}%",
+                    if bound.is_finite() {
+                        format!("{:.1}", bound * 1e3)
+                    } else {
+                        "inf".into()
+                    },
+                    100.0 * *count as f64 / total as f64
+                );
+            }
+        }
+        #[cfg(feature = "twilight")]
+        "twilight-shards" => {
+            let url = args.get("url", "");
+            twilight::run_shards(url, args.number("shards", 1)?).await?;
+        }
+        #[cfg(feature = "twilight")]
+        "twilight-client" => {
+            let typed = args.get("mode", "raw") == "typed";
+            twilight::run_rate_client(args.get("url", ""), args.number("events", 1)?, typed)
+                .await?;
+        }
+        #[cfg(feature = "twilight")]
+        "twilight-rate" => {
+            let corpus = e2e::corpus(
+                &args.get("fixture", "basic"),
+                args.number("events", 200_000)?,
+            )?;
+            for round in 1..=args.number("rounds", 2)? {
+                println!("-- round {round}");
+                twilight::rate(&corpus, false)?;
+                twilight::rate(&corpus, true)?;
+            }
+        }
+        #[cfg(feature = "twilight")]
+        "twilight-memory" => {
+            let shard_counts: Vec<u32> = args.list("shards", "10,1000")?;
+            let settle = Duration::from_secs(args.number("settle", 15)?);
+            let mut results = Vec::new();
+            for &shards in &shard_counts {
+                let (rss, heartbeating) = twilight::idle_shards(shards, settle).await?;
+                println!(
+                    "{shards:>5} idle twilight-gateway shards, {:<11}: VmRSS {rss:>8} KiB ({heartbeating} heartbeating; load {})",
+                    twilight::COMPRESSION,
+                    services::load_average()
+                );
+                results.push((shards, rss));
+            }
+            if let (Some(small), Some(large)) = (results.first(), results.last())
+                && large.0 > small.0
+            {
+                println!(
+                    "twilight-gateway {}: {:.1} KiB per shard",
+                    twilight::COMPRESSION,
+                    (large.1 as f64 - small.1 as f64) / f64::from(large.0 - small.0)
+                );
+            }
+        }
+        other => bail!("unknown command {other:?}: use `e2e`, `latency` or `memory`"),
+    }
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! The benchmark's side of the services and the machine: a fresh RabbitMQ vhost per run
+//! (management API), Redis key clean-up, a `gatehouse` child process, and readings from `/proc`
+//! (load average, CPU time, resident memory).
+//!
+//! Owns: isolation and measurement plumbing. Does not own any scenario (see `e2e`, `memory`).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties};
+
+const MANAGEMENT: &str = "http://127.0.0.1:15672/api";
+/// `guest:guest` in base64.
+const GUEST_AUTH: &str = "Basic Z3Vlc3Q6Z3Vlc3Q=";
+/// The token the mock accepts.
+pub const TOKEN: &str = "bench-token";
+
+/// A name unique to this process and call.
+pub fn unique(tag: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!(
+        "gh-bench-{tag}-{}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos % 1_000_000
+    )
+}
+
+fn management(method: &str, path: &str, body: Option<&str>) -> Result<u16> {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent();
+    let url = format!("{MANAGEMENT}{path}");
+    let response = match (method, body) {
+        ("PUT", Some(body)) => agent
+            .put(&url)
+            .header("Authorization", GUEST_AUTH)
+            .header("content-type", "application/json")
+            .send(body),
+        ("PUT", None) => agent
+            .put(&url)
+            .header("Authorization", GUEST_AUTH)
+            .send_empty(),
+        _ => agent
+            .delete(&url)
+            .header("Authorization", GUEST_AUTH)
+            .call(),
+    };
+    Ok(response
+        .context("RabbitMQ management API")?
+        .status()
+        .as_u16())
+}
+
+/// A RabbitMQ vhost for one run, deleted on drop.
+pub struct Vhost {
+    pub name: String,
+}
+
+impl Vhost {
+    pub fn create(tag: &str) -> Result<Self> {
+        let name = unique(tag);
+        let status = management("PUT", &format!("/vhosts/{name}"), None)?;
+        if status >= 300 {
+            bail!("creating vhost {name}: HTTP {status}");
+        }
+        let status = management(
+            "PUT",
+            &format!("/permissions/{name}/guest"),
+            Some(r#"{"configure":".*","write":".*","read":".*"}"#),
+        )?;
+        if status >= 300 {
+            bail!("permissions on {name}: HTTP {status}");
+        }
+        Ok(Self { name })
+    }
+
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name)
+    }
+}
+
+impl Drop for Vhost {
+    fn drop(&mut self) {
+        let _ = management("DELETE", &format!("/vhosts/{}", self.name), None);
+    }
+}
+
+/// Deletes every Redis key under the prefix on drop (with `redis-cli`, if installed).
+pub struct RedisPrefix {
+    pub prefix: String,
+}
+
+impl RedisPrefix {
+    pub fn new(tag: &str) -> Self {
+        Self {
+            prefix: format!("{}:", unique(tag)),
+        }
+    }
+
+    pub fn url() -> String {
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+    }
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        let script = format!(
+            "redis-cli --scan --pattern '{}*' | xargs -r redis-cli del >/dev/null",
+            self.prefix
+        );
+        let _ = Command::new("sh").args(["-c", &script]).status();
+    }
+}
+
+/// The benchmark's own AMQP connection in a vhost, with the native profile's event exchange
+/// (topic, durable) and one durable queue bound to it with `#` and no consumer: every message
+/// is persisted and stays, and the queue's depth counts them.
+pub struct Sink {
+    #[allow(dead_code, reason = "kept open for the channel")]
+    pub connection: Connection,
+    pub channel: Channel,
+    pub queue: String,
+}
+
+impl Sink {
+    pub async fn declare(amqp_url: &str, exchange: &str) -> Result<Self> {
+        let connection = Connection::connect_with_runtime(
+            amqp_url,
+            ConnectionProperties::default(),
+            async_rs::Runtime::tokio_current(),
+        )
+        .await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .exchange_declare(
+                exchange.into(),
+                lapin::ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let queue = "bench.sink".to_owned();
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Self {
+            connection,
+            channel,
+            queue,
+        })
+    }
+
+    /// Messages in the queue (a passive declare).
+    pub async fn depth(&self) -> Result<u64> {
+        let queue = self
+            .channel
+            .queue_declare(
+                self.queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(u64::from(queue.message_count()))
+    }
+}
+
+/// A `gatehouse` binary as a child process (output into a log file); killed on drop.
+pub struct Gatehouse {
+    pub child: Child,
+}
+
+impl Gatehouse {
+    pub fn start(binary: &Path, env: &[(&str, String)], log: &Path) -> Result<Self> {
+        let log_file = std::fs::File::create(log)?;
+        let mut command = Command::new(binary);
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env(
+                "RUST_LOG",
+                std::env::var("GATEHOUSE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .current_dir(std::env::temp_dir());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("start {}", binary.display()))?;
+        Ok(Self { child })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Gatehouse {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The 1-minute load average.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// User plus system CPU time of a process, in seconds (`/proc/<pid>/stat`, 100 ticks per
+/// second as on every Linux this runs on).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state); utime is field 14, stime 15.
+    let ticks = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<f64>().ok());
+    match (ticks(14), ticks(15)) {
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
+/// `VmRSS` of a process in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}

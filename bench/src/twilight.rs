@@ -1,0 +1,206 @@
+//! twilight-gateway beside Gatehouse (PERFORMANCE.md item 4): one process holding N idle
+//! twilight-gateway shards connected to the mock, its resident memory measured like
+//! `memory`'s. Built only with the `twilight` (no compression) or `twilight-zlib` feature.
+//!
+//! Owns: the twilight client (`twilight-shards`, run as a child process so that its memory is
+//! its own) and the scenario around it. Does not own the mock settings (`e2e::mock_config`).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use futures_util::StreamExt;
+use mock_gateway::{Fixture, MockGateway};
+use twilight_gateway::queue::InMemoryQueue;
+use twilight_gateway::{ConfigBuilder, EventTypeFlags, Intents, Message, Shard, ShardId};
+
+use crate::e2e::mock_config;
+use crate::services;
+
+/// The compression this build's twilight-gateway asks for.
+pub const COMPRESSION: &str = if cfg!(feature = "twilight-zlib") {
+    "zlib-stream"
+} else {
+    "none"
+};
+
+/// The child: `shards` twilight shards on `url`, each reading raw messages until killed.
+pub async fn run_shards(url: String, shards: u32) -> Result<()> {
+    let mut tasks = Vec::new();
+    for number in 0..shards {
+        // A max_concurrency of 0 makes the in-memory queue a no-op: every shard identifies at
+        // once, as the mock allows.
+        let config = ConfigBuilder::new(services::TOKEN.to_owned(), Intents::GUILDS)
+            .proxy_url(url.clone())
+            .queue(InMemoryQueue::new(0, 0, Duration::ZERO, 0))
+            .build();
+        let mut shard = Shard::with_config(ShardId::new(number, shards), config);
+        tasks.push(tokio::spawn(async move {
+            while let Some(message) = shard.next().await {
+                drop(message);
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// RSS (KiB) of a child holding `shards` idle twilight shards, and how many heartbeated.
+pub async fn idle_shards(shards: u32, settle: Duration) -> Result<(u64, usize)> {
+    let mut config = mock_config(shards, Fixture::empty());
+    config.token = None;
+    config.required_shard_count = None;
+    config.poll_interval = Duration::from_millis(500);
+    config.heartbeat_interval = Duration::from_secs(10);
+    let mock = MockGateway::start(config)?;
+    let child = Command::new(std::env::current_exe()?)
+        .args([
+            "twilight-shards",
+            "--url",
+            &mock.ws_url(),
+            "--shards",
+            &shards.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .spawn()?;
+    let child = ChildGuard(child);
+    let recorder = mock.recorder();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let identified = recorder.identifies().len();
+        if identified >= shards as usize {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {identified} of {shards} twilight shards identified");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(settle).await;
+    let heartbeating = recorder.read(|r| {
+        r.connections
+            .iter()
+            .filter(|c| !c.heartbeats.is_empty())
+            .count()
+    });
+    let mut readings = Vec::new();
+    for _ in 0..5 {
+        readings.extend(services::rss_kib(child.0.id()));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    readings.sort_unstable();
+    let violations = recorder.violations();
+    if !violations.is_empty() {
+        eprintln!(
+            "warning: {} protocol violations, first: {:?}",
+            violations.len(),
+            violations[0].kind
+        );
+    }
+    Ok((
+        readings.get(readings.len() / 2).copied().unwrap_or(0),
+        heartbeating,
+    ))
+}
+
+/// The child of `twilight-rate`: one shard on `url` reading `events` dispatches in `typed`
+/// (`next_event`, every event type deserialised) or raw (`next`, text messages) mode; prints
+/// its own events/s and CPU seconds per million events between the 5% and 95% marks. In typed
+/// mode an event twilight's models reject (the fixture has trimmed payloads) counts as read.
+pub async fn run_rate_client(url: String, events: u64, typed: bool) -> Result<()> {
+    let config = ConfigBuilder::new(services::TOKEN.to_owned(), Intents::GUILDS)
+        .proxy_url(url)
+        .queue(InMemoryQueue::new(0, 0, Duration::ZERO, 0))
+        .build();
+    let mut shard = Shard::with_config(ShardId::ONE, config);
+    let pid = std::process::id();
+    let (lo, hi) = (events / 20, events - events / 20);
+    let mut count = 0u64;
+    let mut rejected = 0u64;
+    let mut marks = None;
+    let mut start = None;
+    loop {
+        let got = if typed {
+            match twilight_gateway::StreamExt::next_event(&mut shard, EventTypeFlags::all()).await {
+                Some(Ok(_)) => true,
+                // Events of the fixture that twilight's models reject still cost the parse.
+                Some(Err(_)) => {
+                    rejected += 1;
+                    true
+                }
+                None => break,
+            }
+        } else {
+            match shard.next().await {
+                Some(Ok(Message::Text(_))) => true,
+                Some(Ok(_)) => false,
+                Some(Err(e)) => bail!("twilight: {e}"),
+                None => break,
+            }
+        };
+        if got {
+            count += 1;
+        }
+        if count == lo && start.is_none() {
+            start = Some((Instant::now(), services::cpu_seconds(pid)));
+        }
+        if count == hi {
+            let (t0, c0) = start.expect("lo < hi");
+            marks = Some((t0.elapsed(), services::cpu_seconds(pid) - c0));
+            break;
+        }
+    }
+    let Some((elapsed, cpu)) = marks else {
+        bail!("the stream ended after {count} messages");
+    };
+    let n = (hi - lo) as f64;
+    println!(
+        "twilight-gateway {} {}: {:.0} events/s, {:.2} CPU-s per million events ({rejected} rejected by its models; load {})",
+        if typed {
+            "typed next_event"
+        } else {
+            "raw messages"
+        },
+        COMPRESSION,
+        n / elapsed.as_secs_f64(),
+        cpu / n * 1e6,
+        services::load_average()
+    );
+    Ok(())
+}
+
+/// One twilight shard reading the mock's replay as fast as it can (in a child process, so its
+/// CPU is its own).
+pub fn rate(fixture: &Fixture, typed: bool) -> Result<()> {
+    let mut config = mock_config(1, fixture.clone());
+    config.token = None;
+    config.required_shard_count = None;
+    let mock = MockGateway::start(config)?;
+    let status = Command::new(std::env::current_exe()?)
+        .args([
+            "twilight-client",
+            "--url",
+            &mock.ws_url(),
+            "--events",
+            &fixture.len().to_string(),
+            "--mode",
+            if typed { "typed" } else { "raw" },
+        ])
+        .stdin(Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("twilight client: {status}");
+    }
+    Ok(())
+}
