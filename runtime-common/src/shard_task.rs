@@ -238,6 +238,13 @@ impl<R: Runtime> ShardTask<R> {
                             tracing::error!(%reason, "shard stopped for good")
                         }
                     }
+                    let unsent = self.shard.take_queued_commands();
+                    if !unsent.is_empty() {
+                        tracing::warn!(
+                            count = unsent.len(),
+                            "worker commands were still waiting for the rate limiter and were not sent"
+                        );
+                    }
                     self.stopped = Some(reason);
                 }
             }
