@@ -164,7 +164,7 @@ pub fn gatehouse_env(
 
 /// mock -> gatehouse -> RabbitMQ; every shard replays the whole fixture (plus READY).
 pub async fn through_gatehouse(settings: &GatehouseRun<'_>) -> Result<Run> {
-    let vhost = Vhost::create("e2e")?;
+    let vhost = Vhost::create("e2e");
     let redis = RedisPrefix::new("e2e");
     let sink = Sink::declare(&vhost.amqp_url(), "gateway").await?;
     let per_shard = settings.fixture.len() as u64 + 1;
@@ -240,7 +240,7 @@ pub fn dispatch_bodies(fixture: &Fixture) -> Vec<(String, Vec<u8>)> {
 /// The broker's ceiling: one lapin connection and confirm channel publishing `bodies` to the
 /// `gateway` exchange with the native profile's properties, at most `window` unconfirmed.
 pub async fn plain_lapin(bodies: &[(String, Vec<u8>)], window: usize) -> Result<Run> {
-    let vhost = Vhost::create("ceiling")?;
+    let vhost = Vhost::create("ceiling");
     let sink = Sink::declare(&vhost.amqp_url(), "gateway").await?;
     let connection = Connection::connect_with_runtime(
         &vhost.amqp_url(),
@@ -335,7 +335,7 @@ pub async fn latency_at_rate(
     compress: &str,
     log_dir: &Path,
 ) -> Result<(Vec<(f64, u64)>, String, String)> {
-    let vhost = Vhost::create("latency")?;
+    let vhost = Vhost::create("latency");
     let redis = RedisPrefix::new("latency");
     let sink = Sink::declare(&vhost.amqp_url(), "gateway").await?;
     let mut config = mock_config(1, fixture.clone());
@@ -387,7 +387,7 @@ pub async fn latency_at_rate(
 /// `rate` per second (paced every millisecond) with the native properties and records, for
 /// each message, the time from `basic_publish` to its confirm. Returns the sorted latencies.
 pub async fn plain_lapin_latency(bodies: &[(String, Vec<u8>)], rate: f64) -> Result<Vec<Duration>> {
-    let vhost = Vhost::create("ceiling-latency")?;
+    let vhost = Vhost::create("ceiling-latency");
     let _sink = Sink::declare(&vhost.amqp_url(), "gateway").await?;
     let connection = Connection::connect_with_runtime(
         &vhost.amqp_url(),

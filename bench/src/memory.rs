@@ -32,7 +32,7 @@ pub async fn idle_shards(
     settle: Duration,
     log_dir: &Path,
 ) -> Result<Idle> {
-    let vhost = Vhost::create("memory")?;
+    let vhost = Vhost::create("memory");
     let redis = RedisPrefix::new("memory");
     let _sink = Sink::declare(&vhost.amqp_url(), "gateway").await?;
     let mut config = mock_config(shards, Fixture::empty());

@@ -6,123 +6,18 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
 
-const MANAGEMENT: &str = "http://127.0.0.1:15672/api";
-/// `guest:guest` in base64.
-const GUEST_AUTH: &str = "Basic Z3Vlc3Q6Z3Vlc3Q=";
 /// The token the mock accepts.
 pub const TOKEN: &str = "bench-token";
 
-/// A name unique to this process and call.
-pub fn unique(tag: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!(
-        "gh-bench-{tag}-{}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        nanos % 1_000_000
-    )
-}
-
-fn management(method: &str, path: &str, body: Option<&str>) -> Result<u16> {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .new_agent();
-    let url = format!("{MANAGEMENT}{path}");
-    let response = match (method, body) {
-        ("PUT", Some(body)) => agent
-            .put(&url)
-            .header("Authorization", GUEST_AUTH)
-            .header("content-type", "application/json")
-            .send(body),
-        ("PUT", None) => agent
-            .put(&url)
-            .header("Authorization", GUEST_AUTH)
-            .send_empty(),
-        _ => agent
-            .delete(&url)
-            .header("Authorization", GUEST_AUTH)
-            .call(),
-    };
-    Ok(response
-        .context("RabbitMQ management API")?
-        .status()
-        .as_u16())
-}
-
-/// A RabbitMQ vhost for one run, deleted on drop.
-pub struct Vhost {
-    pub name: String,
-}
-
-impl Vhost {
-    pub fn create(tag: &str) -> Result<Self> {
-        let name = unique(tag);
-        let status = management("PUT", &format!("/vhosts/{name}"), None)?;
-        if status >= 300 {
-            bail!("creating vhost {name}: HTTP {status}");
-        }
-        let status = management(
-            "PUT",
-            &format!("/permissions/{name}/guest"),
-            Some(r#"{"configure":".*","write":".*","read":".*"}"#),
-        )?;
-        if status >= 300 {
-            bail!("permissions on {name}: HTTP {status}");
-        }
-        Ok(Self { name })
-    }
-
-    pub fn amqp_url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name)
-    }
-}
-
-impl Drop for Vhost {
-    fn drop(&mut self) {
-        let _ = management("DELETE", &format!("/vhosts/{}", self.name), None);
-    }
-}
-
-/// Deletes every Redis key under the prefix on drop (with `redis-cli`, if installed).
-pub struct RedisPrefix {
-    pub prefix: String,
-}
-
-impl RedisPrefix {
-    pub fn new(tag: &str) -> Self {
-        Self {
-            prefix: format!("{}:", unique(tag)),
-        }
-    }
-
-    pub fn url() -> String {
-        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
-    }
-}
-
-impl Drop for RedisPrefix {
-    fn drop(&mut self) {
-        let script = format!(
-            "redis-cli --scan --pattern '{}*' | xargs -r redis-cli del >/dev/null",
-            self.prefix
-        );
-        let _ = Command::new("sh").args(["-c", &script]).status();
-    }
-}
+/// Isolation is the end-to-end tests' own: a vhost per run (deleted on drop), a unique Redis key
+/// prefix (its keys deleted on drop).
+pub(crate) use runtime_common::e2e::support::{RedisPrefix, Vhost};
 
 /// The benchmark's own AMQP connection in a vhost, with the native profile's event exchange
 /// (topic, durable) and one durable queue bound to it with `#` and no consumer: every message
