@@ -15,7 +15,9 @@
 //! - [`report`]: table, JSON and JUnit output;
 //! - [`gateway`]: the mock gateway adapter; [`scenario`]: the trait and context;
 //!   [`registry`]: the list; [`runner`]: scheduling and lifecycle; [`services`]: where RabbitMQ
-//!   and Redis come from.
+//!   and Redis come from;
+//! - [`proxy`]: a loopback TCP proxy that cuts, stalls or slows the broker link;
+//!   [`private_services`]: RabbitMQ nodes and Redis servers a fault scenario may break.
 
 pub mod body;
 pub mod broker;
@@ -23,8 +25,10 @@ pub mod contract;
 pub mod gateway;
 pub mod isolation;
 pub mod management;
+pub mod private_services;
 pub mod process;
 pub mod profiles;
+pub mod proxy;
 pub mod redis_store;
 pub mod registry;
 pub mod report;

@@ -168,6 +168,18 @@ impl ImplProcess {
         }
     }
 
+    /// Kills the whole process group with SIGKILL at once (a crash) and reaps it.
+    pub async fn kill(&mut self) {
+        self.stopped = true;
+        if let Some(pgid) = self.pgid {
+            unregister(pgid);
+        }
+        self.kill_group(Signal::SIGKILL);
+        if let Ok(status) = self.child.wait().await {
+            self.status = Some(status);
+        }
+    }
+
     fn kill_group(&self, signal: Signal) {
         if let Some(pgid) = self.pgid {
             let _ = killpg(pgid, signal);

@@ -44,7 +44,25 @@ pub fn all() -> Vec<Arc<dyn Scenario>> {
     for case in close_codes::all() {
         list.push(Arc::new(case));
     }
+    list.extend(fault_scenarios());
     debug_assert!(unique_names(&list), "scenario names must be unique");
+    list
+}
+
+/// The `fault-*` scenarios (issue 9): zero loss under process, broker, Redis and gateway faults.
+fn fault_scenarios() -> Vec<Arc<dyn Scenario>> {
+    let mut list: Vec<Arc<dyn Scenario>> = vec![
+        Arc::new(fault_process::ProcessFault { kill: true }),
+        Arc::new(fault_process::ProcessFault { kill: false }),
+    ];
+    for fault in fault_broker::BrokerFault::ALL {
+        list.push(Arc::new(fault));
+    }
+    list.push(Arc::new(fault_redis::RedisFault { at_start: false }));
+    list.push(Arc::new(fault_redis::RedisFault { at_start: true }));
+    list.push(Arc::new(fault_gateway::GatewayFault { zombie: false }));
+    list.push(Arc::new(fault_gateway::GatewayFault { zombie: true }));
+    list.push(Arc::new(fault_commands::CommandFlood));
     list
 }
 

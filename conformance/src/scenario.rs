@@ -267,6 +267,29 @@ impl Context {
         self.start_implementation()
     }
 
+    /// Kills the implementation with SIGKILL (its whole process group: a crash) and waits for
+    /// it; [`Context::start_implementation`] starts it again (for crash scenarios).
+    pub async fn kill_implementation(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill().await;
+        }
+    }
+
+    /// Stops the implementation with SIGTERM (SIGKILL after the grace period, which fails);
+    /// [`Context::start_implementation`] starts it again later (for scenarios that change the
+    /// world between a stop and a start).
+    pub async fn terminate_implementation(&mut self) -> Result<(), Failure> {
+        let ending = self.stop_implementation().await;
+        self.process = None;
+        if let Some(Ending::Killed) = ending {
+            return Err(Failure::fail(format!(
+                "the implementation ignored SIGTERM for {:.0?} and was killed",
+                contract::STOP_GRACE
+            )));
+        }
+        Ok(())
+    }
+
     /// When the implementation was started.
     pub fn started_at(&self) -> Option<Instant> {
         self.started_at

@@ -4,6 +4,12 @@
 pub mod bad_commands;
 pub mod close_codes;
 pub mod commands;
+pub mod fault;
+pub mod fault_broker;
+pub mod fault_commands;
+pub mod fault_gateway;
+pub mod fault_process;
+pub mod fault_redis;
 pub mod handshake;
 pub mod heartbeat_request;
 pub mod identify_concurrency;
