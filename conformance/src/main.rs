@@ -166,6 +166,7 @@ async fn run(args: RunArgs) -> ExitCode {
             eprintln!("conformance: {signal}: stopping the implementations and cleaning up");
             runner::cancel();
             let _ = tokio::task::spawn_blocking(|| process::stop_all(contract::STOP_GRACE)).await;
+            conformance::private_services::stop_all();
             // The scenarios that were running notice and clean up after themselves.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(30), &mut run).await;
             if let Ok(management) = services.management()

@@ -42,8 +42,18 @@ pub const FIGURES_ENV: &str = "CONFORMANCE_FAULT_FIGURES";
 /// The event the load is made of (a real event name, so no bridge has a reason to drop it).
 pub const LOAD_EVENT: &str = "MESSAGE_CREATE";
 
-/// Load dispatches per second and shard.
+/// Load dispatches per second and shard at full scale. Shortened runs send faster (see
+/// [`load_rate`]), so a fault sees as many events as in the full run.
 pub const LOAD_RATE: f64 = 50.0;
+
+/// The most dispatches per second and shard a shortened run sends.
+pub const MAX_LOAD_RATE: f64 = 400.0;
+
+/// Dispatches per second and shard at the current scale: [`LOAD_RATE`] divided by the scale
+/// (durations shrink, the number of events during a fault does not), at most [`MAX_LOAD_RATE`].
+pub fn load_rate() -> f64 {
+    (LOAD_RATE / scale().min(1.0)).min(MAX_LOAD_RATE)
+}
 
 /// The shards the fault scenarios run (two, so "every shard" means more than one).
 pub const SHARDS: u32 = 2;
@@ -72,7 +82,7 @@ pub fn budget(fixed: Duration, faulty: Duration) -> Duration {
 
 // ------------------------------------------------------------------------------------ load
 
-/// The steady load: [`LOAD_RATE`] dispatches per second on each shard, injected into the shard's
+/// The steady load: [`load_rate`] dispatches per second on each shard, injected into the shard's
 /// current session (so a disconnected shard gets them on RESUME, as from Discord), each with a
 /// unique `nonce`.
 pub struct Load {
@@ -91,7 +101,7 @@ impl Load {
         let task = {
             let (stop, sent, refused) = (stop.clone(), sent.clone(), refused.clone());
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / LOAD_RATE));
+                let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / load_rate()));
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut n: u64 = 0;
                 while !stop.load(Ordering::SeqCst) {
@@ -672,9 +682,18 @@ impl FaultRun {
         if sent.is_empty() {
             self.problems.push("the mock sent no load events".into());
         }
-        if let Err(f) = ctx.check_running() {
+        if let Err(f) = ctx.check_running()
+            && !self.problems.iter().any(|p| p.contains("exited"))
+        {
             self.problems.push(f.message);
         }
+        let mut unique: Vec<String> = Vec::new();
+        for p in self.problems.drain(..) {
+            if !unique.contains(&p) {
+                unique.push(p);
+            }
+        }
+        self.problems = unique;
         let mut figures = Figures {
             scenario: ctx.env.scenario.clone(),
             profile: ctx.profile.name().to_owned(),

@@ -173,6 +173,23 @@ async fn run(ctx: &mut Context, fault: BrokerFault) -> Result<(), Failure> {
             node.ctl(&["set_vm_memory_high_watermark", "0"])
                 .await
                 .map_err(service)?;
+            // No verdict without the alarm: wait until the node reports it.
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let alarms = node
+                    .ctl(&["eval", "rabbit_alarm:get_alarms()."])
+                    .await
+                    .map_err(service)?;
+                if alarms.contains("memory") {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(Failure::error(format!(
+                        "the private node reports no memory alarm: {alarms}"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
             let during = ctx.observe(length).await;
             run.note(during);
             node.ctl(&["set_vm_memory_high_watermark", "0.4"])

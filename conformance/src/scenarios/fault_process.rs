@@ -74,6 +74,10 @@ async fn run(ctx: &mut Context, kill: bool) -> Result<(), Failure> {
 pub async fn resume_every_shard(ctx: &mut Context, run: &mut FaultRun, at: Instant, why: &str) {
     let timeout = crate::contract::STARTUP_BUDGET + RECONNECT_BUDGET;
     for shard in ctx.setup.shard_ids.clone() {
+        if !ctx.is_running() {
+            run.note(ctx.check_running());
+            return;
+        }
         let resumed = fault::expect_resume(ctx, shard, at, why, timeout).await;
         run.note(resumed);
     }
