@@ -58,8 +58,15 @@ pub fn load_rate() -> f64 {
 /// The shards the fault scenarios run (two, so "every shard" means more than one).
 pub const SHARDS: u32 = 2;
 
-/// How long, after the load stops, every sent event has to reach the workers.
+/// How long, after the load stops, every sent event has to reach the workers at full scale
+/// (shortened runs: [`drain`]).
 pub const DRAIN: Duration = Duration::from_secs(90);
+
+/// [`DRAIN`] at the current scale, at least 45 s (ample for a few thousand events that a
+/// healed broker link has to publish again).
+pub fn drain() -> Duration {
+    DRAIN.mul_f64(scale().min(1.0)).max(Duration::from_secs(45))
+}
 
 /// The duration scale from [`SCALE_ENV`] (default 1, clamped to 0.05 ..= 10).
 pub fn scale() -> f64 {
@@ -657,7 +664,7 @@ impl FaultRun {
         }
     }
 
-    /// Stops the load, waits (at most [`DRAIN`]) until every sent event reached the workers,
+    /// Stops the load, waits (at most [`drain`]) until every sent event reached the workers,
     /// then a little longer for duplicates, and judges: pass only with nothing missing and no
     /// problem. The figures go to stderr and, with [`FIGURES_ENV`], to a JSON-lines file.
     pub async fn finish(mut self, ctx: &mut Context) -> Result<Figures, Failure> {
@@ -665,7 +672,7 @@ impl FaultRun {
             Some(load) => load.stop().await,
             None => (Vec::new(), 0),
         };
-        let deadline = Instant::now() + DRAIN;
+        let deadline = Instant::now() + drain();
         while Instant::now() < deadline && !self.counter.has_all(&sent) {
             if !ctx.is_running() {
                 // Nothing more will come; give in-flight messages a moment.
