@@ -932,3 +932,33 @@ fn first_reconnect(rec: &Recording, shard: u32, at: Instant) -> Option<Reconnect
         (None, None) => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_are_found_in_every_profile_body() {
+        let d = load_d(1, 7, "load:p:1:7");
+        let frame = format!(
+            r#"{{"t":"MESSAGE_CREATE","s":9,"op":0,"d":{}}}"#,
+            String::from_utf8_lossy(&d)
+        );
+        let d_json: serde_json::Value = serde_json::from_slice(&d).unwrap();
+        let cordis = serde_json::json!({"type": "MESSAGE_CREATE", "data": d_json});
+        let bodies = [
+            (frame.into_bytes(), BodyEncoding::Json),
+            (d.clone(), BodyEncoding::Json),
+            (crate::body::json_to_msgpack(&d_json), BodyEncoding::Msgpack),
+            (crate::body::json_to_msgpack(&cordis), BodyEncoding::Msgpack),
+        ];
+        for (body, encoding) in bodies {
+            assert_eq!(
+                marker_in(&body, encoding, "load:p:").as_deref(),
+                Some("load:p:1:7")
+            );
+            assert_eq!(marker_in(&body, encoding, "load:other:"), None);
+        }
+        assert_eq!(short("load:conformance:run:3:1:7"), "1:7");
+    }
+}

@@ -154,6 +154,13 @@ async fn run(ctx: &mut Context, fault: BrokerFault) -> Result<(), Failure> {
     let interval = ctx.gateway.config().heartbeat_interval;
     let shards = ctx.setup.shard_ids.clone();
     let before = ctx.gateway.read(|r| live_connections(r, &shards));
+    if let Some(p) = &proxy
+        && p.accepted() == 0
+    {
+        return Err(Failure::fail(
+            "the implementation never connected to the broker through AMQP_URL (the suite's proxy saw no connection)",
+        ));
+    }
     let from = Instant::now();
     let length = scaled(fault.length());
     match fault {

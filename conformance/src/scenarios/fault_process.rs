@@ -75,7 +75,7 @@ pub async fn resume_every_shard(ctx: &mut Context, run: &mut FaultRun, at: Insta
     let timeout = crate::contract::STARTUP_BUDGET + RECONNECT_BUDGET;
     for shard in ctx.setup.shard_ids.clone() {
         if !ctx.is_running() {
-            run.note(ctx.check_running());
+            // The exit is reported once, with the figures.
             return;
         }
         let resumed = fault::expect_resume(ctx, shard, at, why, timeout).await;
