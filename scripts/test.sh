@@ -62,6 +62,7 @@ if [ -z "$quick" ]; then
   for run in gatehouse:gatehouse gatehouse-async-std:gatehouse gatehouse:spectacles; do
     bin=${run%%:*} profile=${run#*:}
     step "fault scenarios: $bin, profile $profile, scale $CONFORMANCE_FAULT_SCALE"
+    rm -f "$reports/faults-$bin-$profile.jsonl"
     if CONFORMANCE_FAULT_FIGURES="$reports/faults-$bin-$profile.jsonl" \
         target/debug/conformance run --impl "$PWD/target/debug/$bin" --profile "$profile" \
           --jobs 3 --scenario 'fault-*' --report "$reports/faults-$bin-$profile.xml"; then
