@@ -660,7 +660,11 @@ impl FaultRun {
     /// Records `result`'s failure as a problem.
     pub fn note(&mut self, result: Result<(), Failure>) {
         if let Err(f) = result {
-            self.problems.push(f.message);
+            let exited = |p: &String| p.contains("exited");
+            // An exit is reported once, however many waits it ended.
+            if !(exited(&f.message) && self.problems.iter().any(exited)) {
+                self.problems.push(f.message);
+            }
         }
     }
 
