@@ -15,7 +15,8 @@ use runtime_common::app::Launch;
 
 #[async_std::main]
 async fn main() -> anyhow::Result<()> {
-    Launch::from_args("gatehouse-async-std")?
-        .run(AsyncStdRuntime)
-        .await
+    match Launch::from_args("gatehouse-async-std")? {
+        Some(launch) => launch.run(AsyncStdRuntime).await,
+        None => Ok(()),
+    }
 }

@@ -183,7 +183,8 @@ async fn supervise<R: Runtime>(
                 let _ = link.connection.close(320, "reconnecting".into()).await;
             }
             Err(e) => {
-                tracing::warn!(url = %settings.url, error = %e, attempt, "cannot connect to RabbitMQ");
+                let advice = crate::advice::amqp(&e.to_string(), &settings.url.redacted());
+                tracing::warn!(url = %settings.url, error = %e, advice = advice.as_deref(), attempt, "cannot connect to RabbitMQ");
             }
         }
         let delay = backoff(attempt);

@@ -179,9 +179,10 @@ async fn write_loop(
         }
         for (key, value) in std::mem::take(&mut pending) {
             let result: redis::RedisResult<()> = store.connection.set(&key, value).await;
-            if let Err(e) = result {
+            if let Err(e) = &result {
                 tracing::warn!(key, error = %e, "could not write to Redis");
             }
+            crate::metrics::record_redis_write(result.map_err(|e| e.to_string()));
         }
         for done in flushes.drain(..) {
             let _ = done.send(());

@@ -16,7 +16,9 @@ use runtime_common::app::Launch;
 use tokio_runtime::TokioRuntime;
 
 fn main() -> anyhow::Result<()> {
-    let launch = Launch::from_args("gatehouse")?;
+    let Some(launch) = Launch::from_args("gatehouse")? else {
+        return Ok(());
+    };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("gatehouse")
