@@ -132,7 +132,7 @@ mod tests {
         let (code, body) = get(app(registry), "/readyz").await;
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("no shard has started yet"), "{body}");
-        let cell = registry.shard(0);
+        let cell = registry.shard(0, Instant::now());
         registry.set_broker_connected(true);
         registry.state_changed(
             &cell,
@@ -153,7 +153,7 @@ mod tests {
     #[tokio::test]
     async fn the_page_embeds_the_snapshot_safely() {
         let registry = registry();
-        let cell = registry.shard(4);
+        let cell = registry.shard(4, Instant::now());
         registry.set_links(
             "amqp://guest:<redacted>@127.0.0.1:5672/%2f".into(),
             "redis://127.0.0.1:6379/".into(),

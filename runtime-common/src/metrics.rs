@@ -100,7 +100,7 @@ impl ShardMetrics {
             reconnects: counter!(SHARD_RECONNECTS, "shard" => label.clone()),
             latency_gauge: gauge!(GATEWAY_LATENCY, "shard" => label.clone()),
             command_queue: gauge!(COMMAND_QUEUE, "shard" => label.clone()),
-            cell: status::global().shard(shard),
+            cell: status::global().shard(shard, std::time::Instant::now()),
             published: std::collections::HashMap::new(),
             shard: label,
         }

@@ -117,7 +117,8 @@ struct ShardEntry {
     cell: Arc<ShardCell>,
     state: String,
     since_ms: u64,
-    sample: Option<(Instant, u64)>,
+    /// When the current rate window started, and the count then.
+    sample: (Instant, u64),
     rate: f64,
 }
 
@@ -236,9 +237,9 @@ pub fn management_url(amqp_url: &str) -> Option<String> {
 }
 
 impl Registry {
-    /// Registers shard `number` (again: a restarted task keeps its counters) and returns its
-    /// cell.
-    pub fn shard(&self, number: u32) -> Arc<ShardCell> {
+    /// Registers shard `number` at `now` (again: a restarted task keeps its counters) and
+    /// returns its cell.
+    pub fn shard(&self, number: u32, now: Instant) -> Arc<ShardCell> {
         let mut inner = self.inner.lock().expect("not poisoned");
         inner
             .shards
@@ -252,7 +253,7 @@ impl Registry {
                 }),
                 state: "starting".into(),
                 since_ms: 0,
-                sample: None,
+                sample: (now, 0),
                 rate: 0.0,
             })
             .cell
@@ -340,14 +341,11 @@ impl Registry {
             .values_mut()
             .map(|entry| {
                 let published = entry.cell.published.load(Ordering::Relaxed);
-                match entry.sample {
-                    Some((at, count)) if now.saturating_duration_since(at) >= RATE_WINDOW => {
-                        let seconds = now.saturating_duration_since(at).as_secs_f64();
-                        entry.rate = published.saturating_sub(count) as f64 / seconds;
-                        entry.sample = Some((now, published));
-                    }
-                    Some(_) => {}
-                    None => entry.sample = Some((now, published)),
+                let (at, count) = entry.sample;
+                let elapsed = now.saturating_duration_since(at);
+                if elapsed >= RATE_WINDOW {
+                    entry.rate = published.saturating_sub(count) as f64 / elapsed.as_secs_f64();
+                    entry.sample = (now, published);
                 }
                 ShardRow {
                     shard: entry.cell.number,
@@ -386,8 +384,8 @@ mod tests {
             registry.readiness(),
             Err("no shard has started yet; not connected to RabbitMQ".into())
         );
-        let zero = registry.shard(0);
-        let one = registry.shard(1);
+        let zero = registry.shard(0, Instant::now());
+        let one = registry.shard(1, Instant::now());
         let at = UNIX_EPOCH + Duration::from_secs(100);
         registry.state_changed(&zero, "active", "READY".into(), at);
         registry.set_broker_connected(true);
@@ -405,7 +403,7 @@ mod tests {
     #[test]
     fn snapshots_carry_the_figures_and_the_newest_change_first() {
         let registry = Registry::default();
-        let cell = registry.shard(3);
+        let cell = registry.shard(3, Instant::now());
         cell.set_latency(Some(Duration::from_micros(41_500)));
         cell.set_sequence(Some(17));
         let at = UNIX_EPOCH + Duration::from_millis(5_000);
@@ -428,7 +426,7 @@ mod tests {
     #[test]
     fn keeps_only_the_recent_changes() {
         let registry = Registry::default();
-        let cell = registry.shard(0);
+        let cell = registry.shard(0, Instant::now());
         for i in 0..(RECENT_CHANGES + 10) {
             registry.state_changed(&cell, "connecting", format!("{i}"), UNIX_EPOCH);
         }
@@ -440,9 +438,8 @@ mod tests {
     #[test]
     fn events_per_second_over_at_least_a_second() {
         let registry = Registry::default();
-        let cell = registry.shard(0);
         let start = Instant::now();
-        assert_eq!(registry.snapshot(start).shards[0].events_per_second, 0.0);
+        let cell = registry.shard(0, start);
         for _ in 0..30 {
             cell.published();
         }
