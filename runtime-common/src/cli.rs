@@ -118,10 +118,10 @@ pub fn run_command(
     subcommand: &Command,
     config: anyhow::Result<Config>,
 ) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = Vec::new();
     match subcommand {
         Command::Run => unreachable!("`run` is not a one-shot command"),
-        Command::Config(ConfigCommand::Example) => out.write_all(EXAMPLE_CONFIG.as_bytes())?,
+        Command::Config(ConfigCommand::Example) => out.extend_from_slice(EXAMPLE_CONFIG.as_bytes()),
         Command::Config(ConfigCommand::Check) => {
             let config = config?;
             // The shard list must fit the count when both are given.
@@ -142,14 +142,20 @@ pub fn run_command(
                 writeln!(out)?;
             } else {
                 let now = crate::status::epoch_ms(std::time::SystemTime::now());
-                out.write_all(status_table(&config.redis.key_prefix, &statuses, now).as_bytes())?;
+                out.extend_from_slice(
+                    status_table(&config.redis.key_prefix, &statuses, now).as_bytes(),
+                );
             }
         }
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut command(binary), binary, &mut out);
         }
     }
-    Ok(())
+    // A closed pipe (`gatehouse config example | head`) is no error.
+    match std::io::stdout().lock().write_all(&out) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// Every shard status stored under the configured prefix, by shard.

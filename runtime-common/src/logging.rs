@@ -6,7 +6,9 @@
 //! - `GATEHOUSE_LOG_FORMAT=json` (or `--log-format json`): one JSON object per line.
 //! - Otherwise text; coloured only when standard error is a terminal and `NO_COLOR` is unset
 //!   or empty (<https://no-color.org>), so a log file never holds escape codes.
-//! - `RUST_LOG` filters (default `info,lapin=warn`).
+//! - `RUST_LOG` filters (default `info,lapin=off`: lapin logs each connection failure again, at
+//!   ERROR level and without advice, after the broker supervisor has reported it with advice;
+//!   `RUST_LOG=info,lapin=warn` shows lapin's lines).
 //!
 //! Logs go to standard error; standard output is the demo's live view and the subcommands'
 //! output.
@@ -34,7 +36,7 @@ pub fn use_colour(is_terminal: bool, no_color: Option<&str>) -> bool {
 /// Starts logging to standard error (once per process; later calls do nothing).
 pub fn init(format: LogFormat) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,lapin=warn"));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,lapin=off"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
