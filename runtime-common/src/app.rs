@@ -25,16 +25,22 @@ pub struct Launch {
 
 impl Launch {
     /// Everything before the executor starts: reads the arguments (see `cli`), starts
-    /// logging, loads the configuration (the file, by default `./gatehouse.toml` when present,
-    /// plus the environment). A one-shot subcommand (`status`, `config ...`, `completions`)
-    /// runs here and gives `None`. For `run` it installs ring as the rustls crypto provider,
-    /// the metrics recorder and (with `metrics.address`) the HTTP endpoints, and handles
-    /// Ctrl-C and SIGTERM (either starts a clean shutdown).
+    /// logging, installs ring as the rustls crypto provider and the trusted TLS roots (`tls`),
+    /// loads the configuration (the file, by default `./gatehouse.toml` when present, plus
+    /// the environment). A one-shot subcommand (`status`, `config ...`, `completions`) runs
+    /// here and gives `None`. For `run` it installs the metrics recorder and (with
+    /// `metrics.address`) the HTTP endpoints, and handles Ctrl-C and SIGTERM (either starts a
+    /// clean shutdown).
     ///
     /// `binary` is the executable's name, for the usage text and the build info.
     pub fn from_args(binary: &'static str) -> anyhow::Result<Option<Self>> {
         let args = cli::parse(binary);
         crate::logging::init(args.log_format);
+        crate::install_crypto_provider();
+        crate::tls::configure(crate::tls::TlsRoots::read(
+            args.amqp_ca_file.as_deref(),
+            args.redis_ca_file.as_deref(),
+        )?);
         let config = load_config(args.config.as_deref());
         match &args.command {
             None | Some(Command::Run) => {}
@@ -44,7 +50,6 @@ impl Launch {
             }
         }
         let config = config?;
-        crate::install_crypto_provider();
         let metrics =
             crate::metrics::install(binary).context("cannot install the metrics recorder")?;
         if let Some(address) = config.metrics.address {

@@ -42,6 +42,22 @@ pub struct Cli {
         global = true
     )]
     pub log_format: LogFormat,
+    /// Trust this CA (PEM) for `amqps://` instead of the system's and Mozilla's roots.
+    #[arg(
+        long,
+        env = "GATEHOUSE_AMQP_CA_FILE",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub amqp_ca_file: Option<PathBuf>,
+    /// Trust this CA (PEM) for `rediss://` instead of the system's roots.
+    #[arg(
+        long,
+        env = "GATEHOUSE_REDIS_CA_FILE",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub redis_ca_file: Option<PathBuf>,
     /// What to do (default: run).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -162,8 +178,8 @@ pub fn run_command(
 fn read_statuses(config: &Config) -> anyhow::Result<Vec<ShardStatus>> {
     use redis::Commands;
     let url = &config.redis.url;
-    let client =
-        redis::Client::open(url.expose()).with_context(|| format!("invalid Redis URL {url}"))?;
+    let client = crate::tls::redis_client(url.expose())
+        .with_context(|| format!("invalid Redis URL {url}"))?;
     let mut connection = client
         .get_connection_with_timeout(Duration::from_secs(5))
         .map_err(|e| redis_error(e, url))?;

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 #[cfg(feature = "demo")]
 use std::future::Future;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -90,7 +90,7 @@ pub async fn run<R: Runtime>(
             topology,
             exchange,
             routing_keys,
-            terminal: std::io::stdout().is_terminal(),
+            terminal: std::io::IsTerminal::is_terminal(&std::io::stdout()),
         },
         ready_tx,
     ));
@@ -113,7 +113,7 @@ const COUNTER_START_TIMEOUT: Duration = Duration::from_secs(5);
 /// unreachable the pipeline reports it right after.
 #[cfg(feature = "demo")]
 async fn forget_sessions<R: Runtime>(rt: &R, config: &proto_core::config::Config) {
-    let Ok(client) = redis::Client::open(config.redis.url.expose()) else {
+    let Ok(client) = crate::tls::redis_client(config.redis.url.expose()) else {
         return;
     };
     let Ok(mut connection) = rt
@@ -175,10 +175,14 @@ async fn count<R: Runtime>(
 ) -> Result<(), String> {
     let properties =
         ConnectionProperties::default().with_connection_name("gatehouse demo counter".into());
-    let connection =
-        Connection::connect_with_runtime(counter.amqp_url.expose(), properties, rt.amqp_runtime())
-            .await
-            .map_err(|e| e.to_string())?;
+    let connection = Connection::connect_with_config(
+        counter.amqp_url.expose(),
+        properties,
+        crate::tls::amqp(),
+        rt.amqp_runtime(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let channel = connection
         .create_channel()
         .await

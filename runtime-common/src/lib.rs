@@ -13,6 +13,7 @@
 //! - [`advice`]: recognisable configuration mistakes explained in words.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/status.json` and the status page.
 //! - [`status`]: the live status registry the shards report to and the page shows.
+//! - [`tls`]: the authorities trusted for `amqps://` and `rediss://`.
 //! - [`gateway`]: start-up and shutdown order of the whole process.
 //! - `shard_task`: the per-shard drive loop around `proto_core::shard::Shard`.
 //! - `outbox`: one shard's publications until the broker confirms them (nothing is lost
@@ -48,6 +49,7 @@ pub mod runtime;
 pub mod session_store;
 mod shard_task;
 pub mod status;
+pub mod tls;
 
 pub use gateway::{RunError, run, run_with_gateway};
 pub use runtime::{Runtime, WS_READ_BUFFER, WsError, websocket_config};

@@ -63,7 +63,7 @@ impl SessionStore {
             url: url.redacted(),
             message: e.to_string(),
         };
-        let client = redis::Client::open(url.expose()).map_err(error)?;
+        let client = crate::tls::redis_client(url.expose()).map_err(error)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(5)))
