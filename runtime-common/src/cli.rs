@@ -42,7 +42,7 @@ pub struct Cli {
         global = true
     )]
     pub log_format: LogFormat,
-    /// Trust this CA (PEM) for `amqps://` instead of the system's and Mozilla's roots.
+    /// Also trust this CA (PEM) for `amqps://`, besides the system's roots.
     #[arg(
         long,
         env = "GATEHOUSE_AMQP_CA_FILE",
@@ -78,6 +78,14 @@ pub enum Command {
     /// Check or show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Exit 0 when the running process's `/healthz` answers (for container health checks;
+    /// needs no curl in the image).
+    Healthcheck {
+        /// The URL to check (default: `/healthz` at `metrics.address`, loopback when that
+        /// address is unspecified).
+        #[arg(long, env = "GATEHOUSE_HEALTHCHECK_URL")]
+        url: Option<String>,
+    },
     /// Print a completion script for a shell (for example: `gatehouse completions bash >
     /// /etc/bash_completion.d/gatehouse`).
     Completions {
@@ -163,6 +171,22 @@ pub fn run_command(
                 );
             }
         }
+        Command::Healthcheck { url } => {
+            let url = match url {
+                Some(url) => url.clone(),
+                None => healthz_url(config?.metrics.address)?,
+            };
+            let agent = ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(5)))
+                .build()
+                .new_agent();
+            let mut response = agent
+                .get(&url)
+                .call()
+                .with_context(|| format!("{url} does not answer"))?;
+            let body = response.body_mut().read_to_string().unwrap_or_default();
+            write!(out, "{body}")?;
+        }
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut command(binary), binary, &mut out);
         }
@@ -172,6 +196,21 @@ pub fn run_command(
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
     }
+}
+
+/// `/healthz` at the HTTP endpoints' address; an unspecified IP (`0.0.0.0`, `::`) means the
+/// loopback one.
+fn healthz_url(address: Option<std::net::SocketAddr>) -> anyhow::Result<String> {
+    let mut address = address.context(
+        "no HTTP endpoints are configured: set GATEHOUSE_METRICS_ADDRESS (or pass --url)",
+    )?;
+    if address.ip().is_unspecified() {
+        address.set_ip(match address {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Ok(format!("http://{address}/healthz"))
 }
 
 /// Every shard status stored under the configured prefix, by shard.
@@ -277,6 +316,23 @@ mod tests {
     fn the_example_configuration_loads() {
         let config = Config::load(EXAMPLE_CONFIG, |_| None).unwrap();
         assert!(!config.discord.has_token());
+    }
+
+    #[test]
+    fn the_healthcheck_asks_the_local_endpoint() {
+        assert_eq!(
+            healthz_url(Some("0.0.0.0:9090".parse().unwrap())).unwrap(),
+            "http://127.0.0.1:9090/healthz"
+        );
+        assert_eq!(
+            healthz_url(Some("[::]:9090".parse().unwrap())).unwrap(),
+            "http://[::1]:9090/healthz"
+        );
+        assert_eq!(
+            healthz_url(Some("10.1.2.3:80".parse().unwrap())).unwrap(),
+            "http://10.1.2.3:80/healthz"
+        );
+        assert!(healthz_url(None).is_err());
     }
 
     #[test]

@@ -216,6 +216,9 @@ pub fn install(binary: &str) -> std::io::Result<PrometheusHandle> {
             HANDLE.get_or_init(|| handle).clone()
         }
     };
+    // Counters that may stay at zero for a long time are shown from the start.
+    counter!(REDIS_WRITE_FAILURES).increment(0);
+    counter!(AMQP_RECONNECTS).increment(0);
     gauge!(
         BUILD_INFO,
         "version" => env!("CARGO_PKG_VERSION"),

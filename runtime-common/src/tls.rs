@@ -2,9 +2,10 @@
 //! trusted.
 //!
 //! Owns: the process-wide choice, made once at start-up ([`configure`]): the system's roots
-//! (the default; plus Mozilla's roots for the broker, as before) or a CA file per service
-//! (`GATEHOUSE_AMQP_CA_FILE`, `GATEHOUSE_REDIS_CA_FILE`, PEM), read at start-up so that a
-//! missing file is an error then, not at the first reconnect. Does not own connecting (the
+//! (the default) and a CA file per service (`GATEHOUSE_AMQP_CA_FILE`,
+//! `GATEHOUSE_REDIS_CA_FILE`, PEM; for RabbitMQ trusted besides the system's roots, for Redis
+//! instead of them, as lapin and redis do it), read at start-up so that a missing file is an
+//! error then, not at the first reconnect. Does not own connecting (the
 //! broker supervisor, the session store, the demo and `gatehouse status` ask here for the
 //! settings) or the URL's scheme (`amqps://` and `rediss://` turn TLS on).
 
