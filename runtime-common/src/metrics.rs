@@ -79,6 +79,7 @@ pub(crate) fn record_confirm_failure(result: &'static str, count: usize) {
 pub(crate) struct ShardMetrics {
     shard: String,
     cell: std::sync::Arc<status::ShardCell>,
+    previous_state: std::cell::Cell<Option<ShardState>>,
     latency_gauge: metrics::Gauge,
     command_queue: metrics::Gauge,
     published: std::collections::HashMap<String, metrics::Counter>,
@@ -101,6 +102,7 @@ impl ShardMetrics {
             latency_gauge: gauge!(GATEWAY_LATENCY, "shard" => label.clone()),
             command_queue: gauge!(COMMAND_QUEUE, "shard" => label.clone()),
             cell: status::global().shard(shard, std::time::Instant::now()),
+            previous_state: std::cell::Cell::new(None),
             published: std::collections::HashMap::new(),
             shard: label,
         }
@@ -157,7 +159,8 @@ impl ShardMetrics {
     /// reason.
     pub(crate) fn state(&self, state: ShardState, last_disconnect: Option<&DisconnectReason>) {
         self.state.set(state_code(state));
-        let reason = status::change_reason(state, last_disconnect);
+        let previous = self.previous_state.replace(Some(state));
+        let reason = status::change_reason(state, previous, last_disconnect);
         let name = state_name(state);
         match state {
             ShardState::Disconnected { .. } if last_disconnect.is_some() => {

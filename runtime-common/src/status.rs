@@ -162,8 +162,12 @@ pub fn epoch_ms(at: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Why a shard entered `state`, in words (for the log line and the page).
-pub fn change_reason(state: ShardState, last_disconnect: Option<&DisconnectReason>) -> String {
+/// Why a shard entered `state` from `previous`, in words (for the log line and the page).
+pub fn change_reason(
+    state: ShardState,
+    previous: Option<ShardState>,
+    last_disconnect: Option<&DisconnectReason>,
+) -> String {
     match state {
         ShardState::Connecting => match last_disconnect {
             None => "starting".into(),
@@ -171,7 +175,11 @@ pub fn change_reason(state: ShardState, last_disconnect: Option<&DisconnectReaso
         },
         ShardState::Identifying => "connected; identifying (no session to resume)".into(),
         ShardState::Resuming => "connected; resuming the session".into(),
-        ShardState::Active => "READY or RESUMED received".into(),
+        ShardState::Active => match previous {
+            Some(ShardState::Resuming) => "RESUMED: the session continues".into(),
+            Some(ShardState::Identifying) => "READY: a new session".into(),
+            _ => "READY or RESUMED received".into(),
+        },
         ShardState::Disconnected { attempts } => match last_disconnect {
             Some(reason) => format!("{} (attempt {attempts})", disconnect_text(reason)),
             None => format!("disconnected (attempt {attempts})"),
@@ -453,10 +461,22 @@ mod tests {
 
     #[test]
     fn reasons_in_words() {
-        assert_eq!(change_reason(ShardState::Connecting, None), "starting");
+        assert_eq!(
+            change_reason(ShardState::Connecting, None, None),
+            "starting"
+        );
+        assert_eq!(
+            change_reason(ShardState::Active, Some(ShardState::Resuming), None),
+            "RESUMED: the session continues"
+        );
+        assert_eq!(
+            change_reason(ShardState::Active, Some(ShardState::Identifying), None),
+            "READY: a new session"
+        );
         assert_eq!(
             change_reason(
                 ShardState::Disconnected { attempts: 2 },
+                None,
                 Some(&DisconnectReason::Closed { code: Some(4000) })
             ),
             "closed with code 4000 (attempt 2)"
