@@ -1,7 +1,8 @@
 //! `gatehouse-async-std`: the Discord gateway bridge on async-std.
 //!
-//! Usage: `gatehouse-async-std [--config gatehouse.toml]`, with the same configuration file and
-//! environment variables as the tokio binary `gatehouse` (see `runtime_common::app`). With no
+//! Usage: `gatehouse-async-std [SUBCOMMAND] [--config gatehouse.toml]`, with the same command
+//! line, configuration file and environment variables as the tokio binary `gatehouse` (see
+//! `runtime_common::cli` and `runtime_common::app`). With no
 //! Discord token, and the default `demo` feature, it runs the demo: a mock gateway in-process
 //! replaying recorded traffic into the local RabbitMQ, with a live count per event type.
 //!

@@ -148,10 +148,17 @@ pub fn run_command(
         Command::Config(ConfigCommand::Example) => out.extend_from_slice(EXAMPLE_CONFIG.as_bytes()),
         Command::Config(ConfigCommand::Check) => {
             let config = config?;
-            // The shard list must fit the count when both are given.
-            if let Some(count) = config.discord.shard_count {
-                config.cluster(count)?;
-            }
+            // The shard list must fit the count, and the profile's settings the cluster. Without
+            // a configured count (Discord recommends one at start-up), the smallest that holds
+            // the configured shards stands in.
+            let assumed = config
+                .discord
+                .shard_ids
+                .as_ref()
+                .and_then(|ids| ids.iter().max())
+                .map_or(1, |max| max + 1);
+            let cluster = config.cluster(assumed)?;
+            proto_core::profile::Router::new(&config.profile, &cluster)?;
             writeln!(
                 out,
                 "# the configuration is valid; in effect (secrets redacted):"
