@@ -49,7 +49,10 @@ pub fn amqp(error: &str, url: &str) -> Option<String> {
 /// What to do about a Redis error `error` seen while using `url`.
 pub fn redis(error: &str, url: &str) -> Option<String> {
     let lower = error.to_ascii_lowercase();
-    if lower.contains("wrongpass") || lower.contains("noauth") || lower.contains("invalid password")
+    if lower.contains("wrongpass")
+        || lower.contains("noauth")
+        || lower.contains("invalid password")
+        || lower.contains("authentication failed")
     {
         return Some(
             "Redis refused the password (or needs one): set it in the Redis URL, \

@@ -65,6 +65,12 @@ impl Launch {
     /// the gateway when a Discord token is configured, otherwise the demo (a mock gateway
     /// in-process), or an error in a build without the `demo` feature.
     pub async fn run<R: Runtime>(self, rt: R) -> anyhow::Result<()> {
+        let redis_url = self.config.redis.url.redacted();
+        let result = self.run_gateway_or_demo(rt).await;
+        result.map_err(|e| explain(e, &redis_url))
+    }
+
+    async fn run_gateway_or_demo<R: Runtime>(self, rt: R) -> anyhow::Result<()> {
         let shutdown = wait_for_signal(self.shutdown);
         if self.config.discord.has_token() {
             crate::run(rt, self.config, shutdown).await?;
@@ -79,6 +85,22 @@ impl Launch {
             let _ = (rt, shutdown);
             anyhow::bail!("no Discord token: set DISCORD_TOKEN (this build has no demo mode)")
         }
+    }
+}
+
+/// A Redis failure at start-up with advice, when it is a recognisable mistake (the broker's
+/// are explained where they are retried: `broker`).
+fn explain(error: anyhow::Error, redis_url: &str) -> anyhow::Error {
+    let is_store = matches!(
+        error.downcast_ref::<crate::RunError>(),
+        Some(crate::RunError::Store(_))
+    );
+    match is_store
+        .then(|| crate::advice::redis(&error.to_string(), redis_url))
+        .flatten()
+    {
+        Some(advice) => error.context(advice),
+        None => error,
     }
 }
 
