@@ -119,8 +119,22 @@ pub fn command(binary: &'static str) -> clap::Command {
 
 /// Parses the process's arguments (exits with the usage on a mistake, as clap does).
 pub fn parse(binary: &'static str) -> Cli {
-    let matches = command(binary).get_matches();
+    let matches = command(binary).get_matches_from(go_style_flags(std::env::args_os()));
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// `-config PATH`, the Spectacles gateway's spelling (Go flags), as `--config PATH` (clap would
+/// read it as `-c onfig`), so that its command lines keep working.
+fn go_style_flags(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> impl Iterator<Item = std::ffi::OsString> {
+    args.into_iter().map(|arg| {
+        if arg == "-config" {
+            "--config".into()
+        } else {
+            arg
+        }
+    })
 }
 
 fn environment_help() -> String {
@@ -309,6 +323,14 @@ mod tests {
         assert_eq!(error.kind(), clap::error::ErrorKind::UnknownArgument);
         let version = parse_from(&["gatehouse", "--version"]).unwrap_err();
         assert_eq!(version.kind(), clap::error::ErrorKind::DisplayVersion);
+    }
+
+    #[test]
+    fn the_spectacles_config_flag_is_understood() {
+        let args = go_style_flags(["gatehouse", "-config", "gateway.toml"].map(Into::into));
+        let matches = command("gatehouse").try_get_matches_from(args).unwrap();
+        let cli = Cli::from_arg_matches(&matches).unwrap();
+        assert_eq!(cli.config, Some(PathBuf::from("gateway.toml")));
     }
 
     #[test]
