@@ -55,6 +55,13 @@ pub async fn run<R: Runtime>(
         config.demo.events_per_second,
         config.demo.shard_count
     );
+    match config.metrics.address {
+        Some(address) => println!("demo: the status page is at http://{address}/"),
+        None => println!(
+            "demo: set GATEHOUSE_METRICS_ADDRESS=127.0.0.1:9090 to open a status page at \
+             http://127.0.0.1:9090/"
+        ),
+    }
     config.discord.token = proto_core::secret::Secret::new("demo-token");
     config.discord.api_base = mock.api_base();
     config.discord.shard_count = None;
