@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of Gatehouse: the README's test command, and exactly what .ci/run calls.
 #
-# 1. brings up RabbitMQ and Redis (scripts/services.sh: starts them, installs them if missing);
+# 1. brings up RabbitMQ and Redis (scripts/services.sh: starts them, installs them if missing),
+#    and installs Debian's chromium-headless-shell when missing (the status page is tested in
+#    a real headless browser; GATEHOUSE_TEST_BROWSER names another one);
 # 2. checks formatting and lints (`cargo fmt --check`, `cargo clippy -D warnings`) and that the
 #    conformance suite's optional testcontainers path compiles;
 # 3. runs the workspace's tests (core, mock gateway, runtimes end to end, suite self-tests);
@@ -17,6 +19,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/services.sh
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+if [ -z "${GATEHOUSE_TEST_BROWSER:-}" ] && ! command -v chromium-headless-shell >/dev/null; then
+  echo "test: installing chromium-headless-shell with apt-get (the status page's browser test)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    chromium-headless-shell >/dev/null
+fi
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"

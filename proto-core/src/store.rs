@@ -55,6 +55,11 @@ impl KeyLayout {
         format!("{}:status:{shard}", self.prefix)
     }
 
+    /// A pattern matching every shard's status key (for `SCAN`, for a cluster-wide view).
+    pub fn status_pattern(&self) -> String {
+        format!("{}:status:*", self.prefix)
+    }
+
     /// A pattern matching every key of this layout (for `SCAN`, for example to clean up).
     pub fn all_keys_pattern(&self) -> String {
         format!("{}:*", self.prefix)

@@ -1,9 +1,8 @@
 //! `gatehouse-async-std`: the Discord gateway bridge on async-std.
 //!
-//! Usage: `gatehouse-async-std [--config gatehouse.toml]`, with the same configuration file and
-//! environment variables as the tokio binary `gatehouse` (see `runtime_common::app`). With no
-//! Discord token, and the default `demo` feature, it runs the demo: a mock gateway in-process
-//! replaying recorded traffic into the local RabbitMQ, with a live count per event type.
+//! Usage: `gatehouse-async-std [SUBCOMMAND] [--config gatehouse.toml]`: the same command line,
+//! configuration and environment as the tokio binary `gatehouse` (`runtime_common::cli`),
+//! including the demo when no Discord token is configured.
 //!
 //! This crate holds only async-std primitives (`async_std_runtime`) and starting the executor;
 //! everything else is `runtime-common`.
@@ -15,7 +14,8 @@ use runtime_common::app::Launch;
 
 #[async_std::main]
 async fn main() -> anyhow::Result<()> {
-    Launch::from_args("gatehouse-async-std")?
-        .run(AsyncStdRuntime)
-        .await
+    let Some(launch) = Launch::from_args("gatehouse-async-std")? else {
+        return Ok(());
+    };
+    launch.run(AsyncStdRuntime).await
 }

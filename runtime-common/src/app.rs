@@ -1,17 +1,19 @@
-//! The binaries' edges, written once for both runtimes: command-line arguments, logging, the
-//! configuration (file and environment), process-wide set-up (rustls crypto provider, metrics
-//! endpoint, Ctrl-C / SIGTERM), and the choice between the real gateway and the demo.
+//! The binaries' edges, written once for both runtimes: the command line (`cli`), logging
+//! (`logging`), the configuration (file and environment), process-wide set-up (rustls crypto
+//! provider, metrics recorder, HTTP endpoints, Ctrl-C / SIGTERM), and the choice between the
+//! real gateway and the demo.
 //!
 //! Owns: everything `gatehouse` and `gatehouse-async-std` do before and around
 //! [`crate::run`]. Does not own: starting an executor (each runtime crate's `main` does that
 //! and nothing else), or anything the gateway does once it runs (the other modules).
 
-use std::path::PathBuf;
+use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use proto_core::config::Config;
 use tokio::sync::watch;
 
+use crate::cli::{self, Command};
 use crate::runtime::Runtime;
 
 /// A process that has read its arguments and configuration and is ready to run on a runtime.
@@ -22,28 +24,53 @@ pub struct Launch {
 }
 
 impl Launch {
-    /// Everything before the executor starts: reads the arguments (`--config PATH`,
-    /// `--help`), starts logging (`RUST_LOG`), loads the configuration (the file, by default
-    /// `./gatehouse.toml` when present, plus the environment), installs ring as the rustls
-    /// crypto provider, serves the metrics endpoint if configured, and handles Ctrl-C and
-    /// SIGTERM (either starts a clean shutdown).
+    /// Everything before the executor starts: reads the arguments (see `cli`), starts
+    /// logging, installs ring as the rustls crypto provider and the trusted TLS roots (`tls`),
+    /// loads the configuration (the file, by default `./gatehouse.toml` when present, plus
+    /// the environment). A one-shot subcommand (`status`, `config ...`, `completions`) runs
+    /// here and gives `None`. For `run` it installs the metrics recorder and (with
+    /// `metrics.address`) the HTTP endpoints, and handles Ctrl-C and SIGTERM (either starts a
+    /// clean shutdown).
     ///
-    /// `binary` is the executable's name, for the usage text.
-    pub fn from_args(binary: &str) -> anyhow::Result<Self> {
-        init_logging();
-        let config_path = parse_args(binary, std::env::args().skip(1))?;
-        let config = load_config(config_path)?;
+    /// `binary` is the executable's name, for the usage text and the build info.
+    pub fn from_args(binary: &'static str) -> anyhow::Result<Option<Self>> {
+        let args = cli::parse(binary);
+        crate::logging::init(args.log_format);
         crate::install_crypto_provider();
-        crate::metrics::install(config.metrics.address)
-            .context("cannot start the metrics endpoint")?;
+        crate::tls::configure(crate::tls::TlsRoots::read(
+            args.amqp_ca_file.as_deref(),
+            args.redis_ca_file.as_deref(),
+        )?);
+        let config = load_config(args.config.as_deref());
+        match &args.command {
+            None | Some(Command::Run) => {}
+            Some(command) => {
+                cli::run_command(binary, command, config)?;
+                return Ok(None);
+            }
+        }
+        let config = config?;
+        let metrics =
+            crate::metrics::install(binary).context("cannot install the metrics recorder")?;
+        if let Some(address) = config.metrics.address {
+            crate::http::start(address, metrics)
+                .with_context(|| format!("cannot serve the HTTP endpoints at {address}"))?;
+        }
+        crate::status::global().set_links(config.amqp.url.redacted(), config.redis.url.redacted());
         let shutdown = install_signal_handler()?;
-        Ok(Self { config, shutdown })
+        Ok(Some(Self { config, shutdown }))
     }
 
     /// Runs on `rt` until Ctrl-C / SIGTERM (then shuts down cleanly) or every shard stops:
     /// the gateway when a Discord token is configured, otherwise the demo (a mock gateway
     /// in-process), or an error in a build without the `demo` feature.
     pub async fn run<R: Runtime>(self, rt: R) -> anyhow::Result<()> {
+        let redis_url = self.config.redis.url.redacted();
+        let result = self.run_gateway_or_demo(rt).await;
+        result.map_err(|e| explain(e, &redis_url))
+    }
+
+    async fn run_gateway_or_demo<R: Runtime>(self, rt: R) -> anyhow::Result<()> {
         let shutdown = wait_for_signal(self.shutdown);
         if self.config.discord.has_token() {
             crate::run(rt, self.config, shutdown).await?;
@@ -56,54 +83,31 @@ impl Launch {
         #[cfg(not(feature = "demo"))]
         {
             let _ = (rt, shutdown);
-            bail!("no Discord token: set DISCORD_TOKEN (this build has no demo mode)")
+            anyhow::bail!("no Discord token: set DISCORD_TOKEN (this build has no demo mode)")
         }
     }
 }
 
-fn usage(binary: &str) -> String {
-    format!(
-        "usage: {binary} [--config PATH]
-
-Runs Gatehouse: Discord gateway shards -> RabbitMQ, commands from RabbitMQ, sessions in Redis.
-Configuration: PATH (default ./gatehouse.toml when present) plus environment variables
-(DISCORD_TOKEN, AMQP_URL, REDIS_URL, GATEHOUSE_SHARD_COUNT, GATEHOUSE_SHARD_IDS,
-GATEHOUSE_API_BASE, GATEHOUSE_INTENTS, GATEHOUSE_PROFILE, ...). Without a token it runs the demo.
-Logs: RUST_LOG (default info). Ctrl-C or SIGTERM shuts down cleanly."
-    )
-}
-
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn")),
-        )
-        .init();
-}
-
-fn parse_args(
-    binary: &str,
-    mut args: impl Iterator<Item = String>,
-) -> anyhow::Result<Option<PathBuf>> {
-    let mut config = None;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--config" | "-c" => {
-                config = Some(PathBuf::from(args.next().context("--config needs a path")?));
-            }
-            "--help" | "-h" => {
-                println!("{}", usage(binary));
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?}\n\n{}", usage(binary)),
-        }
+/// A Redis failure at start-up with advice, when it is a recognisable mistake (the broker's
+/// are explained where they are retried: `broker`).
+fn explain(error: anyhow::Error, redis_url: &str) -> anyhow::Error {
+    let is_store = matches!(
+        error.downcast_ref::<crate::RunError>(),
+        Some(crate::RunError::Store(_))
+    );
+    match is_store
+        .then(|| crate::advice::redis(&error.to_string(), redis_url))
+        .flatten()
+    {
+        Some(advice) => error.context(advice),
+        None => error,
     }
-    Ok(config)
 }
 
-fn load_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
-    let text = match &path {
+/// The configuration from `path` (default `./gatehouse.toml` when present) and the process
+/// environment. The one place the binaries load it.
+pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    let text = match path {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the configuration file {}", path.display()))?,
         None => match std::fs::read_to_string("gatehouse.toml") {
@@ -131,38 +135,4 @@ fn install_signal_handler() -> anyhow::Result<watch::Receiver<bool>> {
 async fn wait_for_signal(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|requested| *requested).await;
     tracing::info!("interrupted: shutting down");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(list: &[&str]) -> impl Iterator<Item = String> {
-        list.iter()
-            .map(|s| (*s).to_owned())
-            .collect::<Vec<_>>()
-            .into_iter()
-    }
-
-    #[test]
-    fn parses_the_config_path() {
-        assert_eq!(parse_args("gatehouse", args(&[])).unwrap(), None);
-        assert_eq!(
-            parse_args("gatehouse", args(&["--config", "a.toml"])).unwrap(),
-            Some(PathBuf::from("a.toml"))
-        );
-        assert_eq!(
-            parse_args("gatehouse", args(&["-c", "b.toml"])).unwrap(),
-            Some(PathBuf::from("b.toml"))
-        );
-    }
-
-    #[test]
-    fn refuses_unknown_arguments_with_the_usage() {
-        let error = parse_args("gatehouse-async-std", args(&["--frobnicate"])).unwrap_err();
-        let text = error.to_string();
-        assert!(text.contains("--frobnicate"), "{text}");
-        assert!(text.contains("usage: gatehouse-async-std"), "{text}");
-        assert!(parse_args("gatehouse", args(&["--config"])).is_err());
-    }
 }

@@ -183,7 +183,8 @@ async fn supervise<R: Runtime>(
                 let _ = link.connection.close(320, "reconnecting".into()).await;
             }
             Err(e) => {
-                tracing::warn!(url = %settings.url, error = %e, attempt, "cannot connect to RabbitMQ");
+                let advice = crate::advice::amqp(&e.to_string(), &settings.url.redacted());
+                tracing::warn!(url = %settings.url, error = %e, advice = advice.as_deref(), attempt, "cannot connect to RabbitMQ");
             }
         }
         let delay = backoff(attempt);
@@ -273,10 +274,14 @@ async fn wait_until_lost<R: Runtime>(
 async fn connect<R: Runtime>(rt: &R, settings: &BrokerSettings) -> Result<Link, String> {
     let properties = ConnectionProperties::default()
         .with_connection_name(settings.connection_name.clone().into());
-    let connection =
-        Connection::connect_with_runtime(settings.url.expose(), properties, rt.amqp_runtime())
-            .await
-            .map_err(|e| e.to_string())?;
+    let connection = Connection::connect_with_config(
+        settings.url.expose(),
+        properties,
+        crate::tls::amqp(),
+        rt.amqp_runtime(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let declare = connection
         .create_channel()
         .await

@@ -1,11 +1,17 @@
 //! Demo mode (no token), for both runtimes: the mock gateway in-process, the real pipeline
 //! pointed at it ([`run`], with the `demo` feature), and the live view that consumes what
-//! Gatehouse published and prints a count per event type ([`print_event_counts`]).
+//! Gatehouse published and shows a count and a rate per event type ([`print_event_counts`]).
 //!
 //! Owns: starting and stopping the demo's pieces, a temporary queue (server-named, exclusive,
 //! auto-delete) bound to the events exchange with `#` and with every event name the mock
-//! sends (so that direct exchanges, where `#` is no wildcard, are counted too), the counting,
-//! and the periodic print.
+//! sends (so that direct exchanges, where `#` is no wildcard, are counted too), the counting
+//! ([`EventCounts`]) and the periodic print: redrawn in place on a terminal (one line per
+//! event type), plain `events: ...` lines otherwise.
+//!
+//! The counter declares the profile's topology itself and binds its queue before the
+//! pipeline starts, so it never binds to a missing exchange (RabbitMQ would close its channel
+//! with NOT_FOUND, which lapin logs as an ERROR) and counts every READY.
+//!
 //! Does not own the mock gateway itself (`mock-gateway`) or anything of the pipeline.
 
 use std::collections::BTreeMap;
@@ -19,6 +25,8 @@ use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions}
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use proto_core::config::SecretUrl;
+use proto_core::profile::Topology;
+use tokio::sync::oneshot;
 
 use crate::runtime::Runtime;
 
@@ -47,6 +55,13 @@ pub async fn run<R: Runtime>(
         config.demo.events_per_second,
         config.demo.shard_count
     );
+    match config.metrics.address {
+        Some(address) => println!("demo: the status page is at http://{address}/"),
+        None => println!(
+            "demo: set GATEHOUSE_METRICS_ADDRESS=127.0.0.1:9090 to open a status page at \
+             http://127.0.0.1:9090/"
+        ),
+    }
     config.discord.token = proto_core::secret::Secret::new("demo-token");
     config.discord.api_base = mock.api_base();
     config.discord.shard_count = None;
@@ -72,23 +87,40 @@ pub async fn run<R: Runtime>(
         .collect();
     routing_keys.sort();
     routing_keys.dedup();
+    let cluster = config.cluster(config.demo.shard_count)?;
+    let topology = proto_core::profile::Router::new(&config.profile, &cluster)?.topology();
+    let (ready_tx, ready_rx) = oneshot::channel();
     rt.spawn(print_event_counts(
         rt.clone(),
-        config.amqp.url.clone(),
-        exchange,
-        routing_keys,
-        Duration::from_secs(2),
+        Counter {
+            amqp_url: config.amqp.url.clone(),
+            topology,
+            exchange,
+            routing_keys,
+            terminal: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        },
+        ready_tx,
     ));
+    // The pipeline starts once the counter's queue is bound (so the first READY is counted),
+    // or after a few seconds without RabbitMQ (the pipeline then reports why it cannot
+    // connect).
+    let waited = rt.sleep(COUNTER_START_TIMEOUT);
+    futures_util::pin_mut!(waited);
+    futures_util::future::select(ready_rx, waited).await;
     let result = crate::run(rt, config, shutdown).await;
     mock.shutdown();
     Ok(result?)
 }
 
+/// How long the demo waits for its counter before starting the pipeline anyway.
+#[cfg(feature = "demo")]
+const COUNTER_START_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Deletes the session snapshots under the (demo's) key prefix, best effort: if Redis is
 /// unreachable the pipeline reports it right after.
 #[cfg(feature = "demo")]
 async fn forget_sessions<R: Runtime>(rt: &R, config: &proto_core::config::Config) {
-    let Ok(client) = redis::Client::open(config.redis.url.expose()) else {
+    let Ok(client) = crate::tls::redis_client(config.redis.url.expose()) else {
         return;
     };
     let Ok(mut connection) = rt
@@ -110,18 +142,30 @@ async fn forget_sessions<R: Runtime>(rt: &R, config: &proto_core::config::Config
     }
 }
 
-/// Counts the events `exchange` routes with any of `routing_keys` (`#` is enough for a topic
-/// exchange; a direct one needs the event names) and prints the table every `every` until the
-/// connection ends. Retries until the exchange exists (the gateway declares it).
-pub async fn print_event_counts<R: Runtime>(
-    rt: R,
-    amqp_url: SecretUrl,
-    exchange: String,
-    routing_keys: Vec<String>,
-    every: Duration,
-) {
+/// What the demo's counter consumes and how it prints.
+#[derive(Debug)]
+pub struct Counter {
+    /// The broker.
+    pub amqp_url: SecretUrl,
+    /// The profile's topology, declared before binding (the same declarations the gateway
+    /// makes, so they agree).
+    pub topology: Topology,
+    /// The events exchange.
+    pub exchange: String,
+    /// The routing keys to bind (`#` is enough for a topic exchange; a direct one needs the
+    /// event names).
+    pub routing_keys: Vec<String>,
+    /// Redraw a table in place (a terminal) or print plain lines.
+    pub terminal: bool,
+}
+
+/// Counts the events the counter's exchange routes and prints them (every second on a
+/// terminal, every 2 s otherwise) until the connection ends. Sends on `ready` once its queue
+/// is bound. Retries until RabbitMQ answers.
+pub async fn print_event_counts<R: Runtime>(rt: R, counter: Counter, ready: oneshot::Sender<()>) {
+    let mut ready = Some(ready);
     loop {
-        match count(&rt, &amqp_url, &exchange, &routing_keys, every).await {
+        match count(&rt, &counter, &mut ready).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::debug!(error = %e, "demo counter not ready; retrying");
@@ -133,28 +177,47 @@ pub async fn print_event_counts<R: Runtime>(
 
 async fn count<R: Runtime>(
     rt: &R,
-    amqp_url: &SecretUrl,
-    exchange: &str,
-    routing_keys: &[String],
-    every: Duration,
+    counter: &Counter,
+    ready: &mut Option<oneshot::Sender<()>>,
 ) -> Result<(), String> {
     let properties =
         ConnectionProperties::default().with_connection_name("gatehouse demo counter".into());
-    let connection =
-        Connection::connect_with_runtime(amqp_url.expose(), properties, rt.amqp_runtime())
-            .await
-            .map_err(|e| e.to_string())?;
+    let connection = Connection::connect_with_config(
+        counter.amqp_url.expose(),
+        properties,
+        crate::tls::amqp(),
+        rt.amqp_runtime(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let channel = connection
         .create_channel()
         .await
         .map_err(|e| e.to_string())?;
-    let mut consumer = consume_routed(&channel, exchange, routing_keys, "gatehouse-demo", true)
-        .await
-        .map_err(|e| e.to_string())?;
-    println!("demo: counting the events published to exchange {exchange:?} (Ctrl-C stops)");
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    let mut total = 0u64;
-    let mut printed_total = 0u64;
+    crate::broker::declare_topology(&channel, &counter.topology).await?;
+    let mut consumer = consume_routed(
+        &channel,
+        &counter.exchange,
+        &counter.routing_keys,
+        "gatehouse-demo",
+        true,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if let Some(ready) = ready.take() {
+        let _ = ready.send(());
+    }
+    println!(
+        "demo: counting the events published to exchange {:?} (Ctrl-C stops)",
+        counter.exchange
+    );
+    let every = if counter.terminal {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(2)
+    };
+    let mut counts = EventCounts::default();
+    let mut drawn_lines = 0;
     let mut next_print = Instant::now() + every;
     loop {
         let sleep = rt.sleep_until(next_print);
@@ -162,26 +225,99 @@ async fn count<R: Runtime>(
         futures_util::pin_mut!(sleep);
         match futures_util::future::select(next, sleep).await {
             futures_util::future::Either::Left((Some(Ok(delivery)), _)) => {
-                *counts.entry(delivery.routing_key.to_string()).or_default() += 1;
-                total += 1;
+                counts.record(delivery.routing_key.as_str());
             }
             futures_util::future::Either::Left((_, _)) => return Ok(()),
             futures_util::future::Either::Right(_) => {
                 next_print += every;
-                let table = counts
-                    .iter()
-                    .map(|(event, n)| format!("{event} {n}"))
-                    .collect::<Vec<_>>()
-                    .join(" | ");
-                println!(
-                    "events: {total} total, +{} in the last {:?}: {table}",
-                    total - printed_total,
-                    every
-                );
-                let _ = std::io::stdout().flush();
-                printed_total = total;
+                let mut out = std::io::stdout().lock();
+                let text = if counter.terminal {
+                    let table = counts.table(every);
+                    // Move up over the previous table and clear it, then draw the new one.
+                    let redraw = if drawn_lines > 0 {
+                        format!("\x1b[{drawn_lines}F\x1b[J")
+                    } else {
+                        String::new()
+                    };
+                    drawn_lines = table.lines().count();
+                    redraw + &table
+                } else {
+                    counts.line(every) + "\n"
+                };
+                let _ = out.write_all(text.as_bytes());
+                let _ = out.flush();
+                counts.next_interval();
             }
         }
+    }
+}
+
+/// The demo's counts per event type, with the counts at the start of the current interval
+/// (for rates). Pure: printing and timing are the caller's.
+#[derive(Debug, Default)]
+pub struct EventCounts {
+    counts: BTreeMap<String, (u64, u64)>,
+    total: u64,
+    total_before: u64,
+}
+
+impl EventCounts {
+    /// Counts one event.
+    pub fn record(&mut self, event: &str) {
+        match self.counts.get_mut(event) {
+            Some((count, _)) => *count += 1,
+            None => {
+                self.counts.insert(event.to_owned(), (1, 0));
+            }
+        }
+        self.total += 1;
+    }
+
+    /// Starts a new interval (after printing).
+    pub fn next_interval(&mut self) {
+        for (count, before) in self.counts.values_mut() {
+            *before = *count;
+        }
+        self.total_before = self.total;
+    }
+
+    /// One plain line: `events: N total, +M in the last 2s: EVENT n | ...`.
+    pub fn line(&self, interval: Duration) -> String {
+        let table = self
+            .counts
+            .iter()
+            .map(|(event, (n, _))| format!("{event} {n}"))
+            .collect::<Vec<_>>()
+            .join(" | ");
+        format!(
+            "events: {} total, +{} in the last {:?}: {table}",
+            self.total,
+            self.total - self.total_before,
+            interval
+        )
+    }
+
+    /// A table, one line per event type with its count and rate over `interval`, and a total.
+    pub fn table(&self, interval: Duration) -> String {
+        let seconds = interval.as_secs_f64().max(f64::EPSILON);
+        let width = self
+            .counts
+            .keys()
+            .map(String::len)
+            .max()
+            .unwrap_or(0)
+            .max(5);
+        let mut table = format!("{:<width$} {:>10} {:>10}\n", "event", "count", "per s");
+        for (event, (count, before)) in &self.counts {
+            let rate = (count - before) as f64 / seconds;
+            table.push_str(&format!("{event:<width$} {count:>10} {rate:>10.1}\n"));
+        }
+        let rate = (self.total - self.total_before) as f64 / seconds;
+        table.push_str(&format!(
+            "{:<width$} {:>10} {rate:>10.1}\n",
+            "total", self.total
+        ));
+        table
     }
 }
 
@@ -228,4 +364,42 @@ pub(crate) async fn consume_routed(
             FieldTable::default(),
         )
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts() -> EventCounts {
+        let mut counts = EventCounts::default();
+        for event in ["READY", "MESSAGE_CREATE", "READY"] {
+            counts.record(event);
+        }
+        counts.next_interval();
+        for _ in 0..4 {
+            counts.record("MESSAGE_CREATE");
+        }
+        counts
+    }
+
+    #[test]
+    fn plain_lines_carry_every_count() {
+        assert_eq!(
+            counts().line(Duration::from_secs(2)),
+            "events: 7 total, +4 in the last 2s: MESSAGE_CREATE 5 | READY 2"
+        );
+    }
+
+    #[test]
+    fn the_table_has_a_line_per_event_with_its_rate() {
+        let table = counts().table(Duration::from_secs(2));
+        let lines: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(lines[1], ["MESSAGE_CREATE", "5", "2.0"], "{table}");
+        assert_eq!(lines[2], ["READY", "2", "0.0"], "{table}");
+        assert_eq!(lines[3], ["total", "7", "2.0"], "{table}");
+        assert_eq!(lines.len(), 4);
+    }
 }

@@ -7,7 +7,13 @@
 //! `runtime-async-std` for the whole of such a crate.
 //!
 //! What lives here, one module each:
-//! - [`app`]: the binaries' edges (arguments, logging, configuration, signals, demo or not).
+//! - [`app`]: the binaries' edges (configuration, process set-up, signals, demo or not).
+//! - [`cli`]: the command line both binaries share, and the one-shot subcommands.
+//! - [`logging`]: text or JSON log lines, colour only on a terminal.
+//! - [`advice`]: recognisable configuration mistakes explained in words.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/status.json` and the status page.
+//! - [`status`]: the live status registry the shards report to and the page shows.
+//! - [`tls`]: the authorities trusted for `amqps://` and `rediss://`.
 //! - [`gateway`]: start-up and shutdown order of the whole process.
 //! - `shard_task`: the per-shard drive loop around `proto_core::shard::Shard`.
 //! - `outbox`: one shard's publications until the broker confirms them (nothing is lost
@@ -24,20 +30,26 @@
 //! What does not live here: any Discord or broker-contract decision (the core decides; this
 //! crate executes), and any runtime-specific call (the runtime crates).
 
+pub mod advice;
 pub mod app;
 pub mod broker;
+pub mod cli;
 mod commands;
 pub mod demo;
 pub mod discord_http;
 #[cfg(feature = "test-support")]
 pub mod e2e;
 pub mod gateway;
+pub mod http;
 pub mod identify;
+pub mod logging;
 pub mod metrics;
 mod outbox;
 pub mod runtime;
 pub mod session_store;
 mod shard_task;
+pub mod status;
+pub mod tls;
 
 pub use gateway::{RunError, run, run_with_gateway};
 pub use runtime::{Runtime, WS_READ_BUFFER, WsError, websocket_config};

@@ -1,17 +1,18 @@
-//! Gatehouse's Prometheus metrics: every name and label defined once, and the `/metrics`
-//! endpoint.
+//! Gatehouse's Prometheus metrics and the live status behind the status page: every metric
+//! name and label defined once, and the per-shard handle the shard tasks report through.
 //!
-//! Owns: metric names, help texts, the recorder and a tiny HTTP endpoint on its own thread
-//! (runtime-independent; a scrape every few seconds needs nothing more). Does not own: when
-//! things happen (the other modules call the `record_*` functions).
+//! Owns: metric names, help texts, the recorder, and [`ShardMetrics`] (one shard's metric
+//! handles plus its [`crate::status`] cell, so one call updates both). Does not own: when
+//! things happen (the other modules call the `record_*` functions and the handle), or serving
+//! the text (`http`).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use proto_core::shard::ShardState;
+use proto_core::shard::{DisconnectReason, Shard, ShardEvent, ShardState};
+
+use crate::status;
 
 /// Dispatches confirmed by the broker, per shard and event name.
 pub const EVENTS_PUBLISHED: &str = "gatehouse_events_published_total";
@@ -32,6 +33,17 @@ pub const COMMANDS: &str = "gatehouse_commands_total";
 pub const AMQP_CONNECTED: &str = "gatehouse_amqp_connected";
 /// AMQP connections opened after the first.
 pub const AMQP_RECONNECTS: &str = "gatehouse_amqp_reconnects_total";
+/// The latest heartbeat round trip per shard, in seconds.
+pub const GATEWAY_LATENCY: &str = "gatehouse_gateway_latency_seconds";
+/// Reconnections per shard by `kind` (`resume` or `identify`) and `reason` (see
+/// [`status::disconnect_label`]).
+pub const SHARD_RECONNECTIONS: &str = "gatehouse_shard_reconnections_total";
+/// Worker commands waiting for the gateway rate limiter, per shard.
+pub const COMMAND_QUEUE: &str = "gatehouse_command_queue_depth";
+/// Redis writes that failed (sessions and status; retried with the next write of the key).
+pub const REDIS_WRITE_FAILURES: &str = "gatehouse_redis_write_failures_total";
+/// Always 1, labelled with the version and the binary.
+pub const BUILD_INFO: &str = "gatehouse_build_info";
 
 /// The number [`SHARD_STATE`] reports for a state.
 pub fn state_code(state: ShardState) -> f64 {
@@ -61,9 +73,15 @@ pub(crate) fn record_confirm_failure(result: &'static str, count: usize) {
     counter!(PUBLISH_CONFIRMS, "result" => result).increment(count as u64);
 }
 
-/// One shard's metric handles, looked up once (the hot path then only updates atomics).
+/// One shard's metric handles, looked up once (the hot path then only updates atomics), and
+/// its cell in the status registry. Dropping it (the shard task ended) marks the shard
+/// stopped on the status page.
 pub(crate) struct ShardMetrics {
     shard: String,
+    cell: std::sync::Arc<status::ShardCell>,
+    previous_state: std::cell::Cell<Option<ShardState>>,
+    latency_gauge: metrics::Gauge,
+    command_queue: metrics::Gauge,
     published: std::collections::HashMap<String, metrics::Counter>,
     acks: metrics::Counter,
     latency: metrics::Histogram,
@@ -81,6 +99,10 @@ impl ShardMetrics {
             unconfirmed: gauge!(UNCONFIRMED, "shard" => label.clone()),
             state: gauge!(SHARD_STATE, "shard" => label.clone()),
             reconnects: counter!(SHARD_RECONNECTS, "shard" => label.clone()),
+            latency_gauge: gauge!(GATEWAY_LATENCY, "shard" => label.clone()),
+            command_queue: gauge!(COMMAND_QUEUE, "shard" => label.clone()),
+            cell: status::global().shard(shard, std::time::Instant::now()),
+            previous_state: std::cell::Cell::new(None),
             published: std::collections::HashMap::new(),
             shard: label,
         }
@@ -101,18 +123,68 @@ impl ShardMetrics {
         }
         self.acks.increment(1);
         self.latency.record(latency.as_secs_f64());
+        self.cell.published();
+    }
+
+    /// Takes the shard's current figures (latency, sequence, command queue): cheap, called
+    /// after every burst of input.
+    pub(crate) fn observe(&self, shard: &Shard) {
+        let latency = shard.latency();
+        self.cell.set_latency(latency);
+        self.cell.set_sequence(shard.last_sequence());
+        if let Some(latency) = latency {
+            self.latency_gauge.set(latency.as_secs_f64());
+        }
+        self.command_queue.set(shard.queued_commands() as f64);
+    }
+
+    /// Counts what the core reports: reconnections by kind and reason.
+    pub(crate) fn event(&self, event: &ShardEvent) {
+        if let ShardEvent::Reconnecting { reason, resume, .. } = event {
+            counter!(
+                SHARD_RECONNECTIONS,
+                "shard" => self.shard.clone(),
+                "kind" => if *resume { "resume" } else { "identify" },
+                "reason" => status::disconnect_label(reason)
+            )
+            .increment(1);
+        }
     }
 
     pub(crate) fn unconfirmed(&self, count: usize) {
         self.unconfirmed.set(count as f64);
     }
 
-    pub(crate) fn state(&self, state: ShardState) {
+    /// The coarse state changed: the gauge, the status page, and one log line with the
+    /// reason.
+    pub(crate) fn state(&self, state: ShardState, last_disconnect: Option<&DisconnectReason>) {
         self.state.set(state_code(state));
+        let previous = self.previous_state.replace(Some(state));
+        let reason = status::change_reason(state, previous, last_disconnect);
+        let name = state_name(state);
+        match state {
+            ShardState::Disconnected { .. } if last_disconnect.is_some() => {
+                tracing::warn!(state = name, %reason, "shard state")
+            }
+            ShardState::FatallyClosed => tracing::error!(state = name, %reason, "shard state"),
+            _ => tracing::info!(state = name, %reason, "shard state"),
+        }
+        status::global().state_changed(&self.cell, name, reason, SystemTime::now());
     }
 
     pub(crate) fn reconnect(&self) {
         self.reconnects.increment(1);
+    }
+}
+
+impl Drop for ShardMetrics {
+    fn drop(&mut self) {
+        status::global().state_changed(
+            &self.cell,
+            "stopped",
+            "the shard's task ended".into(),
+            SystemTime::now(),
+        );
     }
 }
 
@@ -122,15 +194,23 @@ pub(crate) fn record_command(result: &'static str) {
 
 pub(crate) fn record_amqp_connected(connected: bool, reconnect: bool) {
     gauge!(AMQP_CONNECTED).set(if connected { 1.0 } else { 0.0 });
+    status::global().set_broker_connected(connected);
     if reconnect {
         counter!(AMQP_RECONNECTS).increment(1);
     }
 }
 
-/// Installs the Prometheus recorder (once per process; later calls reuse it) and, with an
-/// address, serves `GET /metrics` there from a background thread. Returns the handle that
-/// renders the text.
-pub fn install(address: Option<SocketAddr>) -> std::io::Result<PrometheusHandle> {
+/// Records the outcome of one Redis write (for the failure count and the status page).
+pub(crate) fn record_redis_write(result: Result<(), String>) {
+    if result.is_err() {
+        counter!(REDIS_WRITE_FAILURES).increment(1);
+    }
+    status::global().redis_write(result);
+}
+
+/// Installs the Prometheus recorder (once per process; later calls reuse it) and sets the
+/// build info (`binary` names the executable). Returns the handle that renders the text.
+pub fn install(binary: &str) -> std::io::Result<PrometheusHandle> {
     static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
     let handle = match HANDLE.get() {
         Some(handle) => handle.clone(),
@@ -139,14 +219,15 @@ pub fn install(address: Option<SocketAddr>) -> std::io::Result<PrometheusHandle>
             HANDLE.get_or_init(|| handle).clone()
         }
     };
-    if let Some(address) = address {
-        let listener = TcpListener::bind(address)?;
-        let handle = handle.clone();
-        std::thread::Builder::new()
-            .name("gatehouse-metrics".into())
-            .spawn(move || serve(listener, handle))?;
-        tracing::info!(%address, "serving Prometheus metrics at /metrics");
-    }
+    // Counters that may stay at zero for a long time are shown from the start.
+    counter!(REDIS_WRITE_FAILURES).increment(0);
+    counter!(AMQP_RECONNECTS).increment(0);
+    gauge!(
+        BUILD_INFO,
+        "version" => env!("CARGO_PKG_VERSION"),
+        "binary" => binary.to_owned()
+    )
+    .set(1.0);
     Ok(handle)
 }
 
@@ -185,25 +266,21 @@ fn describe() {
     describe_counter!(COMMANDS, "Worker commands by outcome");
     describe_gauge!(AMQP_CONNECTED, "1 while the AMQP connection is up");
     describe_counter!(AMQP_RECONNECTS, "AMQP connections opened after the first");
-}
-
-fn serve(listener: TcpListener, handle: PrometheusHandle) {
-    for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-        let mut request = [0u8; 1024];
-        let n = stream.read(&mut request).unwrap_or(0);
-        let head = String::from_utf8_lossy(&request[..n]);
-        let response = if head.starts_with("GET /metrics") || head.starts_with("GET / ") {
-            let body = handle.render();
-            format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )
-        } else {
-            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
-        };
-        let _ = stream.write_all(response.as_bytes());
-    }
+    describe_gauge!(
+        GATEWAY_LATENCY,
+        "Latest heartbeat round trip per shard, in seconds"
+    );
+    describe_counter!(
+        SHARD_RECONNECTIONS,
+        "Reconnections per shard by kind (resume or identify) and reason"
+    );
+    describe_gauge!(
+        COMMAND_QUEUE,
+        "Worker commands waiting for the gateway rate limiter"
+    );
+    describe_counter!(REDIS_WRITE_FAILURES, "Redis writes that failed");
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1, labelled with the version and the binary"
+    );
 }

@@ -63,7 +63,7 @@ impl SessionStore {
             url: url.redacted(),
             message: e.to_string(),
         };
-        let client = redis::Client::open(url.expose()).map_err(error)?;
+        let client = crate::tls::redis_client(url.expose()).map_err(error)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(5)))
@@ -179,9 +179,10 @@ async fn write_loop(
         }
         for (key, value) in std::mem::take(&mut pending) {
             let result: redis::RedisResult<()> = store.connection.set(&key, value).await;
-            if let Err(e) = result {
+            if let Err(e) = &result {
                 tracing::warn!(key, error = %e, "could not write to Redis");
             }
+            crate::metrics::record_redis_write(result.map_err(|e| e.to_string()));
         }
         for done in flushes.drain(..) {
             let _ = done.send(());

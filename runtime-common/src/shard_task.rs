@@ -250,6 +250,7 @@ impl<R: Runtime> ShardTask<R> {
             }
         }
         while let Some(event) = self.shard.poll_event() {
+            self.metrics.event(&event);
             log_event(&event);
         }
     }
@@ -413,13 +414,13 @@ impl<R: Runtime> ShardTask<R> {
 
     /// Writes the status to Redis and the state gauge when the coarse state changed.
     fn report_state(&mut self) {
+        self.metrics.observe(&self.shard);
         let state = self.shard.state();
         if self.last_state == Some(state) {
             return;
         }
         self.last_state = Some(state);
-        self.metrics.state(state);
-        tracing::info!(state = metrics::state_name(state), "shard state");
+        self.metrics.state(state, self.shard.last_disconnect());
         self.write_status(metrics::state_name(state));
     }
 

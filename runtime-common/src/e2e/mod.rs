@@ -42,6 +42,16 @@ macro_rules! end_to_end_tests {
 
         #[cfg(feature = "demo")]
         #[$test]
+        async fn the_status_page_renders_the_shards_in_a_browser() {
+            $crate::e2e::the_status_page_renders_the_shards_in_a_browser(
+                $rt,
+                ::std::path::Path::new($binary),
+            )
+            .await
+        }
+
+        #[cfg(feature = "demo")]
+        #[$test]
         async fn the_demo_shows_events_flowing_and_stops_on_ctrl_c() {
             $crate::e2e::the_demo_shows_events_flowing_and_stops_on_ctrl_c(
                 $rt,
@@ -330,8 +340,9 @@ pub async fn commands_reach_the_shard_and_bad_ones_are_dead_lettered<K: Kit>(
 }
 
 /// With no token the binary runs the demo: it starts the mock gateway itself, publishes into
-/// RabbitMQ and prints a live count per event type; Ctrl-C stops it cleanly, and the demo's
-/// sessions stay apart from real ones.
+/// RabbitMQ and prints a live count per event type (plain lines: standard output is no
+/// terminal here) that counts the READY of every shard; Ctrl-C stops it cleanly, and the
+/// demo's sessions stay apart from real ones.
 pub async fn the_demo_shows_events_flowing_and_stops_on_ctrl_c<K: Kit>(
     rt: async_rs::Runtime<K>,
     binary: &Path,
@@ -350,7 +361,8 @@ pub async fn the_demo_shows_events_flowing_and_stops_on_ctrl_c<K: Kit>(
     let mut counted = None;
     while counted.is_none() && Instant::now() < deadline {
         match lines.try_recv() {
-            Ok(line) if line.starts_with("events: ") && line.contains("READY") => {
+            // The demo runs 2 shards: both READYs are counted.
+            Ok(line) if line.starts_with("events: ") && line.contains("| READY 2 ") => {
                 counted = Some(line);
             }
             Ok(_) => {}
@@ -361,13 +373,103 @@ pub async fn the_demo_shows_events_flowing_and_stops_on_ctrl_c<K: Kit>(
         }
     }
     let stopped = gatehouse.interrupt_and_wait(Duration::from_secs(30));
-    let counted = counted.expect("the demo printed a count of published events");
+    let counted = counted.expect("the demo printed a count of published events with 2 READYs");
     assert!(counted.contains("MESSAGE_CREATE"), "{counted}");
     assert!(stopped, "clean exit on Ctrl-C");
     assert!(
         redis.get("session:0").is_none(),
         "the demo keeps the mock's sessions apart from real ones"
     );
+}
+
+/// The status page in a real headless browser (Debian's `chromium-headless-shell`, or the
+/// browser named by `GATEHOUSE_TEST_BROWSER`; scripts/test.sh installs it) during a demo run:
+/// once `/readyz` says ready, the DOM the browser rendered has a row per shard, each active
+/// with its sequence. The HTML source has no rows (the page's script draws them), so this
+/// checks the rendering, not the markup. With `GATEHOUSE_TEST_SCREENSHOT=path` it also saves
+/// a screenshot there (how docs/status-page.png was made).
+pub async fn the_status_page_renders_the_shards_in_a_browser<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    let browser = std::env::var("GATEHOUSE_TEST_BROWSER")
+        .unwrap_or_else(|_| "chromium-headless-shell".to_owned());
+    let vhost = Vhost::create("page");
+    let redis = RedisPrefix::new("page");
+    let address = support::free_local_address();
+    let env = [
+        ("AMQP_URL", vhost.amqp_url()),
+        ("REDIS_URL", RedisPrefix::url()),
+        ("GATEHOUSE_REDIS_PREFIX", redis.prefix.clone()),
+        ("GATEHOUSE_METRICS_ADDRESS", address.clone()),
+    ];
+    let mut gatehouse = Gatehouse::start(binary, &env);
+    let base = format!("http://{address}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut ready = String::new();
+    while Instant::now() < deadline {
+        ready = support::http_get(&format!("{base}/readyz"));
+        if ready == "ready\n" {
+            break;
+        }
+        rt.sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(ready, "ready\n", "the demo became ready");
+    let source = support::http_get(&format!("{base}/"));
+    assert!(
+        !source.contains("<tr data-shard"),
+        "the rows are drawn by the page's script"
+    );
+
+    let run_browser = |extra: &[String]| {
+        let output = std::process::Command::new(&browser)
+            .args(["--no-sandbox", "--disable-gpu", "--virtual-time-budget=3000"])
+            .args(extra)
+            .arg(format!("{base}/"))
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {browser} ({e}): install chromium-headless-shell (scripts/test.sh does)")
+            });
+        assert!(output.status.success(), "{browser}: {:?}", output.status);
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let dom = run_browser(&["--dump-dom".to_owned()]);
+    if let Ok(path) = std::env::var("GATEHOUSE_TEST_SCREENSHOT") {
+        run_browser(&[
+            "--hide-scrollbars".to_owned(),
+            "--window-size=1000,720".to_owned(),
+            format!("--screenshot={path}"),
+        ]);
+    }
+    let stopped = gatehouse.interrupt_and_wait(Duration::from_secs(30));
+
+    for shard in 0..2 {
+        let row_start = dom
+            .find(&format!("<tr data-shard=\"{shard}\">"))
+            .unwrap_or_else(|| panic!("no row for shard {shard} in the rendered page:\n{dom}"));
+        let row = &dom[row_start..];
+        let row = &row[..row.find("</tr>").expect("a complete row")];
+        let cells: Vec<&str> = row
+            .split("<td")
+            .skip(1)
+            .map(|cell| {
+                let text = &cell[cell.find('>').expect("a cell") + 1..];
+                &text[..text.find("</td>").unwrap_or(text.len())]
+            })
+            .collect();
+        assert_eq!(cells.len(), 7, "{row}");
+        assert_eq!(cells[0], shard.to_string(), "{row}");
+        assert_eq!(cells[1], "active", "{row}");
+        assert!(
+            cells[4].parse::<u64>().is_ok_and(|seq| seq > 0),
+            "a sequence: {row}"
+        );
+    }
+    assert!(
+        dom.contains("RabbitMQ") && dom.contains(">connected<"),
+        "{dom}"
+    );
+    assert!(stopped, "clean exit on Ctrl-C");
 }
 
 /// A rough end-to-end rate (not a benchmark suite; timing is printed, never asserted): the
