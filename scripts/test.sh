@@ -29,6 +29,9 @@ fi
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+# No incremental caches: they only cost disk (and CI once ran out of it).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+df -h . | awk 'NR == 2 { print "test: " $4 " free on the disk of the build" }'
 quick="${GATEHOUSE_TEST_QUICK:-}"
 
 step() { printf '\n==> %s\n' "$*"; }
