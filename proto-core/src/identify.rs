@@ -343,10 +343,11 @@ impl IdentifyScheduler {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn limit(remaining: u32, max_concurrency: u16) -> SessionStartLimit {
+    /// A limit with 1000 starts a day, `remaining` of them left, reset in an hour.
+    pub(crate) fn limit(remaining: u32, max_concurrency: u16) -> SessionStartLimit {
         SessionStartLimit {
             total: 1000,
             remaining,

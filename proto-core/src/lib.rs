@@ -24,6 +24,8 @@
 //! - [`profile`]: the broker wire contracts (topology, dispatch routing, command decoding).
 //! - [`command`]: validation of the gateway packets workers ask to send, for every profile.
 //! - [`identify`]: the identify scheduler (session start limit, `max_concurrency` buckets).
+//! - [`cluster`]: cluster mode's rules (identify limits across processes, shard leases,
+//!   placement), with Redis as the storage only.
 //! - [`ratelimit`]: the per-connection send window (120 frames per 60 s, heartbeats reserved).
 //! - [`sharding`], [`intents`], [`session`], [`secret`]: the pure rules and values shared by all.
 //! - [`rng`]: the seeded generator behind every jitter and back-off draw.
@@ -31,6 +33,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod cluster;
 pub mod codec;
 pub mod command;
 pub mod config;

@@ -1,5 +1,6 @@
 //! Deterministic tests of the core: a simulated gateway, scenarios and property tests.
 
+mod cluster;
 mod commands;
 mod etf;
 mod events;
