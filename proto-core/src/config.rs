@@ -46,6 +46,29 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Demo mode (used when no token is configured).
     pub demo: DemoConfig,
+    /// Cluster mode (several processes sharing the bot's shards through Redis).
+    pub cluster: ClusterConfig,
+}
+
+/// Cluster mode: processes with the same name (and Redis, and key prefix) share the bot's
+/// shards through leases in Redis (see [`crate::cluster`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The cluster's name; `None` runs without leases (the shards of `discord.shard_ids`, or
+    /// all of them, unconditionally).
+    pub name: Option<String>,
+    /// A shard lease's expiry in milliseconds: how fast a dead process's shards are taken
+    /// over, and how long a process cut off from Redis may still run them.
+    pub lease_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            name: None,
+            lease_ms: 10_000,
+        }
+    }
 }
 
 /// The Discord side of the configuration.
@@ -380,6 +403,16 @@ pub const ENV_VARS: &[EnvVar] = &[
         names: &["GATEHOUSE_METRICS_ADDRESS"],
         path: &["metrics", "address"],
         kind: EnvKind::Text,
+    },
+    EnvVar {
+        names: &["GATEHOUSE_CLUSTER"],
+        path: &["cluster", "name"],
+        kind: EnvKind::Text,
+    },
+    EnvVar {
+        names: &["GATEHOUSE_CLUSTER_LEASE_MS"],
+        path: &["cluster", "lease_ms"],
+        kind: EnvKind::Integer,
     },
     EnvVar {
         names: &["GATEHOUSE_MAX_UNCONFIRMED"],
@@ -720,6 +753,14 @@ mod raw {
         limits: RawLimits,
         metrics: RawMetrics,
         demo: RawDemo,
+        cluster: RawCluster,
+    }
+
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default, deny_unknown_fields)]
+    struct RawCluster {
+        name: Option<String>,
+        lease_ms: Option<u64>,
     }
 
     #[derive(serde::Deserialize, Default)]
@@ -847,6 +888,25 @@ mod raw {
                         return Err(invalid("demo", "rates and counts must be at least 1"));
                     }
                     demo
+                },
+                cluster: {
+                    let name = self.cluster.name.filter(|n| !n.is_empty());
+                    if name.as_ref().is_some_and(|n| {
+                        n.chars().any(|c| c.is_whitespace() || c == ':' || c == '*')
+                    }) {
+                        return Err(invalid(
+                            "cluster.name",
+                            "must contain no whitespace, `:` or `*`",
+                        ));
+                    }
+                    let lease_ms = self
+                        .cluster
+                        .lease_ms
+                        .unwrap_or(ClusterConfig::default().lease_ms);
+                    if !(300..=600_000).contains(&lease_ms) {
+                        return Err(invalid("cluster.lease_ms", "must be 300..=600000"));
+                    }
+                    ClusterConfig { name, lease_ms }
                 },
             })
         }

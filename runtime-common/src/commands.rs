@@ -6,7 +6,6 @@
 //! is nacked with requeue after a short pause), and never failing on a bad delivery. Does not
 //! own what a command means or which shard it targets (`Router::decode_command` in the core).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,11 +16,12 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, Bas
 use lapin::types::FieldTable;
 use proto_core::profile::{CommandDecision, CommandDelivery, Router};
 use proto_core::shard::UsageError;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::broker::{BrokerClient, Link};
 use crate::metrics;
 use crate::runtime::Runtime;
+use crate::shard_inputs::ShardInputs;
 use crate::shard_task::ShardInput;
 
 /// Deliveries a command consumer holds unacknowledged at once.
@@ -36,7 +36,7 @@ pub(crate) fn start<R: Runtime>(
     rt: &R,
     broker: BrokerClient,
     router: Router,
-    shards: HashMap<u32, mpsc::UnboundedSender<ShardInput>>,
+    shards: ShardInputs,
     stop: watch::Receiver<bool>,
 ) {
     let handler = Handler {
@@ -141,7 +141,7 @@ struct Handler<R: Runtime> {
     rt: R,
     broker: BrokerClient,
     router: Router,
-    shards: HashMap<u32, mpsc::UnboundedSender<ShardInput>>,
+    shards: ShardInputs,
 }
 
 /// What to tell the broker about a delivery.
@@ -182,7 +182,7 @@ impl<R: Runtime> Handler<R> {
             CommandDecision::Send { shards, packet } => self.send(shards, packet).await,
             CommandDecision::Reconnect { shards } => {
                 for number in shards {
-                    if let Some(inputs) = self.shards.get(&number) {
+                    if let Some(inputs) = self.shards.get(number) {
                         let _ = inputs.send(ShardInput::Reconnect);
                     }
                 }
@@ -232,7 +232,12 @@ impl<R: Runtime> Handler<R> {
         let mut accepted = 0;
         let mut full = 0;
         for number in &shards {
-            let Some(inputs) = self.shards.get(number) else {
+            let Some(inputs) = self.shards.get(*number) else {
+                if self.shards.elsewhere() {
+                    // Cluster mode: another member runs it; back to the queue, for them.
+                    full += 1;
+                    continue;
+                }
                 tracing::warn!(
                     shard = number,
                     "a command names a shard this process does not run"

@@ -17,11 +17,13 @@ use proto_core::shard::{Shard, ShardConfig, StopReason};
 use proto_core::sharding::ShardId;
 use tokio::sync::{mpsc, watch};
 
-use crate::broker::{self, BrokerSettings};
+use crate::broker::{self, BrokerClient, BrokerSettings};
+use crate::cluster::{self as cluster_mode, ClusterStore, ShardHost};
 use crate::discord_http::{GatewayBot, GatewayBotError, fetch_gateway_bot};
-use crate::identify;
+use crate::identify::{self, IdentifyClient};
 use crate::runtime::Runtime;
-use crate::session_store::{SessionStore, StoreError};
+use crate::session_store::{SessionStore, StoreError, StoreWriter};
+use crate::shard_inputs::ShardInputs;
 use crate::shard_task::{self, ShardInput, ShardIo};
 
 /// Why the process could not run.
@@ -85,6 +87,16 @@ pub async fn run_with_gateway<R: Runtime>(
         "starting"
     );
     let mut store = SessionStore::connect(&rt, &config.redis.url, &config.redis.key_prefix).await?;
+    let member = cluster_mode::member_name();
+    let shared = ClusterStore::new(
+        store.connection(),
+        proto_core::cluster::ClusterKeys::new(
+            &config.redis.key_prefix,
+            &proto_core::cluster::bot_id_from_token(config.discord.token.expose()),
+            config.cluster.name.as_deref().unwrap_or_default(),
+        ),
+        member,
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let broker = broker::start(
@@ -97,16 +109,16 @@ pub async fn run_with_gateway<R: Runtime>(
         stop_rx.clone(),
     );
 
-    let mut inputs = HashMap::new();
-    let mut receivers = Vec::new();
-    for &number in &cluster.owned {
-        let (tx, rx) = mpsc::unbounded_channel();
-        inputs.insert(number, tx);
-        receivers.push((number, rx));
-    }
-
+    let clustered = config.cluster.name.clone();
+    let inputs = ShardInputs::new(clustered.is_some());
+    // In cluster mode each shard's session is loaded when its lease is held.
+    let at_start: &[u32] = if clustered.is_some() {
+        &[]
+    } else {
+        &cluster.owned
+    };
     let mut sessions = HashMap::new();
-    for &number in &cluster.owned {
+    for &number in at_start {
         let shard_id = ShardId::new(number, cluster.shard_count)
             .expect("Config::cluster only returns shards below the count");
         let session = match store.load_session(shard_id).await {
@@ -135,47 +147,56 @@ pub async fn run_with_gateway<R: Runtime>(
         bot.session_start_limit,
         inputs.clone(),
         identifying_at_start,
+        shared.clone(),
     );
 
     let writer = store
         .clone()
         .start_writer(&rt, config.profile.kind, cluster.shard_count);
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u32, StopReason)>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u32, Option<StopReason>)>();
     let seed_base = config
         .discord
         .seed
         .unwrap_or_else(|| RandomState::new().hash_one(Instant::now()));
-    for (number, rx) in receivers {
-        let shard_id = ShardId::new(number, cluster.shard_count)
-            .expect("Config::cluster only returns shards below the count");
-        let session = sessions.remove(&number).flatten();
-        let shard_config = shard_config(
-            &config,
-            &bot,
-            &router,
-            shard_id,
-            session,
-            seed_base ^ u64::from(number),
-        );
-        let shard = Shard::new(shard_config, Instant::now());
-        let io = ShardIo {
-            rt: rt.clone(),
-            inputs: rx,
-            broker: broker.clone(),
-            store: writer.clone(),
-            identify: identify.clone(),
-            max_message: config.limits.max_message,
-            max_unconfirmed: config.limits.max_unconfirmed_publishes,
-        };
-        let done = done_tx.clone();
-        rt.spawn(async move {
-            let reason = shard_task::run(shard, io).await;
-            let _ = done.send((number, reason));
-        });
-    }
-    drop(done_tx);
+    let launcher = Launcher {
+        rt: rt.clone(),
+        config: config.clone(),
+        bot: bot.clone(),
+        router: router.clone(),
+        shard_count: cluster.shard_count,
+        broker: broker.clone(),
+        writer: writer.clone(),
+        identify,
+        inputs: inputs.clone(),
+        done: done_tx,
+        seed_base,
+        store: store.clone(),
+    };
 
     crate::commands::start(&rt, broker.clone(), router, inputs.clone(), stop_rx.clone());
+
+    if let Some(name) = clustered {
+        let settings = cluster_mode::Settings {
+            name,
+            prefix: config.redis.key_prefix.clone(),
+            shard_count: cluster.shard_count,
+            explicit: config.discord.shard_ids.clone(),
+            timings: proto_core::cluster::LeaseTimings::new(Duration::from_millis(
+                config.cluster.lease_ms,
+            )),
+            shutdown_timeout: SHUTDOWN_TIMEOUT,
+        };
+        let result =
+            cluster_mode::run(rt.clone(), launcher, shared, settings, shutdown, done_rx).await;
+        close(&rt, &writer, &broker, stop_tx).await;
+        return result.map_err(RunError::AllShardsStopped);
+    }
+
+    for &number in &cluster.owned {
+        let session = sessions.remove(&number).flatten();
+        launcher.spawn(number, session);
+    }
+    drop(launcher);
 
     let mut running = cluster.owned.len();
     let mut last_reason = None;
@@ -184,6 +205,7 @@ pub async fn run_with_gateway<R: Runtime>(
         match futures_util::future::select(shutdown.as_mut(), Box::pin(done_rx.recv())).await {
             futures_util::future::Either::Left(_) => break true,
             futures_util::future::Either::Right((Some((number, reason)), _)) => {
+                let reason = reason.unwrap_or(StopReason::Shutdown);
                 tracing::warn!(shard = number, %reason, "shard stopped");
                 running -= 1;
                 last_reason = Some(reason);
@@ -197,9 +219,7 @@ pub async fn run_with_gateway<R: Runtime>(
 
     if shutdown_requested {
         tracing::info!("shutting down: closing shards with a resumable code");
-        for tx in inputs.values() {
-            let _ = tx.send(ShardInput::Shutdown);
-        }
+        inputs.send_all(|| ShardInput::Shutdown);
         let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
         while running > 0 {
             let sleep = rt.sleep_until(deadline);
@@ -215,7 +235,22 @@ pub async fn run_with_gateway<R: Runtime>(
         }
     }
 
-    // The final session snapshots must reach Redis before the process ends.
+    close(&rt, &writer, &broker, stop_tx).await;
+
+    match (shutdown_requested, last_reason) {
+        (false, Some(reason)) => Err(RunError::AllShardsStopped(reason)),
+        _ => Ok(()),
+    }
+}
+
+/// The end of the shutdown order: the final session snapshots reach Redis, then the broker
+/// closes.
+async fn close<R: Runtime>(
+    rt: &R,
+    writer: &StoreWriter,
+    broker: &BrokerClient,
+    stop_tx: watch::Sender<bool>,
+) {
     let flushed = writer.flush();
     let sleep = rt.sleep(Duration::from_secs(1));
     futures_util::pin_mut!(flushed, sleep);
@@ -229,10 +264,94 @@ pub async fn run_with_gateway<R: Runtime>(
     futures_util::pin_mut!(closed, sleep);
     futures_util::future::select(closed, sleep).await;
     tracing::info!("stopped");
+}
 
-    match (shutdown_requested, last_reason) {
-        (false, Some(reason)) => Err(RunError::AllShardsStopped(reason)),
-        _ => Ok(()),
+/// Everything needed to start one shard task, at start-up or (cluster mode) later.
+struct Launcher<R: Runtime> {
+    rt: R,
+    config: Config,
+    bot: GatewayBot,
+    router: Router,
+    shard_count: u32,
+    broker: BrokerClient,
+    writer: StoreWriter,
+    identify: IdentifyClient,
+    inputs: ShardInputs,
+    done: mpsc::UnboundedSender<(u32, Option<StopReason>)>,
+    seed_base: u64,
+    store: SessionStore,
+}
+
+impl<R: Runtime> Launcher<R> {
+    /// Starts shard `number` (resuming `session`); reports its end on `done` (`None` when
+    /// stopped through the returned handle).
+    fn spawn(
+        &self,
+        number: u32,
+        session: Option<proto_core::session::SessionSnapshot>,
+    ) -> futures_util::future::AbortHandle {
+        let shard_id = ShardId::new(number, self.shard_count)
+            .expect("only shards below the count are started");
+        let shard_config = shard_config(
+            &self.config,
+            &self.bot,
+            &self.router,
+            shard_id,
+            session,
+            self.seed_base ^ u64::from(number),
+        );
+        let shard = Shard::new(shard_config, Instant::now());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let ticket = self.inputs.insert(number, tx);
+        let io = ShardIo {
+            rt: self.rt.clone(),
+            inputs: rx,
+            broker: self.broker.clone(),
+            store: self.writer.clone(),
+            identify: self.identify.clone(),
+            max_message: self.config.limits.max_message,
+            max_unconfirmed: self.config.limits.max_unconfirmed_publishes,
+        };
+        let done = self.done.clone();
+        let inputs = self.inputs.clone();
+        let (task, abort) = futures_util::future::abortable(shard_task::run(shard, io));
+        self.rt.spawn(async move {
+            let reason = task.await.ok();
+            inputs.remove(number, ticket);
+            let _ = done.send((number, reason));
+        });
+        abort
+    }
+}
+
+impl<R: Runtime> ShardHost for Launcher<R> {
+    async fn start(&self, number: u32) -> futures_util::future::AbortHandle {
+        let mut store = self.store.clone();
+        let session = match ShardId::new(number, self.shard_count) {
+            Some(id) => store.load_session(id).await.unwrap_or_else(|e| {
+                tracing::warn!(shard = number, error = %e, "cannot load the session; identifying");
+                None
+            }),
+            None => None,
+        };
+        if let Some(s) = &session {
+            tracing::info!(
+                shard = number,
+                sequence = s.sequence,
+                "resuming the stored session"
+            );
+        }
+        self.spawn(number, session)
+    }
+
+    fn send(&self, number: u32, input: ShardInput) {
+        if let Some(tx) = self.inputs.get(number) {
+            let _ = tx.send(input);
+        }
+    }
+
+    async fn flush(&self) {
+        self.writer.flush().await;
     }
 }
 

@@ -1,17 +1,22 @@
 //! The identify coordinator: one task for the process that receives the shards' identify
-//! requests and sends each shard its grant when the core's scheduler allows it.
+//! requests and sends each shard its grant when the core's rule allows it.
 //!
-//! Owns: the plumbing (requests in, `ShardInput::IdentifyGranted` out, sleeping until the
-//! scheduler's next deadline). Does not own the rule of who may identify when (the core's
-//! identify scheduler).
+//! Owns: the plumbing (requests in, bucket claims to Redis, `ShardInput::IdentifyGranted`
+//! out, sleeping until the rule's next deadline). Does not own the rule of who may identify
+//! when (the core's `cluster::SharedIdentify`: the bot's buckets and daily budget are shared
+//! with every other process of the bot through Redis, with the local scheduler as the
+//! fallback while Redis is unavailable).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use proto_core::identify::{IdentifyScheduler, SessionStartLimit};
+use proto_core::cluster::{IdentifyStep, SharedIdentify};
+use proto_core::identify::SessionStartLimit;
 use tokio::sync::mpsc;
 
+use crate::cluster::ClusterStore;
 use crate::runtime::Runtime;
+use crate::shard_inputs::ShardInputs;
 use crate::shard_task::ShardInput;
 
 /// What a shard tells the coordinator.
@@ -48,11 +53,13 @@ impl IdentifyClient {
 /// `identifying_at_start` are the shards that will ask to IDENTIFY right away (those without a
 /// stored session); no grant goes out before all of them asked, so that buckets start in
 /// order.
+/// Bucket claims go to `store` (shared with every process of the bot).
 pub(crate) fn start<R: Runtime>(
     rt: &R,
     limits: SessionStartLimit,
-    shards: HashMap<u32, mpsc::UnboundedSender<ShardInput>>,
+    shards: ShardInputs,
     identifying_at_start: BTreeSet<u32>,
+    store: ClusterStore,
 ) -> IdentifyClient {
     let (tx, rx) = mpsc::unbounded_channel();
     rt.spawn(coordinate(
@@ -61,6 +68,7 @@ pub(crate) fn start<R: Runtime>(
         shards,
         identifying_at_start,
         rx,
+        store,
     ));
     IdentifyClient { requests: tx }
 }
@@ -68,26 +76,49 @@ pub(crate) fn start<R: Runtime>(
 async fn coordinate<R: Runtime>(
     rt: R,
     limits: SessionStartLimit,
-    shards: HashMap<u32, mpsc::UnboundedSender<ShardInput>>,
+    shards: ShardInputs,
     mut initial: BTreeSet<u32>,
     mut requests: mpsc::UnboundedReceiver<Message>,
+    mut store: ClusterStore,
 ) {
-    let mut scheduler = IdentifyScheduler::new(limits, Instant::now());
+    let mut scheduler = SharedIdentify::new(limits, Instant::now());
     let barrier_until = Instant::now() + STARTUP_BARRIER;
+    let mut was_fallback = false;
     loop {
-        let now = Instant::now();
         // Buckets must start in shard order, but the shards' first requests arrive in the
         // order their sockets happened to open: hold every grant until each shard expected to
         // identify at start has asked (or the barrier times out).
-        let holding = !initial.is_empty() && now < barrier_until;
-        while let Some(shard) = (!holding).then(|| scheduler.poll_grant(now)).flatten() {
-            tracing::debug!(shard, remaining = scheduler.remaining(), "identify granted");
-            if let Some(inputs) = shards.get(&shard) {
-                let _ = inputs.send(ShardInput::IdentifyGranted);
+        let holding = !initial.is_empty() && Instant::now() < barrier_until;
+        while let Some(step) = (!holding)
+            .then(|| scheduler.poll_step(Instant::now()))
+            .flatten()
+        {
+            let shard = match step {
+                IdentifyStep::Grant(shard) => Some(shard),
+                IdentifyStep::Claim(claim) => {
+                    let reply = store.claim_identify(&rt, &claim, &limits).await;
+                    tracing::debug!(shard = claim.shard, ?reply, "identify claim answered");
+                    scheduler.handle_reply(Instant::now(), claim, reply)
+                }
+            };
+            if scheduler.is_fallback() != was_fallback {
+                was_fallback = scheduler.is_fallback();
+                if was_fallback {
+                    tracing::warn!(
+                        "Redis is unavailable for the identify limits: this process follows the \
+                         local rule alone for a while (other processes of the bot are not \
+                         counted)"
+                    );
+                } else {
+                    tracing::info!("identify limits are shared through Redis again");
+                }
             }
-        }
-        if scheduler.remaining() == 0 && scheduler.waiting().next().is_some() {
-            tracing::warn!("no session starts left until Discord's reset; shards wait to identify");
+            if let Some(shard) = shard {
+                tracing::debug!(shard, "identify granted");
+                if let Some(inputs) = shards.get(shard) {
+                    let _ = inputs.send(ShardInput::IdentifyGranted);
+                }
+            }
         }
         let deadline = if holding {
             Some(barrier_until)

@@ -21,7 +21,9 @@
 //! - [`broker`]: the supervised AMQP connection, topology declaration, message properties.
 //! - `commands`: consuming worker commands and carrying out the profile's decision.
 //! - [`session_store`]: session snapshots and shard status in Redis.
-//! - [`identify`]: the process-wide identify coordinator.
+//! - [`identify`]: the process-wide identify coordinator (limits shared through Redis).
+//! - [`cluster`]: cluster mode (member key, shard leases, placement, hand-over).
+//! - `shard_inputs`: the input channels of the shards running here, by number.
 //! - [`discord_http`]: `GET /gateway/bot`.
 //! - [`metrics`]: metric names and the Prometheus endpoint.
 //! - [`demo`]: the demo mode (mock gateway in-process, live count of published events).
@@ -34,6 +36,7 @@ pub mod advice;
 pub mod app;
 pub mod broker;
 pub mod cli;
+pub mod cluster;
 mod commands;
 pub mod demo;
 pub mod discord_http;
@@ -47,6 +50,7 @@ pub mod metrics;
 mod outbox;
 pub mod runtime;
 pub mod session_store;
+mod shard_inputs;
 mod shard_task;
 pub mod status;
 pub mod tls;

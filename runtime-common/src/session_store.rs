@@ -76,6 +76,11 @@ impl SessionStore {
         })
     }
 
+    /// The underlying connection (for cluster mode's calls, `cluster`).
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+
     /// The key layout in use.
     pub fn keys(&self) -> &KeyLayout {
         &self.keys

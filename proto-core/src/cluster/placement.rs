@@ -84,7 +84,9 @@ pub struct ClusterNode {
 
 impl ClusterNode {
     /// Member `me` of a cluster of `shard_count` shards. With `explicit` shards it runs
-    /// exactly those (when it holds their leases), otherwise its fair share.
+    /// exactly those (when it holds their leases), otherwise its fair share. It asks for
+    /// nothing until the first `handle_members` or `handle_timeout` (pass the member list
+    /// first, so that a process starting beside others does not claim every shard).
     pub fn new(
         me: impl Into<String>,
         shard_count: u32,
@@ -93,7 +95,7 @@ impl ClusterNode {
         now: Instant,
     ) -> Self {
         let me = me.into();
-        let mut node = Self {
+        Self {
             members: BTreeSet::from([me.clone()]),
             me,
             shard_count,
@@ -104,9 +106,7 @@ impl ClusterNode {
             shutting_down: false,
             actions: VecDeque::new(),
             now,
-        };
-        node.update(now);
-        node
+        }
     }
 
     /// This member's name.
@@ -286,6 +286,7 @@ mod tests {
         let t0 = crate::tests::epoch();
         let timings = LeaseTimings::new(Duration::from_secs(10));
         let mut node = ClusterNode::new("a", 2, None, timings, t0);
+        node.handle_timeout(t0);
         let claims = drain(&mut node, t0);
         assert_eq!(
             claims,
@@ -338,6 +339,7 @@ mod tests {
         let t0 = crate::tests::epoch();
         let timings = LeaseTimings::new(Duration::from_secs(10));
         let mut node = ClusterNode::new("a", 4, Some(BTreeSet::from([1, 2])), timings, t0);
+        node.handle_timeout(t0);
         drain(&mut node, t0);
         node.handle_lease_reply(t0, 1, LeaseReply::Granted);
         node.handle_lease_reply(t0, 2, LeaseReply::Granted);

@@ -1,0 +1,494 @@
+//! Cluster mode's glue: Redis calls for the core's cluster rules, and the task that drives
+//! this process's `ClusterNode` (member key, leases, starting and stopping shards).
+//!
+//! Owns: running the core's scripts (`proto_core::cluster::scripts`) and member keys on
+//! Redis with short timeouts (an unanswered call counts as Redis being unavailable), the
+//! member name, the live status of the shards running here (`<prefix>:cluster:<name>:live:
+//! <shard>`, for `gatehouse status`), and doing what the node asks: start a shard (with its
+//! stored session, so it RESUMES), hand one over (close it resumably, flush its session to
+//! Redis, then release the lease), or stop one at once when its lease is lost. Does not own any
+//! decision (the core's `cluster` module) or the shards themselves (`gateway`, `shard_task`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
+use std::time::{Duration, Instant};
+
+use futures_util::future::{AbortHandle, Either, select};
+use proto_core::cluster::{
+    Claim, ClaimReply, ClusterKeys, ClusterNode, LeaseReply, LeaseRequest, LeaseTimings,
+    NodeAction, StopKind, scripts,
+};
+use proto_core::identify::SessionStartLimit;
+use proto_core::shard::StopReason;
+use redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
+
+use crate::runtime::Runtime;
+use crate::shard_task::ShardInput;
+
+/// How long one cluster call to Redis may take before it counts as unavailable.
+const CALL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A name for this process, unique in the cluster: host, process id and a random part.
+pub fn member_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty() && !h.contains([':', '*', ' ']))
+        .unwrap_or_else(|| "gatehouse".to_owned());
+    let random = RandomState::new().hash_one(Instant::now()) & 0xff_ffff;
+    format!("{host}-{}-{random:06x}", std::process::id())
+}
+
+/// One shard's live figures as `gatehouse status` shows them (written by its owner).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LiveShard {
+    /// The shard.
+    pub shard: u32,
+    /// The member running it.
+    pub owner: String,
+    /// The latest heartbeat round trip in milliseconds.
+    pub latency_ms: Option<f64>,
+    /// The last sequence received.
+    pub sequence: Option<u64>,
+    /// When its last event arrived (ms since the Unix epoch; seen at the owner's 1 s-ish
+    /// reporting granularity).
+    pub last_event_at_ms: Option<u64>,
+    /// When this was written (ms since the Unix epoch).
+    pub updated_at_ms: u64,
+}
+
+/// The key of a shard's live figures (`<prefix>:cluster:<name>:live:<shard>`).
+pub fn live_key(prefix: &str, cluster: &str, shard: u32) -> String {
+    format!("{prefix}:cluster:{cluster}:live:{shard}")
+}
+
+/// The pattern of every cluster's live keys under `prefix`.
+pub fn live_pattern(prefix: &str) -> String {
+    format!("{prefix}:cluster:*:live:*")
+}
+
+/// Redis for the cluster rules (cheap to clone).
+#[derive(Clone)]
+pub(crate) struct ClusterStore {
+    connection: ConnectionManager,
+    keys: ClusterKeys,
+    member: String,
+}
+
+impl std::fmt::Debug for ClusterStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterStore")
+            .field("keys", &self.keys)
+            .field("member", &self.member)
+            .finish()
+    }
+}
+
+async fn within<R: Runtime, T>(rt: &R, call: impl Future<Output = T>) -> Option<T> {
+    let sleep = rt.sleep(CALL_TIMEOUT);
+    futures_util::pin_mut!(call, sleep);
+    match select(call, sleep).await {
+        Either::Left((value, _)) => Some(value),
+        Either::Right(_) => None,
+    }
+}
+
+/// `EVAL script numkeys`, keys and arguments to follow (the scripts are a few lines; Redis
+/// caches them by their hash).
+fn eval(script: &str, keys: usize) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(script).arg(keys);
+    cmd
+}
+
+impl ClusterStore {
+    pub(crate) fn new(connection: ConnectionManager, keys: ClusterKeys, member: String) -> Self {
+        Self {
+            connection,
+            keys,
+            member,
+        }
+    }
+
+    pub(crate) fn member(&self) -> &str {
+        &self.member
+    }
+
+    /// Runs the identify claim script; any failure is `Unavailable`.
+    pub(crate) async fn claim_identify<R: Runtime>(
+        &mut self,
+        rt: &R,
+        claim: &Claim,
+        limit: &SessionStartLimit,
+    ) -> ClaimReply {
+        let mut eval = eval(scripts::IDENTIFY_CLAIM, 2);
+        eval.arg(
+            self.keys
+                .identify_bucket(claim.max_concurrency, claim.bucket),
+        )
+        .arg(self.keys.identify_remaining())
+        .arg(&self.member)
+        .arg(claim.period.as_millis() as u64)
+        .arg(limit.remaining)
+        .arg(limit.reset_after_ms.max(1));
+        let call = eval.query_async::<Vec<i64>>(&mut self.connection);
+        let reply = match within(rt, call).await {
+            Some(Ok(reply)) => scripts::decode_identify_claim(&reply),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "identify claim failed in Redis");
+                ClaimReply::Unavailable
+            }
+            None => ClaimReply::Unavailable,
+        };
+        if let ClaimReply::Exhausted { reset_in } = reply {
+            tracing::warn!(
+                ?reset_in,
+                "no session starts left for the bot until Discord's reset; shards wait to identify"
+            );
+        }
+        reply
+    }
+
+    async fn lease<R: Runtime>(
+        &mut self,
+        rt: &R,
+        shard_count: u32,
+        shard: u32,
+        request: LeaseRequest,
+        ttl: Duration,
+    ) -> LeaseReply {
+        let key = self.keys.lease(shard_count, shard);
+        let eval = match request {
+            LeaseRequest::Claim => {
+                let mut eval = eval(scripts::LEASE_CLAIM, 1);
+                eval.arg(key).arg(&self.member).arg(ttl.as_millis() as u64);
+                eval
+            }
+            LeaseRequest::Release => {
+                let mut eval = eval(scripts::LEASE_RELEASE, 1);
+                eval.arg(key).arg(&self.member);
+                eval
+            }
+        };
+        let call = eval.query_async::<i64>(&mut self.connection);
+        match within(rt, call).await {
+            Some(Ok(reply)) => scripts::decode_lease(reply),
+            Some(Err(e)) => {
+                tracing::warn!(shard, error = %e, "lease call failed in Redis");
+                LeaseReply::Unavailable
+            }
+            None => {
+                tracing::warn!(shard, "lease call to Redis timed out");
+                LeaseReply::Unavailable
+            }
+        }
+    }
+
+    /// Refreshes this member's key and lists the live members.
+    async fn refresh_members<R: Runtime>(
+        &mut self,
+        rt: &R,
+        ttl: Duration,
+    ) -> Result<Vec<String>, String> {
+        let key = self.keys.member(&self.member);
+        let pattern = self.keys.member_pattern();
+        let connection = &mut self.connection;
+        let call = async move {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(crate::status::epoch_ms(std::time::SystemTime::now()))
+                .arg("PX")
+                .arg(ttl.as_millis() as u64)
+                .query_async::<()>(connection)
+                .await?;
+            let mut keys = Vec::new();
+            let mut cursor = 0u64;
+            loop {
+                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(500)
+                    .query_async(connection)
+                    .await?;
+                keys.extend(batch);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            Ok::<_, redis::RedisError>(keys)
+        };
+        match within(rt, call).await {
+            Some(Ok(keys)) => Ok(keys
+                .iter()
+                .filter_map(|k| self.keys.member_of_key(k).map(str::to_owned))
+                .collect()),
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err("timed out".to_owned()),
+        }
+    }
+
+    /// Deletes this member's key (the others rebalance at once).
+    async fn leave<R: Runtime>(&mut self, rt: &R) {
+        let key = self.keys.member(&self.member);
+        let mut del = redis::cmd("DEL");
+        del.arg(key);
+        let _ = within(rt, del.query_async::<()>(&mut self.connection)).await;
+    }
+
+    async fn write_live<R: Runtime>(
+        &mut self,
+        rt: &R,
+        values: Vec<(String, Vec<u8>)>,
+        ttl: Duration,
+    ) {
+        if values.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for (key, value) in values {
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl.as_millis() as u64)
+                .ignore();
+        }
+        let call = pipe.query_async::<()>(&mut self.connection);
+        if let Some(Err(e)) = within(rt, call).await {
+            tracing::debug!(error = %e, "cannot write the live shard status");
+        }
+    }
+}
+
+/// What the cluster task needs from the process: starting a shard and talking to it.
+pub(crate) trait ShardHost: Send + Sync {
+    /// Loads shard `number`'s session and starts its task; its end is reported on the done
+    /// channel. Returns a handle that stops it at once.
+    fn start(&self, number: u32) -> impl Future<Output = AbortHandle> + Send;
+    /// Sends shard `number` an input, if it runs here.
+    fn send(&self, number: u32, input: ShardInput);
+    /// Waits until the session snapshots queued so far are in Redis.
+    fn flush(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// The cluster task's settings.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub(crate) name: String,
+    pub(crate) prefix: String,
+    pub(crate) shard_count: u32,
+    pub(crate) explicit: Option<Vec<u32>>,
+    pub(crate) timings: LeaseTimings,
+    pub(crate) shutdown_timeout: Duration,
+}
+
+/// Runs this process as a member of the cluster until `shutdown` (then hands every shard
+/// over) or until a shard stops for good on its own (then hands the others over and returns
+/// why).
+pub(crate) async fn run<R: Runtime, H: ShardHost>(
+    rt: R,
+    host: H,
+    mut store: ClusterStore,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send,
+    mut done: mpsc::UnboundedReceiver<(u32, Option<StopReason>)>,
+) -> Result<(), StopReason> {
+    let timings = settings.timings;
+    // Announce this member and give processes starting at the same time a moment to do the
+    // same, so that the first placement already counts them.
+    let _ = store.refresh_members(&rt, timings.ttl).await;
+    rt.sleep(timings.renew_after.min(Duration::from_secs(1)))
+        .await;
+    let mut node = ClusterNode::new(
+        store.member().to_owned(),
+        settings.shard_count,
+        settings
+            .explicit
+            .as_ref()
+            .map(|ids| ids.iter().copied().collect()),
+        timings,
+        Instant::now(),
+    );
+    tracing::info!(
+        cluster = settings.name,
+        member = store.member(),
+        lease = ?timings.ttl,
+        "joined the cluster"
+    );
+    let mut aborts: HashMap<u32, AbortHandle> = HashMap::new();
+    let mut next_refresh = Instant::now();
+    let mut live = LiveTracker::default();
+    let mut fatal = None;
+    let mut give_up_at = None;
+    futures_util::pin_mut!(shutdown);
+    let mut shutdown_seen = false;
+    loop {
+        let now = Instant::now();
+        if now >= next_refresh {
+            next_refresh = now + timings.renew_after.min(Duration::from_secs(1));
+            if give_up_at.is_none() {
+                match store.refresh_members(&rt, timings.ttl).await {
+                    Ok(members) => node.handle_members(Instant::now(), members),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot refresh the cluster membership in Redis")
+                    }
+                }
+            }
+            let values = live.report(&settings, store.member(), node.running());
+            store.write_live(&rt, values, timings.ttl).await;
+        }
+        node.handle_timeout(Instant::now());
+        while let Some(action) = node.poll_action(Instant::now()) {
+            match action {
+                NodeAction::Lease { shard, request } => {
+                    let reply = store
+                        .lease(&rt, settings.shard_count, shard, request, timings.ttl)
+                        .await;
+                    node.handle_lease_reply(Instant::now(), shard, reply);
+                }
+                NodeAction::Start(shard) => {
+                    tracing::info!(shard, "lease held: starting the shard");
+                    aborts.insert(shard, host.start(shard).await);
+                }
+                NodeAction::Stop {
+                    shard,
+                    kind: StopKind::HandOver,
+                } => {
+                    tracing::info!(shard, "handing the shard over to another member");
+                    host.send(shard, ShardInput::Shutdown);
+                }
+                NodeAction::Stop {
+                    shard,
+                    kind: StopKind::LeaseLost,
+                } => {
+                    tracing::error!(
+                        shard,
+                        "lost the shard's lease (Redis unreachable or another member took it): \
+                         stopping it at once, publishing nothing more for it"
+                    );
+                    if let Some(abort) = aborts.remove(&shard) {
+                        abort.abort();
+                    }
+                }
+            }
+        }
+        if node.is_done() {
+            break;
+        }
+        if give_up_at.is_some_and(|t| Instant::now() >= t) {
+            tracing::warn!("shards did not hand over in time; stopping them");
+            for abort in aborts.values() {
+                abort.abort();
+            }
+            break;
+        }
+        let deadline = [node.poll_timeout(), Some(next_refresh), give_up_at]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(next_refresh);
+        let sleep = rt.sleep_until(deadline);
+        let stopped = done.recv();
+        futures_util::pin_mut!(sleep, stopped);
+        let wake = select(stopped, sleep);
+        let event = if shutdown_seen {
+            match wake.await {
+                Either::Left((message, _)) => Some(message),
+                Either::Right(_) => None,
+            }
+        } else {
+            match select(shutdown.as_mut(), wake).await {
+                Either::Left(_) => {
+                    shutdown_seen = true;
+                    None
+                }
+                Either::Right((Either::Left((message, _)), _)) => Some(message),
+                Either::Right((Either::Right(_), _)) => None,
+            }
+        };
+        if shutdown_seen && give_up_at.is_none() {
+            tracing::info!("leaving the cluster: handing every shard over");
+            give_up_at = Some(Instant::now() + settings.shutdown_timeout);
+            store.leave(&rt).await;
+            node.shutdown(Instant::now());
+        }
+        match event {
+            Some(Some((shard, reason))) => {
+                aborts.remove(&shard);
+                // The shard's last session snapshot must be in Redis before another member
+                // may take the lease and resume it.
+                host.flush().await;
+                if let Some(reason @ StopReason::Fatal { .. }) = reason {
+                    tracing::error!(shard, %reason, "shard stopped for good; leaving the cluster");
+                    fatal = Some(reason);
+                    if give_up_at.is_none() {
+                        give_up_at = Some(Instant::now() + settings.shutdown_timeout);
+                        store.leave(&rt).await;
+                        node.shutdown(Instant::now());
+                    }
+                }
+                node.handle_stopped(Instant::now(), shard);
+            }
+            Some(None) => break,
+            None => {}
+        }
+    }
+    store.leave(&rt).await;
+    tracing::info!("left the cluster");
+    fatal.map_or(Ok(()), Err)
+}
+
+/// Turns the process's live status registry into the live keys of the shards running here,
+/// noting when each one's sequence last moved.
+#[derive(Default)]
+struct LiveTracker {
+    last: BTreeMap<u32, (Option<u64>, Option<u64>)>,
+}
+
+impl LiveTracker {
+    fn report(
+        &mut self,
+        settings: &Settings,
+        member: &str,
+        running: impl Iterator<Item = u32>,
+    ) -> Vec<(String, Vec<u8>)> {
+        let now_ms = crate::status::epoch_ms(std::time::SystemTime::now());
+        let rows: BTreeMap<u32, crate::status::ShardRow> = crate::status::global()
+            .snapshot(Instant::now())
+            .shards
+            .into_iter()
+            .map(|row| (row.shard, row))
+            .collect();
+        let running: Vec<u32> = running.collect();
+        self.last.retain(|shard, _| running.contains(shard));
+        running
+            .into_iter()
+            .map(|shard| {
+                let row = rows.get(&shard);
+                let sequence = row.and_then(|r| r.sequence);
+                let entry = self.last.entry(shard).or_insert((None, None));
+                if sequence.is_some() && sequence != entry.0 {
+                    *entry = (sequence, Some(now_ms));
+                }
+                let value = LiveShard {
+                    shard,
+                    owner: member.to_owned(),
+                    latency_ms: row.and_then(|r| r.latency_ms),
+                    sequence,
+                    last_event_at_ms: entry.1,
+                    updated_at_ms: now_ms,
+                };
+                (
+                    live_key(&settings.prefix, &settings.name, shard),
+                    serde_json::to_vec(&value).expect("a live status always serializes"),
+                )
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,72 @@
+//! The input channels of the shards running in this process, by shard number.
+//!
+//! Owns: the shared map the tasks that talk to shards look shards up in (identify grants,
+//! worker commands, shutdown), which changes as shards start and stop (cluster mode starts
+//! and stops them while the process runs). Does not own the shards or what is sent to them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::mpsc;
+
+use crate::shard_task::ShardInput;
+
+/// A cheap-to-clone handle on the map.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ShardInputs {
+    inner: Arc<RwLock<Inner>>,
+    /// Cluster mode: a shard not running here may be running in another process.
+    elsewhere: bool,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    next: u64,
+    shards: HashMap<u32, (u64, mpsc::UnboundedSender<ShardInput>)>,
+}
+
+impl ShardInputs {
+    /// An empty map; `elsewhere` says whether other processes run shards of this cluster.
+    pub(crate) fn new(elsewhere: bool) -> Self {
+        Self {
+            inner: Arc::default(),
+            elsewhere,
+        }
+    }
+
+    /// Whether a shard not running here may be running in another process.
+    pub(crate) fn elsewhere(&self) -> bool {
+        self.elsewhere
+    }
+
+    /// Registers shard `number`'s channel; the returned ticket unregisters exactly it.
+    pub(crate) fn insert(&self, number: u32, sender: mpsc::UnboundedSender<ShardInput>) -> u64 {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        inner.next += 1;
+        let ticket = inner.next;
+        inner.shards.insert(number, (ticket, sender));
+        ticket
+    }
+
+    /// Unregisters shard `number` if it is still the registration of `ticket`.
+    pub(crate) fn remove(&self, number: u32, ticket: u64) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if inner.shards.get(&number).is_some_and(|(t, _)| *t == ticket) {
+            inner.shards.remove(&number);
+        }
+    }
+
+    /// Shard `number`'s channel, if it runs here.
+    pub(crate) fn get(&self, number: u32) -> Option<mpsc::UnboundedSender<ShardInput>> {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        inner.shards.get(&number).map(|(_, s)| s.clone())
+    }
+
+    /// Sends `input()` to every shard running here.
+    pub(crate) fn send_all(&self, input: impl Fn() -> ShardInput) {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        for (_, sender) in inner.shards.values() {
+            let _ = sender.send(input());
+        }
+    }
+}
