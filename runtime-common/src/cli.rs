@@ -69,7 +69,8 @@ pub enum Command {
     /// Run the gateway (the default). With no Discord token it runs the demo: a mock gateway
     /// in-process replaying recorded traffic.
     Run,
-    /// Show every shard status found in Redis under the configured key prefix (all processes).
+    /// Show every shard status found in Redis under the configured key prefix (all processes
+    /// of the cluster): owner process, state, latency, sequence, last event age, reconnects.
     Status {
         /// Print JSON (one array of shard statuses) instead of a table.
         #[arg(long, env = "GATEHOUSE_STATUS_JSON")]
@@ -234,8 +235,32 @@ fn healthz_url(address: Option<std::net::SocketAddr>) -> anyhow::Result<String> 
     Ok(format!("http://{address}/healthz"))
 }
 
-/// Every shard status stored under the configured prefix, by shard.
-fn read_statuses(config: &Config) -> anyhow::Result<Vec<ShardStatus>> {
+/// One shard as `gatehouse status` shows it: its status, and in cluster mode its owner's live
+/// figures.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ShardView {
+    /// The status the shard wrote.
+    #[serde(flatten)]
+    pub status: ShardStatus,
+    /// The member running it (cluster mode), with its live figures.
+    #[serde(flatten)]
+    pub live: Option<LiveView>,
+}
+
+/// The live part of [`ShardView`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct LiveView {
+    /// The member running the shard.
+    pub owner: String,
+    /// The latest heartbeat round trip in milliseconds.
+    pub latency_ms: Option<f64>,
+    /// When its last event arrived (ms since the Unix epoch).
+    pub last_event_at_ms: Option<u64>,
+}
+
+/// Every shard status stored under the configured prefix, by shard, with the cluster's live
+/// figures where a member reports them.
+fn read_statuses(config: &Config) -> anyhow::Result<Vec<ShardView>> {
     use redis::Commands;
     let url = &config.redis.url;
     let client = crate::tls::redis_client(url.expose())
@@ -256,8 +281,46 @@ fn read_statuses(config: &Config) -> anyhow::Result<Vec<ShardStatus>> {
             statuses.push(status);
         }
     }
-    statuses.sort_by_key(|s| s.shard);
-    Ok(statuses)
+    let live_keys = connection
+        .scan_match::<_, String>(crate::cluster::live_pattern(&config.redis.key_prefix))
+        .map_err(|e| redis_error(e, url))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| redis_error(e, url))?;
+    let mut live = Vec::new();
+    for key in live_keys {
+        let value: Option<Vec<u8>> = connection.get(&key).map_err(|e| redis_error(e, url))?;
+        if let Some(shard) = value
+            .as_deref()
+            .and_then(|v| serde_json::from_slice::<crate::cluster::LiveShard>(v).ok())
+        {
+            live.push(shard);
+        }
+    }
+    Ok(merge_views(statuses, live))
+}
+
+/// Statuses joined with live figures by shard (the freshest live entry wins), by shard.
+pub fn merge_views(
+    statuses: Vec<ShardStatus>,
+    mut live: Vec<crate::cluster::LiveShard>,
+) -> Vec<ShardView> {
+    live.sort_by_key(|l| std::cmp::Reverse(l.updated_at_ms));
+    let mut views: Vec<ShardView> = statuses
+        .into_iter()
+        .map(|status| {
+            let live = live
+                .iter()
+                .find(|l| l.shard == status.shard)
+                .map(|l| LiveView {
+                    owner: l.owner.clone(),
+                    latency_ms: l.latency_ms,
+                    last_event_at_ms: l.last_event_at_ms,
+                });
+            ShardView { status, live }
+        })
+        .collect();
+    views.sort_by_key(|v| v.status.shard);
+    views
 }
 
 fn redis_error(error: redis::RedisError, url: &proto_core::config::SecretUrl) -> anyhow::Error {
@@ -269,25 +332,64 @@ fn redis_error(error: redis::RedisError, url: &proto_core::config::SecretUrl) ->
 }
 
 /// The table `gatehouse status` prints.
-pub fn status_table(prefix: &str, statuses: &[ShardStatus], now_ms: u64) -> String {
-    if statuses.is_empty() {
+pub fn status_table(prefix: &str, views: &[ShardView], now_ms: u64) -> String {
+    if views.is_empty() {
         return format!("no shard status in Redis under the prefix {prefix:?}\n");
     }
-    let mut table = format!(
-        "{:>5}  {:>5}  {:<15} {:>12}  {:>10}  {:>9}\n",
-        "shard", "of", "state", "sequence", "reconnects", "updated"
-    );
-    for s in statuses {
-        let age = if s.updated_at_ms == 0 {
+    let age = |at_ms: u64| {
+        if at_ms == 0 {
             "?".to_owned()
         } else {
-            format!("{}s ago", now_ms.saturating_sub(s.updated_at_ms) / 1000)
-        };
+            format!("{}s ago", now_ms.saturating_sub(at_ms) / 1000)
+        }
+    };
+    let row = |cells: [&str; 9]| {
+        format!(
+            "{:>5}  {:>5}  {:<28} {:<15} {:>9} {:>12}  {:>10}  {:>10}  {:>9}\n",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4],
+            cells[5],
+            cells[6],
+            cells[7],
+            cells[8]
+        )
+    };
+    let mut table = row([
+        "shard",
+        "of",
+        "owner",
+        "state",
+        "latency",
+        "sequence",
+        "last event",
+        "reconnects",
+        "updated",
+    ]);
+    for view in views {
+        let s = &view.status;
         let sequence = s.sequence.map_or("-".to_owned(), |n| n.to_string());
-        table.push_str(&format!(
-            "{:>5}  {:>5}  {:<15} {:>12}  {:>10}  {:>9}\n",
-            s.shard, s.shard_count, s.state, sequence, s.reconnects, age
-        ));
+        let live = view.live.as_ref();
+        let owner = live.map_or("-", |l| l.owner.as_str());
+        let latency = live
+            .and_then(|l| l.latency_ms)
+            .map_or("-".to_owned(), |ms| format!("{ms:.0} ms"));
+        let last_event = live
+            .and_then(|l| l.last_event_at_ms)
+            .map_or("-".to_owned(), age);
+        table.push_str(&row([
+            &s.shard.to_string(),
+            &s.shard_count.to_string(),
+            owner,
+            &s.state,
+            &latency,
+            &sequence,
+            &last_event,
+            &s.reconnects.to_string(),
+            &age(s.updated_at_ms),
+        ]));
     }
     table
 }
@@ -387,11 +489,24 @@ mod tests {
             sequence: Some(42),
             updated_at_ms: 10_000,
         };
-        let table = status_table(
-            "gatehouse",
-            &[status(0, "active"), status(1, "resuming")],
-            15_000,
+        let live = crate::cluster::LiveShard {
+            shard: 1,
+            owner: "host-42-abcdef".into(),
+            latency_ms: Some(41.6),
+            sequence: Some(42),
+            last_event_at_ms: Some(13_000),
+            updated_at_ms: 14_000,
+        };
+        let older = crate::cluster::LiveShard {
+            owner: "gone-1-000000".into(),
+            updated_at_ms: 1_000,
+            ..live.clone()
+        };
+        let views = merge_views(
+            vec![status(1, "resuming"), status(0, "active")],
+            vec![older, live],
         );
+        let table = status_table("gatehouse", &views, 15_000);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3, "{table}");
         assert!(
@@ -399,6 +514,15 @@ mod tests {
             "{table}"
         );
         assert!(lines[2].contains("resuming"), "{table}");
+        assert!(
+            lines[2].contains("host-42-abcdef") && lines[2].contains("42 ms"),
+            "{table}"
+        );
+        assert!(lines[2].contains("2s ago"), "the last event's age: {table}");
+        let json = serde_json::to_value(&views).unwrap();
+        assert_eq!(json[1]["owner"], "host-42-abcdef");
+        assert_eq!(json[1]["state"], "resuming");
+        assert_eq!(json[0].get("owner"), None);
         assert!(status_table("p", &[], 0).contains("no shard status"));
     }
 }
