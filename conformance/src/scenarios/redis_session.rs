@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::profiles::Profile;
-use crate::scenario::{Context, Failure, Scenario, ScenarioFuture};
+use crate::scenario::{Context, Failure, Requirement, Scenario, ScenarioFuture};
 use crate::scenarios::{start_and_wait_ready, wait_caught_up};
 
 /// See the module docs.
@@ -20,6 +20,11 @@ impl Scenario for RedisSession {
 
     fn description(&self) -> String {
         "the resumable session (id, sequence) is kept in Redis under REDIS_KEY_PREFIX".into()
+    }
+
+    fn requirement(&self, profile: Profile) -> Option<Requirement> {
+        // Cordis and Retsu define no session store; Gatehouse keeps one in every profile.
+        Requirement::extension_for(profile, &[Profile::Cordis, Profile::Retsu])
     }
 
     fn budget(&self) -> Duration {
