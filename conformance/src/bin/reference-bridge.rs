@@ -520,6 +520,9 @@ impl ShardRunner {
             if self.config.has(Defect::NeverResume) {
                 session = None;
             }
+            if session.is_none() && slot.is_none() {
+                slot = Some(self.gate.reserve(self.shard));
+            }
             let base = match &session {
                 Some(s) if !self.config.has(Defect::ResumeOnCachedUrl) => s.resume_url.clone(),
                 _ => self.gateway_url.clone(),
@@ -551,9 +554,6 @@ impl ShardRunner {
                     return;
                 }
             }
-            if session.is_none() && slot.is_none() {
-                slot = Some(self.gate.reserve(self.shard));
-            }
         }
     }
 
@@ -568,6 +568,11 @@ impl ShardRunner {
         } else {
             "/?"
         };
+        // Wait for the identify slot before connecting: a connection must heartbeat from HELLO on.
+        if session.is_none() && !self.config.has(Defect::IdentifyBucketTogether) {
+            let at = slot.take().unwrap_or_else(Instant::now);
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        }
         let mut client =
             TestClient::connect_url(&format!("{base}{separator}{}", self.config.query))?;
         let hello = client.recv_op(10, Duration::from_secs(10))?;
@@ -577,10 +582,7 @@ impl ShardRunner {
         match session.as_ref() {
             Some(s) => client.resume(&self.config.token, &s.id, s.seq)?,
             None => {
-                let at = slot.take().unwrap_or_else(Instant::now);
-                if !self.config.has(Defect::IdentifyBucketTogether) {
-                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
-                }
+                slot.take();
                 client.identify(
                     &self.config.token,
                     [self.shard, self.config.shard_count],
