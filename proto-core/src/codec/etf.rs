@@ -550,7 +550,8 @@ pub(crate) mod tests {
     fn every_atom_tag_decodes_as_value_and_as_key() {
         // ATOM (100) and SMALL_ATOM (115) are what erlpack writes; ATOM_UTF8 (118) and
         // SMALL_ATOM_UTF8 (119) what OTP 20+ (and eetf) write. Each must work in both places.
-        let atoms: [(&str, fn(&str) -> Vec<u8>); 4] = [
+        type Encoder = fn(&str) -> Vec<u8>;
+        let atoms: [(&str, Encoder); 4] = [
             ("ATOM_EXT", |n| {
                 [
                     vec![100],
