@@ -1,5 +1,6 @@
 //! `redis-session`: once the client has caught up, the session it could resume from is in
-//! Redis, under `REDIS_KEY_PREFIX`: for every profile some key holds the session id; the
+//! Redis, under `REDIS_KEY_PREFIX`: for every profile some key holds the session id (an extension
+//! for Cordis and Retsu, which define no session store); the
 //! Spectacles profile keeps `<prefix><shard>session` / `<prefix><shard>seq`, twilight-dispatch
 //! `<prefix>gateway_sessions` (`{"<shard>":{"session_id":..,"sequence":..}}`) and
 //! `<prefix>gateway_shards`.
