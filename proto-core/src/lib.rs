@@ -36,7 +36,6 @@
 pub mod cluster;
 pub mod codec;
 pub mod command;
-pub mod config;
 pub mod identify;
 pub mod intents;
 pub mod profile;

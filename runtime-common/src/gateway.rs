@@ -11,7 +11,7 @@ use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
-use proto_core::config::{Config, ConfigError};
+use gatehouse_config::{Config, ConfigError};
 use proto_core::profile::{ProfileError, Router};
 use proto_core::shard::{Shard, ShardConfig, StopReason};
 use proto_core::sharding::ShardId;
@@ -86,17 +86,30 @@ pub async fn run_with_gateway<R: Runtime>(
         redis = %config.redis.url,
         "starting"
     );
-    let mut store = SessionStore::connect(&rt, &config.redis.url, &config.redis.key_prefix).await?;
-    let member = cluster_mode::member_name();
-    let shared = ClusterStore::new(
-        store.connection(),
-        proto_core::cluster::ClusterKeys::new(
-            &config.redis.key_prefix,
-            &proto_core::cluster::bot_id_from_token(config.discord.token.expose()),
-            config.cluster.name.as_deref().unwrap_or_default(),
-        ),
-        member,
-    );
+    let mut store = if config.redis.enabled {
+        Some(SessionStore::connect(&rt, &config.redis.url, &config.redis.key_prefix).await?)
+    } else {
+        tracing::warn!(
+            "no Redis (redis.enabled is off): sessions live in memory only, so a restart \
+             identifies every shard afresh and Discord's replay of the missed events is lost"
+        );
+        None
+    };
+    // The identify limits are shared with every process of the bot through Redis, when
+    // there is one (otherwise the local rule decides alone).
+    let shared = store.as_ref().map(|store| {
+        ClusterStore::new(
+            store.connection(),
+            proto_core::cluster::ClusterKeys::new(
+                &config.redis.key_prefix,
+                &proto_core::cluster::bot_id_from_token(config.discord.token.expose()),
+                config.cluster.name.as_deref().unwrap_or_default(),
+            ),
+            cluster_mode::member_name(),
+        )
+    });
+    // Cluster mode needs Redis (the configuration refuses it without).
+    let clustered = config.cluster.name.clone().filter(|_| shared.is_some());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let broker = broker::start(
@@ -109,7 +122,6 @@ pub async fn run_with_gateway<R: Runtime>(
         stop_rx.clone(),
     );
 
-    let clustered = config.cluster.name.clone();
     let inputs = ShardInputs::new(clustered.is_some());
     // In cluster mode each shard's session is loaded when its lease is held.
     let at_start: &[u32] = if clustered.is_some() {
@@ -118,9 +130,16 @@ pub async fn run_with_gateway<R: Runtime>(
         &cluster.owned
     };
     let mut sessions = HashMap::new();
+    if !config.discord.resume {
+        tracing::info!("discord.resume is off: every shard identifies afresh");
+    }
     for &number in at_start {
         let shard_id = ShardId::new(number, cluster.shard_count)
             .expect("Config::cluster only returns shards below the count");
+        let Some(store) = store.as_mut().filter(|_| config.discord.resume) else {
+            sessions.insert(number, None);
+            continue;
+        };
         let session = match store.load_session(shard_id).await {
             Ok(session) => session,
             Err(e) => {
@@ -142,17 +161,27 @@ pub async fn run_with_gateway<R: Runtime>(
         .filter(|(_, session)| session.is_none())
         .map(|(&number, _)| number)
         .collect();
+    let mut session_start_limit = bot.session_start_limit;
+    if let Some(concurrency) = config.discord.max_concurrency {
+        tracing::info!(
+            configured = concurrency,
+            discord = session_start_limit.max_concurrency,
+            "identify concurrency set by the configuration"
+        );
+        session_start_limit.max_concurrency = concurrency;
+    }
     let identify = identify::start(
         &rt,
-        bot.session_start_limit,
+        session_start_limit,
         inputs.clone(),
         identifying_at_start,
         shared.clone(),
     );
 
-    let writer = store
-        .clone()
-        .start_writer(&rt, config.profile.kind, cluster.shard_count);
+    let writer = match store.clone() {
+        Some(store) => store.start_writer(&rt, config.profile.kind, cluster.shard_count),
+        None => crate::session_store::StoreWriter::discarding(),
+    };
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u32, Option<StopReason>)>();
     let seed_base = config
         .discord
@@ -170,12 +199,13 @@ pub async fn run_with_gateway<R: Runtime>(
         inputs: inputs.clone(),
         done: done_tx,
         seed_base,
-        store: store.clone(),
+        store,
+        resume: config.discord.resume,
     };
 
     crate::commands::start(&rt, broker.clone(), router, inputs.clone(), stop_rx.clone());
 
-    if let Some(name) = clustered {
+    if let (Some(name), Some(shared)) = (clustered, shared) {
         let settings = cluster_mode::Settings {
             name,
             prefix: config.redis.key_prefix.clone(),
@@ -279,7 +309,10 @@ struct Launcher<R: Runtime> {
     inputs: ShardInputs,
     done: mpsc::UnboundedSender<(u32, Option<StopReason>)>,
     seed_base: u64,
-    store: SessionStore,
+    /// Where sessions are loaded from (none without Redis).
+    store: Option<SessionStore>,
+    /// Whether stored sessions are resumed (`discord.resume`).
+    resume: bool,
 }
 
 impl<R: Runtime> Launcher<R> {
@@ -326,13 +359,13 @@ impl<R: Runtime> Launcher<R> {
 
 impl<R: Runtime> ShardHost for Launcher<R> {
     async fn start(&self, number: u32) -> futures_util::future::AbortHandle {
-        let mut store = self.store.clone();
-        let session = match ShardId::new(number, self.shard_count) {
-            Some(id) => store.load_session(id).await.unwrap_or_else(|e| {
+        let store = self.store.clone().filter(|_| self.resume);
+        let session = match (store, ShardId::new(number, self.shard_count)) {
+            (Some(mut store), Some(id)) => store.load_session(id).await.unwrap_or_else(|e| {
                 tracing::warn!(shard = number, error = %e, "cannot load the session; identifying");
                 None
             }),
-            None => None,
+            _ => None,
         };
         if let Some(s) = &session {
             tracing::info!(
@@ -379,5 +412,7 @@ fn shard_config(
     shard_config.command_queue_capacity = config.limits.command_queue_capacity;
     shard_config.session = session;
     shard_config.max_unconfirmed = config.limits.max_unconfirmed_publishes;
+    shard_config.api_version = config.discord.api_version;
+    shard_config.hello_timeout = config.discord.hello_timeout;
     shard_config
 }

@@ -53,13 +53,14 @@ impl IdentifyClient {
 /// `identifying_at_start` are the shards that will ask to IDENTIFY right away (those without a
 /// stored session); no grant goes out before all of them asked, so that buckets start in
 /// order.
-/// Bucket claims go to `store` (shared with every process of the bot).
+/// Bucket claims go to `store` (shared with every process of the bot); without one, the
+/// local rule decides alone.
 pub(crate) fn start<R: Runtime>(
     rt: &R,
     limits: SessionStartLimit,
     shards: ShardInputs,
     identifying_at_start: BTreeSet<u32>,
-    store: ClusterStore,
+    store: Option<ClusterStore>,
 ) -> IdentifyClient {
     let (tx, rx) = mpsc::unbounded_channel();
     rt.spawn(coordinate(
@@ -79,11 +80,14 @@ async fn coordinate<R: Runtime>(
     shards: ShardInputs,
     mut initial: BTreeSet<u32>,
     mut requests: mpsc::UnboundedReceiver<Message>,
-    mut store: ClusterStore,
+    mut store: Option<ClusterStore>,
 ) {
-    let mut scheduler = SharedIdentify::new(limits, Instant::now());
+    let mut scheduler = match store {
+        Some(_) => SharedIdentify::new(limits, Instant::now()),
+        None => SharedIdentify::local(limits, Instant::now()),
+    };
     let barrier_until = Instant::now() + STARTUP_BARRIER;
-    let mut was_fallback = false;
+    let mut was_fallback = scheduler.is_fallback();
     loop {
         // Buckets must start in shard order, but the shards' first requests arrive in the
         // order their sockets happened to open: hold every grant until each shard expected to
@@ -96,7 +100,10 @@ async fn coordinate<R: Runtime>(
             let shard = match step {
                 IdentifyStep::Grant(shard) => Some(shard),
                 IdentifyStep::Claim(claim) => {
-                    let reply = store.claim_identify(&rt, &claim, &limits).await;
+                    let reply = match &mut store {
+                        Some(store) => store.claim_identify(&rt, &claim, &limits).await,
+                        None => proto_core::cluster::ClaimReply::Unavailable,
+                    };
                     tracing::debug!(shard = claim.shard, ?reply, "identify claim answered");
                     scheduler.handle_reply(Instant::now(), claim, reply)
                 }

@@ -79,8 +79,9 @@ pub struct SharedIdentify {
     exhausted_until: Option<Instant>,
     /// Grants made through the store, so that the fallback does not reuse them.
     granted: u32,
-    /// The local rule while the store is unavailable, and until when.
-    fallback: Option<(IdentifyScheduler, Instant)>,
+    /// The local rule while the store is unavailable, and until when (`None`: always, for a
+    /// process without a store).
+    fallback: Option<(IdentifyScheduler, Option<Instant>)>,
     now: Instant,
 }
 
@@ -99,6 +100,13 @@ impl SharedIdentify {
             fallback: None,
             now,
         }
+    }
+
+    /// The rule of a process without a store: the local scheduler alone, for good.
+    pub fn local(limit: SessionStartLimit, now: Instant) -> Self {
+        let mut rule = Self::new(limit, now);
+        rule.fallback = Some((IdentifyScheduler::new(limit, now), None));
+        rule
     }
 
     /// Shard `shard` asks to IDENTIFY.
@@ -198,7 +206,8 @@ impl SharedIdentify {
     pub fn poll_timeout(&self) -> Option<Instant> {
         if let Some((local, until)) = &self.fallback {
             let local_next = local.poll_timeout()?;
-            return Some(local_next.min(*until).max(self.now));
+            let next = until.map_or(local_next, |until| local_next.min(until));
+            return Some(next.max(self.now));
         }
         if self.in_flight.is_some() || self.waiting.is_empty() {
             return None;
@@ -226,7 +235,7 @@ impl SharedIdentify {
         };
         self.fallback = Some((
             IdentifyScheduler::restore(&snapshot, now),
-            now + FALLBACK_PERIOD,
+            Some(now + FALLBACK_PERIOD),
         ));
     }
 
@@ -234,7 +243,7 @@ impl SharedIdentify {
         let Some((local, until)) = &self.fallback else {
             return;
         };
-        if now < *until {
+        if until.is_none_or(|until| now < until) {
             return;
         }
         let snapshot = local.snapshot(now);
@@ -346,6 +355,19 @@ mod tests {
         assert_eq!(c.shard, 0);
         assert!(!s.is_fallback());
         assert!(!s.release(later, 0));
+    }
+
+    #[test]
+    fn without_a_store_the_local_rule_decides_for_good() {
+        let t0 = crate::tests::epoch();
+        let mut s = SharedIdentify::local(limit(10, 1), t0);
+        s.request(t0, 0);
+        s.request(t0, 1);
+        assert_eq!(s.poll_step(t0), Some(IdentifyStep::Grant(0)));
+        assert_eq!(s.poll_timeout(), Some(t0 + BUCKET_PERIOD));
+        let later = t0 + FALLBACK_PERIOD * 10;
+        assert_eq!(s.poll_step(later), Some(IdentifyStep::Grant(1)));
+        assert!(s.is_fallback());
     }
 
     #[test]
