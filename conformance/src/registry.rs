@@ -46,6 +46,7 @@ pub fn all() -> Vec<Arc<dyn Scenario>> {
         list.push(Arc::new(case));
     }
     list.extend(fault_scenarios());
+    list.extend(cluster_scenarios());
     debug_assert!(unique_names(&list), "scenario names must be unique");
     list
 }
@@ -65,6 +66,21 @@ fn fault_scenarios() -> Vec<Arc<dyn Scenario>> {
     list.push(Arc::new(fault_gateway::GatewayFault { zombie: true }));
     list.push(Arc::new(fault_commands::CommandFlood));
     list
+}
+
+/// The `cluster-*` scenarios (issue 10): several processes of one cluster on one mock gateway.
+fn cluster_scenarios() -> Vec<Arc<dyn Scenario>> {
+    use cluster::{Case, Cluster};
+    [
+        Case::Start(1),
+        Case::Start(2),
+        Case::Overlap,
+        Case::Kill,
+        Case::Rolling,
+    ]
+    .into_iter()
+    .map(|case| Arc::new(Cluster(case)) as Arc<dyn Scenario>)
+    .collect()
 }
 
 fn unique_names(list: &[Arc<dyn Scenario>]) -> bool {

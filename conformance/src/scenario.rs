@@ -295,6 +295,8 @@ pub struct Context {
     started_at: Option<Instant>,
     starts: u32,
     job_slot: Option<OwnedSemaphorePermit>,
+    /// Shell text run before the command (`cluster-*`: each process's own variables).
+    command_prefix: String,
 }
 
 /// How many lines of the implementation's log a failure message quotes.
@@ -333,7 +335,23 @@ impl Context {
             started_at: None,
             starts: 0,
             job_slot: Some(job_slot),
+            command_prefix: String::new(),
         }
+    }
+
+    /// Shell text run before the command of the context's implementation from its next start
+    /// on, for example `export GATEHOUSE_CLUSTER=c; unset SHARD_IDS;` (`cluster-*`).
+    pub fn set_command_prefix(&mut self, prefix: impl Into<String>) {
+        self.command_prefix = prefix.into();
+    }
+
+    /// Starts one more process of the implementation beside the context's own (several
+    /// processes of one cluster), with `prefix` run before its command and its output in
+    /// `<log>.<label>.log`. The caller stops it; dropping it kills it.
+    pub fn start_member(&self, label: &str, prefix: &str) -> Result<ImplProcess, Failure> {
+        let log_path = self.log_path.with_extension(format!("{label}.log"));
+        ImplProcess::start(&format!("{prefix} {}", self.command), &self.env, &log_path)
+            .map_err(|e| Failure::error(format!("cannot start `sh -c {:?}`: {e}", self.command)))
     }
 
     /// Starts the implementation, unless it is already running.
@@ -347,7 +365,8 @@ impl Context {
         } else {
             self.log_path.with_extension(format!("{}.log", self.starts))
         };
-        let process = ImplProcess::start(&self.command, &self.env, &log_path)
+        let command = format!("{}{}", self.command_prefix, self.command);
+        let process = ImplProcess::start(&command, &self.env, &log_path)
             .map_err(|e| Failure::error(format!("cannot start `sh -c {:?}`: {e}", self.command)))?;
         self.current_log = log_path;
         self.process = Some(process);

@@ -3,6 +3,7 @@
 
 pub mod bad_commands;
 pub mod close_codes;
+pub mod cluster;
 pub mod commands;
 pub mod fault;
 pub mod fault_broker;

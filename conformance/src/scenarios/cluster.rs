@@ -1,0 +1,313 @@
+//! `cluster-*`: three real Gatehouse processes of one cluster (`GATEHOUSE_CLUSTER`, leases of
+//! 3 s) on one mock gateway, sharing six shards through Redis.
+//!
+//! - `cluster-start-mc1` / `cluster-start-mc2`: the three start together with
+//!   `max_concurrency` 1 or 2. The mock records every IDENTIFY of every connection, whichever
+//!   process sent it: no bucket may identify twice within 5 s, and every shard becomes READY.
+//! - `cluster-overlap`: explicit, overlapping shard ids (`0-3`, `2-5`, `0-5`): every shard runs,
+//!   never with two live sessions at once.
+//! - `cluster-sigkill`: one of the three is SIGKILLed under load: its shards are taken over and
+//!   RESUMED, 0 events missing.
+//! - `cluster-rolling-restart`: each process in turn gets SIGTERM (it hands its shards over)
+//!   and is started again, under load: every hand-over RESUMEs, 0 events missing.
+//!
+//! Every case checks, from the mock's recording, that no shard ever had two live sessions at
+//! once and that no identify rule was broken. Load and counting are the fault scenarios'
+//! (`fault`); durations follow its scale (`CONFORMANCE_FAULT_SCALE`).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::gateway::{self, IdentifyOutcome, Recording, ResumeOutcome, ViolationKind};
+use crate::process::ImplProcess;
+use crate::profiles::Profile;
+use crate::scenario::{Context, Failure, Requirement, Scenario, ScenarioFuture, Setup};
+use crate::scenarios::fault::{self, FaultRun, scaled};
+
+/// The processes of the cluster.
+const MEMBERS: usize = 3;
+/// The bot's shards.
+const SHARDS: u32 = 6;
+/// The lease time the processes are started with.
+const LEASE_MS: u64 = 3_000;
+/// Load before and after each fault at full scale.
+const LEAD: Duration = Duration::from_secs(10);
+/// How long the shards of a stopped or killed process may take to run elsewhere again.
+const TAKEOVER: Duration = Duration::from_secs(40);
+
+/// Which cluster case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Case {
+    /// Start together with this `max_concurrency`.
+    Start(u32),
+    /// Explicit, overlapping shard ids.
+    Overlap,
+    /// One process SIGKILLed under load.
+    Kill,
+    /// Every process restarted in turn under load.
+    Rolling,
+}
+
+/// See the module docs.
+pub struct Cluster(pub Case);
+
+impl Scenario for Cluster {
+    fn name(&self) -> String {
+        match self.0 {
+            Case::Start(n) => format!("cluster-start-mc{n}"),
+            Case::Overlap => "cluster-overlap".into(),
+            Case::Kill => "cluster-sigkill".into(),
+            Case::Rolling => "cluster-rolling-restart".into(),
+        }
+    }
+
+    fn description(&self) -> String {
+        match self.0 {
+            Case::Start(n) => format!(
+                "three processes of one cluster start together, max_concurrency {n}: no identify violation"
+            ),
+            Case::Overlap => {
+                "three processes with overlapping shard ids: never two live sessions of one shard".into()
+            }
+            Case::Kill => {
+                "one of three processes SIGKILLed under load: shards taken over and resumed, 0 missing".into()
+            }
+            Case::Rolling => "rolling restart of three processes under load: 0 missing".into(),
+        }
+    }
+
+    fn requirement(&self, profile: Profile) -> Option<Requirement> {
+        // Cluster mode is Gatehouse's own; it is the same under every profile.
+        (profile == Profile::Gatehouse).then_some(Requirement::Required)
+    }
+
+    fn setup(&self, _profile: Profile) -> Setup {
+        let concurrency = match self.0 {
+            Case::Start(n) => n,
+            _ => SHARDS,
+        };
+        Setup::default()
+            .with_shards(SHARDS)
+            .with_max_concurrency(concurrency)
+    }
+
+    fn budget(&self) -> Duration {
+        match self.0 {
+            Case::Start(_) | Case::Overlap => Duration::from_secs(150),
+            Case::Kill => fault::budget(Duration::from_secs(200), LEAD * 2),
+            Case::Rolling => fault::budget(Duration::from_secs(420), LEAD * 4),
+        }
+    }
+
+    fn run<'a>(&'a self, ctx: &'a mut Context) -> ScenarioFuture<'a> {
+        Box::pin(run(ctx, self.0))
+    }
+}
+
+/// The shell text that makes member `index` a process of the cluster.
+fn member_prefix(case: Case, index: usize) -> String {
+    let shards = match (case, index) {
+        (Case::Overlap, 0) => "export SHARD_IDS=0-3;",
+        (Case::Overlap, 1) => "export SHARD_IDS=2-5;",
+        (Case::Overlap, _) => "export SHARD_IDS=0-5;",
+        _ => "unset SHARD_IDS;",
+    };
+    format!("export GATEHOUSE_CLUSTER=conformance GATEHOUSE_CLUSTER_LEASE_MS={LEASE_MS}; {shards} ")
+}
+
+/// The members besides the context's own implementation (member 0).
+struct Others {
+    processes: Vec<Option<ImplProcess>>,
+    starts: usize,
+}
+
+impl Others {
+    fn start(&mut self, ctx: &Context, case: Case, index: usize) -> Result<(), Failure> {
+        self.starts += 1;
+        let label = format!("member{index}.{}", self.starts);
+        self.processes[index - 1] = Some(ctx.start_member(&label, &member_prefix(case, index))?);
+        Ok(())
+    }
+
+    fn exited(&mut self) -> Option<String> {
+        self.processes.iter_mut().enumerate().find_map(|(i, p)| {
+            let status = p.as_mut()?.exit_status()?;
+            Some(format!(
+                "member {} exited ({status}) before it was stopped: {}",
+                i + 1,
+                p.as_ref().map(|p| p.log_tail(8)).unwrap_or_default()
+            ))
+        })
+    }
+
+    async fn stop_all(&mut self) {
+        for process in self.processes.iter_mut().flatten() {
+            process.stop(crate::contract::STOP_GRACE).await;
+        }
+    }
+}
+
+async fn run(ctx: &mut Context, case: Case) -> Result<(), Failure> {
+    let started = Instant::now();
+    let mut others = Others {
+        processes: (1..MEMBERS).map(|_| None).collect(),
+        starts: 0,
+    };
+    let result = scenario(ctx, case, &mut others).await;
+    let exited = others.exited();
+    others.stop_all().await;
+    let mut problems: Vec<String> = result.err().map(|f| f.message).into_iter().collect();
+    problems.extend(exited);
+    let recording = ctx.gateway.recorder().snapshot();
+    problems.extend(identify_violations(&recording));
+    problems.extend(double_sessions(&recording, started));
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::fail(problems.join("; ")))
+    }
+}
+
+async fn scenario(ctx: &mut Context, case: Case, others: &mut Others) -> Result<(), Failure> {
+    let load = matches!(case, Case::Kill | Case::Rolling);
+    let worker_url = ctx.env.amqp_url.clone();
+    let counter = if load {
+        Some(FaultRun::workers(ctx, &worker_url).await?)
+    } else {
+        None
+    };
+    let rss = FaultRun::sampler(ctx);
+    ctx.set_command_prefix(member_prefix(case, 0));
+    ctx.start_implementation()?;
+    for index in 1..MEMBERS {
+        others.start(ctx, case, index)?;
+    }
+    let rounds = SHARDS.div_ceil(ctx.gateway.config().max_concurrency.max(1));
+    let startup = crate::contract::STARTUP_BUDGET + ctx.gateway.config().identify_window * rounds;
+    every_shard_live(ctx, "the cluster started", startup).await?;
+    let Some(counter) = counter else {
+        // Let the cluster settle (placement, hand-overs) and look again.
+        ctx.observe(Duration::from_secs(5)).await?;
+        return every_shard_live(ctx, "the cluster settled", startup).await;
+    };
+    let mut run = FaultRun::with(ctx, counter, rss);
+    let ready_at = Instant::now();
+    run.note(ctx.observe(scaled(LEAD)).await);
+    match case {
+        Case::Kill => {
+            if let Some(mut victim) = others.processes[MEMBERS - 2].take() {
+                victim.kill().await;
+            }
+            run.note(every_shard_live(ctx, "a member was SIGKILLed", TAKEOVER).await);
+            run.note(ctx.observe(scaled(LEAD)).await);
+        }
+        Case::Rolling => {
+            for index in 0..MEMBERS {
+                if index == 0 {
+                    run.note(ctx.terminate_implementation().await);
+                } else if let Some(mut process) = others.processes[index - 1].take() {
+                    process.stop(crate::contract::STOP_GRACE).await;
+                }
+                let why = format!("member {index} was stopped");
+                run.note(every_shard_live(ctx, &why, TAKEOVER).await);
+                if index == 0 {
+                    run.note(ctx.start_implementation());
+                } else {
+                    run.note(others.start(ctx, case, index));
+                }
+                // The new process takes its share back (hand-overs) before the next stop.
+                run.note(ctx.observe(scaled(LEAD)).await);
+                let why = format!("member {index} was started again");
+                run.note(every_shard_live(ctx, &why, TAKEOVER).await);
+            }
+        }
+        Case::Start(_) | Case::Overlap => {}
+    }
+    let identified = ctx.gateway.recorder().read(|r| {
+        r.identifies
+            .iter()
+            .filter(|i| i.at > ready_at)
+            .filter_map(|i| i.shard.map(|s| s[0]))
+            .collect::<Vec<_>>()
+    });
+    if !identified.is_empty() {
+        run.problem(format!(
+            "shards {identified:?} identified afresh after the cluster was up instead of resuming: Discord's replay of the missed events is lost"
+        ));
+    }
+    if let Some(exited) = others.exited() {
+        run.problem(exited);
+    }
+    run.finish(ctx).await.map(drop)
+}
+
+/// Waits until every shard has a live session.
+async fn every_shard_live(ctx: &mut Context, why: &str, timeout: Duration) -> Result<(), Failure> {
+    let shards: Vec<u32> = (0..SHARDS).collect();
+    let recorder = ctx.gateway.recorder();
+    ctx.wait_for(
+        &format!("a live session of every shard after {why}"),
+        timeout,
+        |_| recorder.read(|r| gateway::live_sessions(r, &shards)),
+    )
+    .await
+    .map(drop)
+}
+
+/// IDENTIFYs that broke Discord's limits, whichever processes sent them.
+fn identify_violations(rec: &Recording) -> Vec<String> {
+    gateway::counted(
+        rec.violations
+            .iter()
+            .filter(|v| {
+                matches!(
+                    v.kind,
+                    ViolationKind::IdentifyBucket { .. }
+                        | ViolationKind::SessionStartLimitExhausted
+                )
+            })
+            .map(gateway::describe),
+    )
+}
+
+/// Shards that had two live sessions at once: a session lives from its successful IDENTIFY or
+/// RESUME until its connection closed.
+fn double_sessions(rec: &Recording, since: Instant) -> Vec<String> {
+    let mut started: BTreeMap<u64, Instant> = BTreeMap::new();
+    for identify in &rec.identifies {
+        if matches!(identify.outcome, IdentifyOutcome::Ready { .. }) {
+            started.entry(identify.connection.0).or_insert(identify.at);
+        }
+    }
+    for resume in &rec.resumes {
+        if matches!(resume.outcome, ResumeOutcome::Resumed { .. }) {
+            started.entry(resume.connection.0).or_insert(resume.at);
+        }
+    }
+    let mut per_shard: BTreeMap<u32, Vec<(Instant, Option<Instant>)>> = BTreeMap::new();
+    for connection in &rec.connections {
+        let (Some(shard), Some(&from)) = (connection.shard, started.get(&connection.id.0)) else {
+            continue;
+        };
+        if from < since {
+            continue;
+        }
+        let until = connection.close.as_ref().map(|c| c.at);
+        per_shard.entry(shard[0]).or_default().push((from, until));
+    }
+    let mut problems = Vec::new();
+    for (shard, mut sessions) in per_shard {
+        sessions.sort_by_key(|s| s.0);
+        for pair in sessions.windows(2) {
+            let (earlier, later) = (pair[0], pair[1]);
+            if earlier.1.is_none_or(|end| end > later.0) {
+                problems.push(format!(
+                    "shard {shard} had two live sessions at once (a second one started {} after the first while it was still open)",
+                    crate::scenarios::ms(later.0 - earlier.0)
+                ));
+                break;
+            }
+        }
+    }
+    problems
+}
