@@ -111,12 +111,14 @@ impl Load {
                 let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / load_rate()));
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut n: u64 = 0;
+                // The bot's shards: at least the loaded ones (guild ids route to them).
+                let count = shards.iter().max().map_or(1, |max| max + 1);
                 while !stop.load(Ordering::SeqCst) {
                     tick.tick().await;
                     n += 1;
                     for &shard in &shards {
                         let marker = format!("{prefix}{shard}:{n}");
-                        let d = load_d(shard, n, &marker);
+                        let d = load_d(shard, count, n, &marker);
                         match control.shard(shard).inject_dispatch(LOAD_EVENT, d) {
                             Ok(_) => sent.lock().expect("load lock").push(marker),
                             Err(_) => {
@@ -150,8 +152,8 @@ impl Load {
     }
 }
 
-fn load_d(shard: u32, n: u64, marker: &str) -> Vec<u8> {
-    let guild = guild_on_shard(shard, SHARDS);
+fn load_d(shard: u32, shard_count: u32, n: u64, marker: &str) -> Vec<u8> {
+    let guild = guild_on_shard(shard, shard_count.max(SHARDS));
     format!(
         r#"{{"id":"{id}","channel_id":"{channel}","guild_id":"{guild}","author":{{"id":"80351110224678912","username":"load","discriminator":"0"}},"content":"fault load {n}","nonce":"{marker}","tts":false,"mentions":[],"attachments":[],"embeds":[]}}"#,
         id = 1_100_000_000_000_000_000u64 + n * 2 + u64::from(shard),
