@@ -8,12 +8,13 @@
 #    conformance suite's optional testcontainers path compiles;
 # 3. runs the workspace's tests (core, mock gateway, runtimes end to end, suite self-tests);
 # 4. runs the conformance suite against both binaries, `gatehouse` (tokio) and
-#    `gatehouse-async-std`, for every profile (the `fault-*` scenarios apart);
-# 5. runs the `fault-*` scenarios (issue 9, RELIABILITY.md) shortened to a quarter of their
-#    durations (CONFORMANCE_FAULT_SCALE, default 0.25 here; 1 is the full length): the native
-#    profile with both binaries, and spectacles (msgpack, one queue per event) with `gatehouse`.
+#    `gatehouse-async-std`, for every profile (the `fault-*` and `cluster-*` scenarios apart);
+# 5. runs the `fault-*` scenarios (issue 9, RELIABILITY.md) and the `cluster-*` ones (issue 10,
+#    README "Cluster mode") shortened to a quarter of their durations
+#    (CONFORMANCE_FAULT_SCALE, default 0.25 here; 1 is the full length): the native profile
+#    with both binaries, and spectacles (msgpack, one queue per event) with `gatehouse`.
 #    The full versions: `CONFORMANCE_FAULT_SCALE=1 target/debug/conformance run --impl
-#    target/debug/gatehouse --scenario 'fault-*'`.
+#    target/debug/gatehouse --scenario 'fault-*' --scenario 'cluster-*'`.
 # Set GATEHOUSE_TEST_QUICK=1 to skip steps 2, 4 and 5.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,7 +61,7 @@ if [ -z "$quick" ]; then
       # Every scenario of the profile but the fault scenarios (step 5).
       selection=()
       while read -r name _; do
-        case "$name" in fault-*) ;; *) selection+=(--scenario "$name") ;; esac
+        case "$name" in fault-* | cluster-*) ;; *) selection+=(--scenario "$name") ;; esac
       done < <(target/debug/conformance list --profile "$profile")
       if target/debug/conformance run --impl "$PWD/target/debug/$bin" --profile "$profile" \
           --jobs 3 --report "$reports/$bin-$profile.xml" "${selection[@]}"; then
@@ -75,9 +76,13 @@ if [ -z "$quick" ]; then
     bin=${run%%:*} profile=${run#*:}
     step "fault scenarios: $bin, profile $profile, scale $CONFORMANCE_FAULT_SCALE"
     rm -f "$reports/faults-$bin-$profile.jsonl"
+    # Cluster mode is the same under every profile: its scenarios run with the native one.
+    cluster=()
+    [ "$profile" = gatehouse ] && cluster=(--scenario 'cluster-*')
     if CONFORMANCE_FAULT_FIGURES="$reports/faults-$bin-$profile.jsonl" \
         target/debug/conformance run --impl "$PWD/target/debug/$bin" --profile "$profile" \
-          --jobs 3 --scenario 'fault-*' --report "$reports/faults-$bin-$profile.xml"; then
+          --jobs 3 --scenario 'fault-*' "${cluster[@]}" \
+          --report "$reports/faults-$bin-$profile.xml"; then
       passed=$((passed + 1))
     else
       failed=$((failed + 1))
