@@ -204,6 +204,18 @@ pub struct MessageProperties {
     pub headers: Vec<(&'static str, FieldValue)>,
 }
 
+impl MessageProperties {
+    /// Persistent (delivery mode 2) and nothing else: what an event gets in a profile whose
+    /// contract sets no properties (a confirmed event in a durable queue survives a broker
+    /// restart).
+    pub fn persistent() -> Self {
+        Self {
+            persistent: true,
+            ..Self::default()
+        }
+    }
+}
+
 /// One message to publish.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Publication {

@@ -4,7 +4,8 @@
 //! Events: exchange `gateway` (configurable), topic, durable. Routing key = event name. Body =
 //! `{"op":0,"t":"<event>","d":<d>}`, assembled from the original bytes of `t` and `d` (no `s`;
 //! the original's optional `old` field needs a cache and is not produced; `d` is never
-//! re-serialised). No properties, like the original. With `default_queue` (`DEFAULT_QUEUE=true`)
+//! re-serialised). No properties but persistence (delivery mode 2; the original published
+//! transient messages, which a broker restart drops). With `default_queue` (`DEFAULT_QUEUE=true`)
 //! also the durable queue `gateway.recv` bound with `#`.
 //!
 //! Commands: the durable queue `gateway.send` (workers publish to it through the default
@@ -92,7 +93,7 @@ impl TwilightDispatch {
             exchange: self.exchange.clone(),
             routing_key: event.to_owned(),
             body: Bytes::from(body),
-            properties: MessageProperties::default(),
+            properties: MessageProperties::persistent(),
         }
     }
 
