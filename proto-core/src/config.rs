@@ -107,6 +107,13 @@ pub struct Limits {
     pub max_payload: usize,
     /// Largest WebSocket message accepted, in bytes (a real GUILD_CREATE is about 2.8 MB).
     pub max_message: usize,
+    // --- The publish path (issue 9) ---
+    /// Stop reading while this many bytes of publications are unconfirmed in the process
+    /// (each shard of the process gets an equal share).
+    pub max_unconfirmed_bytes: usize,
+    /// A publication not confirmed within this many seconds fails the broker link (it is
+    /// closed and everything unconfirmed is published again on the next one).
+    pub confirm_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -116,6 +123,8 @@ impl Default for Limits {
             command_queue_capacity: 64,
             max_payload: 64 << 20,
             max_message: 64 << 20,
+            max_unconfirmed_bytes: 256 << 20,
+            confirm_timeout_secs: 30,
         }
     }
 }
@@ -384,6 +393,16 @@ pub const ENV_VARS: &[EnvVar] = &[
     EnvVar {
         names: &["GATEHOUSE_MAX_UNCONFIRMED"],
         path: &["limits", "max_unconfirmed_publishes"],
+        kind: EnvKind::Integer,
+    },
+    EnvVar {
+        names: &["GATEHOUSE_MAX_UNCONFIRMED_BYTES"],
+        path: &["limits", "max_unconfirmed_bytes"],
+        kind: EnvKind::Integer,
+    },
+    EnvVar {
+        names: &["GATEHOUSE_CONFIRM_TIMEOUT_SECS"],
+        path: &["limits", "confirm_timeout_secs"],
         kind: EnvKind::Integer,
     },
 ];
@@ -772,6 +791,8 @@ mod raw {
         command_queue_capacity: Option<usize>,
         max_payload: Option<usize>,
         max_message: Option<usize>,
+        max_unconfirmed_bytes: Option<usize>,
+        confirm_timeout_secs: Option<u64>,
     }
 
     #[derive(serde::Deserialize, Default)]
@@ -969,7 +990,22 @@ mod raw {
                     .unwrap_or(defaults.command_queue_capacity),
                 max_payload: self.max_payload.unwrap_or(defaults.max_payload),
                 max_message: self.max_message.unwrap_or(defaults.max_message),
+                max_unconfirmed_bytes: self
+                    .max_unconfirmed_bytes
+                    .unwrap_or(defaults.max_unconfirmed_bytes),
+                confirm_timeout_secs: self
+                    .confirm_timeout_secs
+                    .unwrap_or(defaults.confirm_timeout_secs),
             };
+            if limits.max_unconfirmed_bytes < 1 << 20 {
+                return Err(invalid(
+                    "limits.max_unconfirmed_bytes",
+                    "must be at least 1 MiB",
+                ));
+            }
+            if limits.confirm_timeout_secs == 0 {
+                return Err(invalid("limits.confirm_timeout_secs", "must be at least 1"));
+            }
             if limits.max_unconfirmed_publishes == 0 {
                 return Err(invalid(
                     "limits.max_unconfirmed_publishes",
@@ -1291,6 +1327,21 @@ mod tests {
     }
 
     #[test]
+    fn publish_path_limits_come_from_the_file_or_the_environment() {
+        let text = "[limits]\nmax_unconfirmed_bytes = 8388608\nconfirm_timeout_secs = 5";
+        let config = Config::load(text, env(&[])).unwrap();
+        assert_eq!(config.limits.max_unconfirmed_bytes, 8 << 20);
+        assert_eq!(config.limits.confirm_timeout_secs, 5);
+        let vars = [
+            ("GATEHOUSE_MAX_UNCONFIRMED_BYTES", "16777216"),
+            ("GATEHOUSE_CONFIRM_TIMEOUT_SECS", "7"),
+        ];
+        let config = Config::load("", env(&vars)).unwrap();
+        assert_eq!(config.limits.max_unconfirmed_bytes, 16 << 20);
+        assert_eq!(config.limits.confirm_timeout_secs, 7);
+    }
+
+    #[test]
     fn validation_errors_are_messages_not_panics() {
         type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
         let cases: &[Case<'_>] = &[
@@ -1312,6 +1363,16 @@ mod tests {
             ("", &[("AMQP_URL", "http://x")], "amqp://"),
             ("[metrics]\naddress = \"nowhere\"", &[], "metrics.address"),
             ("[limits]\nmax_unconfirmed_publishes = 0", &[], "at least 1"),
+            (
+                "[limits]\nmax_unconfirmed_bytes = 1000",
+                &[],
+                "at least 1 MiB",
+            ),
+            (
+                "",
+                &[("GATEHOUSE_CONFIRM_TIMEOUT_SECS", "0")],
+                "confirm_timeout_secs",
+            ),
             ("discord = 3", &[("DISCORD_TOKEN", "t")], "not a table"),
         ];
         for (text, vars, needle) in cases {

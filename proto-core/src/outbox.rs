@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::profile::Publication;
+pub use crate::profile::Unroutable;
 use crate::shard::PublishId;
 
 /// The default of [`OutboxConfig::confirm_timeout`].
@@ -37,18 +38,6 @@ const RETRY_BASE: Duration = Duration::from_millis(250);
 
 /// The longest wait before a nacked (or held) publication is sent again.
 const RETRY_MAX: Duration = Duration::from_secs(30);
-
-/// What a publication the broker returned as unroutable (mandatory, no binding) becomes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unroutable {
-    /// Confirmed (the sequence moves on), and reported ([`OutboxEvent::Unroutable`]): for
-    /// profiles whose workers bind only the events they want, so that unwanted events are
-    /// expected to be unroutable.
-    Confirm,
-    /// Reported and sent again after a back-off, like a nack, until a queue takes it: for
-    /// profiles that declare a queue for every event themselves.
-    Hold,
-}
 
 /// Settings of an [`Outbox`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

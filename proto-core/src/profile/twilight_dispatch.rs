@@ -46,6 +46,11 @@ impl TwilightDispatch {
         }
     }
 
+    /// Whether every event has a queue the gateway declared (`gateway.recv`, bound with `#`).
+    pub(crate) fn declares_catch_all_queue(&self) -> bool {
+        self.default_queue
+    }
+
     pub(crate) fn topology(&self) -> Topology {
         let queue = |name: &str, consume_commands: bool| QueueDecl {
             name: name.to_owned(),
