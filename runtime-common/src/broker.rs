@@ -124,11 +124,8 @@ impl Link {
         &self,
         publication: &Publication,
     ) -> lapin::Result<PublisherConfirm> {
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..BasicPublishOptions::default()
-        };
-        self.publish_with(publication, options).await
+        self.publish_with(publication, event_publish_options())
+            .await
     }
 
     async fn publish_with(
@@ -156,6 +153,15 @@ impl Link {
             Ok(_) => Err("the broker refused the message (nack)".into()),
             Err(e) => Err(e.to_string()),
         }
+    }
+}
+
+/// How events are published: mandatory, so that an event no queue is bound for comes back
+/// (`basic.return`) instead of being confirmed silently.
+pub(crate) fn event_publish_options() -> BasicPublishOptions {
+    BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
     }
 }
 

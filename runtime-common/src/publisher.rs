@@ -223,4 +223,94 @@ mod tests {
         );
         assert_eq!(classify(&Confirmation::Nack(None)), Confirm::Nack);
     }
+
+    /// Against the real RabbitMQ (127.0.0.1:5672, a uniquely named exchange, deleted after):
+    /// an event published the way the publisher does, with no queue bound, comes back as
+    /// `Returned`, not as an ack; once a queue is bound it is an ack.
+    #[tokio::test]
+    async fn the_real_broker_returns_an_unroutable_event_and_it_is_not_taken_for_an_ack() {
+        use lapin::options::{
+            ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+            QueueDeclareOptions,
+        };
+        use lapin::types::FieldTable;
+        use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+
+        let url = std::env::var("AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        let connection = Connection::connect_with_config(
+            &url,
+            ConnectionProperties::default(),
+            Default::default(),
+            async_rs::Runtime::tokio_current(),
+        )
+        .await
+        .expect("RabbitMQ on 127.0.0.1:5672 (scripts/services.sh)");
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let exchange = format!("gatehouse-test-returns-{}", std::process::id());
+        channel
+            .exchange_declare(
+                exchange.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    auto_delete: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let publish = |key: &'static str| {
+            let channel = channel.clone();
+            let exchange = exchange.clone();
+            async move {
+                let confirm = channel
+                    .basic_publish(
+                        exchange.as_str().into(),
+                        key.into(),
+                        crate::broker::event_publish_options(),
+                        b"{}",
+                        BasicProperties::default(),
+                    )
+                    .await
+                    .unwrap();
+                classify(&confirm.await.unwrap())
+            }
+        };
+        assert_eq!(publish("NOBODY_BINDS").await, Confirm::Returned);
+
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                exchange.as_str().into(),
+                "BOUND".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(publish("BOUND").await, Confirm::Ack);
+        assert_eq!(publish("NOBODY_BINDS").await, Confirm::Returned);
+        channel
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await
+            .unwrap();
+        let _ = connection.close(200, "done".into()).await;
+    }
 }
