@@ -104,7 +104,8 @@ pub(crate) struct ShardMetrics {
 }
 
 impl ShardMetrics {
-    pub(crate) fn new(shard: u32) -> Self {
+    /// The handles of `shard`, whose task starts at `now`.
+    pub(crate) fn new(shard: u32, now: std::time::Instant) -> Self {
         let label = shard.to_string();
         Self {
             acks: counter!(PUBLISH_CONFIRMS, "result" => "ack"),
@@ -115,7 +116,7 @@ impl ShardMetrics {
             reconnects: counter!(SHARD_RECONNECTS, "shard" => label.clone()),
             latency_gauge: gauge!(GATEWAY_LATENCY, "shard" => label.clone()),
             command_queue: gauge!(COMMAND_QUEUE, "shard" => label.clone()),
-            cell: status::global().shard(shard, std::time::Instant::now()),
+            cell: status::global().shard(shard, now),
             previous_state: std::cell::Cell::new(None),
             published: std::collections::HashMap::new(),
             shard: label,
@@ -172,7 +173,12 @@ impl ShardMetrics {
 
     /// The coarse state changed: the gauge, the status page, and one log line with the
     /// reason.
-    pub(crate) fn state(&self, state: ShardState, last_disconnect: Option<&DisconnectReason>) {
+    pub(crate) fn state(
+        &self,
+        state: ShardState,
+        last_disconnect: Option<&DisconnectReason>,
+        wall_clock: SystemTime,
+    ) {
         self.state.set(state_code(state));
         let previous = self.previous_state.replace(Some(state));
         let reason = status::change_reason(state, previous, last_disconnect);
@@ -184,7 +190,7 @@ impl ShardMetrics {
             ShardState::FatallyClosed => tracing::error!(state = name, %reason, "shard state"),
             _ => tracing::info!(state = name, %reason, "shard state"),
         }
-        status::global().state_changed(&self.cell, name, reason, SystemTime::now());
+        status::global().state_changed(&self.cell, name, reason, wall_clock);
     }
 
     pub(crate) fn reconnect(&self) {

@@ -89,6 +89,7 @@ pub(crate) async fn run<R: Runtime>(shard: Shard, io: ShardIo<R>) -> StopReason 
     let binary_frames = shard.config().sends_binary();
     let (reply, reports) = mpsc::unbounded_channel();
     let links = io.broker.watch();
+    let started = io.rt.now();
     let mut task = ShardTask {
         outbox: Outbox::new(io.outbox),
         shard,
@@ -110,7 +111,7 @@ pub(crate) async fn run<R: Runtime>(shard: Shard, io: ShardIo<R>) -> StopReason 
         connects: 0,
         inputs_open: true,
         burst: 0,
-        metrics: metrics::ShardMetrics::new(number),
+        metrics: metrics::ShardMetrics::new(number, started),
     };
     let span = tracing::info_span!("shard", shard = number);
     task.run().instrument(span).await
@@ -525,7 +526,8 @@ impl<R: Runtime> ShardTask<R> {
             return;
         }
         self.last_state = Some(state);
-        self.metrics.state(state, self.shard.last_disconnect());
+        self.metrics
+            .state(state, self.shard.last_disconnect(), self.io.rt.wall_clock());
         self.write_status(metrics::state_name(state));
     }
 
