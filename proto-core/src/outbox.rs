@@ -24,6 +24,7 @@
 //! [`Action::Publish`]: crate::shard::Action::Publish
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::profile::Publication;
@@ -74,10 +75,10 @@ pub enum Confirm {
 pub enum OutboxEvent {
     /// The broker holds the publication: call `Shard::handle_published(id)`.
     Confirmed {
-        /// The publication.
+        /// The publication's id.
         id: PublishId,
-        /// Its routing key (the event name in most profiles).
-        routing_key: String,
+        /// The publication (its routing key is the event name in most profiles).
+        publication: Arc<Publication>,
         /// When it was pushed.
         pushed_at: Instant,
     },
@@ -125,7 +126,8 @@ enum State {
 
 #[derive(Clone, Debug)]
 struct Entry {
-    publication: Publication,
+    /// Shared with the publisher that sends it (sent again without copying).
+    publication: Arc<Publication>,
     pushed_at: Instant,
     state: State,
     /// Refusals so far (for the back-off).
@@ -183,7 +185,7 @@ impl Outbox {
         self.entries.insert(
             id,
             Entry {
-                publication,
+                publication: Arc::new(publication),
                 pushed_at: now,
                 state: State::Unsent,
                 refusals: 0,
@@ -301,7 +303,7 @@ impl Outbox {
         now: Instant,
         link: u64,
         max: usize,
-    ) -> Vec<(PublishId, Publication)> {
+    ) -> Vec<(PublishId, Arc<Publication>)> {
         let now = self.clock(now);
         if self.failed_link == Some(link) {
             return Vec::new();
@@ -350,7 +352,7 @@ impl Outbox {
         if let Some(entry) = self.entries.remove(&id) {
             self.events.push_back(OutboxEvent::Confirmed {
                 id,
-                routing_key: entry.publication.routing_key,
+                publication: entry.publication,
                 pushed_at: entry.pushed_at,
             });
         }
@@ -400,7 +402,7 @@ mod tests {
         std::iter::from_fn(|| outbox.poll_event()).collect()
     }
 
-    fn ids(sent: &[(PublishId, Publication)]) -> Vec<u64> {
+    fn ids(sent: &[(PublishId, Arc<Publication>)]) -> Vec<u64> {
         sent.iter().map(|(id, _)| id.0).collect()
     }
 

@@ -100,7 +100,7 @@ impl Link {
     pub(crate) fn submit(
         &self,
         id: PublishId,
-        publication: Publication,
+        publication: Arc<Publication>,
         reply: &mpsc::UnboundedSender<PublishReport>,
     ) -> bool {
         self.publisher

@@ -31,8 +31,8 @@ const MAX_BATCH: usize = 256;
 pub(crate) struct PublishRequest {
     /// The shard's id for it.
     pub(crate) id: PublishId,
-    /// The message.
-    pub(crate) publication: Publication,
+    /// The message (shared with the shard's outbox).
+    pub(crate) publication: Arc<Publication>,
     /// Where the outcome goes.
     pub(crate) reply: mpsc::UnboundedSender<PublishReport>,
 }
@@ -120,7 +120,7 @@ pub(crate) async fn run(
             for (request, result) in batch.drain(..).zip(started) {
                 let PublishRequest { id, reply, .. } = request;
                 let link = link.clone();
-                let routing_key = request.publication.routing_key;
+                let routing_key = request.publication.routing_key.clone();
                 let confirm: ConfirmFuture = Box::pin(async move {
                     let result = match result {
                         Ok(confirm) => match confirm.await {

@@ -231,10 +231,11 @@ impl<R: Runtime> ShardTask<R> {
             match event {
                 OutboxEvent::Confirmed {
                     id,
-                    routing_key,
+                    publication,
                     pushed_at,
                 } => {
-                    self.metrics.published(&routing_key, now - pushed_at);
+                    self.metrics
+                        .published(&publication.routing_key, now - pushed_at);
                     self.shard.handle_published(now, id);
                 }
                 OutboxEvent::Nacked {
