@@ -103,6 +103,7 @@ pub(crate) async fn run<R: Runtime>(shard: Shard, io: ShardIo<R>) -> StopReason 
         links,
         reply,
         reports,
+        failed_link: None,
         unroutable_logged: Default::default(),
         sleep: None,
         link_wait: None,
@@ -134,6 +135,8 @@ struct ShardTask<R: Runtime> {
     /// Where the links' publishers report; `reports` is read in `wait`.
     reply: mpsc::UnboundedSender<PublishReport>,
     reports: mpsc::UnboundedReceiver<PublishReport>,
+    /// The latest link this shard reported as failed.
+    failed_link: Option<u64>,
     /// Event names already logged as unroutable.
     unroutable_logged: std::collections::HashSet<String>,
     sleep: Option<(Instant, Pin<Box<R::Sleep>>)>,
@@ -276,6 +279,7 @@ impl<R: Runtime> ShardTask<R> {
                 OutboxEvent::LinkFailed { link, reason } => {
                     metrics::record_confirms("timeout", 1);
                     tracing::warn!(%reason, link, "the broker link failed; publishing again on the next one");
+                    self.failed_link = Some(link);
                     self.io.broker.report_failure(link);
                 }
             }
@@ -285,11 +289,13 @@ impl<R: Runtime> ShardTask<R> {
     /// Link `generation` failed under a publication (a publish error, or the connection went):
     /// the outbox sends what was in flight on it again on the next link.
     fn link_failed(&mut self, generation: u64, result: &'static str, reason: &str) {
-        if self
+        let current = self
             .link
             .as_ref()
-            .is_some_and(|l| l.generation == generation)
-        {
+            .is_some_and(|l| l.generation == generation);
+        if current && self.failed_link != Some(generation) {
+            // Once per link: every publication in flight on it fails the same way.
+            self.failed_link = Some(generation);
             tracing::warn!(%reason, "publishing failed; publishing again after reconnecting");
             self.io.broker.report_failure(generation);
         }
