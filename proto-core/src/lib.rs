@@ -35,7 +35,6 @@
 
 pub mod codec;
 pub mod command;
-pub mod config;
 pub mod identify;
 pub mod intents;
 pub mod outbox;

@@ -15,13 +15,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use proto_core::shard::PublishId;
 
 use futures_util::StreamExt;
+use gatehouse_config::SecretUrl;
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
-use proto_core::config::SecretUrl;
 use proto_core::profile::{
     ExchangeKind, FieldValue, MessageProperties, Publication, Router, Timestamp, Topology,
 };
