@@ -5,8 +5,9 @@
 //! every outcome does to them: an ack confirms; a nack waits a back-off and is sent again
 //! (without disturbing the link or other publications); a message the broker returned as
 //! unroutable is confirmed or held per [`Unroutable`]; a link that fails (a publish error, a
-//! lost connection, or no confirm within [`OutboxConfig::confirm_timeout`]) sends everything
-//! unconfirmed on it again on the next link (at least once). Does not own the connection, the
+//! lost connection, or no confirm within [`OutboxConfig::confirm_timeout`] while the broker does
+//! not block the link) sends everything unconfirmed on it again on the next link (at least
+//! once). Does not own the connection, the
 //! clock (time is an argument) or the saved sequence (the shard's confirm bookkeeping).
 //!
 //! The invariant, checked by simulation (`tests/outbox.rs`): [`OutboxEvent::Confirmed`] is only
@@ -17,7 +18,7 @@
 //! # Method groups
 //! - getters: [`Outbox::len`], [`Outbox::is_empty`], [`Outbox::has_sendable`];
 //! - inputs: [`Outbox::push`], [`Outbox::handle_confirm`], [`Outbox::handle_link_failed`],
-//!   [`Outbox::handle_timeout`];
+//!   [`Outbox::handle_link_blocked`], [`Outbox::handle_timeout`];
 //! - commands: [`Outbox::take_sendable`] (what to publish now on a link);
 //! - outputs: [`Outbox::poll_event`] until `None`, then [`Outbox::poll_timeout`].
 //!
@@ -147,6 +148,8 @@ pub struct Outbox {
     retries: BTreeSet<(Instant, PublishId)>,
     /// The link that failed last: nothing is sent on it again.
     failed_link: Option<u64>,
+    /// The link the broker blocked (a resource alarm): its confirms are not overdue.
+    blocked_link: Option<u64>,
     now: Option<Instant>,
     events: VecDeque<OutboxEvent>,
 }
@@ -265,6 +268,32 @@ impl Outbox {
         self.prune();
     }
 
+    /// The broker blocked (`true`) or unblocked (`false`) `link` (AMQP `connection.blocked`: a
+    /// memory or disk alarm). While it is blocked, its confirms are not overdue: the broker said
+    /// why they wait, and another connection would be blocked too. When it is unblocked, every
+    /// publication in flight on it gets a full confirm timeout from `now`. Outputs: none.
+    pub fn handle_link_blocked(&mut self, now: Instant, link: u64, blocked: bool) {
+        let now = self.clock(now);
+        if blocked {
+            self.blocked_link = Some(link);
+            return;
+        }
+        if self.blocked_link != Some(link) {
+            return;
+        }
+        self.blocked_link = None;
+        let deadline = now + self.config.confirm_timeout;
+        for (id, entry) in &mut self.entries {
+            if let State::Sent { link: l, .. } = entry.state
+                && l == link
+            {
+                entry.state = State::Sent { link, deadline };
+                self.in_flight.push_back((deadline, *id, link));
+            }
+        }
+        self.prune();
+    }
+
     /// Time passed; call when [`Outbox::poll_timeout`] is reached (early calls do nothing).
     /// Outputs: `LinkFailed` when a confirm is overdue.
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -284,6 +313,7 @@ impl Outbox {
         self.prune();
         if let Some(&(deadline, _, link)) = self.in_flight.front()
             && deadline <= now
+            && self.blocked_link != Some(link)
         {
             let secs = self.config.confirm_timeout.as_secs_f64();
             self.handle_link_failed(link);
@@ -335,7 +365,11 @@ impl Outbox {
     /// When to call [`Outbox::handle_timeout`] next: the earliest confirm deadline or retry.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let deadline = self.in_flight.front().map(|(at, _, _)| *at);
+        let deadline = self
+            .in_flight
+            .front()
+            .filter(|(_, _, link)| self.blocked_link != Some(*link))
+            .map(|(at, _, _)| *at);
         let retry = self.retries.first().map(|(at, _)| *at);
         [deadline, retry].into_iter().flatten().min()
     }
@@ -519,6 +553,30 @@ mod tests {
         assert!(events(&mut outbox).is_empty());
         assert_eq!(ids(&outbox.take_sendable(due, 8, 10)), [1, 2]);
         assert_eq!(outbox.poll_timeout(), Some(due + DEFAULT_CONFIRM_TIMEOUT));
+    }
+
+    #[test]
+    fn confirms_are_not_overdue_while_the_broker_blocks_the_link() {
+        let t0 = crate::tests::epoch();
+        let mut outbox = filled(t0, 2, OutboxConfig::default());
+        outbox.take_sendable(t0, 3, 10);
+        outbox.handle_link_blocked(t0 + Duration::from_secs(1), 3, true);
+        assert_eq!(outbox.poll_timeout(), None, "nothing is due while blocked");
+        let later = t0 + DEFAULT_CONFIRM_TIMEOUT * 10;
+        outbox.handle_timeout(later);
+        assert!(
+            events(&mut outbox).is_empty(),
+            "a blocked link does not fail"
+        );
+        outbox.handle_link_blocked(later, 3, false);
+        assert_eq!(outbox.poll_timeout(), Some(later + DEFAULT_CONFIRM_TIMEOUT));
+        outbox.handle_confirm(later, 3, PublishId(0), Confirm::Ack);
+        events(&mut outbox);
+        outbox.handle_timeout(later + DEFAULT_CONFIRM_TIMEOUT);
+        assert!(matches!(
+            events(&mut outbox)[..],
+            [OutboxEvent::LinkFailed { link: 3, .. }]
+        ));
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct Link {
     declared_events: std::sync::Mutex<std::collections::HashSet<String>>,
     /// This link's publisher task.
     publisher: publisher::Requests,
+    /// Whether the broker blocks this connection (`connection.blocked`: a resource alarm).
+    blocked: std::sync::atomic::AtomicBool,
     wall_clock: WallClock,
 }
 
@@ -84,6 +86,12 @@ impl Link {
             .expect("not poisoned")
             .insert(event.to_owned());
         Ok(())
+    }
+
+    /// Whether the broker blocks this connection now (a memory or disk alarm); a change is
+    /// announced through the watch channel with the same link.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked.load(Ordering::Relaxed)
     }
 
     /// Forgets that `event`'s per-event topology is declared (its queue may have been
@@ -268,7 +276,7 @@ async fn supervise<R: Runtime>(
                 connected_before = true;
                 attempt = 0;
                 link_tx.send_replace(Some(link.clone()));
-                let lost = wait_until_lost(&rt, &link, &mut failures, &mut stop).await;
+                let lost = wait_until_lost(&rt, &link, &link_tx, &mut failures, &mut stop).await;
                 link_tx.send_replace(None);
                 drop(retire);
                 crate::metrics::record_amqp_connected(false, false);
@@ -305,17 +313,20 @@ async fn close<R: Runtime>(rt: &R, link: &Link, code: u16, reason: &str) {
 
 /// Waits until the link fails (an error event, a closed channel, a failure report: a publish
 /// error or an overdue confirm) or `stop`. While the broker blocks the connection (a memory or
-/// disk alarm), publications wait in the link's publisher task, never in a shard's loop; a
-/// block longer than the confirm timeout therefore fails the link like a stall.
+/// disk alarm), publications wait in the link's publisher task, never in a shard's loop; the
+/// block is announced to the shards (the same link again on the watch channel, with
+/// [`Link::is_blocked`] changed), whose outboxes then do not count its confirms as overdue.
 async fn wait_until_lost<R: Runtime>(
     rt: &R,
     link: &Arc<Link>,
+    link_tx: &watch::Sender<Option<Arc<Link>>>,
     failures: &mut mpsc::UnboundedReceiver<u64>,
     stop: &mut watch::Receiver<bool>,
 ) -> String {
     use futures_util::future::{Either, select};
     enum Seen {
         Lost(String),
+        Blocked(bool),
         Failure(u64),
         Nothing,
     }
@@ -339,11 +350,11 @@ async fn wait_until_lost<R: Runtime>(
                     _,
                 )) => {
                     tracing::warn!(reason = %why, "RabbitMQ blocked publishing; pausing");
-                    Seen::Nothing
+                    Seen::Blocked(true)
                 }
                 Either::Left((Either::Left((Some(lapin::Event::ConnectionUnblocked), _)), _)) => {
                     tracing::info!("RabbitMQ unblocked publishing; resuming");
-                    Seen::Nothing
+                    Seen::Blocked(false)
                 }
                 Either::Left((Either::Right((Some(generation), _)), _)) => {
                     Seen::Failure(generation)
@@ -355,6 +366,10 @@ async fn wait_until_lost<R: Runtime>(
             Seen::Lost(reason) => return reason,
             Seen::Failure(generation) if generation == link.generation => {
                 return "a publish failed or a confirm is overdue".into();
+            }
+            Seen::Blocked(blocked) => {
+                link.blocked.store(blocked, Ordering::Relaxed);
+                link_tx.send_replace(Some(link.clone()));
             }
             Seen::Failure(_) | Seen::Nothing => {}
         }
@@ -407,6 +422,7 @@ async fn connect<R: Runtime>(
         command_queues,
         declared_events: Default::default(),
         publisher: requests,
+        blocked: Default::default(),
         wall_clock: Arc::new(move || clock.wall_clock()),
     };
     Ok((link, requests_rx))

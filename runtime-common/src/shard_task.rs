@@ -104,6 +104,7 @@ pub(crate) async fn run<R: Runtime>(shard: Shard, io: ShardIo<R>) -> StopReason 
         reply,
         reports,
         failed_link: None,
+        link_blocked: false,
         unroutable_logged: Default::default(),
         sleep: None,
         link_wait: None,
@@ -137,6 +138,8 @@ struct ShardTask<R: Runtime> {
     reports: mpsc::UnboundedReceiver<PublishReport>,
     /// The latest link this shard reported as failed.
     failed_link: Option<u64>,
+    /// Whether the outbox was told that `link` is blocked.
+    link_blocked: bool,
     /// Event names already logged as unroutable.
     unroutable_logged: std::collections::HashSet<String>,
     sleep: Option<(Instant, Pin<Box<R::Sleep>>)>,
@@ -450,6 +453,7 @@ impl<R: Runtime> ShardTask<R> {
             };
             if changed && let Some(old) = self.link.take() {
                 self.outbox.handle_link_failed(old.generation);
+                self.link_blocked = false;
                 tracing::debug!(link = old.generation, "broker link replaced");
             }
             self.link = current;
@@ -458,6 +462,11 @@ impl<R: Runtime> ShardTask<R> {
             return;
         };
         let now = self.io.rt.now();
+        if link.is_blocked() != self.link_blocked {
+            self.link_blocked = link.is_blocked();
+            self.outbox
+                .handle_link_blocked(now, link.generation, self.link_blocked);
+        }
         for (id, publication) in self.outbox.take_sendable(now, link.generation, usize::MAX) {
             if !link.submit(id, publication, &self.reply) {
                 self.link_failed(link.generation, "lost", "the link's publisher is gone");
