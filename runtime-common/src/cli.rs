@@ -414,6 +414,8 @@ mod tests {
             reconnects: 1,
             sequence: Some(42),
             updated_at_ms: 10_000,
+            latency_ms: None,
+            last_ack_ms: None,
         };
         let table = status_table(
             "gatehouse",

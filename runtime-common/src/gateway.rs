@@ -12,7 +12,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
 use gatehouse_config::{Config, ConfigError};
-use proto_core::profile::{ProfileError, Router};
+use proto_core::profile::{ProfileError, ProfileKind, Router};
 use proto_core::shard::{Shard, ShardConfig, StopReason};
 use proto_core::sharding::ShardId;
 use tokio::sync::{mpsc, watch};
@@ -76,6 +76,7 @@ pub async fn run_with_gateway<R: Runtime>(
 ) -> Result<(), RunError> {
     let cluster = config.cluster(bot.shards)?;
     let router = Router::new(&config.profile, &cluster)?;
+    crate::predecessor_metrics::enable(config.profile.kind, cluster.owned.len());
     tracing::info!(
         shard_count = cluster.shard_count,
         owned = ?cluster.owned,
@@ -104,6 +105,22 @@ pub async fn run_with_gateway<R: Runtime>(
         },
         stop_rx.clone(),
     );
+
+    futures_util::pin_mut!(shutdown);
+    if config.profile.kind == ProfileKind::Cordis {
+        // The Cordis spec: ensure the broker connection before connecting to Discord.
+        tracing::info!("cordis profile: waiting for RabbitMQ before starting the shards");
+        let mut links = broker.watch();
+        let connected = links.wait_for(Option::is_some);
+        futures_util::pin_mut!(connected);
+        if let futures_util::future::Either::Right(_) =
+            futures_util::future::select(connected, shutdown.as_mut()).await
+        {
+            tracing::info!("interrupted before RabbitMQ was reachable");
+            let _ = stop_tx.send(true);
+            return Ok(());
+        }
+    }
 
     let mut inputs = HashMap::new();
     let mut receivers = Vec::new();
@@ -204,7 +221,6 @@ pub async fn run_with_gateway<R: Runtime>(
 
     let mut running = cluster.owned.len();
     let mut last_reason = None;
-    futures_util::pin_mut!(shutdown);
     let shutdown_requested = loop {
         match futures_util::future::select(shutdown.as_mut(), Box::pin(done_rx.recv())).await {
             futures_util::future::Either::Left(_) => break true,
