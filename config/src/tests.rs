@@ -728,5 +728,8 @@ fn twilight_dispatch_environment_names() {
 fn the_gateway_api_version_can_be_set() {
     let config = Config::load("", env(&[("GATEHOUSE_API_VERSION", "9")])).unwrap();
     assert_eq!(config.discord.api_version, 9);
+    // The conformance contract's neutral name.
+    let config = Config::load("", env(&[("DISCORD_API_VERSION", "9")])).unwrap();
+    assert_eq!(config.discord.api_version, 9);
     assert!(Config::load("[discord]\napi_version = 3", env(&[])).is_err());
 }

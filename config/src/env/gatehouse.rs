@@ -27,7 +27,7 @@ pub const TABLE: EnvTable = EnvTable {
             kind: EnvKind::Text,
         },
         EnvVar {
-            names: &["GATEHOUSE_API_VERSION"],
+            names: &["GATEHOUSE_API_VERSION", "DISCORD_API_VERSION"],
             path: &["discord", "api_version"],
             kind: EnvKind::Integer,
         },
