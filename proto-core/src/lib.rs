@@ -33,7 +33,6 @@
 
 pub mod codec;
 pub mod command;
-pub mod config;
 pub mod identify;
 pub mod intents;
 pub mod profile;

@@ -32,37 +32,51 @@ pub struct KeyLayout {
     prefix: String,
 }
 
+/// The namespace of Gatehouse's own keys when the configured prefix is empty (the
+/// twilight-dispatch profile's default, whose predecessor keys are bare: `gateway_sessions`).
+pub const EMPTY_PREFIX_NAMESPACE: &str = "gatehouse";
+
 impl KeyLayout {
-    /// The layout under `prefix` (for example `gatehouse`).
+    /// The layout under `prefix` (for example `gatehouse`). An empty prefix keeps Gatehouse's
+    /// own keys under [`EMPTY_PREFIX_NAMESPACE`] (`gatehouse:session:0`), never at the top
+    /// level of the database; the predecessors' keys use the prefix as it is.
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
         }
     }
 
-    /// The prefix.
+    /// The prefix as configured (possibly empty).
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
 
+    fn namespace(&self) -> &str {
+        if self.prefix.is_empty() {
+            EMPTY_PREFIX_NAMESPACE
+        } else {
+            &self.prefix
+        }
+    }
+
     /// Where shard `shard`'s session snapshot lives.
     pub fn session(&self, shard: u32) -> String {
-        format!("{}:session:{shard}", self.prefix)
+        format!("{}:session:{shard}", self.namespace())
     }
 
     /// Where shard `shard`'s status lives.
     pub fn status(&self, shard: u32) -> String {
-        format!("{}:status:{shard}", self.prefix)
+        format!("{}:status:{shard}", self.namespace())
     }
 
     /// A pattern matching every shard's status key (for `SCAN`, for a cluster-wide view).
     pub fn status_pattern(&self) -> String {
-        format!("{}:status:*", self.prefix)
+        format!("{}:status:*", self.namespace())
     }
 
     /// A pattern matching every key of this layout (for `SCAN`, for example to clean up).
     pub fn all_keys_pattern(&self) -> String {
-        format!("{}:*", self.prefix)
+        format!("{}:*", self.namespace())
     }
 }
 
@@ -242,6 +256,9 @@ mod tests {
         assert_eq!(keys.session(3), "gh-test-1:session:3");
         assert_eq!(keys.status(0), "gh-test-1:status:0");
         assert_eq!(keys.all_keys_pattern(), "gh-test-1:*");
+        let bare = KeyLayout::new("");
+        assert_eq!(bare.session(0), "gatehouse:session:0");
+        assert_eq!(bare.all_keys_pattern(), "gatehouse:*");
     }
 
     #[test]

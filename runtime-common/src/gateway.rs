@@ -11,7 +11,7 @@ use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
-use proto_core::config::{Config, ConfigError};
+use gatehouse_config::{Config, ConfigError};
 use proto_core::profile::{ProfileError, Router};
 use proto_core::shard::{Shard, ShardConfig, StopReason};
 use proto_core::sharding::ShardId;
@@ -84,7 +84,15 @@ pub async fn run_with_gateway<R: Runtime>(
         redis = %config.redis.url,
         "starting"
     );
-    let mut store = SessionStore::connect(&rt, &config.redis.url, &config.redis.key_prefix).await?;
+    let mut store = if config.redis.enabled {
+        Some(SessionStore::connect(&rt, &config.redis.url, &config.redis.key_prefix).await?)
+    } else {
+        tracing::warn!(
+            "no Redis (redis.enabled is off): sessions live in memory only, so a restart \
+             identifies every shard afresh and Discord's replay of the missed events is lost"
+        );
+        None
+    };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let broker = broker::start(
@@ -106,9 +114,16 @@ pub async fn run_with_gateway<R: Runtime>(
     }
 
     let mut sessions = HashMap::new();
+    if !config.discord.resume {
+        tracing::info!("discord.resume is off: every shard identifies afresh");
+    }
     for &number in &cluster.owned {
         let shard_id = ShardId::new(number, cluster.shard_count)
             .expect("Config::cluster only returns shards below the count");
+        let Some(store) = store.as_mut().filter(|_| config.discord.resume) else {
+            sessions.insert(number, None);
+            continue;
+        };
         let session = match store.load_session(shard_id).await {
             Ok(session) => session,
             Err(e) => {
@@ -130,16 +145,26 @@ pub async fn run_with_gateway<R: Runtime>(
         .filter(|(_, session)| session.is_none())
         .map(|(&number, _)| number)
         .collect();
+    let mut session_start_limit = bot.session_start_limit;
+    if let Some(concurrency) = config.discord.max_concurrency {
+        tracing::info!(
+            configured = concurrency,
+            discord = session_start_limit.max_concurrency,
+            "identify concurrency set by the configuration"
+        );
+        session_start_limit.max_concurrency = concurrency;
+    }
     let identify = identify::start(
         &rt,
-        bot.session_start_limit,
+        session_start_limit,
         inputs.clone(),
         identifying_at_start,
     );
 
-    let writer = store
-        .clone()
-        .start_writer(&rt, config.profile.kind, cluster.shard_count);
+    let writer = match store {
+        Some(store) => store.start_writer(&rt, config.profile.kind, cluster.shard_count),
+        None => crate::session_store::StoreWriter::discarding(),
+    };
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u32, StopReason)>();
     let seed_base = config
         .discord
@@ -260,5 +285,7 @@ fn shard_config(
     shard_config.command_queue_capacity = config.limits.command_queue_capacity;
     shard_config.session = session;
     shard_config.max_unconfirmed = config.limits.max_unconfirmed_publishes;
+    shard_config.api_version = config.discord.api_version;
+    shard_config.hello_timeout = config.discord.hello_timeout;
     shard_config
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use proto_core::config::SecretUrl;
+use gatehouse_config::SecretUrl;
 use proto_core::profile::ProfileKind;
 use proto_core::session::SessionSnapshot;
 use proto_core::sharding::ShardId;
@@ -124,6 +124,13 @@ pub struct StoreWriter {
 }
 
 impl StoreWriter {
+    /// A writer that keeps nothing, for a process without Redis: sessions live only in the
+    /// shards' memory, so a restart identifies every shard afresh.
+    pub fn discarding() -> Self {
+        let (writes, _) = mpsc::unbounded_channel();
+        Self { writes }
+    }
+
     /// Queues a session snapshot.
     pub fn save_session(&self, snapshot: &SessionSnapshot) {
         let _ = self.writes.send(Write::Session(snapshot.clone()));

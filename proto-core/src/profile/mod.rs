@@ -7,8 +7,8 @@
 //!
 //! One sub-module per profile ([`native`], [`spectacles`], [`cordis`], [`twilight_dispatch`],
 //! [`retsu`]) holds that profile's names, topology, dispatch route and command decoding; the
-//! shared pieces are the settings ([`ProfileConfig`], and the predecessors' variable names in
-//! [`env`](mod@env)), the [`EventFilter`], the lossless [`msgpack`] transcoder, and the command rules of
+//! shared pieces are the settings ([`ProfileConfig`]; the predecessors' variable names that set
+//! them live in the `gatehouse-config` crate), the [`EventFilter`], the lossless [`msgpack`] transcoder, and the command rules of
 //! [`crate::command`]. Each sub-module's documentation states its wire contract and where it
 //! was read from.
 //!
@@ -38,7 +38,6 @@ use crate::sharding::{ShardId, shard_for_guild};
 
 mod config;
 pub mod cordis;
-pub mod env;
 mod filter;
 pub mod msgpack;
 pub mod native;

@@ -67,11 +67,23 @@ use events::EventQueue;
 use heartbeat::Heartbeat;
 use timers::TimerTable;
 
-/// The gateway API version the shard speaks.
+/// The gateway API version the shard speaks unless [`ShardConfig::api_version`] says otherwise.
 pub const API_VERSION: u8 = 10;
 
 /// Discord's limit on one client packet, in bytes.
 pub const MAX_COMMAND_BYTES: usize = 4096;
+
+/// The defaults of [`ShardConfig::new`], which are also the configuration's defaults (the
+/// `gatehouse-config` crate reads them from here), so the core's tests run with the settings
+/// production uses.
+pub mod defaults {
+    /// IDENTIFY's `large_threshold`.
+    pub const LARGE_THRESHOLD: u8 = 250;
+    /// Worker commands that may wait per shard for the rate limiter (or for READY).
+    pub const COMMAND_QUEUE_CAPACITY: usize = 64;
+    /// Unconfirmed publications per shard above which reading pauses.
+    pub const MAX_UNCONFIRMED: usize = 1000;
+}
 
 /// The first reconnect back-off step (after an immediate first retry).
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -105,6 +117,8 @@ pub struct ShardConfig {
     pub presence: Option<String>,
     /// The gateway URL from `/gateway/bot` (without query; a trailing slash is fine).
     pub gateway_url: String,
+    /// The gateway API version (`v=` in the URL query; default [`API_VERSION`]).
+    pub api_version: u8,
     /// Transport compression.
     pub compression: Compression,
     /// Payload encoding.
@@ -130,10 +144,10 @@ pub struct ShardConfig {
 }
 
 impl ShardConfig {
-    /// A configuration with defaults: non-privileged intents, `large_threshold` 50, zlib-stream
-    /// JSON, 64 MiB payload limit, a seed derived from the shard id, 256 queued commands, a
-    /// snapshot at most every second, pause above 10,000 unconfirmed publications, 20 s for
-    /// HELLO and 5 s of shutdown grace.
+    /// A configuration with the production defaults ([`defaults`]): non-privileged intents,
+    /// `large_threshold` 250, zlib-stream JSON, 64 MiB payload limit, a seed derived from the
+    /// shard id, 64 queued commands, a snapshot at most every second, pause above 1,000
+    /// unconfirmed publications, 20 s for HELLO and 5 s of shutdown grace.
     pub fn new(
         shard: ShardId,
         token: Secret,
@@ -144,18 +158,19 @@ impl ShardConfig {
             shard,
             token,
             intents: crate::intents::NON_PRIVILEGED,
-            large_threshold: 50,
+            large_threshold: defaults::LARGE_THRESHOLD,
             presence: None,
             gateway_url: gateway_url.into(),
+            api_version: API_VERSION,
             compression: Compression::ZlibStream,
             encoding: Encoding::Json,
             max_payload: DecoderConfig::default().max_payload,
             seed: u64::from(shard.number()) << 32 | u64::from(shard.total()),
-            command_queue_capacity: 256,
+            command_queue_capacity: defaults::COMMAND_QUEUE_CAPACITY,
             session: None,
             router,
             persist_interval: Duration::from_secs(1),
-            max_unconfirmed: 10_000,
+            max_unconfirmed: defaults::MAX_UNCONFIRMED,
             hello_timeout: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(5),
         }
@@ -181,7 +196,7 @@ impl ShardConfig {
             Compression::ZlibStream => "&compress=zlib-stream",
             Compression::ZstdStream => "&compress=zstd-stream",
         };
-        format!("/?v={API_VERSION}&encoding={encoding}{compress}")
+        format!("/?v={}&encoding={encoding}{compress}", self.api_version)
     }
 
     /// A base URL (the cached gateway URL or READY's resume URL) with the query appended.
