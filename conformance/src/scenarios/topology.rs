@@ -208,7 +208,9 @@ mod tests {
     /// A Cordis vhost as `@cordis/brokers` leaves it: the command queue is server-named and
     /// exclusive, `auto_delete` as given.
     fn cordis(exclusive: bool, auto_delete: bool) -> TopologySnapshot {
-        let json = |v: serde_json::Value| serde_json::from_value(v).expect("valid");
+        fn json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+            serde_json::from_value(v).expect("valid")
+        }
         TopologySnapshot {
             exchanges: vec![
                 json(
