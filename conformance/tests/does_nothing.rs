@@ -161,3 +161,37 @@ fn list_separates_required_from_extension_per_profile() {
         "{redis}"
     );
 }
+
+/// An implementation that exits is failed with its exit status, what the mock saw and the end of
+/// its log, not only "exited".
+#[test]
+fn an_exit_is_explained_with_the_log_tail() {
+    let dir = std::env::temp_dir().join(format!("conformance-exit-{}", std::process::id()));
+    let report = dir.join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_conformance"))
+        .args(["run", "--profile", "gatehouse", "--scenario", "handshake"])
+        .args([
+            "--impl",
+            "echo 'cannot parse SHARD_IDS: conformance-marker' >&2; exit 3",
+        ])
+        .arg("--report")
+        .arg(&report)
+        .arg("--log-dir")
+        .arg(dir.join("logs"))
+        .output()
+        .expect("the conformance binary runs");
+    assert_eq!(output.status.code(), Some(1));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("the JSON report exists"))
+            .expect("the JSON report parses");
+    let reason = json["outcomes"][0]["reason"].as_str().expect("a reason");
+    for part in [
+        "exited (exit status: 3)",
+        "never requested /gateway/bot",
+        "the last lines of its log",
+        "cannot parse SHARD_IDS: conformance-marker",
+    ] {
+        assert!(reason.contains(part), "{part:?} missing from: {reason}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -193,6 +193,17 @@ fn cases() -> Vec<Case> {
             because: "delivery mode",
             pass: &["topology", "commands"],
         },
+        // Not one of the eight: a storm of connections after a non-resumable op 9 (the
+        // predecessor's defect) is named as such.
+        Case {
+            label: "storm-after-invalid-session",
+            defect: Some("storm-after-invalid-session"),
+            impl_env: "",
+            api_version: None,
+            fail: &["invalid-session-not-resumable"],
+            because: "reconnect storm",
+            pass: &["invalid-session-resumable"],
+        },
         // The contract names the gateway version: v9 passes when the run asks for 9 ...
         Case {
             label: "api-v9",
