@@ -199,7 +199,7 @@ impl ClusterStore {
         let call = async move {
             redis::cmd("SET")
                 .arg(&key)
-                .arg(crate::status::epoch_ms(std::time::SystemTime::now()))
+                .arg(crate::status::epoch_ms(rt.wall_clock()))
                 .arg("PX")
                 .arg(ttl.as_millis() as u64)
                 .query_async::<()>(connection)
@@ -313,7 +313,7 @@ pub(crate) async fn run<R: Runtime, H: ShardHost>(
             .as_ref()
             .map(|ids| ids.iter().copied().collect()),
         timings,
-        Instant::now(),
+        rt.now(),
     );
     tracing::info!(
         cluster = settings.name,
@@ -322,35 +322,40 @@ pub(crate) async fn run<R: Runtime, H: ShardHost>(
         "joined the cluster"
     );
     let mut aborts: HashMap<u32, AbortHandle> = HashMap::new();
-    let mut next_refresh = Instant::now();
+    let mut next_refresh = rt.now();
     let mut live = LiveTracker::default();
     let mut fatal = None;
     let mut give_up_at = None;
     futures_util::pin_mut!(shutdown);
     let mut shutdown_seen = false;
     loop {
-        let now = Instant::now();
+        let now = rt.now();
         if now >= next_refresh {
             next_refresh = now + timings.renew_after.min(Duration::from_secs(1));
             if give_up_at.is_none() {
                 match store.refresh_members(&rt, timings.ttl).await {
-                    Ok(members) => node.handle_members(Instant::now(), members),
+                    Ok(members) => node.handle_members(rt.now(), members),
                     Err(error) => {
                         tracing::warn!(%error, "cannot refresh the cluster membership in Redis")
                     }
                 }
             }
-            let values = live.report(&settings, store.member(), node.running());
+            let values = live.report(
+                &settings,
+                store.member(),
+                node.running(),
+                (rt.now(), rt.wall_clock()),
+            );
             store.write_live(&rt, values, timings.ttl).await;
         }
-        node.handle_timeout(Instant::now());
-        while let Some(action) = node.poll_action(Instant::now()) {
+        node.handle_timeout(rt.now());
+        while let Some(action) = node.poll_action(rt.now()) {
             match action {
                 NodeAction::Lease { shard, request } => {
                     let reply = store
                         .lease(&rt, settings.shard_count, shard, request, timings.ttl)
                         .await;
-                    node.handle_lease_reply(Instant::now(), shard, reply);
+                    node.handle_lease_reply(rt.now(), shard, reply);
                 }
                 NodeAction::Start(shard) => {
                     tracing::info!(shard, "lease held: starting the shard");
@@ -381,7 +386,7 @@ pub(crate) async fn run<R: Runtime, H: ShardHost>(
         if node.is_done() {
             break;
         }
-        if give_up_at.is_some_and(|t| Instant::now() >= t) {
+        if give_up_at.is_some_and(|t| rt.now() >= t) {
             tracing::warn!("shards did not hand over in time; stopping them");
             for abort in aborts.values() {
                 abort.abort();
@@ -414,9 +419,9 @@ pub(crate) async fn run<R: Runtime, H: ShardHost>(
         };
         if shutdown_seen && give_up_at.is_none() {
             tracing::info!("leaving the cluster: handing every shard over");
-            give_up_at = Some(Instant::now() + settings.shutdown_timeout);
+            give_up_at = Some(rt.now() + settings.shutdown_timeout);
             store.leave(&rt).await;
-            node.shutdown(Instant::now());
+            node.shutdown(rt.now());
         }
         match event {
             Some(Some((shard, reason))) => {
@@ -428,12 +433,12 @@ pub(crate) async fn run<R: Runtime, H: ShardHost>(
                     tracing::error!(shard, %reason, "shard stopped for good; leaving the cluster");
                     fatal = Some(reason);
                     if give_up_at.is_none() {
-                        give_up_at = Some(Instant::now() + settings.shutdown_timeout);
+                        give_up_at = Some(rt.now() + settings.shutdown_timeout);
                         store.leave(&rt).await;
-                        node.shutdown(Instant::now());
+                        node.shutdown(rt.now());
                     }
                 }
-                node.handle_stopped(Instant::now(), shard);
+                node.handle_stopped(rt.now(), shard);
             }
             Some(None) => break,
             None => {}
@@ -457,10 +462,11 @@ impl LiveTracker {
         settings: &Settings,
         member: &str,
         running: impl Iterator<Item = u32>,
+        (now, wall): (Instant, std::time::SystemTime),
     ) -> Vec<(String, Vec<u8>)> {
-        let now_ms = crate::status::epoch_ms(std::time::SystemTime::now());
+        let now_ms = crate::status::epoch_ms(wall);
         let rows: BTreeMap<u32, crate::status::ShardRow> = crate::status::global()
-            .snapshot(Instant::now())
+            .snapshot(now)
             .shards
             .into_iter()
             .map(|row| (row.shard, row))

@@ -12,7 +12,8 @@ use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
 use gatehouse_config::{Config, ConfigError};
-use proto_core::profile::{ProfileError, Router};
+use proto_core::outbox::OutboxConfig;
+use proto_core::profile::{ProfileError, ProfileKind, Router};
 use proto_core::shard::{Shard, ShardConfig, StopReason};
 use proto_core::sharding::ShardId;
 use tokio::sync::{mpsc, watch};
@@ -78,6 +79,7 @@ pub async fn run_with_gateway<R: Runtime>(
 ) -> Result<(), RunError> {
     let cluster = config.cluster(bot.shards)?;
     let router = Router::new(&config.profile, &cluster)?;
+    crate::predecessor_metrics::enable(config.profile.kind, cluster.owned.len());
     tracing::info!(
         shard_count = cluster.shard_count,
         owned = ?cluster.owned,
@@ -118,9 +120,26 @@ pub async fn run_with_gateway<R: Runtime>(
             url: config.amqp.url.clone(),
             topology: router.topology(),
             connection_name: format!("gatehouse shards {:?}", cluster.owned),
+            event_router: router.needs_event_topology().then(|| router.clone()),
         },
         stop_rx.clone(),
     );
+
+    futures_util::pin_mut!(shutdown);
+    if config.profile.kind == ProfileKind::Cordis {
+        // The Cordis spec: ensure the broker connection before connecting to Discord.
+        tracing::info!("cordis profile: waiting for RabbitMQ before starting the shards");
+        let mut links = broker.watch();
+        let connected = links.wait_for(Option::is_some);
+        futures_util::pin_mut!(connected);
+        if let futures_util::future::Either::Right(_) =
+            futures_util::future::select(connected, shutdown.as_mut()).await
+        {
+            tracing::info!("interrupted before RabbitMQ was reachable");
+            let _ = stop_tx.send(true);
+            return Ok(());
+        }
+    }
 
     let inputs = ShardInputs::new(clustered.is_some());
     // In cluster mode each shard's session is loaded when its lease is held.
@@ -201,6 +220,7 @@ pub async fn run_with_gateway<R: Runtime>(
         seed_base,
         store,
         resume: config.discord.resume,
+        process_shards: cluster.owned.len(),
     };
 
     crate::commands::start(&rt, broker.clone(), router, inputs.clone(), stop_rx.clone());
@@ -216,8 +236,15 @@ pub async fn run_with_gateway<R: Runtime>(
             )),
             shutdown_timeout: SHUTDOWN_TIMEOUT,
         };
-        let result =
-            cluster_mode::run(rt.clone(), launcher, shared, settings, shutdown, done_rx).await;
+        let result = cluster_mode::run(
+            rt.clone(),
+            launcher,
+            shared,
+            settings,
+            shutdown.as_mut(),
+            done_rx,
+        )
+        .await;
         close(&rt, &writer, &broker, stop_tx).await;
         return result.map_err(RunError::AllShardsStopped);
     }
@@ -230,7 +257,6 @@ pub async fn run_with_gateway<R: Runtime>(
 
     let mut running = cluster.owned.len();
     let mut last_reason = None;
-    futures_util::pin_mut!(shutdown);
     let shutdown_requested = loop {
         match futures_util::future::select(shutdown.as_mut(), Box::pin(done_rx.recv())).await {
             futures_util::future::Either::Left(_) => break true,
@@ -250,7 +276,7 @@ pub async fn run_with_gateway<R: Runtime>(
     if shutdown_requested {
         tracing::info!("shutting down: closing shards with a resumable code");
         inputs.send_all(|| ShardInput::Shutdown);
-        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+        let deadline = rt.now() + SHUTDOWN_TIMEOUT;
         while running > 0 {
             let sleep = rt.sleep_until(deadline);
             futures_util::pin_mut!(sleep);
@@ -313,6 +339,9 @@ struct Launcher<R: Runtime> {
     store: Option<SessionStore>,
     /// Whether stored sessions are resumed (`discord.resume`).
     resume: bool,
+    /// The shards this process may run (cluster mode: all of the bot's or the explicit ones),
+    /// which share its bound on unconfirmed bytes.
+    process_shards: usize,
 }
 
 impl<R: Runtime> Launcher<R> {
@@ -332,8 +361,9 @@ impl<R: Runtime> Launcher<R> {
             shard_id,
             session,
             self.seed_base ^ u64::from(number),
+            self.process_shards,
         );
-        let shard = Shard::new(shard_config, Instant::now());
+        let shard = Shard::new(shard_config, self.rt.now());
         let (tx, rx) = mpsc::unbounded_channel();
         let ticket = self.inputs.insert(number, tx);
         let io = ShardIo {
@@ -343,7 +373,10 @@ impl<R: Runtime> Launcher<R> {
             store: self.writer.clone(),
             identify: self.identify.clone(),
             max_message: self.config.limits.max_message,
-            max_unconfirmed: self.config.limits.max_unconfirmed_publishes,
+            outbox: OutboxConfig {
+                confirm_timeout: Duration::from_secs(self.config.limits.confirm_timeout_secs),
+                unroutable: self.router.unroutable(),
+            },
         };
         let done = self.done.clone();
         let inputs = self.inputs.clone();
@@ -395,6 +428,7 @@ fn shard_config(
     shard: ShardId,
     session: Option<proto_core::session::SessionSnapshot>,
     seed: u64,
+    owned: usize,
 ) -> ShardConfig {
     let mut shard_config = ShardConfig::new(
         shard,
@@ -412,6 +446,9 @@ fn shard_config(
     shard_config.command_queue_capacity = config.limits.command_queue_capacity;
     shard_config.session = session;
     shard_config.max_unconfirmed = config.limits.max_unconfirmed_publishes;
+    // The process's byte bound, shared out equally: the shards together never hold more
+    // (beyond the one message each that reaches its share).
+    shard_config.max_unconfirmed_bytes = config.limits.max_unconfirmed_bytes / owned.max(1);
     shard_config.api_version = config.discord.api_version;
     shard_config.hello_timeout = config.discord.hello_timeout;
     shard_config

@@ -8,7 +8,7 @@
 //! fallback while Redis is unavailable).
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proto_core::cluster::{IdentifyStep, SharedIdentify};
 use proto_core::identify::SessionStartLimit;
@@ -83,20 +83,17 @@ async fn coordinate<R: Runtime>(
     mut store: Option<ClusterStore>,
 ) {
     let mut scheduler = match store {
-        Some(_) => SharedIdentify::new(limits, Instant::now()),
-        None => SharedIdentify::local(limits, Instant::now()),
+        Some(_) => SharedIdentify::new(limits, rt.now()),
+        None => SharedIdentify::local(limits, rt.now()),
     };
-    let barrier_until = Instant::now() + STARTUP_BARRIER;
+    let barrier_until = rt.now() + STARTUP_BARRIER;
     let mut was_fallback = scheduler.is_fallback();
     loop {
         // Buckets must start in shard order, but the shards' first requests arrive in the
         // order their sockets happened to open: hold every grant until each shard expected to
         // identify at start has asked (or the barrier times out).
-        let holding = !initial.is_empty() && Instant::now() < barrier_until;
-        while let Some(step) = (!holding)
-            .then(|| scheduler.poll_step(Instant::now()))
-            .flatten()
-        {
+        let holding = !initial.is_empty() && rt.now() < barrier_until;
+        while let Some(step) = (!holding).then(|| scheduler.poll_step(rt.now())).flatten() {
             let shard = match step {
                 IdentifyStep::Grant(shard) => Some(shard),
                 IdentifyStep::Claim(claim) => {
@@ -105,7 +102,7 @@ async fn coordinate<R: Runtime>(
                         None => proto_core::cluster::ClaimReply::Unavailable,
                     };
                     tracing::debug!(shard = claim.shard, ?reply, "identify claim answered");
-                    scheduler.handle_reply(Instant::now(), claim, reply)
+                    scheduler.handle_reply(rt.now(), claim, reply)
                 }
             };
             if scheduler.is_fallback() != was_fallback {
@@ -147,10 +144,10 @@ async fn coordinate<R: Runtime>(
         match request {
             Some(Some(Message::Request(shard))) => {
                 initial.remove(&shard);
-                scheduler.request(Instant::now(), shard);
+                scheduler.request(rt.now(), shard);
             }
             Some(Some(Message::Release(shard))) => {
-                let released = scheduler.release(Instant::now(), shard);
+                let released = scheduler.release(rt.now(), shard);
                 tracing::debug!(shard, released, "unused identify grant handed back");
             }
             Some(None) => return,

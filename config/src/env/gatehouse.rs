@@ -9,6 +9,7 @@ use super::{CompositeEnvVar, EnvKind, EnvLookup, EnvTable, EnvVar, number};
 pub const TABLE: EnvTable = EnvTable {
     source: "gatehouse",
     only_with: None,
+    warn_elsewhere: true,
     composites: &[CompositeEnvVar {
         names: &["GATEHOUSE_SHARD_COUNT", "SHARD_COUNT"],
         path: &["discord", "shard_count"],
@@ -26,7 +27,7 @@ pub const TABLE: EnvTable = EnvTable {
             kind: EnvKind::Text,
         },
         EnvVar {
-            names: &["GATEHOUSE_API_VERSION"],
+            names: &["GATEHOUSE_API_VERSION", "DISCORD_API_VERSION"],
             path: &["discord", "api_version"],
             kind: EnvKind::Integer,
         },
@@ -103,6 +104,16 @@ pub const TABLE: EnvTable = EnvTable {
         EnvVar {
             names: &["GATEHOUSE_MAX_UNCONFIRMED"],
             path: &["limits", "max_unconfirmed_publishes"],
+            kind: EnvKind::Integer,
+        },
+        EnvVar {
+            names: &["GATEHOUSE_MAX_UNCONFIRMED_BYTES"],
+            path: &["limits", "max_unconfirmed_bytes"],
+            kind: EnvKind::Integer,
+        },
+        EnvVar {
+            names: &["GATEHOUSE_CONFIRM_TIMEOUT_SECS"],
+            path: &["limits", "confirm_timeout_secs"],
             kind: EnvKind::Integer,
         },
     ],

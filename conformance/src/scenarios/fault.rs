@@ -945,7 +945,7 @@ mod tests {
 
     #[test]
     fn markers_are_found_in_every_profile_body() {
-        let d = load_d(1, 7, "load:p:1:7");
+        let d = load_d(1, SHARDS, 7, "load:p:1:7");
         let frame = format!(
             r#"{{"t":"MESSAGE_CREATE","s":9,"op":0,"d":{}}}"#,
             String::from_utf8_lossy(&d)

@@ -1,5 +1,6 @@
 //! Deterministic tests of the core: a simulated gateway, scenarios and property tests.
 
+mod backpressure;
 mod cluster;
 mod commands;
 mod etf;
@@ -7,6 +8,7 @@ mod events;
 mod fake_gateway;
 mod handshake;
 mod lifecycle;
+mod outbox;
 mod persistence;
 mod proptests;
 mod sim;
