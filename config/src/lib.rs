@@ -23,7 +23,7 @@ pub mod load;
 pub mod model;
 mod raw;
 pub mod secret_url;
-mod validate;
+pub(crate) mod validate;
 
 #[cfg(test)]
 mod tests;

@@ -57,6 +57,18 @@ impl Config {
             }
         }
         apply_table(&mut table, &crate::env::gatehouse::TABLE, &env)?;
+        if kind != ProfileKind::Cordis
+            && crate::env::cordis::uses_unprefixed_shard_names(&env)
+            && is_set(&env, "SHARD_COUNT")
+            && !is_set(&env, "GATEHOUSE_SHARD_COUNT")
+        {
+            warnings.push(
+                "SHARD_COUNT is not read: STARTING_SHARD or TOTAL_SHARD_COUNT is set, which makes \
+                 it Cordis 1.x's count of this process's shards, and those names are read only \
+                 with the cordis profile"
+                    .to_owned(),
+            );
+        }
         for env_table in TABLES {
             if env_table.only_with.is_none_or(|k| k == kind) {
                 warn_unsupported(env_table, &env, &mut warnings);
@@ -141,7 +153,7 @@ fn warn_other_profile(
     env: &impl Fn(&str) -> Option<String>,
     warnings: &mut Vec<String>,
 ) {
-    let Some(only) = env_table.only_with else {
+    let Some(only) = env_table.only_with.filter(|_| env_table.warn_elsewhere) else {
         return;
     };
     let names = env_table

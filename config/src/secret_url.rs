@@ -26,6 +26,73 @@ impl SecretUrl {
     pub fn redacted(&self) -> String {
         redact_url(self.0.expose())
     }
+
+    /// `text` (typically a client library's error message, which may quote the URL it was
+    /// given) with the URL and each of its secrets replaced: the whole URL by its redacted
+    /// form, then the password and every query value, as written and percent-decoded, by
+    /// `***`.
+    pub fn scrub(&self, text: &str) -> String {
+        let url = self.0.expose();
+        let mut out = text.replace(url, &self.redacted());
+        for secret in secrets_of(url) {
+            for form in [secret.clone(), percent_decode(&secret)] {
+                if !form.is_empty() {
+                    out = out.replace(&form, "***");
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The secret parts of a URL: the userinfo's password (or a bare token), and query values.
+fn secrets_of(url: &str) -> Vec<String> {
+    let Some((_, rest)) = url.split_once("://") else {
+        return Vec::new();
+    };
+    let mut secrets = Vec::new();
+    let after = match rest.rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            secrets.push(match userinfo.split_once(':') {
+                Some((_, password)) => password.to_owned(),
+                None => userinfo.to_owned(),
+            });
+            &rest[at + 1..]
+        }
+        None => rest,
+    };
+    if let Some((_, query)) = after.split('#').next().unwrap_or_default().split_once('?') {
+        secrets.extend(
+            query
+                .split('&')
+                .filter_map(|pair| pair.split_once('=').map(|(_, v)| v.to_owned())),
+        );
+    }
+    secrets.retain(|s| !s.is_empty());
+    // Longest first, so that a secret containing another is replaced whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl fmt::Debug for SecretUrl {
@@ -143,6 +210,25 @@ mod tests {
         );
         // An `@` in a query hides what precedes it: safe, if more than needed.
         assert!(!redact_url("amqp://h/v?password=a@b").contains("a@b"));
+    }
+
+    #[test]
+    fn error_texts_are_scrubbed() {
+        let url = SecretUrl::new("amqp://user:p%40ss/w0rd@host:5672/%2f?auth=t0ken");
+        let text = format!(
+            "invalid URI {}: password p@ss/w0rd rejected, token t0ken",
+            url.expose()
+        );
+        let scrubbed = url.scrub(&text);
+        for secret in ["p%40ss/w0rd", "p@ss/w0rd", "t0ken"] {
+            assert!(!scrubbed.contains(secret), "{scrubbed}");
+        }
+        assert!(
+            scrubbed.contains("amqp://user:***@host:5672/%2f?auth=***"),
+            "{scrubbed}"
+        );
+        let plain = SecretUrl::new("redis://127.0.0.1:6379/");
+        assert_eq!(plain.scrub("connection refused"), "connection refused");
     }
 
     #[test]

@@ -478,3 +478,291 @@ fn shard_config_and_config_share_their_defaults() {
     );
     assert_eq!(config.discord.api_version, proto_core::shard::API_VERSION);
 }
+
+#[test]
+fn cordis_starting_shard_alone_runs_every_shard_from_it() {
+    let config = Config::load("", env(&[("CORDIS_STARTING_SHARD", "4")])).unwrap();
+    assert_eq!(config.discord.shard_ids, None);
+    assert_eq!(config.discord.first_shard, Some(4));
+    assert_eq!(config.cluster(8).unwrap().owned, vec![4, 5, 6, 7]);
+    assert!(config.cluster(4).is_err(), "shard 4 of 4 does not exist");
+    let config = Config::load("[discord]\nshard_ids = \"2-\"", env(&[])).unwrap();
+    assert_eq!(config.cluster(4).unwrap().owned, vec![2, 3]);
+}
+
+#[test]
+fn cordis_1x_names_are_read_with_the_cordis_profile_only() {
+    let vars = [
+        ("AUTH", "tok"),
+        ("AMQP_HOST", "broker"),
+        ("STARTING_SHARD", "2"),
+        ("SHARD_COUNT", "2"),
+        ("TOTAL_SHARD_COUNT", "8"),
+        ("WS_ENCODING", "json"),
+        ("WS_COMPRESS", "false"),
+        ("WS_INTENTS", "guilds,guildEmojis"),
+        ("WS_HELLO_TIMEOUT", "5000"),
+    ];
+    let mut cordis = vec![("GATEHOUSE_PROFILE", "cordis")];
+    cordis.extend_from_slice(&vars);
+    let config = Config::load("", env(&cordis)).unwrap();
+    assert_eq!(config.discord.token.expose(), "tok");
+    assert_eq!(config.amqp.url.expose(), "amqp://broker");
+    assert_eq!(config.discord.shard_ids, Some(vec![2, 3]));
+    assert_eq!(config.discord.shard_count, Some(8));
+    assert_eq!(config.discord.encoding, Encoding::Json);
+    assert_eq!(config.discord.compression, Compression::None);
+    assert_eq!(config.discord.intents, 1 | 8);
+    assert_eq!(config.discord.hello_timeout.as_millis(), 5000);
+
+    let loaded = Config::load_reporting("", env(&vars)).unwrap();
+    assert!(
+        !loaded.config.discord.has_token(),
+        "AUTH is too generic elsewhere"
+    );
+    assert_eq!(loaded.config.discord.shard_count, None);
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.contains("SHARD_COUNT is not read")),
+        "{:?}",
+        loaded.warnings
+    );
+    // Alone, SHARD_COUNT is the conformance contract's total, with every profile.
+    let config = Config::load(
+        "",
+        env(&[("GATEHOUSE_PROFILE", "cordis"), ("SHARD_COUNT", "4")]),
+    )
+    .unwrap();
+    assert_eq!(config.discord.shard_count, Some(4));
+}
+
+#[test]
+fn profile_dependent_defaults() {
+    let load = |kind: &str| Config::load("", env(&[("GATEHOUSE_PROFILE", kind)])).unwrap();
+    assert_eq!(load("cordis").discord.encoding, Encoding::Etf);
+    assert_eq!(load("gatehouse").discord.encoding, Encoding::Json);
+    assert_eq!(load("spectacles").redis.key_prefix, "gateway");
+    assert_eq!(load("twilight-dispatch").redis.key_prefix, "");
+    assert_eq!(load("retsu").redis.key_prefix, "gatehouse");
+}
+
+#[test]
+fn spectacles_environment_names() {
+    let config = Config::load(
+        "",
+        env(&[
+            ("DISCORD_TOKEN", "t"),
+            ("DISCORD_INTENTS", "GUILDS,GUILD_EMOJIS"),
+            ("DISCORD_SHARD_COUNT", "4"),
+            ("DISCORD_SHARD_IDS", "1,3"),
+            ("DISCORD_PRESENCE", r#"{"status":"idle","afk":false}"#),
+            ("PROMETHEUS_ADDRESS", ":8080"),
+            ("PROMETHEUS_ENDPOINT", "/stats"),
+            ("SHARD_STORE_TYPE", "none"),
+            ("SHARD_STORE_PREFIX", "bot"),
+            ("REDIS_URL", "localhost:6379"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.discord.intents, 1 | 8);
+    assert_eq!(config.discord.shard_count, Some(4));
+    assert_eq!(config.discord.shard_ids, Some(vec![1, 3]));
+    assert!(config.discord.presence.unwrap().contains("idle"));
+    assert_eq!(
+        config.metrics.address,
+        Some("0.0.0.0:8080".parse().unwrap())
+    );
+    assert_eq!(config.metrics.path, "/stats");
+    assert!(!config.redis.enabled);
+    assert_eq!(config.redis.key_prefix, "bot");
+    assert_eq!(config.redis.url.expose(), "redis://localhost:6379/0");
+    // The raw bitfield wins over the names, as in the original.
+    let config = Config::load(
+        "",
+        env(&[
+            ("DISCORD_INTENTS", "GUILDS"),
+            ("DISCORD_RAW_INTENTS", "513"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.discord.intents, 513);
+}
+
+/// The configuration file of the Spectacles gateway's README, as it is.
+pub(crate) const SPECTACLES_README_TOML: &str = r#"
+token = "" # Discord token
+events = [] # array of gateway event names to publish
+
+# everything below is optional
+
+intents = [] # array of gateway intents to send when identifying
+# https://gist.github.com/msciotti/223272a6f976ce4fda22d271c23d72d9
+
+[shards]
+count = 2
+ids = [0, 1]
+
+[broker]
+type = "amqp" # only supported type; any other value sends/receives from STDIN/STDOUT
+group = "gateway"
+message_timeout = "2m" # this is the default value: https://golang.org/pkg/time/#ParseDuration
+
+[prometheus]
+address = ":8080"
+endpoint = "/metrics"
+
+[shard_store]
+type = "redis" # only supported type
+prefix = "gateway" # string to prefix shard-store keys
+
+[presence]
+# https://discord.com/developers/docs/topics/gateway#update-status
+
+[amqp]
+url = "amqp://localhost"
+
+[redis]
+url = "localhost:6379"
+pool_size = 5 # size of Redis connection pool
+"#;
+
+#[test]
+fn the_spectacles_gateway_toml_is_read() {
+    let text = SPECTACLES_README_TOML
+        .replace("token = \"\"", "token = \"tok\"")
+        .replace("events = []", "events = [\"MESSAGE_CREATE\"]")
+        .replace("intents = []", "intents = [\"GUILDS\", \"GUILD_EMOJIS\"]");
+    let loaded = Config::load_reporting(&text, env(&[])).unwrap();
+    let config = loaded.config;
+    assert_eq!(config.profile.kind, ProfileKind::Spectacles);
+    assert_eq!(config.discord.token.expose(), "tok");
+    assert_eq!(config.discord.intents, 1 | 8);
+    assert_eq!(config.discord.shard_count, Some(2));
+    assert_eq!(config.discord.shard_ids, Some(vec![0, 1]));
+    assert_eq!(config.profile.events, ["MESSAGE_CREATE"]);
+    assert_eq!(config.profile.declare_queues, ["MESSAGE_CREATE"]);
+    assert_eq!(config.profile.exchange_name(), "gateway");
+    assert_eq!(config.profile.message_timeout_ms, Some(120_000));
+    assert_eq!(
+        config.metrics.address,
+        Some("0.0.0.0:8080".parse().unwrap())
+    );
+    assert!(config.redis.enabled);
+    assert_eq!(config.redis.key_prefix, "gateway");
+    assert_eq!(config.redis.url.expose(), "redis://localhost:6379/0");
+    assert_eq!(config.amqp.url.expose(), "amqp://localhost");
+    let presence: serde_json::Value =
+        serde_json::from_str(config.discord.presence.as_deref().unwrap()).unwrap();
+    assert_eq!(presence["status"], "online");
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.contains("redis.pool_size")),
+        "{:?}",
+        loaded.warnings
+    );
+    // Presence with the old `game`.
+    let config = Config::load(
+        "token = \"t\"\n[presence]\nstatus = \"idle\"\n[presence.game]\nname = \"test\"\ntype = 0\n",
+        env(&[]),
+    )
+    .unwrap();
+    let presence: serde_json::Value =
+        serde_json::from_str(config.discord.presence.as_deref().unwrap()).unwrap();
+    assert_eq!(presence["activities"][0]["name"], "test");
+    assert_eq!(presence["status"], "idle");
+}
+
+#[test]
+fn retsus_config_json_is_read() {
+    let text = r#"{
+        "discord": {"token": "tok", "shard_count": 8, "shard_start_index": 2, "shard_num": 3,
+                    "intents": 513, "use_large_bot_sharding": true},
+        "ignore_packets": ["TYPING_START", "PRESENCE_UPDATE"],
+        "loglevel": 1,
+        "msg_queue": {"url": "amqp://user:pw@rabbit:5672/"},
+        "redis_url": "cache:6380,password=s3cret,defaultDatabase=2,abortConnect=false",
+        "sentry_url": "https://key@sentry.example/1"
+    }"#;
+    let loaded = Config::load_reporting(text, env(&[])).unwrap();
+    let config = &loaded.config;
+    assert_eq!(config.profile.kind, ProfileKind::Retsu);
+    assert_eq!(config.discord.token.expose(), "tok");
+    assert_eq!(config.discord.shard_count, Some(8));
+    assert_eq!(config.discord.shard_ids, Some(vec![2, 3, 4]));
+    assert_eq!(config.discord.intents, 513);
+    assert_eq!(
+        config.profile.ignored_events,
+        ["TYPING_START", "PRESENCE_UPDATE"]
+    );
+    assert_eq!(config.amqp.url.expose(), "amqp://user:pw@rabbit:5672/");
+    assert_eq!(config.redis.url.expose(), "redis://:s3cret@cache:6380/2");
+    for key in ["sentry_url", "loglevel", "abortConnect"] {
+        assert!(
+            loaded.warnings.iter().any(|w| w.contains(key)),
+            "{key}: {:?}",
+            loaded.warnings
+        );
+    }
+    assert!(!format!("{loaded:?}").contains("s3cret"));
+    // Without redis_url, sessions stay in memory.
+    let config = Config::load(r#"{"discord": {"token": "t"}, "redis_url": ""}"#, env(&[])).unwrap();
+    assert!(!config.redis.enabled);
+    // The key is `ignore_packets`; the misspelling is warned about, not silently dropped.
+    let loaded = Config::load_reporting(r#"{"ignored_packets": ["READY"]}"#, env(&[])).unwrap();
+    assert!(loaded.config.profile.ignored_events.is_empty());
+    assert!(loaded.warnings.iter().any(|w| w.contains("ignore_packets")));
+}
+
+#[test]
+fn stackexchange_redis_urls() {
+    let mut warnings = Vec::new();
+    let form = |s: &str, w: &mut Vec<String>| crate::validate::redis_url_form(s, w).unwrap();
+    assert_eq!(form("localhost", &mut warnings), "redis://localhost:6379/0");
+    assert_eq!(
+        form("h:1,ssl=true,user=u,password=p@ss", &mut warnings),
+        "rediss://u:p%40ss@h:1/0"
+    );
+    assert_eq!(form("redis://h/", &mut warnings), "redis://h/");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    form("h:1,h2:2", &mut warnings);
+    assert!(warnings[0].contains("first endpoint"), "{warnings:?}");
+    assert!(crate::validate::redis_url_form("password=x", &mut warnings).is_err());
+}
+
+#[test]
+fn twilight_dispatch_environment_names() {
+    let config = Config::load(
+        "",
+        env(&[
+            ("GATEHOUSE_PROFILE", "twilight-dispatch"),
+            ("STATUS", "idle"),
+            ("ACTIVITY_TYPE", "2"),
+            ("ACTIVITY_NAME", "music"),
+            ("RESUME", "false"),
+            ("SHARDS_CONCURRENCY", "4"),
+        ]),
+    )
+    .unwrap();
+    let presence: serde_json::Value =
+        serde_json::from_str(config.discord.presence.as_deref().unwrap()).unwrap();
+    assert_eq!(presence["status"], "idle");
+    assert_eq!(presence["activities"][0]["type"], 2);
+    assert_eq!(presence["activities"][0]["name"], "music");
+    assert!(!config.discord.resume);
+    assert_eq!(config.discord.max_concurrency, Some(4));
+    assert_eq!(config.redis.key_prefix, "");
+}
+
+#[test]
+fn the_gateway_api_version_can_be_set() {
+    let config = Config::load("", env(&[("GATEHOUSE_API_VERSION", "9")])).unwrap();
+    assert_eq!(config.discord.api_version, 9);
+    // The conformance contract's neutral name.
+    let config = Config::load("", env(&[("DISCORD_API_VERSION", "9")])).unwrap();
+    assert_eq!(config.discord.api_version, 9);
+    assert!(Config::load("[discord]\napi_version = 3", env(&[])).is_err());
+}

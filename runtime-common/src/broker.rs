@@ -398,7 +398,8 @@ async fn connect<R: Runtime>(
         rt.amqp_runtime(),
     )
     .await
-    .map_err(|e| e.to_string())?;
+    // lapin's URI errors may quote the URL.
+    .map_err(|e| settings.url.scrub(&e.to_string()))?;
     let declare = connection
         .create_channel()
         .await

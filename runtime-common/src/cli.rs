@@ -267,7 +267,7 @@ fn read_statuses(config: &Config) -> anyhow::Result<Vec<ShardStatus>> {
     use redis::Commands;
     let url = &config.redis.url;
     let client = crate::tls::redis_client(url.expose())
-        .with_context(|| format!("invalid Redis URL {url}"))?;
+        .map_err(|e| anyhow::anyhow!("invalid Redis URL {url}: {}", url.scrub(&e.to_string())))?;
     let mut connection = client
         .get_connection_with_timeout(Duration::from_secs(5))
         .map_err(|e| redis_error(e, url))?;
@@ -289,7 +289,7 @@ fn read_statuses(config: &Config) -> anyhow::Result<Vec<ShardStatus>> {
 }
 
 fn redis_error(error: redis::RedisError, url: &gatehouse_config::SecretUrl) -> anyhow::Error {
-    let text = error.to_string();
+    let text = url.scrub(&error.to_string());
     match crate::advice::redis(&text, &url.redacted()) {
         Some(advice) => anyhow::anyhow!("Redis at {url}: {text}\n{advice}"),
         None => anyhow::anyhow!("Redis at {url}: {text}"),
@@ -414,6 +414,8 @@ mod tests {
             reconnects: 1,
             sequence: Some(42),
             updated_at_ms: 10_000,
+            latency_ms: None,
+            last_ack_ms: None,
         };
         let table = status_table(
             "gatehouse",

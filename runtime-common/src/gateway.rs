@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use gatehouse_config::{Config, ConfigError};
 use proto_core::outbox::OutboxConfig;
-use proto_core::profile::{ProfileError, Router};
+use proto_core::profile::{ProfileError, ProfileKind, Router};
 use proto_core::shard::{Shard, ShardConfig, StopReason};
 use proto_core::sharding::ShardId;
 use tokio::sync::{mpsc, watch};
@@ -77,6 +77,7 @@ pub async fn run_with_gateway<R: Runtime>(
 ) -> Result<(), RunError> {
     let cluster = config.cluster(bot.shards)?;
     let router = Router::new(&config.profile, &cluster)?;
+    crate::predecessor_metrics::enable(config.profile.kind, cluster.owned.len());
     tracing::info!(
         shard_count = cluster.shard_count,
         owned = ?cluster.owned,
@@ -106,6 +107,22 @@ pub async fn run_with_gateway<R: Runtime>(
         },
         stop_rx.clone(),
     );
+
+    futures_util::pin_mut!(shutdown);
+    if config.profile.kind == ProfileKind::Cordis {
+        // The Cordis spec: ensure the broker connection before connecting to Discord.
+        tracing::info!("cordis profile: waiting for RabbitMQ before starting the shards");
+        let mut links = broker.watch();
+        let connected = links.wait_for(Option::is_some);
+        futures_util::pin_mut!(connected);
+        if let futures_util::future::Either::Right(_) =
+            futures_util::future::select(connected, shutdown.as_mut()).await
+        {
+            tracing::info!("interrupted before RabbitMQ was reachable");
+            let _ = stop_tx.send(true);
+            return Ok(());
+        }
+    }
 
     let mut inputs = HashMap::new();
     let mut receivers = Vec::new();
@@ -210,7 +227,6 @@ pub async fn run_with_gateway<R: Runtime>(
 
     let mut running = cluster.owned.len();
     let mut last_reason = None;
-    futures_util::pin_mut!(shutdown);
     let shutdown_requested = loop {
         match futures_util::future::select(shutdown.as_mut(), Box::pin(done_rx.recv())).await {
             futures_util::future::Either::Left(_) => break true,

@@ -23,7 +23,8 @@
 //! - [`session_store`]: session snapshots and shard status in Redis.
 //! - [`identify`]: the process-wide identify coordinator.
 //! - [`discord_http`]: `GET /gateway/bot`.
-//! - [`metrics`]: metric names and the Prometheus endpoint.
+//! - [`metrics`]: metric names and the Prometheus endpoint; [`predecessor_metrics`]: the
+//!   predecessors' metric names, served besides under their profile.
 //! - [`demo`]: the demo mode (mock gateway in-process, live count of published events).
 //! - `e2e` (feature `test-support`): the end-to-end scenarios every runtime binary must pass.
 //!
@@ -44,6 +45,7 @@ pub mod http;
 pub mod identify;
 pub mod logging;
 pub mod metrics;
+pub mod predecessor_metrics;
 mod publisher;
 pub mod runtime;
 pub mod session_store;

@@ -136,6 +136,7 @@ impl ShardMetrics {
                 self.published.insert(event.to_owned(), counter);
             }
         }
+        crate::predecessor_metrics::dispatch(&self.shard, event);
         self.acks.increment(1);
         self.latency.record(latency.as_secs_f64());
         self.cell.published();
@@ -149,6 +150,7 @@ impl ShardMetrics {
         self.cell.set_sequence(shard.last_sequence());
         if let Some(latency) = latency {
             self.latency_gauge.set(latency.as_secs_f64());
+            crate::predecessor_metrics::latency(&self.shard, latency);
         }
         self.command_queue.set(shard.queued_commands() as f64);
     }
@@ -183,6 +185,9 @@ impl ShardMetrics {
         let previous = self.previous_state.replace(Some(state));
         let reason = status::change_reason(state, previous, last_disconnect);
         let name = state_name(state);
+        if let Ok(number) = self.shard.parse() {
+            crate::predecessor_metrics::state(number, name);
+        }
         match state {
             ShardState::Disconnected { .. } if last_disconnect.is_some() => {
                 tracing::warn!(state = name, %reason, "shard state")

@@ -61,7 +61,7 @@ impl SessionStore {
     ) -> Result<Self, StoreError> {
         let error = |e: redis::RedisError| StoreError {
             url: url.redacted(),
-            message: e.to_string(),
+            message: url.scrub(&e.to_string()),
         };
         let client = crate::tls::redis_client(url.expose()).map_err(error)?;
         let config = ConnectionManagerConfig::new()

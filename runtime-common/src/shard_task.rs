@@ -110,6 +110,7 @@ pub(crate) async fn run<R: Runtime>(shard: Shard, io: ShardIo<R>) -> StopReason 
         link_wait: None,
         stopped: None,
         last_state: None,
+        last_ack_written: None,
         connects: 0,
         inputs_open: true,
         burst: 0,
@@ -146,6 +147,8 @@ struct ShardTask<R: Runtime> {
     link_wait: Option<LinkWait>,
     stopped: Option<StopReason>,
     last_state: Option<ShardState>,
+    /// The heartbeat ACK of the latest status written (a new ACK refreshes the latency).
+    last_ack_written: Option<Instant>,
     connects: u64,
     inputs_open: bool,
     burst: usize,
@@ -538,16 +541,21 @@ impl<R: Runtime> ShardTask<R> {
     fn report_state(&mut self) {
         self.metrics.observe(&self.shard);
         let state = self.shard.state();
-        if self.last_state == Some(state) {
+        if self.last_state != Some(state) {
+            self.last_state = Some(state);
+            self.metrics
+                .state(state, self.shard.last_disconnect(), self.io.rt.wall_clock());
+        } else if self.shard.last_ack() == self.last_ack_written {
             return;
         }
-        self.last_state = Some(state);
-        self.metrics
-            .state(state, self.shard.last_disconnect(), self.io.rt.wall_clock());
         self.write_status(metrics::state_name(state));
     }
 
+    /// Writes the status (on a state change, and on each heartbeat ACK for a fresh latency).
     fn write_status(&mut self, state: &str) {
+        let last_ack = self.shard.last_ack();
+        self.last_ack_written = last_ack;
+        let now_ms = crate::status::epoch_ms(self.io.rt.wall_clock());
         self.io.store.save_status(ShardStatus {
             shard: self.number,
             shard_count: self.total,
@@ -555,6 +563,11 @@ impl<R: Runtime> ShardTask<R> {
             reconnects: self.connects.saturating_sub(1),
             sequence: self.shard.last_sequence(),
             updated_at_ms: 0,
+            latency_ms: self.shard.latency().map(|l| l.as_millis() as u64),
+            last_ack_ms: last_ack.map(|at| {
+                now_ms
+                    .saturating_sub(Instant::now().saturating_duration_since(at).as_millis() as u64)
+            }),
         });
     }
 }

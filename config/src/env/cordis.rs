@@ -114,6 +114,7 @@ macro_rules! shared_unsupported {
 pub const TABLE: EnvTable = EnvTable {
     source: "cordis",
     only_with: None,
+    warn_elsewhere: true,
     composites: &[CompositeEnvVar {
         names: &["CORDIS_STARTING_SHARD", "CORDIS_SHARD_COUNT"],
         path: &["discord", "shard_ids"],
@@ -135,6 +136,7 @@ pub const TABLE: EnvTable = EnvTable {
 pub const PROFILE_TABLE: EnvTable = EnvTable {
     source: "cordis",
     only_with: Some(ProfileKind::Cordis),
+    warn_elsewhere: true,
     composites: &[],
     vars: &[],
     unsupported: &[],
@@ -145,6 +147,7 @@ pub const PROFILE_TABLE: EnvTable = EnvTable {
 pub const UNPREFIXED_TABLE: EnvTable = EnvTable {
     source: "cordis 1.x",
     only_with: Some(ProfileKind::Cordis),
+    warn_elsewhere: false,
     composites: &[CompositeEnvVar {
         names: &["STARTING_SHARD", "SHARD_COUNT", "TOTAL_SHARD_COUNT"],
         path: &["discord", "shard_ids"],

@@ -9,6 +9,7 @@ use super::{CompositeEnvVar, EnvKind, EnvLookup, EnvTable, EnvVar, number};
 pub const TABLE: EnvTable = EnvTable {
     source: "gatehouse",
     only_with: None,
+    warn_elsewhere: true,
     composites: &[CompositeEnvVar {
         names: &["GATEHOUSE_SHARD_COUNT", "SHARD_COUNT"],
         path: &["discord", "shard_count"],
@@ -26,7 +27,7 @@ pub const TABLE: EnvTable = EnvTable {
             kind: EnvKind::Text,
         },
         EnvVar {
-            names: &["GATEHOUSE_API_VERSION"],
+            names: &["GATEHOUSE_API_VERSION", "DISCORD_API_VERSION"],
             path: &["discord", "api_version"],
             kind: EnvKind::Integer,
         },

@@ -83,6 +83,9 @@ pub struct EnvTable {
     pub source: &'static str,
     /// Read only when this profile is selected; `None`: always read.
     pub only_with: Option<ProfileKind>,
+    /// Whether setting one of these names while another profile is selected is warned about
+    /// (not for names as generic as Cordis 1.x's `DEBUG`).
+    pub warn_elsewhere: bool,
     /// Settings spread over several variables.
     pub composites: &'static [CompositeEnvVar],
     /// One variable (or alias list) per setting.

@@ -29,6 +29,7 @@ use proto_core::profile::ProfileKind;
 pub const TABLE: EnvTable = EnvTable {
     source: "spectacles",
     only_with: None,
+    warn_elsewhere: true,
     composites: &[],
     vars: &[
         EnvVar {
@@ -91,6 +92,7 @@ pub const TABLE: EnvTable = EnvTable {
 pub const PROFILE_TABLE: EnvTable = EnvTable {
     source: "spectacles",
     only_with: Some(ProfileKind::Spectacles),
+    warn_elsewhere: true,
     composites: &[],
     vars: &[
         EnvVar {

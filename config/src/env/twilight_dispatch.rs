@@ -31,6 +31,7 @@ const STATE_WHY: &str = "Gatehouse keeps no cache of Discord's state (the Cordis
 pub const TABLE: EnvTable = EnvTable {
     source: "twilight-dispatch",
     only_with: None,
+    warn_elsewhere: true,
     composites: &[
         CompositeEnvVar {
             names: &["SHARDS_START", "SHARDS_END"],
@@ -151,6 +152,7 @@ pub const TABLE: EnvTable = EnvTable {
 pub const PROFILE_TABLE: EnvTable = EnvTable {
     source: "twilight-dispatch",
     only_with: Some(ProfileKind::TwilightDispatch),
+    warn_elsewhere: true,
     composites: &[],
     vars: &[EnvVar {
         names: &["DEFAULT_QUEUE", "DECLARE_QUEUE"],

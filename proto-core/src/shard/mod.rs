@@ -532,6 +532,11 @@ impl Shard {
         self.heartbeat.latency()
     }
 
+    /// When the latest heartbeat ACK arrived (the `now` of that `handle_*` call).
+    pub fn last_ack(&self) -> Option<Instant> {
+        self.heartbeat.last_ack()
+    }
+
     /// Which timer [`Shard::poll_timeout`] is for.
     pub fn timeout_reason(&self) -> Option<Timer> {
         self.timers.next().map(|(t, _)| t)
