@@ -282,6 +282,9 @@ pub struct LiveView {
     pub owner: String,
     /// The latest heartbeat round trip in milliseconds.
     pub latency_ms: Option<f64>,
+    /// The last sequence received, as the owner last reported it (fresher than the status,
+    /// which is written on state changes).
+    pub live_sequence: Option<u64>,
     /// When its last event arrived (ms since the Unix epoch).
     pub last_event_at_ms: Option<u64>,
 }
@@ -342,6 +345,7 @@ pub fn merge_views(
                 .map(|l| LiveView {
                     owner: l.owner.clone(),
                     latency_ms: l.latency_ms,
+                    live_sequence: l.sequence,
                     last_event_at_ms: l.last_event_at_ms,
                 });
             ShardView { status, live }
@@ -398,8 +402,11 @@ pub fn status_table(prefix: &str, views: &[ShardView], now_ms: u64) -> String {
     ]);
     for view in views {
         let s = &view.status;
-        let sequence = s.sequence.map_or("-".to_owned(), |n| n.to_string());
         let live = view.live.as_ref();
+        let sequence = live
+            .and_then(|l| l.live_sequence)
+            .or(s.sequence)
+            .map_or("-".to_owned(), |n| n.to_string());
         let owner = live.map_or("-", |l| l.owner.as_str());
         let latency = live
             .and_then(|l| l.latency_ms)
@@ -523,7 +530,7 @@ mod tests {
             shard: 1,
             owner: "host-42-abcdef".into(),
             latency_ms: Some(41.6),
-            sequence: Some(42),
+            sequence: Some(57),
             last_event_at_ms: Some(13_000),
             updated_at_ms: 14_000,
         };
@@ -549,6 +556,10 @@ mod tests {
             "{table}"
         );
         assert!(lines[2].contains("2s ago"), "the last event's age: {table}");
+        assert!(
+            lines[2].contains("57"),
+            "the owner's fresher sequence: {table}"
+        );
         let json = serde_json::to_value(&views).unwrap();
         assert_eq!(json[1]["owner"], "host-42-abcdef");
         assert_eq!(json[1]["state"], "resuming");
