@@ -27,8 +27,15 @@ use tokio::sync::mpsc;
 use crate::runtime::Runtime;
 use crate::shard_task::ShardInput;
 
-/// How long one cluster call to Redis may take before it counts as unavailable.
+/// How long one cluster call to Redis may take before it counts as unavailable (lease calls:
+/// at most a twentieth of the lease time, well inside the lease's safety margin, so that a
+/// hanging call cannot delay noticing an expired lease past it).
 const CALL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// [`CALL_TIMEOUT`] for the lease calls of a lease of `ttl`.
+fn lease_call_timeout(ttl: Duration) -> Duration {
+    (ttl / 20).clamp(Duration::from_millis(100), CALL_TIMEOUT)
+}
 
 /// A name for this process, unique in the cluster: host, process id and a random part.
 pub fn member_name() -> String {
@@ -88,7 +95,15 @@ impl std::fmt::Debug for ClusterStore {
 }
 
 async fn within<R: Runtime, T>(rt: &R, call: impl Future<Output = T>) -> Option<T> {
-    let sleep = rt.sleep(CALL_TIMEOUT);
+    within_for(rt, CALL_TIMEOUT, call).await
+}
+
+async fn within_for<R: Runtime, T>(
+    rt: &R,
+    timeout: Duration,
+    call: impl Future<Output = T>,
+) -> Option<T> {
+    let sleep = rt.sleep(timeout);
     futures_util::pin_mut!(call, sleep);
     match select(call, sleep).await {
         Either::Left((value, _)) => Some(value),
@@ -174,7 +189,7 @@ impl ClusterStore {
             }
         };
         let call = eval.query_async::<i64>(&mut self.connection);
-        match within(rt, call).await {
+        match within_for(rt, lease_call_timeout(ttl), call).await {
             Some(Ok(reply)) => scripts::decode_lease(reply),
             Some(Err(e)) => {
                 tracing::warn!(shard, error = %e, "lease call failed in Redis");

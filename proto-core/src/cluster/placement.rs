@@ -158,9 +158,19 @@ impl ClusterNode {
             && self.leases.values().all(ShardLease::is_idle)
     }
 
-    /// The next thing to do.
+    /// The next thing to do. Leases that ran out by `now` are noticed first, so a caller
+    /// working through slow store calls still stops such a shard before anything else.
     pub fn poll_action(&mut self, now: Instant) -> Option<NodeAction> {
-        self.clock(now);
+        let now = self.clock(now);
+        let expired: Vec<(u32, LeaseChange)> = self
+            .leases
+            .iter_mut()
+            .filter_map(|(&shard, lease)| lease.handle_timeout(now).map(|c| (shard, c)))
+            .collect();
+        // Queued at the front one by one: in reverse, so they come out in shard order.
+        for (shard, change) in expired.into_iter().rev() {
+            self.on_change(shard, change);
+        }
         self.actions.pop_front()
     }
 
@@ -197,7 +207,9 @@ impl ClusterNode {
             && *stop != Some(StopKind::LeaseLost)
         {
             *stop = Some(StopKind::LeaseLost);
-            self.actions.push_back(NodeAction::Stop {
+            // Ahead of everything else queued: nothing may delay stopping a shard whose lease
+            // is gone.
+            self.actions.push_front(NodeAction::Stop {
                 shard,
                 kind: StopKind::LeaseLost,
             });
@@ -332,6 +344,41 @@ mod tests {
         );
         node.handle_lease_reply(t0, 0, LeaseReply::Granted);
         assert_eq!(node.running().count(), 0);
+    }
+
+    #[test]
+    fn an_expired_lease_is_stopped_before_queued_store_calls() {
+        let t0 = crate::tests::epoch();
+        let timings = LeaseTimings::new(Duration::from_secs(10));
+        let mut node = ClusterNode::new("a", 2, None, timings, t0);
+        node.handle_timeout(t0);
+        drain(&mut node, t0);
+        node.handle_lease_reply(t0, 0, LeaseReply::Granted);
+        node.handle_lease_reply(t0, 1, LeaseReply::Granted);
+        drain(&mut node, t0);
+        // The renewals are queued, and the caller works through them slowly (each store call
+        // hangs): the expired lease still comes first.
+        let renew = t0 + timings.renew_after;
+        node.handle_timeout(renew);
+        assert!(matches!(
+            node.poll_action(renew),
+            Some(NodeAction::Lease { shard: 0, .. })
+        ));
+        let deadline = t0 + timings.ttl - timings.safety;
+        assert_eq!(
+            node.poll_action(deadline),
+            Some(NodeAction::Stop {
+                shard: 0,
+                kind: StopKind::LeaseLost
+            })
+        );
+        assert_eq!(
+            node.poll_action(deadline),
+            Some(NodeAction::Stop {
+                shard: 1,
+                kind: StopKind::LeaseLost
+            })
+        );
     }
 
     #[test]
