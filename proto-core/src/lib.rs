@@ -25,6 +25,8 @@
 //! - [`command`]: validation of the gateway packets workers ask to send, for every profile.
 //! - [`identify`]: the identify scheduler (session start limit, `max_concurrency` buckets).
 //! - [`ratelimit`]: the per-connection send window (120 frames per 60 s, heartbeats reserved).
+//! - [`store_sync`]: the session store's policy under Redis faults (retries, what to write
+//!   when Redis returns, when shards may start new sessions without their snapshot).
 //! - [`sharding`], [`intents`], [`session`], [`secret`]: the pure rules and values shared by all.
 //! - [`rng`]: the seeded generator behind every jitter and back-off draw.
 
@@ -44,6 +46,7 @@ pub mod session;
 pub mod shard;
 pub mod sharding;
 pub mod store;
+pub mod store_sync;
 
 #[cfg(test)]
 mod tests;
