@@ -94,6 +94,10 @@ pub struct RedisConfig {
     pub url: SecretUrl,
     /// The prefix of every key Gatehouse writes (see [`crate::store`]).
     pub key_prefix: String,
+    /// At start, how long a shard whose session snapshot cannot be read (Redis unreachable)
+    /// waits before it starts a new session anyway, losing what Discord would have replayed.
+    /// `None` (the default): it waits until Redis answers. See [`crate::store_sync`].
+    pub identify_anyway_after: Option<std::time::Duration>,
 }
 
 /// Memory and flow limits.
@@ -360,6 +364,11 @@ pub const ENV_VARS: &[EnvVar] = &[
         names: &["GATEHOUSE_REDIS_PREFIX", "REDIS_KEY_PREFIX"],
         path: &["redis", "key_prefix"],
         kind: EnvKind::Text,
+    },
+    EnvVar {
+        names: &["GATEHOUSE_REDIS_IDENTIFY_ANYWAY_AFTER_SECS"],
+        path: &["redis", "identify_anyway_after_secs"],
+        kind: EnvKind::Integer,
     },
     EnvVar {
         names: &["GATEHOUSE_PROFILE", "BROKER_PROFILE"],
@@ -763,6 +772,7 @@ mod raw {
     struct RawRedis {
         url: Option<String>,
         key_prefix: Option<String>,
+        identify_anyway_after_secs: Option<u64>,
     }
 
     #[derive(serde::Deserialize, Default)]
@@ -819,6 +829,10 @@ mod raw {
                         }
                         prefix
                     },
+                    identify_anyway_after: self
+                        .redis
+                        .identify_anyway_after_secs
+                        .map(std::time::Duration::from_secs),
                 },
                 profile: self.profile,
                 limits: self.limits.validate()?,
@@ -1072,6 +1086,7 @@ mod tests {
         assert_eq!(config.amqp.url.expose(), DEFAULT_AMQP_URL);
         assert_eq!(config.redis.url.expose(), DEFAULT_REDIS_URL);
         assert_eq!(config.redis.key_prefix, "gatehouse");
+        assert_eq!(config.redis.identify_anyway_after, None);
         assert_eq!(config.discord.intents, 53_575_421);
         assert_eq!(config.discord.shard_count, None);
         assert_eq!(config.discord.shard_ids, None);
@@ -1099,6 +1114,7 @@ mod tests {
 
             [redis]
             key_prefix = "gh-test"
+            identify_anyway_after_secs = 900
 
             [profile]
             kind = "spectacles"
@@ -1121,6 +1137,10 @@ mod tests {
             serde_json::from_str(config.discord.presence.as_deref().unwrap()).unwrap();
         assert_eq!(presence["status"], "idle");
         assert_eq!(config.redis.key_prefix, "gh-test");
+        assert_eq!(
+            config.redis.identify_anyway_after,
+            Some(std::time::Duration::from_secs(900))
+        );
         assert_eq!(config.profile.kind, crate::profile::ProfileKind::Spectacles);
         assert_eq!(config.limits.max_unconfirmed_publishes, 50);
         assert_eq!(

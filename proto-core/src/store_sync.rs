@@ -40,7 +40,7 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             first: Duration::from_millis(500),
-            max: Duration::from_secs(5),
+            max: Duration::from_secs(2),
         }
     }
 }
@@ -485,6 +485,12 @@ impl StoreSync {
                 at_risk: self.restart_risks(),
             });
         }
+    }
+
+    /// The process is about to stop: the next [`StoreSync::poll_write`] writes at once,
+    /// whatever the back-off (the final snapshots should reach Redis if it is back).
+    pub fn expedite(&mut self) {
+        self.retry_at = None;
     }
 
     /// When the next retry is due (`None`: no retry waiting).

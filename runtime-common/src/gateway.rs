@@ -15,6 +15,7 @@ use proto_core::config::{Config, ConfigError};
 use proto_core::profile::{ProfileError, Router};
 use proto_core::shard::{Shard, ShardConfig, StopReason};
 use proto_core::sharding::ShardId;
+use proto_core::store_sync::StorePolicy;
 use tokio::sync::{mpsc, watch};
 
 use crate::broker::{self, BrokerSettings};
@@ -36,7 +37,7 @@ pub enum RunError {
     /// The profile settings do not work.
     #[error(transparent)]
     Profile(#[from] ProfileError),
-    /// Redis is unreachable.
+    /// The Redis URL cannot be used.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Every shard stopped for good on its own.
@@ -84,7 +85,33 @@ pub async fn run_with_gateway<R: Runtime>(
         redis = %config.redis.url,
         "starting"
     );
-    let mut store = SessionStore::connect(&rt, &config.redis.url, &config.redis.key_prefix).await?;
+    let mut store = SessionStore::open(&rt, &config.redis.url, &config.redis.key_prefix)?;
+    let store_policy = StorePolicy {
+        identify_anyway_after: config.redis.identify_anyway_after,
+        ..StorePolicy::default()
+    };
+    // Every shard waits for its snapshot: while Redis is down this waits (retrying), because
+    // a shard started without it would start a new session and lose Discord's replay.
+    let shard_ids: Vec<ShardId> = cluster
+        .owned
+        .iter()
+        .map(|&number| {
+            ShardId::new(number, cluster.shard_count)
+                .expect("Config::cluster only returns shards below the count")
+        })
+        .collect();
+    futures_util::pin_mut!(shutdown);
+    let loaded = {
+        let load = store.load_sessions(&shard_ids, store_policy);
+        futures_util::pin_mut!(load);
+        match futures_util::future::select(load, shutdown.as_mut()).await {
+            futures_util::future::Either::Left((loaded, _)) => loaded,
+            futures_util::future::Either::Right(_) => {
+                tracing::info!("stopped before the shards started (waiting for Redis)");
+                return Ok(());
+            }
+        }
+    };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let broker = broker::start(
@@ -105,25 +132,20 @@ pub async fn run_with_gateway<R: Runtime>(
         receivers.push((number, rx));
     }
 
-    let mut sessions = HashMap::new();
+    let mut sessions = loaded.sessions;
     for &number in &cluster.owned {
-        let shard_id = ShardId::new(number, cluster.shard_count)
-            .expect("Config::cluster only returns shards below the count");
-        let session = match store.load_session(shard_id).await {
-            Ok(session) => session,
-            Err(e) => {
-                tracing::warn!(shard = number, error = %e, "cannot load the session; identifying");
-                None
-            }
-        };
-        if let Some(s) = &session {
-            tracing::info!(
+        match sessions.get(&number) {
+            Some(Some(s)) => tracing::info!(
                 shard = number,
                 sequence = s.sequence,
                 "resuming the stored session"
-            );
+            ),
+            _ if loaded.unread.contains(&number) => tracing::warn!(
+                shard = number,
+                "identifying without reading the stored session (Redis unreachable)"
+            ),
+            _ => {}
         }
-        sessions.insert(number, session);
     }
     let identifying_at_start = sessions
         .iter()
@@ -137,9 +159,13 @@ pub async fn run_with_gateway<R: Runtime>(
         identifying_at_start,
     );
 
-    let writer = store
-        .clone()
-        .start_writer(&rt, config.profile.kind, cluster.shard_count);
+    let saved = sessions.values().flatten().cloned().collect();
+    let writer = store.start_writer(
+        config.profile.kind,
+        cluster.shard_count,
+        store_policy.retry,
+        saved,
+    );
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u32, StopReason)>();
     let seed_base = config
         .discord
@@ -179,7 +205,6 @@ pub async fn run_with_gateway<R: Runtime>(
 
     let mut running = cluster.owned.len();
     let mut last_reason = None;
-    futures_util::pin_mut!(shutdown);
     let shutdown_requested = loop {
         match futures_util::future::select(shutdown.as_mut(), Box::pin(done_rx.recv())).await {
             futures_util::future::Either::Left(_) => break true,

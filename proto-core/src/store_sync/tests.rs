@@ -128,7 +128,13 @@ fn stored_sessions() -> BTreeMap<u32, SessionSnapshot> {
 fn retry_delays_double_up_to_the_cap() {
     let retry = RetryPolicy::default();
     let delays: Vec<u64> = (1..=7).map(|n| retry.delay(n).as_millis() as u64).collect();
-    assert_eq!(delays, [500, 1000, 2000, 4000, 5000, 5000, 5000]);
+    assert_eq!(delays, [500, 1000, 2000, 2000, 2000, 2000, 2000]);
+    let slow = RetryPolicy {
+        first: Duration::from_secs(1),
+        max: Duration::from_secs(60),
+    };
+    let delays: Vec<u64> = (1..=8).map(|n| slow.delay(n).as_secs()).collect();
+    assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60]);
     assert_eq!(retry.delay(u32::MAX), retry.max);
 }
 
@@ -157,7 +163,7 @@ fn redis_down_at_start_holds_every_shard_until_it_answers() {
     };
     let out = run_load(&redis, &stored_sessions(), policy(None), Duration::ZERO);
     assert!(out.at >= Duration::from_secs(30));
-    assert!(out.at <= Duration::from_secs(35), "retried within the cap");
+    assert!(out.at <= Duration::from_secs(32), "retried within the cap");
     assert!(out.unread.is_empty(), "nobody identified for want of Redis");
     assert_eq!(out.sessions[&0], Some(snapshot(0, "a", 10)));
     assert_eq!(out.sessions[&2], Some(snapshot(2, "c", 30)));
@@ -630,6 +636,30 @@ fn writes_during_an_outage_are_written_when_redis_returns() {
         sim.events.last(),
         Some(StoreEvent::WritesRecovered { written, .. }) if *written > 0
     ));
+}
+
+#[test]
+fn expedite_skips_the_back_off_once() {
+    let epoch = epoch();
+    let mut sync = StoreSync::new(
+        KeyLayout::new("t"),
+        ProfileKind::Gatehouse,
+        RetryPolicy::default(),
+        [],
+    );
+    sync.save_session(&snapshot(0, "a", 1));
+    assert!(sync.poll_write(epoch).is_some());
+    sync.handle_write_failed(epoch, "down");
+    assert_eq!(sync.poll_write(epoch), None, "backing off");
+    assert_eq!(
+        sync.poll_timeout(),
+        Some(epoch + Duration::from_millis(500))
+    );
+    sync.expedite();
+    let batch = sync.poll_write(epoch).expect("written at once");
+    assert_eq!(batch[0].0, "t:session:0");
+    sync.handle_written(epoch);
+    assert!(sync.is_settled());
 }
 
 #[test]
