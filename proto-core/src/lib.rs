@@ -23,6 +23,8 @@
 //! - [`shard`]: one gateway connection's state machine.
 //! - [`profile`]: the broker wire contracts (topology, dispatch routing, command decoding).
 //! - [`command`]: validation of the gateway packets workers ask to send, for every profile.
+//! - [`command_flow`]: worker commands from the consumer to the shards (per-shard lanes,
+//!   the reconnect rate limit, the verdict on each delivery).
 //! - [`identify`]: the identify scheduler (session start limit, `max_concurrency` buckets).
 //! - [`ratelimit`]: the per-connection send window (120 frames per 60 s, heartbeats reserved).
 //! - [`store_sync`]: the session store's policy under Redis faults (retries, what to write
@@ -35,6 +37,7 @@
 
 pub mod codec;
 pub mod command;
+pub mod command_flow;
 pub mod config;
 pub mod identify;
 pub mod intents;
