@@ -201,7 +201,14 @@ pub async fn run_with_gateway<R: Runtime>(
     }
     drop(done_tx);
 
-    crate::commands::start(&rt, broker.clone(), router, inputs.clone(), stop_rx.clone());
+    crate::commands::start(
+        &rt,
+        broker.clone(),
+        router,
+        inputs.clone(),
+        config.limits.command_queue_capacity,
+        stop_rx.clone(),
+    );
 
     let mut running = cluster.owned.len();
     let mut last_reason = None;
