@@ -200,7 +200,9 @@ pub enum Match {
 const MAX_SAFE_INTEGER: i128 = (1 << 53) - 1;
 
 /// The first place where `actual` differs from `expected` (maps compared in key order), or `None`
-/// when they are equal. An integral float equals the same integer (a transcoder may pick either).
+/// when they are equal. An integral float equals the same integer (a transcoder may pick either)
+/// only while a double holds that integer exactly (up to 2^53): `u64::MAX` delivered as the float
+/// 2^64 is a lost integer, not the same value.
 pub fn first_difference(expected: &Value, actual: &Value) -> Option<String> {
     diff_at("$", expected, actual, Match::Exact)
 }
@@ -213,7 +215,11 @@ pub fn first_difference_in(expected: &Value, actual: &Value, order: Match) -> Op
 fn diff_at(path: &str, expected: &Value, actual: &Value, order: Match) -> Option<String> {
     use Value::*;
     match (expected, actual) {
-        (Int(i), Float(x)) | (Float(x), Int(i)) if (*i as f64) == *x && x.fract() == 0.0 => None,
+        (Int(i), Float(x)) | (Float(x), Int(i))
+            if i.abs() <= MAX_SAFE_INTEGER && (*i as f64) == *x && x.fract() == 0.0 =>
+        {
+            None
+        }
         (Array(e), Array(a)) => {
             if e.len() != a.len() {
                 return Some(format!(
@@ -382,6 +388,42 @@ mod tests {
                 .unwrap()
                 .contains("order")
         );
+    }
+
+    #[test]
+    fn integers_must_stay_exact() {
+        // u64::MAX as a double is 2^64: the integer is lost, whatever `as f64` says.
+        let exact = Value::Int(u64::MAX.into());
+        let as_float = Value::Float(u64::MAX as f64);
+        assert!(first_difference(&exact, &as_float).is_some());
+        assert!(first_difference(&as_float, &exact).is_some());
+        let min = Value::Int(i64::MIN.into());
+        assert!(first_difference(&min, &Value::Float(i64::MIN as f64)).is_some());
+        // 2^53 + 1 has no double; 2^53 - 1 and small integers do, and may arrive as floats.
+        let above = Value::Int((1 << 53) + 1);
+        assert!(first_difference(&above, &Value::Float(((1u64 << 53) + 1) as f64)).is_some());
+        let safe = Value::Int((1 << 53) - 1);
+        assert_eq!(
+            first_difference(&safe, &Value::Float(((1u64 << 53) - 1) as f64)),
+            None
+        );
+        assert_eq!(
+            first_difference(&Value::Float(1000.0), &Value::Int(1000)),
+            None
+        );
+        // Through msgpack: an encoder that wrote u64::MAX as a float 64 is caught.
+        let json = Value::from_json(br#"{"big":18446744073709551615}"#).unwrap();
+        let mut packed = Vec::new();
+        rmpv::encode::write_value(
+            &mut packed,
+            &rmpv::Value::Map(vec![(
+                rmpv::Value::from("big"),
+                rmpv::Value::F64(u64::MAX as f64),
+            )]),
+        )
+        .unwrap();
+        let decoded = Value::from_msgpack(&packed).unwrap();
+        assert!(first_difference(&json, &decoded).is_some());
     }
 
     #[test]

@@ -12,8 +12,15 @@ use crate::profiles::{BodyEncoding, Profile};
 
 /// `http://127.0.0.1:PORT/api/v10`: the base of the mock's HTTP API. The implementation fetches
 /// `GET {DISCORD_API_BASE}/gateway/bot` (header `Authorization: Bot <token>`) and connects to the
-/// returned `url` with `?v=10&encoding=<DISCORD_ENCODING>[&compress=<DISCORD_COMPRESS>]`.
+/// returned `url` with `?v=<DISCORD_API_VERSION>&encoding=<DISCORD_ENCODING>[&compress=<DISCORD_COMPRESS>]`.
 pub const DISCORD_API_BASE: &str = "DISCORD_API_BASE";
+/// The Discord API version the implementation must connect with (`v=` in the gateway URL; the
+/// REST base ends in `/api/v<version>`). The suite reads it from its own environment (or
+/// `--api-version`) and passes it on; default [`DEFAULT_API_VERSION`]. Discord still documents 9
+/// as available; the Cordis 1.x service connects with 9.
+pub const DISCORD_API_VERSION: &str = "DISCORD_API_VERSION";
+/// The gateway version the suite expects unless told otherwise.
+pub const DEFAULT_API_VERSION: u8 = 10;
 /// The bot token (no `Bot ` prefix). The mock closes with 4004 on any other token.
 pub const DISCORD_TOKEN: &str = "DISCORD_TOKEN";
 /// The bot's total shard count.
@@ -41,8 +48,9 @@ pub const BROKER_BODY_ENCODING: &str = "BROKER_BODY_ENCODING";
 pub const CONFORMANCE_SCENARIO: &str = "CONFORMANCE_SCENARIO";
 
 /// Every variable name the suite sets, in documentation order.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 14] = [
     DISCORD_API_BASE,
+    DISCORD_API_VERSION,
     DISCORD_TOKEN,
     SHARD_COUNT,
     SHARD_IDS,
@@ -108,6 +116,8 @@ impl Encoding {
 pub struct ImplEnv {
     /// [`DISCORD_API_BASE`].
     pub api_base: String,
+    /// [`DISCORD_API_VERSION`].
+    pub api_version: u8,
     /// [`DISCORD_TOKEN`].
     pub token: String,
     /// [`SHARD_COUNT`].
@@ -139,6 +149,7 @@ impl ImplEnv {
     pub fn vars(&self) -> Vec<(&'static str, String)> {
         vec![
             (DISCORD_API_BASE, self.api_base.clone()),
+            (DISCORD_API_VERSION, self.api_version.to_string()),
             (DISCORD_TOKEN, self.token.clone()),
             (SHARD_COUNT, self.shard_count.to_string()),
             (SHARD_IDS, format_shard_ids(&self.shard_ids)),

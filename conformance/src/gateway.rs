@@ -5,7 +5,7 @@
 //! A thin layer over the `mock-gateway` crate, which owns the protocol behaviour, the recorder
 //! and the controls.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use mock_gateway::{
     CloseKind, ConnectionRecord, Control, IdentifyOutcome, MockConfig, MockGateway, Recorder,
@@ -55,6 +55,11 @@ impl Gateway {
     /// `http://127.0.0.1:PORT/api/v10`.
     pub fn api_base(&self) -> String {
         self.mock.api_base()
+    }
+
+    /// `http://127.0.0.1:PORT/api/v<version>` (the mock serves versions 9 and 10).
+    pub fn api_base_for(&self, version: u8) -> String {
+        format!("http://{}/api/v{version}", self.mock.local_addr())
     }
 
     /// The `resume_gateway_url` READY announces.
@@ -193,6 +198,135 @@ pub fn mock_compression(c: crate::contract::Compression) -> mock_gateway::Compre
         crate::contract::Compression::None => mock_gateway::Compression::None,
         crate::contract::Compression::ZlibStream => mock_gateway::Compression::ZlibStream,
         crate::contract::Compression::ZstdStream => mock_gateway::Compression::ZstdStream,
+    }
+}
+
+/// How a connection ended, in words.
+pub fn describe_close(kind: &CloseKind) -> String {
+    match kind {
+        CloseKind::ClientClose(Some(code)) => format!("the client closed with {code}"),
+        CloseKind::ClientClose(None) => "the client closed without a code".into(),
+        CloseKind::ServerClose(code) => format!("the mock closed with {code}"),
+        CloseKind::ClientDropped => "the client dropped TCP".into(),
+        CloseKind::ServerDropped => "the mock dropped TCP".into(),
+        CloseKind::Shutdown => "the mock shut down".into(),
+    }
+}
+
+/// A connection count from which reconnects are called a storm.
+pub const STORM: usize = 5;
+
+/// What the mock saw (since `since`, or from the start), to explain a verdict: the connections
+/// opened (named a reconnect storm from [`STORM`] on) and how they ended, the IDENTIFYs and
+/// RESUMEs with the mock's answers, the violations, and the last frames each way. Empty when
+/// the mock saw nothing.
+pub fn summary(rec: &Recording, since: Option<Instant>) -> String {
+    let after = |t: Instant| since.is_none_or(|s| t > s);
+    let mut parts = Vec::new();
+    let opened: Vec<&ConnectionRecord> = rec
+        .connections
+        .iter()
+        .filter(|c| after(c.opened_at))
+        .collect();
+    let when = if since.is_some() { " since then" } else { "" };
+    if opened.len() >= STORM {
+        let span = opened
+            .last()
+            .zip(opened.first())
+            .map_or(Duration::ZERO, |(l, f)| l.opened_at - f.opened_at);
+        parts.push(format!(
+            "a reconnect storm: {} connections{when} within {:.1?}",
+            opened.len(),
+            span
+        ));
+    } else if !opened.is_empty() {
+        parts.push(format!("{} connection(s){when}", opened.len()));
+    } else if since.is_some() {
+        parts.push("no new connection since then".into());
+    }
+    let closes = counted(
+        rec.connections
+            .iter()
+            .filter_map(|c| c.close.as_ref())
+            .filter(|c| after(c.at))
+            .map(|c| describe_close(&c.kind)),
+    );
+    if !closes.is_empty() {
+        parts.push(format!("closes: {}", closes.join(", ")));
+    }
+    let identifies = counted(rec.identifies.iter().filter(|i| after(i.at)).map(|i| {
+        let shard = i.shard.map_or("?".into(), |s| s[0].to_string());
+        match &i.outcome {
+            IdentifyOutcome::Ready { .. } => format!("shard {shard} IDENTIFY -> READY"),
+            IdentifyOutcome::InvalidSession => format!("shard {shard} IDENTIFY -> op 9"),
+            IdentifyOutcome::Closed(code) => format!("shard {shard} IDENTIFY -> closed {code}"),
+        }
+    }));
+    if !identifies.is_empty() {
+        parts.push(identifies.join(", "));
+    }
+    let resumes = counted(rec.resumes.iter().filter(|r| after(r.at)).map(|r| {
+        let url = if r.on_resume_url {
+            "on the resume URL"
+        } else {
+            "on the cached URL"
+        };
+        match &r.outcome {
+            ResumeOutcome::Resumed { .. } => format!("RESUME {url} -> RESUMED"),
+            ResumeOutcome::InvalidSession => format!("RESUME {url} -> op 9"),
+            ResumeOutcome::Closed(code) => format!("RESUME {url} -> closed {code}"),
+        }
+    }));
+    if !resumes.is_empty() {
+        parts.push(resumes.join(", "));
+    }
+    let violations = counted(rec.violations.iter().filter(|v| after(v.at)).map(describe));
+    if !violations.is_empty() {
+        parts.push(format!("violations: {}", violations.join("; ")));
+    }
+    if let Some(frames) = last_frames(rec, 3) {
+        parts.push(frames);
+    }
+    parts.join("; ")
+}
+
+/// The last `n` frames the client sent and the last `n` the mock sent (over all connections),
+/// shortened; IDENTIFY and RESUME by opcode only (they carry the token).
+fn last_frames(rec: &Recording, n: usize) -> Option<String> {
+    let mut received: Vec<_> = rec.connections.iter().flat_map(|c| &c.received).collect();
+    received.sort_by_key(|f| f.at);
+    let mut sent: Vec<_> = rec.connections.iter().flat_map(|c| &c.sent).collect();
+    sent.sort_by_key(|f| f.at);
+    if received.is_empty() && sent.is_empty() {
+        return None;
+    }
+    let client: Vec<String> = received[received.len().saturating_sub(n)..]
+        .iter()
+        .map(|f| match f.op {
+            Some(2) => "op 2 IDENTIFY".into(),
+            Some(6) => "op 6 RESUME".into(),
+            _ => shorten(&String::from_utf8_lossy(&f.json), 80),
+        })
+        .collect();
+    let server: Vec<String> = sent[sent.len().saturating_sub(n)..]
+        .iter()
+        .map(|f| match (&f.event, f.seq) {
+            (Some(event), Some(seq)) => format!("op {} {event} s={seq}", f.op),
+            _ => shorten(&String::from_utf8_lossy(&f.json), 80),
+        })
+        .collect();
+    Some(format!(
+        "last frames from the client: [{}]; from the mock: [{}]",
+        client.join(" | "),
+        server.join(" | ")
+    ))
+}
+
+/// `text` cut to `max` characters, with `...` when cut.
+pub fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_owned(),
     }
 }
 

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use conformance::profiles::Profile;
 use conformance::report::{Verdict, to_table};
 use conformance::runner::{self, RunOptions};
+use conformance::scenario::Requirement;
 use conformance::services::{self, Services};
 use conformance::{contract, isolation, management, process, registry};
 
@@ -23,11 +24,15 @@ struct Cli {
 enum Command {
     /// Run the scenarios against an implementation.
     Run(RunArgs),
-    /// List the scenarios (those that apply to a profile, with --profile).
+    /// List the scenarios: name, description and, per profile, required or extension (with
+    /// --profile: only those that apply to it).
     List {
         /// Only scenarios that apply to this profile.
         #[arg(long)]
         profile: Option<Profile>,
+        /// Only scenarios that are `required` (or `extension`) under the profile(s).
+        #[arg(long)]
+        requirement: Option<Requirement>,
     },
 }
 
@@ -42,6 +47,19 @@ struct RunArgs {
     /// Only scenarios whose name matches this glob (repeatable).
     #[arg(long = "scenario", value_name = "GLOB")]
     scenarios: Vec<String>,
+    /// Only the scenarios the profile's contract requires (`required`), or only the Gatehouse
+    /// extensions (`extension`); default: both, reported apart.
+    #[arg(long)]
+    requirement: Option<Requirement>,
+    /// The Discord API version the implementation must connect with (`v=`), passed to it as
+    /// DISCORD_API_VERSION: 10, or 9 (which Discord still documents).
+    #[arg(
+        long,
+        env = contract::DISCORD_API_VERSION,
+        default_value_t = contract::DEFAULT_API_VERSION,
+        value_parser = clap::value_parser!(u8).range(9..=10)
+    )]
+    api_version: u8,
     /// Write a report: JUnit XML for *.xml, JSON otherwise (repeatable).
     #[arg(long = "report", value_name = "FILE")]
     reports: Vec<PathBuf>,
@@ -79,8 +97,11 @@ fn main() -> ExitCode {
         .init();
 
     match Cli::parse().command {
-        Command::List { profile } => {
-            list(profile);
+        Command::List {
+            profile,
+            requirement,
+        } => {
+            list(profile, requirement);
             ExitCode::SUCCESS
         }
         Command::Run(args) => {
@@ -94,24 +115,48 @@ fn main() -> ExitCode {
     }
 }
 
-fn list(profile: Option<Profile>) {
+/// One line per scenario: `name  description  [applicability]`, where the applicability says per
+/// profile whether the scenario is required or an extension (`required: all profiles`,
+/// `required: gatehouse; extension: spectacles, ...`). With `--profile`, the applicability is
+/// that profile's: `[required]` or `[extension]`.
+fn list(profile: Option<Profile>, requirement: Option<Requirement>) {
     let scenarios = registry::all();
     let width = scenarios.iter().map(|s| s.name().len()).max().unwrap_or(0);
+    let profiles: Vec<Profile> = match profile {
+        Some(p) => vec![p],
+        None => Profile::ALL.to_vec(),
+    };
     for s in scenarios {
-        let profiles: Vec<&str> = Profile::ALL
-            .into_iter()
-            .filter(|p| s.applies_to(*p))
-            .map(Profile::name)
-            .collect();
-        if profile.is_some_and(|p| !s.applies_to(p)) {
+        let mut groups = Vec::new();
+        for r in [Requirement::Required, Requirement::Extension] {
+            if requirement.is_some_and(|wanted| wanted != r) {
+                continue;
+            }
+            let names: Vec<&str> = profiles
+                .iter()
+                .filter(|p| s.requirement(**p) == Some(r))
+                .map(|p| p.name())
+                .collect();
+            if names.is_empty() {
+                continue;
+            }
+            groups.push(if profile.is_some() {
+                r.name().to_owned()
+            } else if names.len() == Profile::ALL.len() {
+                format!("{r}: all profiles")
+            } else {
+                format!("{r}: {}", names.join(", "))
+            });
+        }
+        if groups.is_empty() {
             continue;
         }
-        let applies = if profiles.len() == Profile::ALL.len() {
-            "all profiles".to_owned()
-        } else {
-            profiles.join(", ")
-        };
-        println!("{:<width$}  {}  [{applies}]", s.name(), s.description());
+        println!(
+            "{:<width$}  {}  [{}]",
+            s.name(),
+            s.description(),
+            groups.join("; ")
+        );
     }
 }
 
@@ -126,7 +171,7 @@ async fn run(args: RunArgs) -> ExitCode {
             }
         }
     }
-    let selected = runner::select(&registry::all(), args.profile, &patterns);
+    let selected = runner::select(&registry::all(), args.profile, &patterns, args.requirement);
     if selected.is_empty() {
         eprintln!(
             "conformance: no scenario matches {:?} for profile {}",
@@ -157,6 +202,7 @@ async fn run(args: RunArgs) -> ExitCode {
         jobs: args.jobs,
         log_dir: args.log_dir,
         run_id: isolation::new_run_id(),
+        api_version: args.api_version,
     };
     let run = runner::run(&options, &services, selected);
     tokio::pin!(run);

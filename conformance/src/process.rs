@@ -130,6 +130,14 @@ impl ImplProcess {
         self.status
     }
 
+    /// Whether any process of its group is still alive (after the shell itself is reaped).
+    pub fn group_alive(&mut self) -> bool {
+        if self.exit_status().is_none() {
+            return true;
+        }
+        self.pgid.is_some_and(|g| killpg(g, None).is_ok())
+    }
+
     /// Where its output goes.
     pub fn log_path(&self) -> &Path {
         &self.log_path

@@ -14,7 +14,8 @@ pub fn all() -> Vec<Arc<dyn Scenario>> {
         Arc::new(handshake::Handshake),
         Arc::new(heartbeat_request::HeartbeatRequest),
         Arc::new(identify_concurrency::IdentifyConcurrency),
-        Arc::new(topology::Topology),
+        Arc::new(topology::Topology { commands: false }),
+        Arc::new(topology::Topology { commands: true }),
         Arc::new(passthrough::Passthrough::PLAIN),
         Arc::new(passthrough::Passthrough {
             body: Some(BodyEncoding::Json),

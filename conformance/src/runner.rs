@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::broker::Broker;
 use crate::contract::ImplEnv;
@@ -22,7 +22,7 @@ use crate::process::{Ending, log_tail};
 use crate::profiles::Profile;
 use crate::redis_store::RedisStore;
 use crate::report::{Outcome, RunReport, Verdict};
-use crate::scenario::{Context, Failure, FailureKind, Scenario};
+use crate::scenario::{Context, Failure, FailureKind, Requirement, Scenario};
 use crate::services::Services;
 
 /// What `conformance run` was asked to do.
@@ -40,6 +40,8 @@ pub struct RunOptions {
     pub log_dir: Option<PathBuf>,
     /// This run's id (see [`crate::isolation::new_run_id`]): part of every vhost and key prefix.
     pub run_id: String,
+    /// The Discord API version the implementation must use (`DISCORD_API_VERSION`).
+    pub api_version: u8,
 }
 
 static CANCELLED: AtomicBool = AtomicBool::new(false);
@@ -49,16 +51,20 @@ pub fn cancel() {
     CANCELLED.store(true, Ordering::SeqCst);
 }
 
-/// The scenarios that apply to `profile` and match one of `patterns` (all when empty), in
-/// registry order.
+/// The scenarios that apply to `profile` (as `requirement`, when given) and match one of
+/// `patterns` (all when empty), in registry order.
 pub fn select(
     scenarios: &[Arc<dyn Scenario>],
     profile: Profile,
     patterns: &[glob::Pattern],
+    requirement: Option<Requirement>,
 ) -> Vec<Arc<dyn Scenario>> {
     scenarios
         .iter()
-        .filter(|s| s.applies_to(profile))
+        .filter(|s| {
+            s.requirement(profile)
+                .is_some_and(|r| requirement.is_none_or(|wanted| r == wanted))
+        })
         .filter(|s| patterns.is_empty() || patterns.iter().any(|p| p.matches(&s.name())))
         .cloned()
         .collect()
@@ -130,11 +136,11 @@ pub async fn run(
         let shared = shared.clone();
         let scenario = scenario.clone();
         handles.push(tokio::spawn(async move {
-            let _permit = permit_source.acquire_owned().await.expect("never closed");
+            let permit = permit_source.acquire_owned().await.expect("never closed");
             if CANCELLED.load(Ordering::SeqCst) {
                 return errored(scenario.as_ref(), shared.options.profile, "interrupted");
             }
-            let outcome = run_one(index, scenario, shared).await;
+            let outcome = run_one(index, scenario, shared, permit).await;
             eprintln!(
                 "  {:<5} {} ({:.1}s)",
                 outcome.verdict.label(),
@@ -177,6 +183,7 @@ fn all_errored(
 fn errored(scenario: &dyn Scenario, profile: Profile, reason: &str) -> Outcome {
     Outcome {
         scenario: scenario.name(),
+        requirement: requirement_of(scenario, profile),
         description: scenario.description(),
         profile: profile.name().to_owned(),
         verdict: Verdict::Error,
@@ -187,7 +194,19 @@ fn errored(scenario: &dyn Scenario, profile: Profile, reason: &str) -> Outcome {
     }
 }
 
-async fn run_one(index: usize, scenario: Arc<dyn Scenario>, shared: Arc<Shared>) -> Outcome {
+/// The scenario's requirement under `profile` (only selected scenarios run, so it applies).
+fn requirement_of(scenario: &dyn Scenario, profile: Profile) -> Requirement {
+    scenario
+        .requirement(profile)
+        .unwrap_or(Requirement::Required)
+}
+
+async fn run_one(
+    index: usize,
+    scenario: Arc<dyn Scenario>,
+    shared: Arc<Shared>,
+    job_slot: OwnedSemaphorePermit,
+) -> Outcome {
     let started = Instant::now();
     let name = scenario.name();
     let profile = shared.options.profile;
@@ -213,7 +232,7 @@ async fn run_one(index: usize, scenario: Arc<dyn Scenario>, shared: Arc<Shared>)
         }
     };
 
-    let result = run_isolated(&scenario, &shared, &isolation, &log_path).await;
+    let result = run_isolated(&scenario, &shared, &isolation, &log_path, job_slot).await;
 
     if let Err(e) = isolation.clean_up(&shared.redis_url).await {
         eprintln!("conformance: warning: cleaning up after {name}: {e}");
@@ -226,6 +245,7 @@ async fn run_isolated(
     shared: &Shared,
     isolation: &Isolation,
     log_path: &std::path::Path,
+    job_slot: OwnedSemaphorePermit,
 ) -> Result<(), Failure> {
     let profile = shared.options.profile;
     let setup = scenario.setup(profile);
@@ -246,7 +266,8 @@ async fn run_isolated(
         .await
         .map_err(|e| Failure::error(e.to_string()))?;
     let env = ImplEnv {
-        api_base: gateway.api_base(),
+        api_base: gateway.api_base_for(shared.options.api_version),
+        api_version: shared.options.api_version,
         token: shared.token.clone(),
         shard_count: setup.shard_count,
         shard_ids: setup.shard_ids.clone(),
@@ -273,6 +294,7 @@ async fn run_isolated(
         redis,
         shared.options.implementation.clone(),
         log_path.to_owned(),
+        job_slot,
     );
 
     // The scenario runs in its own task so that a panic becomes an outcome, not a crash.
@@ -280,6 +302,8 @@ async fn run_isolated(
     let task_scenario = scenario.clone();
     let task = tokio::spawn(async move {
         let result = match tokio::time::timeout(budget, task_scenario.run(&mut ctx)).await {
+            // Every scenario checks that the transport it claims to test was used.
+            Ok(Ok(())) => ctx.check_transport(),
             Ok(result) => result,
             Err(_) => Err(Failure::fail(format!(
                 "the scenario did not finish within its budget of {budget:.0?}"
@@ -321,6 +345,7 @@ fn finish(
     };
     Outcome {
         scenario: scenario.name(),
+        requirement: requirement_of(scenario.as_ref(), profile),
         description: scenario.description(),
         profile: profile.name().to_owned(),
         verdict,

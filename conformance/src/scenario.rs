@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use tokio::sync::OwnedSemaphorePermit;
+
 use crate::broker::Broker;
 use crate::contract::{self, Compression, Encoding, ImplEnv};
 use crate::gateway::{Control, Gateway, MockConfig, suite_defaults};
@@ -34,10 +36,17 @@ pub trait Scenario: Send + Sync {
     /// One line saying what is checked.
     fn description(&self) -> String;
 
-    /// Whether the scenario applies to `profile` (default: every profile).
-    fn applies_to(&self, profile: Profile) -> bool {
+    /// What the scenario is under `profile`: a check the profile's published contract (and the
+    /// Discord protocol) requires, a check of a Gatehouse extension beyond that contract, or
+    /// `None` when it does not apply. Default: required by every profile.
+    fn requirement(&self, profile: Profile) -> Option<Requirement> {
         let _ = profile;
-        true
+        Some(Requirement::Required)
+    }
+
+    /// Whether the scenario applies to `profile` at all.
+    fn applies_to(&self, profile: Profile) -> bool {
+        self.requirement(profile).is_some()
     }
 
     /// The shards, intents and mock settings the scenario needs under `profile`.
@@ -55,6 +64,71 @@ pub trait Scenario: Send + Sync {
     /// (after preparing workers) with [`Context::start_implementation`]. The runner stops it and
     /// cleans up afterwards, whatever happens.
     fn run<'a>(&'a self, ctx: &'a mut Context) -> ScenarioFuture<'a>;
+}
+
+/// Whether a scenario checks what a profile's contract requires or what Gatehouse offers beyond it.
+///
+/// A faithful implementation of a predecessor (the Cordis gateway service, the Spectacles gateway,
+/// ...) must pass every [`Requirement::Required`] scenario of its profile; the
+/// [`Requirement::Extension`] ones are reported apart, so that it can pass "required" without
+/// offering what only Gatehouse promises (commands for Cordis, a session store for Cordis and
+/// Retsu, zero loss under faults, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Requirement {
+    /// The profile's published contract or the Discord protocol requires it.
+    Required,
+    /// A Gatehouse extension beyond the profile's published contract.
+    Extension,
+}
+
+impl Requirement {
+    /// `required` or `extension`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Required => "required",
+            Self::Extension => "extension",
+        }
+    }
+
+    /// `Required` for the native profile, `Extension` for the others: for the promises only
+    /// Gatehouse makes (zero loss under faults, its own rules for workers' commands).
+    pub fn native_only(profile: Profile) -> Option<Self> {
+        Some(if profile == Profile::Gatehouse {
+            Self::Required
+        } else {
+            Self::Extension
+        })
+    }
+
+    /// `Extension` for the listed profiles, `Required` for the others.
+    pub fn extension_for(profile: Profile, extension: &[Profile]) -> Option<Self> {
+        Some(if extension.contains(&profile) {
+            Self::Extension
+        } else {
+            Self::Required
+        })
+    }
+}
+
+impl std::fmt::Display for Requirement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Requirement {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "required" => Ok(Self::Required),
+            "extension" => Ok(Self::Extension),
+            other => Err(format!(
+                "unknown requirement {other:?} (required or extension)"
+            )),
+        }
+    }
 }
 
 /// What a scenario asks of the run.
@@ -149,6 +223,26 @@ impl Failure {
             message: message.into(),
         }
     }
+
+    /// The same failure with `detail` added to the end of its first line (the later lines hold
+    /// what the mock saw and the log).
+    pub fn with_detail(self, detail: &str) -> Self {
+        let message = match self.message.split_once('\n') {
+            Some((first, rest)) => format!("{first}{detail}\n{rest}"),
+            None => format!("{}{detail}", self.message),
+        };
+        Self { message, ..self }
+    }
+
+    /// The same failure with `lines` added at the end, unless the message already explains
+    /// itself (it has more than one line).
+    pub fn explained(self, lines: impl FnOnce() -> String) -> Self {
+        if self.message.contains('\n') {
+            return self;
+        }
+        let message = format!("{}{}", self.message, lines());
+        Self { message, ..self }
+    }
 }
 
 impl std::fmt::Display for Failure {
@@ -197,10 +291,15 @@ pub struct Context {
     pub redis: RedisStore,
     command: String,
     log_path: PathBuf,
+    current_log: PathBuf,
     process: Option<ImplProcess>,
     started_at: Option<Instant>,
     starts: u32,
+    job_slot: Option<OwnedSemaphorePermit>,
 }
+
+/// How many lines of the implementation's log a failure message quotes.
+const LOG_LINES_IN_MESSAGE: usize = 12;
 
 impl Context {
     /// Assembles a context (the runner does this).
@@ -216,6 +315,7 @@ impl Context {
         redis: RedisStore,
         command: String,
         log_path: PathBuf,
+        job_slot: OwnedSemaphorePermit,
     ) -> Self {
         Self {
             profile,
@@ -228,10 +328,12 @@ impl Context {
             vhost,
             redis,
             command,
+            current_log: log_path.clone(),
             log_path,
             process: None,
             started_at: None,
             starts: 0,
+            job_slot: Some(job_slot),
         }
     }
 
@@ -248,6 +350,7 @@ impl Context {
         };
         let process = ImplProcess::start(&self.command, &self.env, &log_path)
             .map_err(|e| Failure::error(format!("cannot start `sh -c {:?}`: {e}", self.command)))?;
+        self.current_log = log_path;
         self.process = Some(process);
         self.started_at = Some(Instant::now());
         Ok(())
@@ -303,8 +406,78 @@ impl Context {
         match process.exit_status() {
             None => Ok(()),
             Some(status) => Err(Failure::fail(format!(
-                "the implementation exited ({status}) before it was stopped"
+                "the implementation exited ({status}) before it was stopped{}",
+                self.explanation(None)
             ))),
+        }
+    }
+
+    /// Lines that explain a verdict: what the mock saw (since `since`, or from the start; see
+    /// [`crate::gateway::summary`]) and the tail of the implementation's log.
+    pub fn explanation(&self, since: Option<Instant>) -> String {
+        let mut out = String::new();
+        let seen = self.gateway.read(|r| crate::gateway::summary(r, since));
+        if !seen.is_empty() {
+            out.push_str(&format!("\nthe mock saw: {seen}"));
+        }
+        let tail = crate::process::log_tail(&self.current_log, LOG_LINES_IN_MESSAGE);
+        if !tail.trim().is_empty() {
+            out.push_str(&format!(
+                "\nthe last lines of its log ({}):",
+                self.current_log.display()
+            ));
+            for line in tail.lines() {
+                out.push_str(&format!("\n  | {}", crate::gateway::shorten(line, 200)));
+            }
+        }
+        out
+    }
+
+    /// Whether the implementation or anything it started (its process group) still runs: a
+    /// scenario that allows an exit watches until this is false.
+    pub fn group_alive(&mut self) -> bool {
+        self.process.as_mut().is_some_and(ImplProcess::group_alive)
+    }
+
+    /// Gives the scenario's `--jobs` slot to the next scenario: for a long watch that only waits
+    /// (such as watching 30 s for a forbidden reconnect), so that it runs beside the others
+    /// instead of holding up the run.
+    pub fn release_job_slot(&mut self) {
+        self.job_slot = None;
+    }
+
+    /// Fails unless every gateway connection used the encoding and compression the scenario
+    /// asked for (`DISCORD_ENCODING`, `DISCORD_COMPRESS`): a scenario about a transport proves
+    /// nothing if the implementation connected with another one.
+    pub fn check_transport(&self) -> Result<(), Failure> {
+        let encoding = crate::gateway::mock_encoding(self.setup.encoding);
+        let compression = crate::gateway::mock_compression(self.setup.compress);
+        let wrong = self.gateway.read(|r| {
+            r.connections.iter().find_map(|c| match &c.params {
+                None => Some(format!(
+                    "connection {} has a bad query string {:?}",
+                    c.id.0, c.query
+                )),
+                Some(p) if p.encoding != encoding => Some(format!(
+                    "connection {} used encoding {:?}, DISCORD_ENCODING is {}",
+                    c.id.0,
+                    p.encoding,
+                    self.setup.encoding.as_str()
+                )),
+                Some(p) if p.compression != compression => Some(format!(
+                    "connection {} used compression {:?}, DISCORD_COMPRESS is {}",
+                    c.id.0,
+                    p.compression,
+                    self.setup.compress.as_str()
+                )),
+                Some(_) => None,
+            })
+        });
+        match wrong {
+            Some(w) => Err(Failure::fail(format!(
+                "{w}: the transport this scenario tests was not used"
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -316,7 +489,7 @@ impl Context {
     }
 
     /// Polls `probe` every 50 ms until it returns `Some`, for at most `timeout`. Fails with
-    /// "`what` within <timeout>" on timeout, or as soon as the implementation exits (unless
+    /// "timed out after <timeout> waiting for `what`" on timeout, or as soon as the implementation exits (unless
     /// `allow_exit`).
     pub async fn wait_for<T>(
         &mut self,
@@ -359,12 +532,14 @@ impl Context {
         timeout: Duration,
         deadline: Instant,
     ) -> Result<(), Failure> {
-        if self.process.is_some() {
-            self.check_running()
-                .map_err(|f| Failure::fail(format!("{} while waiting for {what}", f.message)))?;
+        if let Some(status) = self.process.as_mut().and_then(ImplProcess::exit_status) {
+            fail!(
+                "the implementation exited ({status}) while the suite was waiting for {what}{}",
+                self.explanation(None)
+            );
         }
         if Instant::now() >= deadline {
-            fail!("no {what} within {:.0?}", timeout);
+            fail!("timed out after {:.0?} waiting for {what}", timeout);
         }
         Ok(())
     }

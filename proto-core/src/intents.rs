@@ -82,9 +82,11 @@ pub const INTENTS: [Intent; 21] = [
 ];
 
 /// Former names Discord still documents, and what they mean now.
-const ALIASES: [(&str, &str, u8); 2] = [
+const ALIASES: [(&str, &str, u8); 3] = [
     ("GUILD_BANS", "guildBans", 2),
     ("GUILD_EMOJIS_AND_STICKERS", "guildEmojisAndStickers", 3),
+    // The name before stickers joined it (Spectacles' `GUILD_EMOJIS`, Cordis' `guildEmojis`).
+    ("GUILD_EMOJIS", "guildEmojis", 3),
 ];
 
 const fn sum(privileged: Option<bool>) -> u64 {
@@ -219,9 +221,38 @@ pub fn describe(bits: u64) -> String {
         .join(",")
 }
 
+/// Intents from a list of names or numbers (each item as [`parse`] accepts, for example
+/// `GUILDS`, `guildMessages`, `nonPrivileged` or `513`), combined with OR.
+pub fn parse_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<u64, IntentError> {
+    let mut bits = 0;
+    for name in names {
+        bits |= parse(name)?;
+    }
+    Ok(bits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lists_of_names_and_groups() {
+        assert_eq!(parse_names(["all"]).unwrap(), ALL);
+        assert_eq!(parse_names(["privileged"]).unwrap(), 2 | 256 | 32768);
+        assert_eq!(parse_names(["nonPrivileged"]).unwrap(), 53_575_421);
+        assert_eq!(
+            parse_names(["guildMessages", "GUILD_BANS", "DIRECT_MESSAGES"]).unwrap(),
+            512 | 4 | 4096
+        );
+        assert_eq!(parse_names(["GUILD_EMOJIS"]).unwrap(), 8);
+        assert_eq!(parse_names(["guildEmojis"]).unwrap(), 8);
+        assert!(
+            parse_names(["GUILDZ"])
+                .unwrap_err()
+                .to_string()
+                .contains("GUILDZ")
+        );
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -231,9 +231,52 @@ impl<'de> serde::Deserialize<'de> for ShardRange {
     }
 }
 
+/// Parses a shard selection: ranges and single numbers separated by commas, for example `0-3`,
+/// `0,2,5` or `0-3,8`. The result is sorted and free of duplicates.
+pub fn parse_shard_ids(text: &str) -> Result<Vec<u32>, String> {
+    let mut ids = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        if part.is_empty() {
+            return Err(format!("empty item in shard selection {text:?}"));
+        }
+        let number = |s: &str| {
+            s.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{s:?} is not a shard number (in {text:?})"))
+        };
+        match part.split_once('-') {
+            Some((start, end)) => {
+                let (start, end) = (number(start)?, number(end)?);
+                if start > end {
+                    return Err(format!("range {part:?} runs backwards"));
+                }
+                if end - start >= 1 << 20 {
+                    return Err(format!("range {part:?} is too large"));
+                }
+                ids.extend(start..=end);
+            }
+            None => ids.push(number(part)?),
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shard_selection_syntax() {
+        assert_eq!(parse_shard_ids("0-3").unwrap(), vec![0, 1, 2, 3]);
+        assert_eq!(parse_shard_ids("5, 0,2").unwrap(), vec![0, 2, 5]);
+        assert_eq!(parse_shard_ids("0-1,1-2").unwrap(), vec![0, 1, 2]);
+        assert!(parse_shard_ids("3-1").is_err());
+        assert!(parse_shard_ids("a").is_err());
+        assert!(parse_shard_ids("1,,2").is_err());
+        assert!(parse_shard_ids("0-4294967295").is_err());
+    }
     use proptest::prelude::*;
 
     fn nz(n: u32) -> NonZeroU32 {

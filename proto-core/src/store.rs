@@ -17,7 +17,9 @@
 //! - twilight-dispatch (`src/cache.rs`): `<prefix>gateway_sessions`
 //!   (`{"<shard>":{"session_id":..,"sequence":..}}`), `<prefix>gateway_statuses`
 //!   (`[{"shard":..,"status":..,"latency":..,"last_ack":..}]`), `<prefix>gateway_shards` (the
-//!   shard count) and `<prefix>gateway_started` (start time, ms since the epoch).
+//!   shard count) and `<prefix>gateway_started` (start time as a JSON string, `%FT%T.%N` in
+//!   UTC). The prefix is empty by default with that profile, so the keys are the original's bare
+//!   names; the statuses carry the heartbeat latency, the last ACK and twilight's stage names.
 
 use std::collections::BTreeMap;
 
@@ -32,37 +34,51 @@ pub struct KeyLayout {
     prefix: String,
 }
 
+/// The namespace of Gatehouse's own keys when the configured prefix is empty (the
+/// twilight-dispatch profile's default, whose predecessor keys are bare: `gateway_sessions`).
+pub const EMPTY_PREFIX_NAMESPACE: &str = "gatehouse";
+
 impl KeyLayout {
-    /// The layout under `prefix` (for example `gatehouse`).
+    /// The layout under `prefix` (for example `gatehouse`). An empty prefix keeps Gatehouse's
+    /// own keys under [`EMPTY_PREFIX_NAMESPACE`] (`gatehouse:session:0`), never at the top
+    /// level of the database; the predecessors' keys use the prefix as it is.
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
         }
     }
 
-    /// The prefix.
+    /// The prefix as configured (possibly empty).
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
 
+    fn namespace(&self) -> &str {
+        if self.prefix.is_empty() {
+            EMPTY_PREFIX_NAMESPACE
+        } else {
+            &self.prefix
+        }
+    }
+
     /// Where shard `shard`'s session snapshot lives.
     pub fn session(&self, shard: u32) -> String {
-        format!("{}:session:{shard}", self.prefix)
+        format!("{}:session:{shard}", self.namespace())
     }
 
     /// Where shard `shard`'s status lives.
     pub fn status(&self, shard: u32) -> String {
-        format!("{}:status:{shard}", self.prefix)
+        format!("{}:status:{shard}", self.namespace())
     }
 
     /// A pattern matching every shard's status key (for `SCAN`, for a cluster-wide view).
     pub fn status_pattern(&self) -> String {
-        format!("{}:status:*", self.prefix)
+        format!("{}:status:*", self.namespace())
     }
 
     /// A pattern matching every key of this layout (for `SCAN`, for example to clean up).
     pub fn all_keys_pattern(&self) -> String {
-        format!("{}:*", self.prefix)
+        format!("{}:*", self.namespace())
     }
 }
 
@@ -95,6 +111,12 @@ pub struct ShardStatus {
     /// Wall-clock time of this status, in milliseconds since the Unix epoch (stamped by the
     /// runtime).
     pub updated_at_ms: u64,
+    /// The round trip of the latest acknowledged heartbeat, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// Wall-clock time of the latest heartbeat ACK, in milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ack_ms: Option<u64>,
 }
 
 /// The stored bytes of a shard status.
@@ -153,7 +175,8 @@ impl PredecessorKeys {
                 ),
                 (
                     format!("{}gateway_started", self.prefix),
-                    started_at_ms.to_string().into_bytes(),
+                    // A JSON string, as the original's `cache::set` stores it.
+                    format!("\"{}\"", twilight_timestamp(started_at_ms)).into_bytes(),
                 ),
             ],
             Style::None | Style::Spectacles => Vec::new(),
@@ -208,9 +231,10 @@ impl PredecessorKeys {
                     .map(|s| {
                         serde_json::json!({
                             "shard": s.shard,
-                            "status": s.state,
-                            "latency": 0,
-                            "last_ack": s.updated_at_ms,
+                            "status": twilight_stage(&s.state),
+                            "latency": s.latency_ms.unwrap_or(0),
+                            // The original stamps "now" when no ACK arrived yet.
+                            "last_ack": twilight_timestamp(s.last_ack_ms.unwrap_or(s.updated_at_ms)),
                         })
                     })
                     .collect();
@@ -223,9 +247,63 @@ impl PredecessorKeys {
     }
 }
 
+/// twilight-dispatch's name of a state (twilight-gateway's `Stage`, as its `Display` shows it).
+pub fn twilight_stage(state: &str) -> &'static str {
+    match state {
+        "active" => "Connected",
+        "connecting" => "Handshaking",
+        "identifying" => "Identifying",
+        "resuming" => "Resuming",
+        _ => "Disconnected",
+    }
+}
+
+/// A wall-clock time as twilight-dispatch writes it: UTC with `%FT%T.%N` (nanoseconds, no
+/// offset), for example `2024-01-02T03:04:05.678000000`.
+pub fn twilight_timestamp(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let nanos = (unix_ms % 1000) * 1_000_000;
+    let (days, secs_of_day) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}",
+        secs_of_day / 3600,
+        secs_of_day / 60 % 60,
+        secs_of_day % 60
+    )
+}
+
+/// The proleptic Gregorian date of a count of days since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, for non-negative days).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn twilight_timestamps() {
+        assert_eq!(twilight_timestamp(0), "1970-01-01T00:00:00.000000000");
+        assert_eq!(
+            twilight_timestamp(1_700_000_000_123),
+            "2023-11-14T22:13:20.123000000"
+        );
+        assert_eq!(
+            twilight_timestamp(951_825_600_000),
+            "2000-02-29T12:00:00.000000000"
+        );
+    }
 
     fn snapshot(number: u32, total: u32) -> SessionSnapshot {
         SessionSnapshot {
@@ -242,6 +320,9 @@ mod tests {
         assert_eq!(keys.session(3), "gh-test-1:session:3");
         assert_eq!(keys.status(0), "gh-test-1:status:0");
         assert_eq!(keys.all_keys_pattern(), "gh-test-1:*");
+        let bare = KeyLayout::new("");
+        assert_eq!(bare.session(0), "gatehouse:session:0");
+        assert_eq!(bare.all_keys_pattern(), "gatehouse:*");
     }
 
     #[test]
@@ -264,6 +345,8 @@ mod tests {
             reconnects: 1,
             sequence: Some(7),
             updated_at_ms: 1_700_000_000_000,
+            latency_ms: None,
+            last_ack_ms: None,
         };
         assert_eq!(decode_status(&encode_status(&status)), Some(status));
         assert_eq!(decode_status(b"{}"), None);
@@ -297,7 +380,10 @@ mod tests {
             text(&keys.on_start(4, 1_700_000_000_000)),
             vec![
                 ("p:gateway_shards".to_owned(), "4".to_owned()),
-                ("p:gateway_started".to_owned(), "1700000000000".to_owned()),
+                (
+                    "p:gateway_started".to_owned(),
+                    "\"2023-11-14T22:13:20.000000000\"".to_owned()
+                ),
             ]
         );
         keys.on_session(&snapshot(0, 4));
@@ -318,12 +404,16 @@ mod tests {
             reconnects: 0,
             sequence: Some(7),
             updated_at_ms: 5,
+            latency_ms: Some(42),
+            last_ack_ms: Some(1_700_000_000_000),
         };
         let writes = keys.on_status(&status);
         let list: serde_json::Value = serde_json::from_slice(&writes[0].1).unwrap();
         assert_eq!(writes[0].0, "p:gateway_statuses");
         assert_eq!(list[0]["shard"], 2);
-        assert_eq!(list[0]["status"], "active");
+        assert_eq!(list[0]["status"], "Connected");
+        assert_eq!(list[0]["latency"], 42);
+        assert_eq!(list[0]["last_ack"], "2023-11-14T22:13:20.000000000");
     }
 
     #[test]

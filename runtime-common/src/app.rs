@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use proto_core::config::Config;
+use gatehouse_config::Config;
 use tokio::sync::watch;
 
 use crate::cli::{self, Command};
@@ -53,7 +53,7 @@ impl Launch {
         let metrics =
             crate::metrics::install(binary).context("cannot install the metrics recorder")?;
         if let Some(address) = config.metrics.address {
-            crate::http::start(address, metrics)
+            crate::http::start(address, metrics, &config.metrics.path)
                 .with_context(|| format!("cannot serve the HTTP endpoints at {address}"))?;
         }
         crate::status::global().set_links(config.amqp.url.redacted(), config.redis.url.redacted());
@@ -104,19 +104,57 @@ fn explain(error: anyhow::Error, redis_url: &str) -> anyhow::Error {
     }
 }
 
-/// The configuration from `path` (default `./gatehouse.toml` when present) and the process
-/// environment. The one place the binaries load it.
+/// The files looked for in the working directory when no `--config` is given, first found
+/// wins: Gatehouse's own, the Spectacles gateway's default (`-config gateway.toml`), and
+/// Retsu's fixed `./config.json`.
+pub const DEFAULT_CONFIG_FILES: [&str; 3] = ["gatehouse.toml", "gateway.toml", "config.json"];
+
+/// The `.env` file read from the working directory (twilight-dispatch's setup); the process
+/// environment wins over it.
+pub const DOTENV_FILE: &str = ".env";
+
+/// The configuration from `path` (default: the first of [`DEFAULT_CONFIG_FILES`] present), the
+/// process environment and `./.env`. The one place the binaries load it. The warnings (names
+/// recognised but without effect) are logged here, one line each.
 pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     let text = match path {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the configuration file {}", path.display()))?,
-        None => match std::fs::read_to_string("gatehouse.toml") {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(e).context("cannot read gatehouse.toml"),
-        },
+        None => {
+            let mut text = String::new();
+            for name in DEFAULT_CONFIG_FILES {
+                match std::fs::read_to_string(name) {
+                    Ok(found) => {
+                        tracing::info!(file = name, "reading the configuration file");
+                        text = found;
+                        break;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e).with_context(|| format!("cannot read {name}")),
+                }
+            }
+            text
+        }
     };
-    Ok(Config::load(&text, crate::process_env)?)
+    let dotenv = match std::fs::read_to_string(DOTENV_FILE) {
+        Ok(text) => gatehouse_config::formats::dotenv::parse(&text)
+            .map_err(|e| anyhow::anyhow!("{DOTENV_FILE}: {e}"))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {DOTENV_FILE}")),
+    };
+    let env = |name: &str| {
+        crate::process_env(name).or_else(|| {
+            dotenv
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        })
+    };
+    let loaded = Config::load_reporting(&text, env)?;
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(loaded.config)
 }
 
 /// Ctrl-C, SIGTERM and SIGHUP, runtime-independent (the handler runs on its own thread): the

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use proto_core::config::{Config, ENV_VARS};
+use gatehouse_config::Config;
+use gatehouse_config::env::{TABLES, gatehouse};
 use proto_core::store::{KeyLayout, ShardStatus};
 
 use crate::logging::LogFormat;
@@ -140,10 +141,37 @@ fn go_style_flags(
 fn environment_help() -> String {
     let mut help = String::from(
         "Configuration environment variables (they win over the file; an empty value counts \
-         as unset):\n",
+         as unset; a ./.env file is read too):\n",
     );
-    for var in ENV_VARS {
+    for var in gatehouse::TABLE.vars {
         help.push_str(&format!("  {:<28} {}\n", var.names[0], var.path.join(".")));
+    }
+    for composite in gatehouse::TABLE.composites {
+        help.push_str(&format!(
+            "  {:<28} {}\n",
+            composite.names[0],
+            composite.path.join(".")
+        ));
+    }
+    help.push_str("The predecessors' names are read too (see the README's migration sections):\n");
+    for table in TABLES
+        .iter()
+        .filter(|t| t.source != gatehouse::TABLE.source)
+    {
+        let names: Vec<&str> = table
+            .composites
+            .iter()
+            .flat_map(|c| c.names.iter().copied())
+            .chain(table.vars.iter().flat_map(|v| v.names.iter().copied()))
+            .collect();
+        if names.is_empty() {
+            continue;
+        }
+        let only = table
+            .only_with
+            .map(|kind| format!(" (only with the {} profile)", kind.name()))
+            .unwrap_or_default();
+        help.push_str(&format!("  {}{only}: {}\n", table.source, names.join(", ")));
     }
     help.push_str("Logs: RUST_LOG (default info), NO_COLOR. Ctrl-C or SIGTERM shuts down cleanly.");
     help
@@ -239,7 +267,7 @@ fn read_statuses(config: &Config) -> anyhow::Result<Vec<ShardStatus>> {
     use redis::Commands;
     let url = &config.redis.url;
     let client = crate::tls::redis_client(url.expose())
-        .with_context(|| format!("invalid Redis URL {url}"))?;
+        .map_err(|e| anyhow::anyhow!("invalid Redis URL {url}: {}", url.scrub(&e.to_string())))?;
     let mut connection = client
         .get_connection_with_timeout(Duration::from_secs(5))
         .map_err(|e| redis_error(e, url))?;
@@ -260,8 +288,8 @@ fn read_statuses(config: &Config) -> anyhow::Result<Vec<ShardStatus>> {
     Ok(statuses)
 }
 
-fn redis_error(error: redis::RedisError, url: &proto_core::config::SecretUrl) -> anyhow::Error {
-    let text = error.to_string();
+fn redis_error(error: redis::RedisError, url: &gatehouse_config::SecretUrl) -> anyhow::Error {
+    let text = url.scrub(&error.to_string());
     match crate::advice::redis(&text, &url.redacted()) {
         Some(advice) => anyhow::anyhow!("Redis at {url}: {text}\n{advice}"),
         None => anyhow::anyhow!("Redis at {url}: {text}"),
@@ -386,6 +414,8 @@ mod tests {
             reconnects: 1,
             sequence: Some(42),
             updated_at_ms: 10_000,
+            latency_ms: None,
+            last_ack_ms: None,
         };
         let table = status_table(
             "gatehouse",

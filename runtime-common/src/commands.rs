@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -371,7 +371,7 @@ impl<R: Runtime> Handler<R> {
                 self.send(shards, packet, acker, origin).await
             }
             CommandDecision::Reconnect { shards } => {
-                let now = Instant::now();
+                let now = self.settler.rt.now();
                 let answers: Vec<(u32, ShardAnswer)> = shards
                     .into_iter()
                     .map(|shard| {

@@ -18,13 +18,13 @@ use std::collections::BTreeMap;
 #[cfg(feature = "demo")]
 use std::future::Future;
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
+use gatehouse_config::SecretUrl;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
-use proto_core::config::SecretUrl;
 use proto_core::profile::Topology;
 use tokio::sync::oneshot;
 
@@ -36,7 +36,7 @@ use crate::runtime::Runtime;
 #[cfg(feature = "demo")]
 pub async fn run<R: Runtime>(
     rt: R,
-    mut config: proto_core::config::Config,
+    mut config: gatehouse_config::Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
@@ -119,7 +119,7 @@ const COUNTER_START_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deletes the session snapshots under the (demo's) key prefix, best effort: if Redis is
 /// unreachable the pipeline reports it right after.
 #[cfg(feature = "demo")]
-async fn forget_sessions<R: Runtime>(rt: &R, config: &proto_core::config::Config) {
+async fn forget_sessions<R: Runtime>(rt: &R, config: &gatehouse_config::Config) {
     let Ok(client) = crate::tls::redis_client(config.redis.url.expose()) else {
         return;
     };
@@ -218,7 +218,7 @@ async fn count<R: Runtime>(
     };
     let mut counts = EventCounts::default();
     let mut drawn_lines = 0;
-    let mut next_print = Instant::now() + every;
+    let mut next_print = rt.now() + every;
     loop {
         let sleep = rt.sleep_until(next_print);
         let next = consumer.next();

@@ -2,7 +2,7 @@
 //!
 //! Owns: the request (a small blocking client run on its own thread, once at start), the
 //! response type and clear errors (the token never appears in them). Does not own: what the
-//! answer means for sharding (see `proto_core::config::Config::cluster`).
+//! answer means for sharding (see `gatehouse_config::Config::cluster`).
 
 use std::time::Duration;
 

@@ -11,8 +11,9 @@ use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
-use proto_core::config::{Config, ConfigError};
-use proto_core::profile::{ProfileError, Router};
+use gatehouse_config::{Config, ConfigError};
+use proto_core::outbox::OutboxConfig;
+use proto_core::profile::{ProfileError, ProfileKind, Router};
 use proto_core::shard::{Shard, ShardConfig, StopReason};
 use proto_core::sharding::ShardId;
 use proto_core::store_sync::StorePolicy;
@@ -22,7 +23,7 @@ use crate::broker::{self, BrokerSettings};
 use crate::discord_http::{GatewayBot, GatewayBotError, fetch_gateway_bot};
 use crate::identify;
 use crate::runtime::Runtime;
-use crate::session_store::{SessionStore, StoreError};
+use crate::session_store::{LoadedSessions, SessionStore, StoreError};
 use crate::shard_task::{self, ShardInput, ShardIo};
 
 /// Why the process could not run.
@@ -77,6 +78,7 @@ pub async fn run_with_gateway<R: Runtime>(
 ) -> Result<(), RunError> {
     let cluster = config.cluster(bot.shards)?;
     let router = Router::new(&config.profile, &cluster)?;
+    crate::predecessor_metrics::enable(config.profile.kind, cluster.owned.len());
     tracing::info!(
         shard_count = cluster.shard_count,
         owned = ?cluster.owned,
@@ -85,32 +87,53 @@ pub async fn run_with_gateway<R: Runtime>(
         redis = %config.redis.url,
         "starting"
     );
-    let mut store = SessionStore::open(&rt, &config.redis.url, &config.redis.key_prefix)?;
+    let mut store = if config.redis.enabled {
+        Some(SessionStore::open(
+            &rt,
+            &config.redis.url,
+            &config.redis.key_prefix,
+        )?)
+    } else {
+        tracing::warn!(
+            "no Redis (redis.enabled is off): sessions live in memory only, so a restart \
+             identifies every shard afresh and Discord's replay of the missed events is lost"
+        );
+        None
+    };
     let store_policy = StorePolicy {
         identify_anyway_after: config.redis.identify_anyway_after,
         ..StorePolicy::default()
     };
+    futures_util::pin_mut!(shutdown);
+    if !config.discord.resume {
+        tracing::info!("discord.resume is off: every shard identifies afresh");
+    }
     // Every shard waits for its snapshot: while Redis is down this waits (retrying), because
     // a shard started without it would start a new session and lose Discord's replay.
-    let shard_ids: Vec<ShardId> = cluster
-        .owned
-        .iter()
-        .map(|&number| {
-            ShardId::new(number, cluster.shard_count)
-                .expect("Config::cluster only returns shards below the count")
-        })
-        .collect();
-    futures_util::pin_mut!(shutdown);
-    let loaded = {
-        let load = store.load_sessions(&shard_ids, store_policy);
-        futures_util::pin_mut!(load);
-        match futures_util::future::select(load, shutdown.as_mut()).await {
-            futures_util::future::Either::Left((loaded, _)) => loaded,
-            futures_util::future::Either::Right(_) => {
-                tracing::info!("stopped before the shards started (waiting for Redis)");
-                return Ok(());
+    let loaded = match store.as_mut().filter(|_| config.discord.resume) {
+        Some(store) => {
+            let shard_ids: Vec<ShardId> = cluster
+                .owned
+                .iter()
+                .map(|&number| {
+                    ShardId::new(number, cluster.shard_count)
+                        .expect("Config::cluster only returns shards below the count")
+                })
+                .collect();
+            let load = store.load_sessions(&shard_ids, store_policy);
+            futures_util::pin_mut!(load);
+            match futures_util::future::select(load, shutdown.as_mut()).await {
+                futures_util::future::Either::Left((loaded, _)) => loaded,
+                futures_util::future::Either::Right(_) => {
+                    tracing::info!("stopped before the shards started (waiting for Redis)");
+                    return Ok(());
+                }
             }
         }
+        None => LoadedSessions {
+            sessions: cluster.owned.iter().map(|&n| (n, None)).collect(),
+            unread: Vec::new(),
+        },
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -120,9 +143,25 @@ pub async fn run_with_gateway<R: Runtime>(
             url: config.amqp.url.clone(),
             topology: router.topology(),
             connection_name: format!("gatehouse shards {:?}", cluster.owned),
+            event_router: router.needs_event_topology().then(|| router.clone()),
         },
         stop_rx.clone(),
     );
+
+    if config.profile.kind == ProfileKind::Cordis {
+        // The Cordis spec: ensure the broker connection before connecting to Discord.
+        tracing::info!("cordis profile: waiting for RabbitMQ before starting the shards");
+        let mut links = broker.watch();
+        let connected = links.wait_for(Option::is_some);
+        futures_util::pin_mut!(connected);
+        if let futures_util::future::Either::Right(_) =
+            futures_util::future::select(connected, shutdown.as_mut()).await
+        {
+            tracing::info!("interrupted before RabbitMQ was reachable");
+            let _ = stop_tx.send(true);
+            return Ok(());
+        }
+    }
 
     let mut inputs = HashMap::new();
     let mut receivers = Vec::new();
@@ -152,20 +191,34 @@ pub async fn run_with_gateway<R: Runtime>(
         .filter(|(_, session)| session.is_none())
         .map(|(&number, _)| number)
         .collect();
+    let mut session_start_limit = bot.session_start_limit;
+    if let Some(concurrency) = config.discord.max_concurrency {
+        tracing::info!(
+            configured = concurrency,
+            discord = session_start_limit.max_concurrency,
+            "identify concurrency set by the configuration"
+        );
+        session_start_limit.max_concurrency = concurrency;
+    }
     let identify = identify::start(
         &rt,
-        bot.session_start_limit,
+        session_start_limit,
         inputs.clone(),
         identifying_at_start,
     );
 
-    let saved = sessions.values().flatten().cloned().collect();
-    let writer = store.start_writer(
-        config.profile.kind,
-        cluster.shard_count,
-        store_policy.retry,
-        saved,
-    );
+    let writer = match store {
+        Some(store) => {
+            let saved = sessions.values().flatten().cloned().collect();
+            store.start_writer(
+                config.profile.kind,
+                cluster.shard_count,
+                store_policy.retry,
+                saved,
+            )
+        }
+        None => crate::session_store::StoreWriter::discarding(),
+    };
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u32, StopReason)>();
     let seed_base = config
         .discord
@@ -182,8 +235,9 @@ pub async fn run_with_gateway<R: Runtime>(
             shard_id,
             session,
             seed_base ^ u64::from(number),
+            cluster.owned.len(),
         );
-        let shard = Shard::new(shard_config, Instant::now());
+        let shard = Shard::new(shard_config, rt.now());
         let io = ShardIo {
             rt: rt.clone(),
             inputs: rx,
@@ -191,7 +245,10 @@ pub async fn run_with_gateway<R: Runtime>(
             store: writer.clone(),
             identify: identify.clone(),
             max_message: config.limits.max_message,
-            max_unconfirmed: config.limits.max_unconfirmed_publishes,
+            outbox: OutboxConfig {
+                confirm_timeout: Duration::from_secs(config.limits.confirm_timeout_secs),
+                unroutable: router.unroutable(),
+            },
         };
         let done = done_tx.clone();
         rt.spawn(async move {
@@ -232,7 +289,7 @@ pub async fn run_with_gateway<R: Runtime>(
         for tx in inputs.values() {
             let _ = tx.send(ShardInput::Shutdown);
         }
-        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+        let deadline = rt.now() + SHUTDOWN_TIMEOUT;
         while running > 0 {
             let sleep = rt.sleep_until(deadline);
             futures_util::pin_mut!(sleep);
@@ -275,6 +332,7 @@ fn shard_config(
     shard: ShardId,
     session: Option<proto_core::session::SessionSnapshot>,
     seed: u64,
+    owned: usize,
 ) -> ShardConfig {
     let mut shard_config = ShardConfig::new(
         shard,
@@ -292,5 +350,10 @@ fn shard_config(
     shard_config.command_queue_capacity = config.limits.command_queue_capacity;
     shard_config.session = session;
     shard_config.max_unconfirmed = config.limits.max_unconfirmed_publishes;
+    // The process's byte bound, shared out equally: the shards together never hold more
+    // (beyond the one message each that reaches its share).
+    shard_config.max_unconfirmed_bytes = config.limits.max_unconfirmed_bytes / owned.max(1);
+    shard_config.api_version = config.discord.api_version;
+    shard_config.hello_timeout = config.discord.hello_timeout;
     shard_config
 }

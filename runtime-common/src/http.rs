@@ -23,11 +23,16 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::status::{self, Registry};
 
-/// The endpoints over `registry`, rendering metrics through `metrics`.
-pub fn router(metrics: PrometheusHandle, registry: &'static Registry) -> Router {
+/// The endpoints over `registry`, rendering metrics through `metrics` at `metrics_path`
+/// (`/metrics` unless configured otherwise).
+pub fn router(
+    metrics: PrometheusHandle,
+    registry: &'static Registry,
+    metrics_path: &str,
+) -> Router {
     Router::new()
         .route(
-            "/metrics",
+            metrics_path,
             get(move || {
                 let text = metrics.render();
                 async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
@@ -67,14 +72,18 @@ const PAGE: &str = include_str!("status_page.html");
 
 /// Binds `address` and serves the endpoints from a dedicated thread until the process ends.
 /// Returns the bound address (useful with port 0).
-pub fn start(address: SocketAddr, metrics: PrometheusHandle) -> std::io::Result<SocketAddr> {
+pub fn start(
+    address: SocketAddr,
+    metrics: PrometheusHandle,
+    metrics_path: &str,
+) -> std::io::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind(address)?;
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;
-    let app = router(metrics, status::global());
+    let app = router(metrics, status::global(), metrics_path);
     std::thread::Builder::new()
         .name("gatehouse-http".into())
         .spawn(move || {
@@ -123,7 +132,7 @@ mod tests {
 
     fn app(registry: &'static Registry) -> Router {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-        router(recorder.handle(), registry)
+        router(recorder.handle(), registry, "/metrics")
     }
 
     #[tokio::test]

@@ -10,9 +10,9 @@
 //! encoding are `proto_core::store`'s; when to persist is the shard's.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use proto_core::config::SecretUrl;
+use gatehouse_config::SecretUrl;
 use proto_core::profile::ProfileKind;
 use proto_core::session::SessionSnapshot;
 use proto_core::sharding::ShardId;
@@ -26,13 +26,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::runtime::Runtime;
 
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
-}
-
 /// A Redis connection opened on first use, and opened again after any failure: each attempt
 /// `proto_core::store_sync` asks for is one fresh try (the connection manager's own retries,
 /// which would wait on a connection attempt made while Redis was still down, are off).
@@ -40,6 +33,8 @@ struct RedisLink<R: Runtime> {
     rt: R,
     client: redis::Client,
     connection: Option<ConnectionManager>,
+    /// For errors: their text never shows the URL's secrets.
+    url: SecretUrl,
 }
 
 impl<R: Runtime> RedisLink<R> {
@@ -59,21 +54,29 @@ impl<R: Runtime> RedisLink<R> {
         Ok(connection)
     }
 
-    async fn get(&mut self, key: &str) -> redis::RedisResult<Option<Vec<u8>>> {
-        let result = self.connection().await?.get(key).await;
+    async fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        let result = match self.connection().await {
+            Ok(mut connection) => connection.get(key).await,
+            Err(e) => Err(e),
+        };
         self.forget_on_error(result)
     }
 
-    async fn set_all(&mut self, values: &[KeyValue]) -> redis::RedisResult<()> {
-        let result = self.connection().await?.mset(values).await;
+    async fn set_all(&mut self, values: &[KeyValue]) -> Result<(), String> {
+        let result = match self.connection().await {
+            Ok(mut connection) => connection.mset(values).await,
+            Err(e) => Err(e),
+        };
         self.forget_on_error(result)
     }
 
-    fn forget_on_error<T>(&mut self, result: redis::RedisResult<T>) -> redis::RedisResult<T> {
-        if result.is_err() {
+    /// Drops the connection after a failure (the next attempt opens a new one), and turns the
+    /// error into text without secrets.
+    fn forget_on_error<T>(&mut self, result: redis::RedisResult<T>) -> Result<T, String> {
+        result.map_err(|e| {
             self.connection = None;
-        }
-        result
+            self.url.scrub(&e.to_string())
+        })
     }
 }
 
@@ -114,13 +117,14 @@ impl<R: Runtime> SessionStore<R> {
     pub fn open(rt: &R, url: &SecretUrl, key_prefix: &str) -> Result<Self, StoreError> {
         let client = crate::tls::redis_client(url.expose()).map_err(|e| StoreError {
             url: url.redacted(),
-            message: e.to_string(),
+            message: url.scrub(&e.to_string()),
         })?;
         Ok(Self {
             link: RedisLink {
                 rt: rt.clone(),
                 client,
                 connection: None,
+                url: url.clone(),
             },
             keys: KeyLayout::new(key_prefix),
         })
@@ -139,7 +143,7 @@ impl<R: Runtime> SessionStore<R> {
         policy: StorePolicy,
     ) -> LoadedSessions {
         let ids: HashMap<u32, ShardId> = shards.iter().map(|s| (s.number(), *s)).collect();
-        let mut load = SnapshotLoad::new(ids.keys().copied(), policy, Instant::now());
+        let mut load = SnapshotLoad::new(ids.keys().copied(), policy, self.link.rt.now());
         loop {
             while let Some(action) = load.poll_action() {
                 match action {
@@ -151,11 +155,11 @@ impl<R: Runtime> SessionStore<R> {
                                     crate::status::global().redis_write(Ok(()));
                                     let snapshot =
                                         bytes.and_then(|b| store::decode_session(&b, ids[&number]));
-                                    load.handle_read(Instant::now(), number, snapshot);
+                                    load.handle_read(self.link.rt.now(), number, snapshot);
                                 }
                                 Err(e) => {
-                                    crate::status::global().redis_write(Err(e.to_string()));
-                                    load.handle_read_failed(Instant::now(), e.to_string());
+                                    crate::status::global().redis_write(Err(e.clone()));
+                                    load.handle_read_failed(self.link.rt.now(), e);
                                     break;
                                 }
                             }
@@ -173,9 +177,9 @@ impl<R: Runtime> SessionStore<R> {
             std::iter::from_fn(|| load.poll_event()).for_each(log_event);
             let at = load
                 .poll_timeout()
-                .unwrap_or_else(|| Instant::now() + policy.retry.first);
+                .unwrap_or_else(|| self.link.rt.now() + policy.retry.first);
             self.link.rt.sleep_until(at).await;
-            load.handle_timeout(Instant::now());
+            load.handle_timeout(self.link.rt.now());
         }
     }
 
@@ -191,7 +195,10 @@ impl<R: Runtime> SessionStore<R> {
     ) -> StoreWriter {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut sync = StoreSync::new(self.keys, profile, retry, saved);
-        sync.save_start(shard_count, unix_millis());
+        sync.save_start(
+            shard_count,
+            crate::status::epoch_ms(self.link.rt.wall_clock()),
+        );
         let rt = self.link.rt.clone();
         rt.spawn(write_loop(self.link, sync, rx));
         StoreWriter { writes: tx }
@@ -211,14 +218,20 @@ pub struct StoreWriter {
 }
 
 impl StoreWriter {
+    /// A writer that keeps nothing, for a process without Redis: sessions live only in the
+    /// shards' memory, so a restart identifies every shard afresh.
+    pub fn discarding() -> Self {
+        let (writes, _) = mpsc::unbounded_channel();
+        Self { writes }
+    }
+
     /// Queues a session snapshot.
     pub fn save_session(&self, snapshot: &SessionSnapshot) {
         let _ = self.writes.send(Write::Session(snapshot.clone()));
     }
 
-    /// Queues a shard status (stamped with the wall clock now).
-    pub fn save_status(&self, mut status: ShardStatus) {
-        status.updated_at_ms = unix_millis();
+    /// Queues a shard status (the writer stamps it with the wall clock).
+    pub fn save_status(&self, status: ShardStatus) {
         let _ = self.writes.send(Write::Status(status));
     }
 
@@ -242,19 +255,20 @@ async fn write_loop<R: Runtime>(
     let mut open = true;
     loop {
         while let Ok(write) = writes.try_recv() {
-            take(&mut sync, write, &mut flushes);
+            take(&link.rt, &mut sync, write, &mut flushes);
         }
-        if let Some(batch) = sync.poll_write(Instant::now()) {
+        if let Some(batch) = sync.poll_write(link.rt.now()) {
             let result = link.set_all(&batch).await;
+            let now = link.rt.now();
             match &result {
-                Ok(()) => sync.handle_written(Instant::now()),
-                Err(e) => sync.handle_write_failed(Instant::now(), e.to_string()),
+                Ok(()) => sync.handle_written(now),
+                Err(e) => sync.handle_write_failed(now, e.clone()),
             }
             std::iter::from_fn(|| sync.poll_event()).for_each(log_event);
             if result.is_err() {
                 answer(&mut flushes);
             }
-            crate::metrics::record_redis_write(result.map_err(|e| e.to_string()));
+            crate::metrics::record_redis_write(result);
             continue;
         }
         std::iter::from_fn(|| sync.poll_event()).for_each(log_event);
@@ -281,7 +295,7 @@ async fn write_loop<R: Runtime>(
         };
         futures_util::pin_mut!(sleep, next);
         match select(next, sleep).await {
-            Either::Left((Some(write), _)) => take(&mut sync, write, &mut flushes),
+            Either::Left((Some(write), _)) => take(&link.rt, &mut sync, write, &mut flushes),
             Either::Left((None, _)) => open = false,
             Either::Right(_) => {}
         }
@@ -294,10 +308,18 @@ fn answer(flushes: &mut Vec<oneshot::Sender<()>>) {
     }
 }
 
-fn take(sync: &mut StoreSync, write: Write, flushes: &mut Vec<oneshot::Sender<()>>) {
+fn take<R: Runtime>(
+    rt: &R,
+    sync: &mut StoreSync,
+    write: Write,
+    flushes: &mut Vec<oneshot::Sender<()>>,
+) {
     match write {
         Write::Session(snapshot) => sync.save_session(&snapshot),
-        Write::Status(status) => sync.save_status(&status),
+        Write::Status(mut status) => {
+            status.updated_at_ms = crate::status::epoch_ms(rt.wall_clock());
+            sync.save_status(&status);
+        }
         Write::Flush(done) => {
             sync.expedite();
             flushes.push(done);

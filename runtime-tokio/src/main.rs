@@ -3,7 +3,7 @@
 //! Usage: `gatehouse [run|status|config check|config example|healthcheck|completions SHELL]
 //! [--config gatehouse.toml]` (`gatehouse --help`; `runtime_common::cli`). Configuration comes
 //! from the file (optional; `gatehouse.toml` in the working directory when present) and the
-//! environment (see `proto_core::config::ENV_VARS`). With no Discord token, and the default
+//! environment (see `gatehouse_config::env`). With no Discord token, and the default
 //! `demo` feature, it runs the demo: a mock gateway in-process replaying recorded traffic into
 //! the local RabbitMQ, with a live count per event type.
 //!

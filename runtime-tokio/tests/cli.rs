@@ -3,13 +3,32 @@
 
 use std::process::{Command, Output};
 
+/// A fresh, empty working directory (the binary looks for gatehouse.toml, gateway.toml,
+/// config.json and .env there).
+fn empty_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "gatehouse-cli-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a test directory");
+    dir
+}
+
 fn gatehouse(args: &[&str], env: &[(&str, &str)]) -> Output {
+    gatehouse_in(&empty_dir(), args, env)
+}
+
+fn gatehouse_in(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
     command
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .current_dir(std::env::temp_dir());
+        .current_dir(dir);
     for (name, value) in env {
         command.env(name, value);
     }
@@ -108,4 +127,92 @@ fn logs_are_plain_text_off_a_terminal_and_json_on_request() {
             .any(|l| l["fields"]["message"] == "asking Discord for the gateway"),
         "{lines:?}"
     );
+}
+
+/// Issue 9 item 9: query strings (`?password=`) and passwords containing `/ ? #` never show,
+/// neither in the effective configuration nor in an error.
+#[test]
+fn passwords_in_queries_and_with_url_delimiters_never_show() {
+    let env = [
+        ("AMQP_URL", "amqp://user:se/cr?et#1@127.0.0.1:1/%2f"),
+        ("REDIS_URL", "redis://127.0.0.1:1/0?password=hunter2"),
+    ];
+    let check = gatehouse(&["config", "check"], &env);
+    let out = text(&check.stdout) + &text(&check.stderr);
+    assert!(check.status.success(), "{out}");
+    for secret in ["se/cr", "cr?et", "et#1", "hunter2"] {
+        assert!(!out.contains(secret), "{secret} in {out}");
+    }
+    assert!(out.contains("redis://127.0.0.1:1/0?password=***"), "{out}");
+    // `status` reaches Redis and fails: the error must not quote the password either.
+    let status = gatehouse(&["status"], &env);
+    let err = text(&status.stderr);
+    assert!(!status.status.success());
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+/// Issue 11: a predecessor's variable that Gatehouse recognises but does not support is logged
+/// as a warning naming it, never silently ignored.
+#[test]
+fn recognised_but_unsupported_names_are_warned_about() {
+    let out = gatehouse(
+        &["config", "check"],
+        &[
+            ("SHARDS_WAIT", "5"),
+            ("CLUSTERS", "2"),
+            ("CORDIS_DEBUG", "true"),
+            ("CORDIS_WS_READY_TIMEOUT", "1000"),
+            ("BROKER_TYPE", "stdio"),
+            ("REDIS_POOL_SIZE", "5"),
+            ("DEBUG", "true"),
+        ],
+    );
+    let logs = text(&out.stderr);
+    assert!(out.status.success(), "{logs}");
+    for name in [
+        "SHARDS_WAIT",
+        "CLUSTERS",
+        "CORDIS_DEBUG",
+        "CORDIS_WS_READY_TIMEOUT",
+        "BROKER_TYPE",
+        "REDIS_POOL_SIZE",
+    ] {
+        assert!(
+            logs.lines().any(|l| l.contains("WARN") && l.contains(name)),
+            "no warning naming {name}:\n{logs}"
+        );
+    }
+    // Cordis 1.x's generic `DEBUG` is read (and warned about) only with the cordis profile.
+    assert!(!logs.contains("DEBUG (cordis 1.x)"), "{logs}");
+    let cordis = gatehouse(
+        &["config", "check"],
+        &[("GATEHOUSE_PROFILE", "cordis"), ("DEBUG", "true")],
+    );
+    assert!(text(&cordis.stderr).contains("DEBUG (cordis 1.x)"));
+}
+
+/// twilight-dispatch's setup: a `.env` file in the working directory (the process
+/// environment wins over it).
+#[test]
+fn a_dotenv_file_is_read() {
+    let dir = empty_dir();
+    std::fs::write(
+        dir.join(".env"),
+        "# twilight-dispatch\nBOT_TOKEN=from.dotenv\nSHARDS_START=2\nSHARDS_END=3\n\
+         SHARDS_TOTAL=4\nLARGE_THRESHOLD=100\n",
+    )
+    .unwrap();
+    let out = gatehouse_in(&dir, &["config", "check"], &[("LARGE_THRESHOLD", "60")]);
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}{}", text(&out.stderr));
+    assert!(
+        shown.contains("shard_count: Some(\n            4"),
+        "{shown}"
+    );
+    assert!(shown.contains("large_threshold: 60"), "{shown}");
+    assert!(
+        !shown.contains("from.dotenv"),
+        "the token is redacted: {shown}"
+    );
+    assert!(shown.contains("2,\n                3"), "{shown}");
 }

@@ -1,6 +1,6 @@
 //! The example configuration shipped with the binary parses and matches the defaults it shows.
 
-use proto_core::config::{Config, DEFAULT_API_BASE};
+use gatehouse_config::{Config, DEFAULT_API_BASE};
 
 #[test]
 fn the_example_configuration_is_valid() {

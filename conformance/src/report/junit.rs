@@ -54,7 +54,8 @@ pub fn to_junit_xml(report: &RunReport) -> String {
     for o in &report.outcomes {
         let mut case = BytesStart::new("testcase");
         let time = format!("{:.3}", o.duration.as_secs_f64());
-        case.push_attribute(("classname", suite_name.as_str()));
+        let classname = format!("{suite_name}.{}", o.requirement.name());
+        case.push_attribute(("classname", classname.as_str()));
         case.push_attribute(("name", o.scenario.as_str()));
         case.push_attribute(("time", time.as_str()));
         write(&mut w, Event::Start(case));
@@ -98,7 +99,11 @@ mod tests {
     fn junit_counts_and_escapes() {
         let xml = super::to_junit_xml(&super::super::sample());
         assert!(xml.contains(r#"tests="2" failures="1" errors="0""#));
-        assert!(xml.contains(r#"<testcase classname="conformance.gatehouse" name="handshake""#));
+        assert!(
+            xml.contains(
+                r#"<testcase classname="conformance.gatehouse.required" name="handshake""#
+            )
+        );
         assert!(xml.contains("no IDENTIFY within 30s &lt;&amp;&gt;"));
         // the log tail survives, "]]>" included, when the CDATA sections are read back
         let mut reader = quick_xml::Reader::from_str(&xml);

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::scenario::Requirement;
+
 pub use json::to_json;
 pub use junit::to_junit_xml;
 pub use table::to_table;
@@ -45,6 +47,8 @@ impl Verdict {
 pub struct Outcome {
     /// Scenario name.
     pub scenario: String,
+    /// Whether the profile's contract requires what it checks, or it is a Gatehouse extension.
+    pub requirement: Requirement,
     /// What it checks (one line).
     pub description: String,
     /// The profile it ran under.
@@ -96,6 +100,14 @@ impl RunReport {
             .count()
     }
 
+    /// How many scenarios of `requirement` ended with `verdict`.
+    pub fn count_of(&self, requirement: Requirement, verdict: Verdict) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|o| o.requirement == requirement && o.verdict == verdict)
+            .count()
+    }
+
     /// Whether every scenario passed (and there was at least one).
     pub fn all_passed(&self) -> bool {
         !self.outcomes.is_empty() && self.outcomes.iter().all(|o| o.verdict == Verdict::Pass)
@@ -129,6 +141,7 @@ pub(crate) fn sample() -> RunReport {
         outcomes: vec![
             Outcome {
                 scenario: "handshake".into(),
+                requirement: Requirement::Required,
                 description: "identify & heartbeat".into(),
                 profile: "gatehouse".into(),
                 verdict: Verdict::Pass,
@@ -139,6 +152,7 @@ pub(crate) fn sample() -> RunReport {
             },
             Outcome {
                 scenario: "passthrough".into(),
+                requirement: Requirement::Extension,
                 description: "bytes <& \"exact\">".into(),
                 profile: "gatehouse".into(),
                 verdict: Verdict::Fail,

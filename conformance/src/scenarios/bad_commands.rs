@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::broker::{ExchangeType, HeaderValue};
 use crate::gateway;
 use crate::profiles::{OutgoingMessage, Profile, Target};
-use crate::scenario::{Context, Failure, Scenario, ScenarioFuture};
+use crate::scenario::{Context, Failure, Requirement, Scenario, ScenarioFuture};
 use crate::scenarios::commands::request_members;
 use crate::scenarios::{COMMAND_BUDGET, frames_with_marker, start_and_wait_ready};
 use crate::{ensure, fail};
@@ -26,6 +26,12 @@ impl Scenario for BadCommands {
 
     fn description(&self) -> String {
         "malformed/forbidden commands are rejected (dead-lettered for native), valid ones still flow".into()
+    }
+
+    fn requirement(&self, profile: Profile) -> Option<Requirement> {
+        // Which commands a worker may send (not op 1, 2, 6, ...) and the dead-letter exchange
+        // are the native profile's rules; the predecessors forward what workers publish.
+        Requirement::native_only(profile)
     }
 
     fn budget(&self) -> Duration {

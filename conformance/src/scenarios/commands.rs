@@ -7,8 +7,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::gateway;
+use crate::profiles::Profile;
 use crate::profiles::{CommandMode, Target};
-use crate::scenario::{Context, Failure, Scenario, ScenarioFuture, Setup};
+use crate::scenario::{Context, Failure, Requirement, Scenario, ScenarioFuture, Setup};
 use crate::scenarios::{COMMAND_BUDGET, frames_with_marker, start_and_wait_ready};
 use crate::{ensure, fail};
 
@@ -95,7 +96,13 @@ impl Scenario for Commands {
         "commands by shard / by guild / to every shard reach exactly the right shards, once".into()
     }
 
-    fn setup(&self, _profile: crate::profiles::Profile) -> Setup {
+    fn requirement(&self, profile: Profile) -> Option<Requirement> {
+        // The Cordis spec dropped commands in 2021 (commit e839c6f); the 1.x service consumes
+        // none. Gatehouse keeps offering them.
+        Requirement::extension_for(profile, &[Profile::Cordis])
+    }
+
+    fn setup(&self, _profile: Profile) -> Setup {
         Setup::default()
             .with_shards(SHARDS)
             .with_max_concurrency(SHARDS)

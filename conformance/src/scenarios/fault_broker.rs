@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::private_services::PrivateRabbit;
 use crate::profiles::Profile;
 use crate::proxy::Proxy;
-use crate::scenario::{Context, Failure, Scenario, ScenarioFuture, Setup};
+use crate::scenario::{Context, Failure, Requirement, Scenario, ScenarioFuture, Setup};
 use crate::scenarios::fault::{self, FaultRun, SHARDS, live_connections, scaled, stayed_connected};
 use crate::scenarios::fault_process::LEAD;
 
@@ -49,6 +49,11 @@ impl BrokerFault {
 }
 
 impl Scenario for BrokerFault {
+    fn requirement(&self, profile: Profile) -> Option<Requirement> {
+        // Zero loss under faults is Gatehouse's promise (RELIABILITY.md), not the predecessors'.
+        Requirement::native_only(profile)
+    }
+
     fn name(&self) -> String {
         match self {
             Self::Cut => "fault-broker-cut",

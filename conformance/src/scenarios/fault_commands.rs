@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::gateway;
 use crate::profiles::{CommandMode, Profile, Target};
-use crate::scenario::{Context, Failure, Scenario, ScenarioFuture, Setup};
+use crate::scenario::{Context, Failure, Requirement, Scenario, ScenarioFuture, Setup};
 use crate::scenarios::commands::{guild_on_shard, request_members};
 use crate::scenarios::fault::{self, FaultRun, SHARDS, scaled};
 use crate::scenarios::fault_process::LEAD;
@@ -33,8 +33,12 @@ impl Scenario for CommandFlood {
         format!("{FLOOD} commands to shard 0 do not hold up shard 1's commands; no event missing")
     }
 
-    fn applies_to(&self, profile: Profile) -> bool {
-        profile.command_modes().contains(&CommandMode::Shard)
+    fn requirement(&self, profile: Profile) -> Option<Requirement> {
+        if !profile.command_modes().contains(&CommandMode::Shard) {
+            return None;
+        }
+        // Zero loss under faults is Gatehouse's promise (RELIABILITY.md), not the predecessors'.
+        Requirement::native_only(profile)
     }
 
     fn setup(&self, _profile: Profile) -> Setup {

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use crate::profiles::Profile;
-use crate::scenario::{Context, Failure, Scenario, ScenarioFuture, Setup};
+use crate::scenario::{Context, Failure, Requirement, Scenario, ScenarioFuture, Setup};
 use crate::scenarios::fault::{self, FaultRun, SHARDS, scaled};
 use crate::scenarios::fault_process::LEAD;
 use crate::scenarios::reaction::{self, Before};
@@ -20,6 +20,11 @@ pub struct GatewayFault {
 }
 
 impl Scenario for GatewayFault {
+    fn requirement(&self, profile: Profile) -> Option<Requirement> {
+        // Zero loss under faults is Gatehouse's promise (RELIABILITY.md), not the predecessors'.
+        Requirement::native_only(profile)
+    }
+
     fn name(&self) -> String {
         if self.zombie {
             "fault-zombie"

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::profiles::Profile;
-use crate::scenario::{Context, Failure, Scenario, ScenarioFuture, Setup};
+use crate::scenario::{Context, Failure, Requirement, Scenario, ScenarioFuture, Setup};
 use crate::scenarios::RECONNECT_BUDGET;
 use crate::scenarios::fault::{self, FaultRun, SHARDS, scaled};
 
@@ -20,6 +20,11 @@ pub struct ProcessFault {
 pub const LEAD: Duration = Duration::from_secs(10);
 
 impl Scenario for ProcessFault {
+    fn requirement(&self, profile: Profile) -> Option<Requirement> {
+        // Zero loss under faults is Gatehouse's promise (RELIABILITY.md), not the predecessors'.
+        Requirement::native_only(profile)
+    }
+
     fn name(&self) -> String {
         if self.kill {
             "fault-sigkill"

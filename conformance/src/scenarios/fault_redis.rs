@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::private_services::{PrivateRedis, ServiceError};
 use crate::profiles::Profile;
-use crate::scenario::{Context, Failure, Scenario, ScenarioFuture, Setup};
+use crate::scenario::{Context, Failure, Requirement, Scenario, ScenarioFuture, Setup};
 use crate::scenarios::fault::{self, FaultRun, SHARDS, live_connections, scaled, stayed_connected};
 use crate::scenarios::fault_process::{LEAD, resume_every_shard};
 
@@ -28,6 +28,11 @@ pub struct RedisFault {
 pub const OUTAGE: Duration = Duration::from_secs(10);
 
 impl Scenario for RedisFault {
+    fn requirement(&self, profile: Profile) -> Option<Requirement> {
+        // Zero loss under faults is Gatehouse's promise (RELIABILITY.md), not the predecessors'.
+        Requirement::native_only(profile)
+    }
+
     fn name(&self) -> String {
         if self.at_start {
             "fault-redis-down-at-start"

@@ -1,4 +1,5 @@
-//! `handshake`: the client fetches `/gateway/bot` with the token, connects with `v=10` and the
+//! `handshake`: the client fetches `/gateway/bot` with the token, connects with
+//! `v=<DISCORD_API_VERSION>` (10 unless the run names another) and the
 //! configured encoding and compression, sends one IDENTIFY per shard with the right token, shard
 //! pair, intents and properties, and then heartbeats on time with the last sequence it received.
 
@@ -64,10 +65,11 @@ async fn run(ctx: &mut Context) -> Result<(), Failure> {
             fail!("connection {} has a bad query string {:?}", c.id.0, c.query);
         };
         ensure!(
-            params.version == Some(10),
-            "connection {} asks for gateway version {:?}, expected v=10",
+            params.version == Some(ctx.env.api_version),
+            "connection {} asks for gateway version {:?}, DISCORD_API_VERSION is {}",
             c.id.0,
-            params.version
+            params.version,
+            ctx.env.api_version
         );
         ensure!(
             params.encoding == gateway::mock_encoding(ctx.setup.encoding),

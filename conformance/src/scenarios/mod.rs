@@ -51,10 +51,10 @@ pub async fn start_and_wait_ready(ctx: &mut Context) -> Result<Vec<(u32, String)
         .await;
     match result {
         Ok(sessions) => Ok(sessions),
-        Err(f) => Err(Failure {
-            message: format!("{}{}", f.message, startup_hint(&recorder.snapshot())),
-            ..f
-        }),
+        Err(f) => {
+            let f = f.with_detail(&startup_hint(&recorder.snapshot()));
+            Err(f.explained(|| ctx.explanation(None)))
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use crate::broker::Delivery;
 use crate::contract::{Compression, Encoding};
 use crate::profiles::{BodyEncoding, EventContext, Fidelity, Profile, Subscription};
-use crate::scenario::{Context, Failure, Scenario, ScenarioFuture, Setup};
+use crate::scenario::{Context, Failure, Requirement, Scenario, ScenarioFuture, Setup};
 use crate::scenarios::start_and_wait_ready;
 use crate::{ensure, fail};
 
@@ -81,10 +81,22 @@ impl Scenario for Passthrough {
         }
     }
 
-    fn applies_to(&self, profile: Profile) -> bool {
-        match self.body {
-            None => true,
-            Some(e) => profile.offers_json_and_msgpack() && e != profile.default_body_encoding(),
+    fn requirement(&self, profile: Profile) -> Option<Requirement> {
+        use Profile::*;
+        if let Some(e) = self.body {
+            // The second body encoding of Spectacles and Cordis is Gatehouse's offer: the
+            // predecessors' services publish what their worker libraries decode (msgpack).
+            let applies = profile.offers_json_and_msgpack() && e != profile.default_body_encoding();
+            return applies.then_some(Requirement::Extension);
+        }
+        match (self.compress, self.encoding) {
+            // zstd-stream (2024) is younger than every predecessor.
+            (Compression::ZstdStream, _) => Requirement::native_only(profile),
+            // ETF: the Cordis default; twilight, Retsu and the Spectacles gateway speak JSON.
+            (_, Encoding::Etf) => {
+                Requirement::extension_for(profile, &[Spectacles, TwilightDispatch, Retsu])
+            }
+            _ => Some(Requirement::Required),
         }
     }
 

@@ -50,8 +50,10 @@ pub struct Before {
     pub at: Instant,
 }
 
-/// How long a client that must stop is watched for reconnect attempts.
-pub const STOP_OBSERVATION: Duration = Duration::from_secs(8);
+/// How long a client that must stop is watched for reconnect attempts (unless it exits before):
+/// long enough to catch a reconnect after a backoff of 15 s or more. The watch gives up the
+/// scenario's `--jobs` slot, so such watches run beside the other scenarios.
+pub const STOP_OBSERVATION: Duration = Duration::from_secs(30);
 
 /// Checks that the client closed the connection itself with a code that keeps the session
 /// (anything but 1000/1001, or no close frame), as it must before resuming.
@@ -73,8 +75,46 @@ pub fn closed_keeping_session(rec: &Recording, before: &Before, why: &str) -> Re
     }
 }
 
-/// Waits for and checks the reaction of `before.shard` to `why`.
+/// Waits for and checks the reaction of `before.shard` to `why`. A failure says what the mock saw
+/// after the event (a reconnect storm by name) and quotes the implementation's log.
 pub async fn expect(
+    ctx: &mut Context,
+    before: &Before,
+    reaction: Reaction,
+    why: &str,
+) -> Result<(), Failure> {
+    let result = expect_inner(ctx, before, reaction, why).await;
+    result.map_err(|f| f.explained(|| ctx.explanation(Some(before.at))))
+}
+
+/// Watches for [`STOP_OBSERVATION`] (or until the implementation's process group is gone) that
+/// no connection is opened after `at`; fails at the first one, saying how long after the event.
+async fn expect_no_reconnect(ctx: &mut Context, at: Instant, why: &str) -> Result<(), Failure> {
+    ctx.release_job_slot();
+    let recorder = ctx.gateway.recorder();
+    loop {
+        let later = recorder.read(|r| {
+            r.connections
+                .iter()
+                .filter(|c| c.opened_at > at)
+                .map(|c| c.opened_at - at)
+                .collect::<Vec<_>>()
+        });
+        if let Some(first) = later.first() {
+            fail!(
+                "after {why} (a fatal close) the client opened {} new connection(s), the first {} after the close; it must stop that shard for good",
+                later.len(),
+                ms(*first)
+            );
+        }
+        if !ctx.group_alive() || at.elapsed() >= STOP_OBSERVATION {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn expect_inner(
     ctx: &mut Context,
     before: &Before,
     reaction: Reaction,
@@ -85,23 +125,8 @@ pub async fn expect(
     let at = before.at;
     let budget = RECONNECT_BUDGET + ctx.gateway.config().identify_window;
     match reaction {
-        Reaction::Stop => {
-            // The implementation may exit or stay up; it must not reconnect.
-            tokio::time::sleep(STOP_OBSERVATION).await;
-            let rec = recorder.snapshot();
-            let later: Vec<_> = rec
-                .connections
-                .iter()
-                .filter(|c| c.opened_at > at)
-                .collect();
-            ensure!(
-                later.is_empty(),
-                "after {why} (a fatal close) the client opened {} new connection(s) within {}; it must stop that shard",
-                later.len(),
-                ms(STOP_OBSERVATION)
-            );
-            Ok(())
-        }
+        // The implementation may exit or stay up; it must not reconnect.
+        Reaction::Stop => expect_no_reconnect(ctx, at, why).await,
         Reaction::Resume => {
             let resume = ctx
                 .wait_for(&format!("RESUME after {why}"), budget, |_| {
@@ -149,6 +174,7 @@ pub async fn expect(
                 resume.outcome
             );
             let rec = recorder.snapshot();
+            no_storm(&rec, at, why)?;
             gateway::no_violations(&rec).map_err(Failure::fail)?;
             Ok(())
         }
@@ -183,6 +209,7 @@ pub async fn expect(
                 );
             }
             let rec = recorder.snapshot();
+            no_storm(&rec, at, why)?;
             let violations = gateway::counted(
                 rec.violations
                     .iter()
@@ -202,6 +229,17 @@ pub async fn expect(
             Ok(())
         }
     }
+}
+
+/// Fails when the client needed [`gateway::STORM`] or more connections after `at` to get its
+/// session back: one (or, after a refused RESUME, two) is what the protocol calls for.
+fn no_storm(rec: &Recording, at: Instant, why: &str) -> Result<(), Failure> {
+    let opened = rec.connections.iter().filter(|c| c.opened_at > at).count();
+    ensure!(
+        opened < gateway::STORM,
+        "after {why} the client opened {opened} connections before it had a session again (a reconnect storm)"
+    );
+    Ok(())
 }
 
 /// Starts the implementation, waits for READY and takes shard 0's [`Before`] snapshot once the

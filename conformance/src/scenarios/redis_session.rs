@@ -1,5 +1,6 @@
 //! `redis-session`: once the client has caught up, the session it could resume from is in
-//! Redis, under `REDIS_KEY_PREFIX`: for every profile some key holds the session id; the
+//! Redis, under `REDIS_KEY_PREFIX`: for every profile some key holds the session id (an extension
+//! for Cordis and Retsu, which define no session store); the
 //! Spectacles profile keeps `<prefix><shard>session` / `<prefix><shard>seq`, twilight-dispatch
 //! `<prefix>gateway_sessions` (`{"<shard>":{"session_id":..,"sequence":..}}`) and
 //! `<prefix>gateway_shards`.
@@ -7,7 +8,7 @@
 use std::time::Duration;
 
 use crate::profiles::Profile;
-use crate::scenario::{Context, Failure, Scenario, ScenarioFuture};
+use crate::scenario::{Context, Failure, Requirement, Scenario, ScenarioFuture};
 use crate::scenarios::{start_and_wait_ready, wait_caught_up};
 
 /// See the module docs.
@@ -20,6 +21,11 @@ impl Scenario for RedisSession {
 
     fn description(&self) -> String {
         "the resumable session (id, sequence) is kept in Redis under REDIS_KEY_PREFIX".into()
+    }
+
+    fn requirement(&self, profile: Profile) -> Option<Requirement> {
+        // Cordis and Retsu define no session store; Gatehouse keeps one in every profile.
+        Requirement::extension_for(profile, &[Profile::Cordis, Profile::Retsu])
     }
 
     fn budget(&self) -> Duration {

@@ -547,6 +547,52 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn every_atom_tag_decodes_as_value_and_as_key() {
+        // ATOM (100) and SMALL_ATOM (115) are what erlpack writes; ATOM_UTF8 (118) and
+        // SMALL_ATOM_UTF8 (119) what OTP 20+ (and eetf) write. Each must work in both places.
+        type Encoder = fn(&str) -> Vec<u8>;
+        let atoms: [(&str, Encoder); 4] = [
+            ("ATOM_EXT", |n| {
+                [
+                    vec![100],
+                    (n.len() as u16).to_be_bytes().to_vec(),
+                    n.as_bytes().to_vec(),
+                ]
+                .concat()
+            }),
+            ("SMALL_ATOM_EXT", |n| {
+                [vec![115, n.len() as u8], n.as_bytes().to_vec()].concat()
+            }),
+            ("ATOM_UTF8_EXT", |n| {
+                [
+                    vec![118],
+                    (n.len() as u16).to_be_bytes().to_vec(),
+                    n.as_bytes().to_vec(),
+                ]
+                .concat()
+            }),
+            ("SMALL_ATOM_UTF8_EXT", |n| {
+                [vec![119, n.len() as u8], n.as_bytes().to_vec()].concat()
+            }),
+        ];
+        for (tag, atom) in atoms {
+            let etf = enc::version(enc::map(vec![
+                (atom("op"), enc::small_int(0)),
+                (atom("t"), atom("GUILD_CREATE")),
+                (
+                    atom("d"),
+                    enc::list(vec![atom("nil"), atom("null"), atom("true"), atom("false")]),
+                ),
+            ]));
+            assert_eq!(
+                json(&etf),
+                r#"{"op":0,"t":"GUILD_CREATE","d":[null,null,true,false]}"#,
+                "{tag}"
+            );
+        }
+    }
+
+    #[test]
     fn compressed_term() {
         let inner = enc::binary("hello hello hello hello");
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());

@@ -2,7 +2,7 @@
 //! validation.
 //!
 //! Owns: every option a profile has, its default, and which profile offers it. Does not read
-//! files or the environment (see [`super::env`](mod@super::env) for the predecessors' variable names).
+//! files or the environment (the `gatehouse-config` crate maps the predecessors' names onto it).
 
 use super::{ClusterInfo, ProfileError, ProfileKind};
 use crate::command::CommandPolicy;
@@ -157,64 +157,6 @@ mod tests {
             shard_count: 4,
             owned: vec![0, 1],
         }
-    }
-
-    fn parse(toml_text: &str) -> Result<ProfileConfig, String> {
-        toml::from_str(toml_text).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn every_option_parses() {
-        let cfg = parse(
-            r#"
-            kind = "spectacles"
-            exchange = "bot"
-            subgroups = ["a", "b"]
-            body = "json"
-            message_timeout_ms = 120000
-            events = ["MESSAGE_CREATE"]
-            ignored_events = ["TYPING_START"]
-            declare_queues = ["MESSAGE_CREATE"]
-            extra_allowed_ops = [43]
-            "#,
-        )
-        .unwrap();
-        assert_eq!(cfg.kind, ProfileKind::Spectacles);
-        assert_eq!(cfg.exchange_name(), "bot");
-        assert_eq!(cfg.body_encoding(), BodyEncoding::Json);
-        cfg.validate(&cluster()).unwrap();
-
-        let cfg = parse(
-            r#"
-            kind = "gatehouse"
-            commands_exchange = "cmds"
-            command_queue = "cmds.node-a"
-            "#,
-        )
-        .unwrap();
-        cfg.validate(&cluster()).unwrap();
-        let cfg = parse("kind = \"twilight-dispatch\"\ndefault_queue = true").unwrap();
-        cfg.validate(&cluster()).unwrap();
-        assert_eq!(parse("").unwrap(), ProfileConfig::default());
-    }
-
-    #[test]
-    fn unknown_options_are_refused() {
-        assert!(
-            parse("exchnage = \"x\"")
-                .unwrap_err()
-                .contains("unknown field")
-        );
-        assert!(
-            parse("kind = \"nope\"")
-                .unwrap_err()
-                .contains("unknown variant")
-        );
-        assert!(
-            parse("body = \"etf\"")
-                .unwrap_err()
-                .contains("unknown variant")
-        );
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub(crate) struct Heartbeat {
     sent_at: Option<Instant>,
     /// The round trip of the latest acknowledged heartbeat (kept across connections).
     latency: Option<Duration>,
+    /// When the latest ACK arrived (kept across connections).
+    last_ack: Option<Instant>,
 }
 
 impl Heartbeat {
@@ -32,6 +34,7 @@ impl Heartbeat {
     pub(crate) fn reset(&mut self) {
         *self = Heartbeat {
             latency: self.latency,
+            last_ack: self.last_ack,
             ..Heartbeat::default()
         };
     }
@@ -74,7 +77,12 @@ impl Heartbeat {
         };
         self.awaiting_ack = false;
         self.latency = Some(now.saturating_duration_since(sent));
+        self.last_ack = Some(now);
         true
+    }
+
+    pub(crate) fn last_ack(&self) -> Option<Instant> {
+        self.last_ack
     }
 
     pub(crate) fn latency(&self) -> Option<Duration> {
@@ -97,6 +105,7 @@ mod tests {
         assert!(h.acked(t0 + Duration::from_millis(80)));
         assert!(!h.awaiting_ack());
         assert_eq!(h.latency(), Some(Duration::from_millis(80)));
+        assert_eq!(h.last_ack(), Some(t0 + Duration::from_millis(80)));
         h.reset();
         assert_eq!(h.latency(), Some(Duration::from_millis(80)));
         assert_eq!(h.interval(), None);

@@ -436,6 +436,8 @@ impl WriteSim {
                     reconnects: self.statuses.get(&shard).map_or(0, |s| s.reconnects + 1),
                     sequence: None,
                     updated_at_ms: 0,
+                    latency_ms: None,
+                    last_ack_ms: None,
                 };
                 self.sync.save_status(&status);
                 self.statuses.insert(shard, status);

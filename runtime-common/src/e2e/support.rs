@@ -37,6 +37,13 @@ pub fn unique(tag: &str) -> String {
     )
 }
 
+/// A fresh, empty directory under the temporary directory (left for the OS to clean).
+pub fn empty_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(unique(tag));
+    std::fs::create_dir_all(&dir).expect("create a test directory");
+    dir
+}
+
 fn management(method: &str, path: &str, body: Option<&str>) -> Result<u16, String> {
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -222,10 +229,17 @@ pub struct Gatehouse {
 
 impl Gatehouse {
     /// Starts `binary` with a clean environment plus `env` (and `RUST_LOG` from
-    /// `GATEHOUSE_TEST_LOG`, default `info`), in the temporary directory (so that no
-    /// `gatehouse.toml` is picked up).
+    /// `GATEHOUSE_TEST_LOG`, default `info`), in a fresh empty directory (so that no
+    /// `gatehouse.toml`, `gateway.toml`, `config.json` or `.env` is picked up).
     pub fn start(binary: &Path, env: &[(&str, String)]) -> Self {
         Self::spawn(Self::command(binary, env), binary)
+    }
+
+    /// [`Gatehouse::start`] in `dir` (which may hold a configuration file or a `.env`).
+    pub fn start_in(binary: &Path, dir: &Path, env: &[(&str, String)]) -> Self {
+        let mut command = Self::command(binary, env);
+        command.current_dir(dir);
+        Self::spawn(command, binary)
     }
 
     /// [`Gatehouse::start`], with the child's standard output as lines on the returned
@@ -258,7 +272,7 @@ impl Gatehouse {
                 std::env::var("GATEHOUSE_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .stdin(Stdio::null())
-            .current_dir(std::env::temp_dir());
+            .current_dir(empty_dir("cwd"));
         for (key, value) in env {
             command.env(key, value);
         }
