@@ -131,6 +131,10 @@ pub struct RedisConfig {
     pub url: SecretUrl,
     /// The prefix of every key Gatehouse writes (see `proto_core::store`).
     pub key_prefix: String,
+    /// At start, how long a shard whose session snapshot cannot be read (Redis unreachable)
+    /// waits before it starts a new session anyway, losing what Discord would have replayed.
+    /// `None` (the default): it waits until Redis answers. See `proto_core::store_sync`.
+    pub identify_anyway_after: Option<std::time::Duration>,
 }
 
 /// Memory and flow limits.

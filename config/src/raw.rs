@@ -72,6 +72,7 @@ pub(crate) struct RawRedis {
     pub(crate) enabled: Option<bool>,
     pub(crate) url: Option<String>,
     pub(crate) key_prefix: Option<String>,
+    pub(crate) identify_anyway_after_secs: Option<u64>,
 }
 
 /// `[limits]`.

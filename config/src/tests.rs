@@ -53,6 +53,7 @@ fn empty_file_and_environment_give_the_defaults() {
     assert_eq!(config.amqp.url.expose(), DEFAULT_AMQP_URL);
     assert_eq!(config.redis.url.expose(), DEFAULT_REDIS_URL);
     assert_eq!(config.redis.key_prefix, "gatehouse");
+    assert_eq!(config.redis.identify_anyway_after, None);
     assert_eq!(config.discord.intents, 53_575_421);
     assert_eq!(config.discord.shard_count, None);
     assert_eq!(config.discord.shard_ids, None);
@@ -80,6 +81,7 @@ fn file_values_are_read() {
 
         [redis]
         key_prefix = "gh-test"
+        identify_anyway_after_secs = 900
 
         [profile]
         kind = "spectacles"
@@ -102,6 +104,10 @@ fn file_values_are_read() {
         serde_json::from_str(config.discord.presence.as_deref().unwrap()).unwrap();
     assert_eq!(presence["status"], "idle");
     assert_eq!(config.redis.key_prefix, "gh-test");
+    assert_eq!(
+        config.redis.identify_anyway_after,
+        Some(std::time::Duration::from_secs(900))
+    );
     assert_eq!(config.profile.kind, ProfileKind::Spectacles);
     assert_eq!(config.limits.max_unconfirmed_publishes, 50);
     assert_eq!(

@@ -51,6 +51,10 @@ impl RawConfig {
                 }
                 prefix
             },
+            identify_anyway_after: self
+                .redis
+                .identify_anyway_after_secs
+                .map(std::time::Duration::from_secs),
         };
         Ok(Config {
             discord,

@@ -46,7 +46,7 @@ pub const GATEWAY_LATENCY: &str = "gatehouse_gateway_latency_seconds";
 pub const SHARD_RECONNECTIONS: &str = "gatehouse_shard_reconnections_total";
 /// Worker commands waiting for the gateway rate limiter, per shard.
 pub const COMMAND_QUEUE: &str = "gatehouse_command_queue_depth";
-/// Redis writes that failed (sessions and status; retried with the next write of the key).
+/// Redis write attempts that failed (sessions and status; retried with back-off, latest values).
 pub const REDIS_WRITE_FAILURES: &str = "gatehouse_redis_write_failures_total";
 /// Always 1, labelled with the version and the binary.
 pub const BUILD_INFO: &str = "gatehouse_build_info";
