@@ -558,42 +558,8 @@ fn spectacles_environment_names() {
 }
 
 /// The configuration file of the Spectacles gateway's README, as it is.
-pub(crate) const SPECTACLES_README_TOML: &str = r#"
-token = "" # Discord token
-events = [] # array of gateway event names to publish
-
-# everything below is optional
-
-intents = [] # array of gateway intents to send when identifying
-# https://gist.github.com/msciotti/223272a6f976ce4fda22d271c23d72d9
-
-[shards]
-count = 2
-ids = [0, 1]
-
-[broker]
-type = "amqp" # only supported type; any other value sends/receives from STDIN/STDOUT
-group = "gateway"
-message_timeout = "2m" # this is the default value: https://golang.org/pkg/time/#ParseDuration
-
-[prometheus]
-address = ":8080"
-endpoint = "/metrics"
-
-[shard_store]
-type = "redis" # only supported type
-prefix = "gateway" # string to prefix shard-store keys
-
-[presence]
-# https://discord.com/developers/docs/topics/gateway#update-status
-
-[amqp]
-url = "amqp://localhost"
-
-[redis]
-url = "localhost:6379"
-pool_size = 5 # size of Redis connection pool
-"#;
+const SPECTACLES_README_TOML: &str =
+    include_str!("../../fixtures/predecessors/spectacles-gateway.toml");
 
 #[test]
 fn the_spectacles_gateway_toml_is_read() {

@@ -268,41 +268,8 @@ impl Run {
 /// The Spectacles gateway README's `gateway.toml`, exactly (only the addresses of the test's
 /// services substituted: AMQP URL, Redis address in the documented `host:port` form, the
 /// Prometheus port), with the token and `DISCORD_EVENTS` from the README's Docker example.
-const SPECTACLES_GATEWAY_TOML: &str = r#"token = "" # Discord token
-events = [] # array of gateway event names to publish
-
-# everything below is optional
-
-intents = [] # array of gateway intents to send when identifying
-# https://gist.github.com/msciotti/223272a6f976ce4fda22d271c23d72d9
-
-[shards]
-count = 2
-ids = [0, 1]
-
-[broker]
-type = "amqp" # only supported type; any other value sends/receives from STDIN/STDOUT
-group = "gateway"
-message_timeout = "2m" # this is the default value: https://golang.org/pkg/time/#ParseDuration
-
-[prometheus]
-address = ":8080"
-endpoint = "/metrics"
-
-[shard_store]
-type = "redis" # only supported type
-prefix = "gateway" # string to prefix shard-store keys
-
-[presence]
-# https://discord.com/developers/docs/topics/gateway#update-status
-
-[amqp]
-url = "amqp://localhost"
-
-[redis]
-url = "localhost:6379"
-pool_size = 5 # size of Redis connection pool
-"#;
+const SPECTACLES_GATEWAY_TOML: &str =
+    include_str!("../../fixtures/predecessors/spectacles-gateway.toml");
 
 #[tokio::test]
 async fn spectacles_gateway_toml_and_environment() {
@@ -446,59 +413,8 @@ async fn cordis_1x_unprefixed_environment() {
 
 /// twilight-dispatch's `.env.example`, exactly, as `.env` in the working directory (only the
 /// addresses substituted; RABBIT_* has no vhost, so the test's vhost comes in as AMQP_URL).
-const TWILIGHT_DISPATCH_ENV_EXAMPLE: &str = "# Logging level
-RUST_LOG=info
-
-# Discord bot token
-BOT_TOKEN=
-
-# Sharding information
-SHARDS_START=0
-SHARDS_END=1
-SHARDS_TOTAL=2
-SHARDS_CONCURRENCY=1
-
-# Number of clusters
-CLUSTERS=2
-
-# Declare default queue
-DECLARE_QUEUE=true
-
-# Resume after a restart
-RESUME=true
-
-# Identify payload
-INTENTS=32767
-LARGE_THRESHOLD=250
-STATUS=online
-ACTIVITY_TYPE=0
-ACTIVITY_NAME=Testing
-
-# Discord channel logs
-LOG_CHANNEL=
-
-# State configuration
-STATE_ENABLED=true
-STATE_MEMBER=true
-STATE_MEMBER_TTL=1000
-STATE_MESSAGE=true
-STATE_MESSAGE_TTL=1000
-STATE_PRESENCE=true
-
-# RabbitMQ details
-RABBIT_HOST=127.0.0.1
-RABBIT_PORT=5672
-RABBIT_USERNAME=guest
-RABBIT_PASSWORD=guest
-
-# Redis address
-REDIS_HOST=127.0.0.1
-REDIS_PORT=6379
-
-# Prometheus address
-PROMETHEUS_HOST=127.0.0.1
-PROMETHEUS_PORT=8005
-";
+const TWILIGHT_DISPATCH_ENV_EXAMPLE: &str =
+    include_str!("../../fixtures/predecessors/twilight-dispatch.env.example");
 
 #[tokio::test]
 async fn twilight_dispatch_dotenv() {
