@@ -513,6 +513,18 @@ fn profile_dependent_defaults() {
     assert_eq!(load("spectacles").redis.key_prefix, "gateway");
     assert_eq!(load("twilight-dispatch").redis.key_prefix, "");
     assert_eq!(load("retsu").redis.key_prefix, "gatehouse");
+    // Cordis uses Redis only when a URL is given.
+    assert!(!load("cordis").redis.enabled);
+    assert!(load("gatehouse").redis.enabled);
+    let config = Config::load(
+        "",
+        env(&[
+            ("GATEHOUSE_PROFILE", "cordis"),
+            ("CORDIS_REDIS_URL", "redis://h/"),
+        ]),
+    )
+    .unwrap();
+    assert!(config.redis.enabled);
 }
 
 #[test]

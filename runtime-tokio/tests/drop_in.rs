@@ -544,3 +544,26 @@ async fn retsu_config_json() {
     assert!(keys.contains_key("gatehouse:session:2"), "{keys:?}");
     assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)));
 }
+
+/// Redis is optional (Retsu: "recommended"): with an empty `redis_url` the process runs with its
+/// sessions in memory, and does not even try the (here unreachable) Redis address.
+#[tokio::test]
+async fn retsu_without_redis() {
+    let run = Run::new("dropin-retsu-noredis", 1).await;
+    run.write(
+        "config.json",
+        &serde_json::json!({
+            "discord": { "token": TOKEN, "shard_count": 1, "intents": 513 },
+            "msg_queue": { "url": run.broker.amqp_url() },
+            "redis_url": ""
+        })
+        .to_string(),
+    );
+    let mut gatehouse = run.start(&[("REDIS_URL", "redis://127.0.0.1:1/".to_owned())]);
+    let shards = run.identified(1);
+    assert_eq!(shards.keys().copied().collect::<Vec<_>>(), [0]);
+    run.assert_exchange("gateway", ExchangeKind::Direct, true)
+        .await;
+    assert!(gatehouse.is_running(), "runs without Redis");
+    assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)));
+}
