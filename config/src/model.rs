@@ -144,6 +144,13 @@ pub struct Limits {
     pub max_payload: usize,
     /// Largest WebSocket message accepted, in bytes (a real GUILD_CREATE is about 2.8 MB).
     pub max_message: usize,
+    // --- The publish path (issue 9) ---
+    /// Stop reading while this many bytes of publications are unconfirmed in the process
+    /// (each shard of the process gets an equal share).
+    pub max_unconfirmed_bytes: usize,
+    /// A publication not confirmed within this many seconds fails the broker link (it is
+    /// closed and everything unconfirmed is published again on the next one).
+    pub confirm_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -153,6 +160,8 @@ impl Default for Limits {
             command_queue_capacity: defaults::COMMAND_QUEUE_CAPACITY,
             max_payload: proto_core::codec::DecoderConfig::default().max_payload,
             max_message: 64 << 20,
+            max_unconfirmed_bytes: defaults::MAX_UNCONFIRMED_BYTES,
+            confirm_timeout_secs: proto_core::outbox::DEFAULT_CONFIRM_TIMEOUT.as_secs(),
         }
     }
 }

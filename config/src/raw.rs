@@ -82,6 +82,8 @@ pub(crate) struct RawLimits {
     pub(crate) command_queue_capacity: Option<usize>,
     pub(crate) max_payload: Option<usize>,
     pub(crate) max_message: Option<usize>,
+    pub(crate) max_unconfirmed_bytes: Option<usize>,
+    pub(crate) confirm_timeout_secs: Option<u64>,
 }
 
 /// `[metrics]`.

@@ -263,6 +263,16 @@ fn validation_errors_are_messages_not_panics() {
         ("", &[("AMQP_URL", "http://x")], "amqp://"),
         ("[metrics]\naddress = \"nowhere\"", &[], "metrics.address"),
         ("[limits]\nmax_unconfirmed_publishes = 0", &[], "at least 1"),
+        (
+            "[limits]\nmax_unconfirmed_bytes = 1000",
+            &[],
+            "at least 1 MiB",
+        ),
+        (
+            "",
+            &[("GATEHOUSE_CONFIRM_TIMEOUT_SECS", "0")],
+            "confirm_timeout_secs",
+        ),
         ("discord = 3", &[("DISCORD_TOKEN", "t")], "not a table"),
     ];
     for (text, vars, needle) in cases {
@@ -429,6 +439,21 @@ fn nothing_set_means_the_profile_defaults() {
 }
 
 #[test]
+fn publish_path_limits_come_from_the_file_or_the_environment() {
+    let text = "[limits]\nmax_unconfirmed_bytes = 8388608\nconfirm_timeout_secs = 5";
+    let config = Config::load(text, env(&[])).unwrap();
+    assert_eq!(config.limits.max_unconfirmed_bytes, 8 << 20);
+    assert_eq!(config.limits.confirm_timeout_secs, 5);
+    let vars = [
+        ("GATEHOUSE_MAX_UNCONFIRMED_BYTES", "16777216"),
+        ("GATEHOUSE_CONFIRM_TIMEOUT_SECS", "7"),
+    ];
+    let config = Config::load("", env(&vars)).unwrap();
+    assert_eq!(config.limits.max_unconfirmed_bytes, 16 << 20);
+    assert_eq!(config.limits.confirm_timeout_secs, 7);
+}
+
+#[test]
 fn shard_config_and_config_share_their_defaults() {
     let config = Config::load("", env(&[])).unwrap();
     assert_eq!(
@@ -442,6 +467,14 @@ fn shard_config_and_config_share_their_defaults() {
     assert_eq!(
         config.limits.max_unconfirmed_publishes,
         proto_core::shard::defaults::MAX_UNCONFIRMED
+    );
+    assert_eq!(
+        config.limits.max_unconfirmed_bytes,
+        proto_core::shard::defaults::MAX_UNCONFIRMED_BYTES
+    );
+    assert_eq!(
+        config.limits.confirm_timeout_secs,
+        proto_core::outbox::DEFAULT_CONFIRM_TIMEOUT.as_secs()
     );
     assert_eq!(config.discord.api_version, proto_core::shard::API_VERSION);
 }

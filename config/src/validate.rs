@@ -239,7 +239,22 @@ impl RawLimits {
                 .unwrap_or(defaults.command_queue_capacity),
             max_payload: self.max_payload.unwrap_or(defaults.max_payload),
             max_message: self.max_message.unwrap_or(defaults.max_message),
+            max_unconfirmed_bytes: self
+                .max_unconfirmed_bytes
+                .unwrap_or(defaults.max_unconfirmed_bytes),
+            confirm_timeout_secs: self
+                .confirm_timeout_secs
+                .unwrap_or(defaults.confirm_timeout_secs),
         };
+        if limits.max_unconfirmed_bytes < 1 << 20 {
+            return Err(invalid(
+                "limits.max_unconfirmed_bytes",
+                "must be at least 1 MiB",
+            ));
+        }
+        if limits.confirm_timeout_secs == 0 {
+            return Err(invalid("limits.confirm_timeout_secs", "must be at least 1"));
+        }
         if limits.max_unconfirmed_publishes == 0 {
             return Err(invalid(
                 "limits.max_unconfirmed_publishes",

@@ -52,8 +52,13 @@ struct RunArgs {
     #[arg(long)]
     requirement: Option<Requirement>,
     /// The Discord API version the implementation must connect with (`v=`), passed to it as
-    /// DISCORD_API_VERSION.
-    #[arg(long, env = contract::DISCORD_API_VERSION, default_value_t = contract::DEFAULT_API_VERSION)]
+    /// DISCORD_API_VERSION: 10, or 9 (which Discord still documents).
+    #[arg(
+        long,
+        env = contract::DISCORD_API_VERSION,
+        default_value_t = contract::DEFAULT_API_VERSION,
+        value_parser = clap::value_parser!(u8).range(9..=10)
+    )]
     api_version: u8,
     /// Write a report: JUnit XML for *.xml, JSON otherwise (repeatable).
     #[arg(long = "report", value_name = "FILE")]

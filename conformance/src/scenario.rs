@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use tokio::sync::OwnedSemaphorePermit;
+
 use crate::broker::Broker;
 use crate::contract::{self, Compression, Encoding, ImplEnv};
 use crate::gateway::{Control, Gateway, MockConfig, suite_defaults};
@@ -18,7 +20,6 @@ use crate::management::ManagementApi;
 use crate::process::{Ending, ImplProcess};
 use crate::profiles::{BodyEncoding, Profile};
 use crate::redis_store::RedisStore;
-use tokio::sync::OwnedSemaphorePermit;
 
 /// The future an async probe of [`Context::wait_for_async`] returns.
 pub type Probe<'a, T> = Pin<Box<dyn Future<Output = Option<T>> + Send + 'a>>;

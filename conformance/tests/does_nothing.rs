@@ -92,3 +92,106 @@ fn list_names_every_scenario_once() {
     sorted.dedup();
     assert_eq!(sorted.len(), names.len(), "duplicate scenario names");
 }
+
+/// `list --profile cordis --requirement required` is what a faithful Cordis 1.x gateway must pass:
+/// the Discord protocol and the events side, not commands or a session store (Gatehouse
+/// extensions for Cordis), and `list` names both groups per profile.
+#[test]
+fn list_separates_required_from_extension_per_profile() {
+    let list = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_conformance"))
+            .arg("list")
+            .args(args)
+            .output()
+            .expect("the conformance binary runs");
+        assert!(output.status.success());
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let names = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .collect()
+    };
+    let cordis_required = names(&list(&["--profile", "cordis", "--requirement", "required"]));
+    for name in [
+        "handshake",
+        "topology",
+        "passthrough",
+        "passthrough-etf",
+        "close-4004",
+    ] {
+        assert!(cordis_required.iter().any(|n| n == name), "{name} missing");
+    }
+    for name in [
+        "commands",
+        "rate-limit",
+        "topology-commands",
+        "redis-session",
+        "fault-sigkill",
+    ] {
+        assert!(
+            !cordis_required.iter().any(|n| n == name),
+            "{name} is required of Cordis"
+        );
+    }
+    let cordis_extension = names(&list(&[
+        "--profile",
+        "cordis",
+        "--requirement",
+        "extension",
+    ]));
+    assert!(cordis_extension.iter().any(|n| n == "commands"));
+    let native_required = names(&list(&[
+        "--profile",
+        "gatehouse",
+        "--requirement",
+        "required",
+    ]));
+    assert!(native_required.iter().any(|n| n == "redis-session"));
+    assert!(native_required.iter().any(|n| n == "fault-sigkill"));
+    let all = list(&[]);
+    let redis = all
+        .lines()
+        .find(|l| l.starts_with("redis-session "))
+        .expect("redis-session is listed");
+    assert!(
+        redis.contains(
+            "required: gatehouse, spectacles, twilight-dispatch; extension: cordis, retsu"
+        ),
+        "{redis}"
+    );
+}
+
+/// An implementation that exits is failed with its exit status, what the mock saw and the end of
+/// its log, not only "exited".
+#[test]
+fn an_exit_is_explained_with_the_log_tail() {
+    let dir = std::env::temp_dir().join(format!("conformance-exit-{}", std::process::id()));
+    let report = dir.join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_conformance"))
+        .args(["run", "--profile", "gatehouse", "--scenario", "handshake"])
+        .args([
+            "--impl",
+            "echo 'cannot parse SHARD_IDS: conformance-marker' >&2; exit 3",
+        ])
+        .arg("--report")
+        .arg(&report)
+        .arg("--log-dir")
+        .arg(dir.join("logs"))
+        .output()
+        .expect("the conformance binary runs");
+    assert_eq!(output.status.code(), Some(1));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("the JSON report exists"))
+            .expect("the JSON report parses");
+    let reason = json["outcomes"][0]["reason"].as_str().expect("a reason");
+    for part in [
+        "exited (exit status: 3)",
+        "never requested /gateway/bot",
+        "the last lines of its log",
+        "cannot parse SHARD_IDS: conformance-marker",
+    ] {
+        assert!(reason.contains(part), "{part:?} missing from: {reason}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -21,6 +21,8 @@
 //!   scanning and ETF-to-JSON conversion, with limits against hostile input; JSON-to-ETF for
 //!   what `encoding=etf` connections send.
 //! - [`shard`]: one gateway connection's state machine.
+//! - [`outbox`]: one shard's publications between `Action::Publish` and the broker's confirm
+//!   (retries, nacks, unroutable returns, confirm timeouts, lost links).
 //! - [`profile`]: the broker wire contracts (topology, dispatch routing, command decoding).
 //! - [`command`]: validation of the gateway packets workers ask to send, for every profile.
 //! - [`identify`]: the identify scheduler (session start limit, `max_concurrency` buckets).
@@ -35,6 +37,7 @@ pub mod codec;
 pub mod command;
 pub mod identify;
 pub mod intents;
+pub mod outbox;
 pub mod profile;
 pub mod ratelimit;
 pub mod rng;

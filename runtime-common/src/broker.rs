@@ -2,14 +2,17 @@
 //! conversion of the core's publications into lapin calls.
 //!
 //! Owns: connecting (with capped exponential back-off between attempts), declaring the
-//! [`Topology`] on every (re)connect, the confirm-mode publishing channel, noticing that the
-//! connection is lost, and announcing each new [`Link`] to the shards through a watch channel.
-//! Does not own: which publications exist (the shards' outboxes, see `outbox`), what a command
-//! means (`commands`), or the topology itself (the profile in the core).
+//! [`Topology`] on every (re)connect, the confirm-mode publishing channel and its publisher task
+//! (`publisher`), noticing that the connection is lost, and announcing each new [`Link`] to the
+//! shards through a watch channel. Does not own: which publications exist (the shards' outboxes,
+//! see `outbox`), what a command means (`commands`), or the topology itself (the profile in the
+//! core).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use proto_core::shard::PublishId;
 
 use futures_util::StreamExt;
 use gatehouse_config::SecretUrl;
@@ -22,12 +25,20 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Publishe
 use proto_core::profile::{
     ExchangeKind, FieldValue, MessageProperties, Publication, Router, Timestamp, Topology,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::publisher::{self, PublishReport, PublishRequest};
 use crate::runtime::Runtime;
 
+/// How long opening a connection (TCP, AMQP handshake, topology) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long closing a failed connection may take (a stalled or blocked one never answers).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The runtime's wall clock, for the timestamps of messages.
+type WallClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
 /// One live AMQP connection with its declared topology and publishing channel.
-#[derive(Debug)]
 pub struct Link {
     /// Increases with every connection, so a failure report names the link it saw fail.
     pub generation: u64,
@@ -39,6 +50,20 @@ pub struct Link {
     pub command_queues: Vec<String>,
     /// Event names whose per-event topology (Retsu) is declared on this connection.
     declared_events: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// This link's publisher task.
+    publisher: publisher::Requests,
+    /// Whether the broker blocks this connection (`connection.blocked`: a resource alarm).
+    blocked: std::sync::atomic::AtomicBool,
+    wall_clock: WallClock,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("generation", &self.generation)
+            .field("command_queues", &self.command_queues)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Link {
@@ -63,15 +88,66 @@ impl Link {
         Ok(())
     }
 
+    /// Whether the broker blocks this connection now (a memory or disk alarm); a change is
+    /// announced through the watch channel with the same link.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked.load(Ordering::Relaxed)
+    }
+
+    /// Forgets that `event`'s per-event topology is declared (its queue may have been
+    /// deleted: the broker returned a message for it), so the next publication declares it.
+    pub(crate) fn forget_event(&self, event: &str) {
+        self.declared_events
+            .lock()
+            .expect("not poisoned")
+            .remove(event);
+    }
+
+    /// Hands a shard's publication to this link's publisher task (which publishes it outside
+    /// the shard's loop and reports to `reply`). False when the publisher is gone.
+    pub(crate) fn submit(
+        &self,
+        id: PublishId,
+        publication: Arc<Publication>,
+        reply: &mpsc::UnboundedSender<PublishReport>,
+    ) -> bool {
+        self.publisher
+            .send(PublishRequest {
+                id,
+                publication,
+                reply: reply.clone(),
+            })
+            .is_ok()
+    }
+
     /// Publishes one message; the returned confirm resolves when the broker acks or nacks it.
     pub async fn publish(&self, publication: &Publication) -> lapin::Result<PublisherConfirm> {
+        self.publish_with(publication, BasicPublishOptions::default())
+            .await
+    }
+
+    /// Publishes one event, mandatory: the broker returns it if no queue is bound for it
+    /// (lapin then resolves the confirm as an ack carrying the returned message).
+    pub(crate) async fn publish_event(
+        &self,
+        publication: &Publication,
+    ) -> lapin::Result<PublisherConfirm> {
+        self.publish_with(publication, event_publish_options())
+            .await
+    }
+
+    async fn publish_with(
+        &self,
+        publication: &Publication,
+        options: BasicPublishOptions,
+    ) -> lapin::Result<PublisherConfirm> {
         self.publish
             .basic_publish(
                 ShortString::from(publication.exchange.as_str()),
                 ShortString::from(publication.routing_key.as_str()),
-                BasicPublishOptions::default(),
+                options,
                 &publication.body,
-                basic_properties(&publication.properties, SystemTime::now()),
+                basic_properties(&publication.properties, (self.wall_clock)()),
             )
             .await
     }
@@ -85,6 +161,15 @@ impl Link {
             Ok(_) => Err("the broker refused the message (nack)".into()),
             Err(e) => Err(e.to_string()),
         }
+    }
+}
+
+/// How events are published: mandatory, so that an event no queue is bound for comes back
+/// (`basic.return`) instead of being confirmed silently.
+pub(crate) fn event_publish_options() -> BasicPublishOptions {
+    BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
     }
 }
 
@@ -123,6 +208,8 @@ pub struct BrokerSettings {
     pub topology: Topology,
     /// The connection name shown in the management UI.
     pub connection_name: String,
+    /// The router, for profiles that declare per event (`Router::needs_event_topology`).
+    pub event_router: Option<Router>,
 }
 
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -160,9 +247,26 @@ async fn supervise<R: Runtime>(
     let mut attempt = 0u32;
     let mut connected_before = false;
     while !*stop.borrow() {
-        match connect(&rt, &settings).await {
-            Ok(link) => {
+        let connecting = connect(&rt, &settings);
+        let timeout = rt.sleep(CONNECT_TIMEOUT);
+        futures_util::pin_mut!(connecting, timeout);
+        let connected = match futures_util::future::select(connecting, timeout).await {
+            futures_util::future::Either::Left((result, _)) => result,
+            futures_util::future::Either::Right(_) => Err(format!(
+                "no connection within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            )),
+        };
+        match connected {
+            Ok((link, requests)) => {
                 let link = Arc::new(link);
+                let (retire, retired) = oneshot::channel::<()>();
+                rt.spawn(publisher::run(
+                    link.clone(),
+                    requests,
+                    settings.event_router.clone(),
+                    retired,
+                ));
                 tracing::info!(
                     url = %settings.url,
                     generation = link.generation,
@@ -174,13 +278,14 @@ async fn supervise<R: Runtime>(
                 link_tx.send_replace(Some(link.clone()));
                 let lost = wait_until_lost(&rt, &link, &link_tx, &mut failures, &mut stop).await;
                 link_tx.send_replace(None);
+                drop(retire);
                 crate::metrics::record_amqp_connected(false, false);
                 if *stop.borrow() {
-                    let _ = link.connection.close(200, "shutting down".into()).await;
+                    close(&rt, &link, 200, "shutting down").await;
                     break;
                 }
                 tracing::warn!(reason = %lost, "lost the RabbitMQ connection; reconnecting");
-                let _ = link.connection.close(320, "reconnecting".into()).await;
+                close(&rt, &link, 320, "reconnecting").await;
             }
             Err(e) => {
                 let advice = crate::advice::amqp(&e.to_string(), &settings.url.redacted());
@@ -197,9 +302,20 @@ async fn supervise<R: Runtime>(
     link_tx.send_replace(None);
 }
 
-/// Waits until the link fails (an error event, a closed channel, a failure report) or `stop`.
-/// While the broker blocks the connection (a memory or disk alarm), the link is withdrawn from
-/// the shards so that none of them waits inside a publish; it comes back when unblocked.
+/// Closes a connection, giving up after [`CLOSE_TIMEOUT`] (a stalled or blocked broker never
+/// answers; dropping the connection then ends it).
+async fn close<R: Runtime>(rt: &R, link: &Link, code: u16, reason: &str) {
+    let closing = link.connection.close(code, reason.into());
+    let timeout = rt.sleep(CLOSE_TIMEOUT);
+    futures_util::pin_mut!(closing, timeout);
+    futures_util::future::select(closing, timeout).await;
+}
+
+/// Waits until the link fails (an error event, a closed channel, a failure report: a publish
+/// error or an overdue confirm) or `stop`. While the broker blocks the connection (a memory or
+/// disk alarm), publications wait in the link's publisher task, never in a shard's loop; the
+/// block is announced to the shards (the same link again on the watch channel, with
+/// [`Link::is_blocked`] changed), whose outboxes then do not count its confirms as overdue.
 async fn wait_until_lost<R: Runtime>(
     rt: &R,
     link: &Arc<Link>,
@@ -248,14 +364,12 @@ async fn wait_until_lost<R: Runtime>(
         };
         match seen {
             Seen::Lost(reason) => return reason,
-            Seen::Blocked(true) => {
-                link_tx.send_replace(None);
-            }
-            Seen::Blocked(false) => {
-                link_tx.send_replace(Some(link.clone()));
-            }
             Seen::Failure(generation) if generation == link.generation => {
-                return "a publish failed".into();
+                return "a publish failed or a confirm is overdue".into();
+            }
+            Seen::Blocked(blocked) => {
+                link.blocked.store(blocked, Ordering::Relaxed);
+                link_tx.send_replace(Some(link.clone()));
             }
             Seen::Failure(_) | Seen::Nothing => {}
         }
@@ -271,7 +385,10 @@ async fn wait_until_lost<R: Runtime>(
     }
 }
 
-async fn connect<R: Runtime>(rt: &R, settings: &BrokerSettings) -> Result<Link, String> {
+async fn connect<R: Runtime>(
+    rt: &R,
+    settings: &BrokerSettings,
+) -> Result<(Link, mpsc::UnboundedReceiver<PublishRequest>), String> {
     let properties = ConnectionProperties::default()
         .with_connection_name(settings.connection_name.clone().into());
     let connection = Connection::connect_with_config(
@@ -297,13 +414,19 @@ async fn connect<R: Runtime>(rt: &R, settings: &BrokerSettings) -> Result<Link, 
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .map_err(|e| e.to_string())?;
-    Ok(Link {
+    let (requests, requests_rx) = publisher::channel();
+    let clock = rt.clone();
+    let link = Link {
         generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
         connection,
         publish,
         command_queues,
         declared_events: Default::default(),
-    })
+        publisher: requests,
+        blocked: Default::default(),
+        wall_clock: Arc::new(move || clock.wall_clock()),
+    };
+    Ok((link, requests_rx))
 }
 
 /// Declares exchanges, queues and bindings in order. Returns the (possibly server-generated)

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 #[cfg(feature = "demo")]
 use std::future::Future;
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use gatehouse_config::SecretUrl;
@@ -218,7 +218,7 @@ async fn count<R: Runtime>(
     };
     let mut counts = EventCounts::default();
     let mut drawn_lines = 0;
-    let mut next_print = Instant::now() + every;
+    let mut next_print = rt.now() + every;
     loop {
         let sleep = rt.sleep_until(next_print);
         let next = consumer.next();

@@ -12,6 +12,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
 use gatehouse_config::{Config, ConfigError};
+use proto_core::outbox::OutboxConfig;
 use proto_core::profile::{ProfileError, ProfileKind, Router};
 use proto_core::shard::{Shard, ShardConfig, StopReason};
 use proto_core::sharding::ShardId;
@@ -102,6 +103,7 @@ pub async fn run_with_gateway<R: Runtime>(
             url: config.amqp.url.clone(),
             topology: router.topology(),
             connection_name: format!("gatehouse shards {:?}", cluster.owned),
+            event_router: router.needs_event_topology().then(|| router.clone()),
         },
         stop_rx.clone(),
     );
@@ -198,8 +200,9 @@ pub async fn run_with_gateway<R: Runtime>(
             shard_id,
             session,
             seed_base ^ u64::from(number),
+            cluster.owned.len(),
         );
-        let shard = Shard::new(shard_config, Instant::now());
+        let shard = Shard::new(shard_config, rt.now());
         let io = ShardIo {
             rt: rt.clone(),
             inputs: rx,
@@ -207,7 +210,10 @@ pub async fn run_with_gateway<R: Runtime>(
             store: writer.clone(),
             identify: identify.clone(),
             max_message: config.limits.max_message,
-            max_unconfirmed: config.limits.max_unconfirmed_publishes,
+            outbox: OutboxConfig {
+                confirm_timeout: Duration::from_secs(config.limits.confirm_timeout_secs),
+                unroutable: router.unroutable(),
+            },
         };
         let done = done_tx.clone();
         rt.spawn(async move {
@@ -241,7 +247,7 @@ pub async fn run_with_gateway<R: Runtime>(
         for tx in inputs.values() {
             let _ = tx.send(ShardInput::Shutdown);
         }
-        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+        let deadline = rt.now() + SHUTDOWN_TIMEOUT;
         while running > 0 {
             let sleep = rt.sleep_until(deadline);
             futures_util::pin_mut!(sleep);
@@ -284,6 +290,7 @@ fn shard_config(
     shard: ShardId,
     session: Option<proto_core::session::SessionSnapshot>,
     seed: u64,
+    owned: usize,
 ) -> ShardConfig {
     let mut shard_config = ShardConfig::new(
         shard,
@@ -301,6 +308,9 @@ fn shard_config(
     shard_config.command_queue_capacity = config.limits.command_queue_capacity;
     shard_config.session = session;
     shard_config.max_unconfirmed = config.limits.max_unconfirmed_publishes;
+    // The process's byte bound, shared out equally: the shards together never hold more
+    // (beyond the one message each that reaches its share).
+    shard_config.max_unconfirmed_bytes = config.limits.max_unconfirmed_bytes / owned.max(1);
     shard_config.api_version = config.discord.api_version;
     shard_config.hello_timeout = config.discord.hello_timeout;
     shard_config

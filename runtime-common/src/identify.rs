@@ -6,7 +6,7 @@
 //! identify scheduler).
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proto_core::identify::{IdentifyScheduler, SessionStartLimit};
 use tokio::sync::mpsc;
@@ -72,10 +72,10 @@ async fn coordinate<R: Runtime>(
     mut initial: BTreeSet<u32>,
     mut requests: mpsc::UnboundedReceiver<Message>,
 ) {
-    let mut scheduler = IdentifyScheduler::new(limits, Instant::now());
-    let barrier_until = Instant::now() + STARTUP_BARRIER;
+    let mut scheduler = IdentifyScheduler::new(limits, rt.now());
+    let barrier_until = rt.now() + STARTUP_BARRIER;
     loop {
-        let now = Instant::now();
+        let now = rt.now();
         // Buckets must start in shard order, but the shards' first requests arrive in the
         // order their sockets happened to open: hold every grant until each shard expected to
         // identify at start has asked (or the barrier times out).
@@ -109,10 +109,10 @@ async fn coordinate<R: Runtime>(
         match request {
             Some(Some(Message::Request(shard))) => {
                 initial.remove(&shard);
-                scheduler.request(Instant::now(), shard);
+                scheduler.request(rt.now(), shard);
             }
             Some(Some(Message::Release(shard))) => {
-                let released = scheduler.release(Instant::now(), shard);
+                let released = scheduler.release(rt.now(), shard);
                 tracing::debug!(shard, released, "unused identify grant handed back");
             }
             Some(None) => return,

@@ -16,8 +16,8 @@
 //! - [`tls`]: the authorities trusted for `amqps://` and `rediss://`.
 //! - [`gateway`]: start-up and shutdown order of the whole process.
 //! - `shard_task`: the per-shard drive loop around `proto_core::shard::Shard`.
-//! - `outbox`: one shard's publications until the broker confirms them (nothing is lost
-//!   when the broker goes away: unconfirmed publications are published again).
+//! - `publisher`: one task per broker link that publishes the shards' publications and
+//!   reports their confirms (what to publish again, and when, is `proto_core::outbox`'s).
 //! - [`broker`]: the supervised AMQP connection, topology declaration, message properties.
 //! - `commands`: consuming worker commands and carrying out the profile's decision.
 //! - [`session_store`]: session snapshots and shard status in Redis.
@@ -45,8 +45,8 @@ pub mod http;
 pub mod identify;
 pub mod logging;
 pub mod metrics;
-mod outbox;
 pub mod predecessor_metrics;
+mod publisher;
 pub mod runtime;
 pub mod session_store;
 mod shard_task;

@@ -16,12 +16,18 @@ use crate::status;
 
 /// Dispatches confirmed by the broker, per shard and event name.
 pub const EVENTS_PUBLISHED: &str = "gatehouse_events_published_total";
-/// Publisher confirms by outcome (`ack`, `nack`, `lost`).
+/// Publisher confirms by outcome: `ack`, `nack` (published again after a back-off),
+/// `unroutable` (returned by the broker: no queue bound), `timeout` (no confirm in time: the
+/// link failed) and `lost` (the link failed first).
 pub const PUBLISH_CONFIRMS: &str = "gatehouse_publish_confirms_total";
+/// Events the broker returned as unroutable (no queue bound for them), per event name.
+pub const EVENTS_UNROUTABLE: &str = "gatehouse_events_unroutable_total";
 /// Seconds from a dispatch's arrival to the broker's confirm.
 pub const PUBLISH_LATENCY: &str = "gatehouse_publish_latency_seconds";
 /// Publications waiting for a confirm (or for the broker), per shard.
 pub const UNCONFIRMED: &str = "gatehouse_unconfirmed_publications";
+/// Bytes of the bodies of those publications, per shard.
+pub const UNCONFIRMED_BYTES: &str = "gatehouse_unconfirmed_bytes";
 /// The coarse shard state as a number (see [`state_code`]).
 pub const SHARD_STATE: &str = "gatehouse_shard_state";
 /// WebSocket connections opened per shard after the first.
@@ -69,8 +75,14 @@ pub fn state_name(state: ShardState) -> &'static str {
     }
 }
 
-pub(crate) fn record_confirm_failure(result: &'static str, count: usize) {
+pub(crate) fn record_confirms(result: &'static str, count: usize) {
     counter!(PUBLISH_CONFIRMS, "result" => result).increment(count as u64);
+}
+
+/// The broker returned an event: no queue is bound for it.
+pub(crate) fn record_unroutable(event: &str) {
+    counter!(PUBLISH_CONFIRMS, "result" => "unroutable").increment(1);
+    counter!(EVENTS_UNROUTABLE, "event" => event.to_owned()).increment(1);
 }
 
 /// One shard's metric handles, looked up once (the hot path then only updates atomics), and
@@ -86,22 +98,25 @@ pub(crate) struct ShardMetrics {
     acks: metrics::Counter,
     latency: metrics::Histogram,
     unconfirmed: metrics::Gauge,
+    unconfirmed_bytes: metrics::Gauge,
     state: metrics::Gauge,
     reconnects: metrics::Counter,
 }
 
 impl ShardMetrics {
-    pub(crate) fn new(shard: u32) -> Self {
+    /// The handles of `shard`, whose task starts at `now`.
+    pub(crate) fn new(shard: u32, now: std::time::Instant) -> Self {
         let label = shard.to_string();
         Self {
             acks: counter!(PUBLISH_CONFIRMS, "result" => "ack"),
             latency: histogram!(PUBLISH_LATENCY),
             unconfirmed: gauge!(UNCONFIRMED, "shard" => label.clone()),
+            unconfirmed_bytes: gauge!(UNCONFIRMED_BYTES, "shard" => label.clone()),
             state: gauge!(SHARD_STATE, "shard" => label.clone()),
             reconnects: counter!(SHARD_RECONNECTS, "shard" => label.clone()),
             latency_gauge: gauge!(GATEWAY_LATENCY, "shard" => label.clone()),
             command_queue: gauge!(COMMAND_QUEUE, "shard" => label.clone()),
-            cell: status::global().shard(shard, std::time::Instant::now()),
+            cell: status::global().shard(shard, now),
             previous_state: std::cell::Cell::new(None),
             published: std::collections::HashMap::new(),
             shard: label,
@@ -153,13 +168,19 @@ impl ShardMetrics {
         }
     }
 
-    pub(crate) fn unconfirmed(&self, count: usize) {
+    pub(crate) fn unconfirmed(&self, count: usize, bytes: usize) {
         self.unconfirmed.set(count as f64);
+        self.unconfirmed_bytes.set(bytes as f64);
     }
 
     /// The coarse state changed: the gauge, the status page, and one log line with the
     /// reason.
-    pub(crate) fn state(&self, state: ShardState, last_disconnect: Option<&DisconnectReason>) {
+    pub(crate) fn state(
+        &self,
+        state: ShardState,
+        last_disconnect: Option<&DisconnectReason>,
+        wall_clock: SystemTime,
+    ) {
         self.state.set(state_code(state));
         let previous = self.previous_state.replace(Some(state));
         let reason = status::change_reason(state, previous, last_disconnect);
@@ -174,7 +195,7 @@ impl ShardMetrics {
             ShardState::FatallyClosed => tracing::error!(state = name, %reason, "shard state"),
             _ => tracing::info!(state = name, %reason, "shard state"),
         }
-        status::global().state_changed(&self.cell, name, reason, SystemTime::now());
+        status::global().state_changed(&self.cell, name, reason, wall_clock);
     }
 
     pub(crate) fn reconnect(&self) {

@@ -1,11 +1,13 @@
 //! The seam between the shared glue and an async runtime: the [`Runtime`] trait.
 //!
 //! Owns: the list of primitives a runtime crate must provide (spawn, sleep until an instant,
-//! open a WebSocket, the executor handle lapin runs on, a Redis connection). Does not own any
-//! behaviour: everything built on these lives in the other modules of this crate, once.
+//! open a WebSocket, the executor handle lapin runs on, a Redis connection) and the clocks the
+//! glue reads through it ([`Runtime::now`], [`Runtime::wall_clock`]), so that it can be driven
+//! by a fake clock. Does not own any behaviour: everything built on these lives in the other
+//! modules of this crate, once.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::{Sink, Stream};
 use tungstenite::Message;
@@ -71,9 +73,20 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         async move { client.get_connection_manager_with_config(config).await }
     }
 
+    /// The monotonic clock every input to the core is stamped with. The glue reads time only
+    /// through this (and [`Runtime::wall_clock`]).
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    /// The wall clock, for timestamps that leave the process (message timestamps, Redis).
+    fn wall_clock(&self) -> SystemTime {
+        SystemTime::now()
+    }
+
     /// Completes after `duration`.
     fn sleep(&self, duration: Duration) -> Self::Sleep {
-        self.sleep_until(Instant::now() + duration)
+        self.sleep_until(self.now() + duration)
     }
 }
 

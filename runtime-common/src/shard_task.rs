@@ -1,31 +1,35 @@
 //! The per-shard drive loop: one task owns one `proto_core::shard::Shard` and does what its
 //! actions say.
 //!
-//! Owns: the WebSocket of the shard, reading the clock when an input arrives, sleeping until
-//! `poll_timeout()`, handing publications to the outbox and confirms back to the shard, worker
-//! commands and identify grants arriving over the shard's input channel, session and status
-//! writes, and backpressure (the socket is not read while too many publications are
-//! unconfirmed). Does not own any protocol decision: no opcodes, no close-code meanings, no
-//! back-off; the core decides all of those.
+//! Owns: the WebSocket of the shard, reading the clock (through the runtime) when an input
+//! arrives, sleeping until the shard's or the outbox's `poll_timeout()`, driving the shard's
+//! pure `proto_core::outbox::Outbox` (publications handed to the current link's publisher task,
+//! never awaited here; confirms back to the outbox and the shard), worker commands and identify
+//! grants arriving over the shard's input channel, and session and status writes. The socket
+//! is read exactly when `Shard::should_pause_reading` is false (the core's one backpressure
+//! rule). Does not own any protocol or publishing decision: no opcodes, no close-code meanings,
+//! no back-off, no retry; the core decides all of those.
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
+use proto_core::outbox::{Confirm, Outbox, OutboxConfig, OutboxEvent};
 use proto_core::shard::{Action, CloseCode, Shard, ShardEvent, ShardState, StopReason, UsageError};
 use proto_core::store::ShardStatus;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 use tungstenite::Message;
 use tungstenite::protocol::CloseFrame;
 
-use crate::broker::BrokerClient;
+use crate::broker::{BrokerClient, Link};
 use crate::identify::IdentifyClient;
 use crate::metrics;
-use crate::outbox::{ConfirmOutcome, Outbox};
+use crate::publisher::PublishReport;
 use crate::runtime::Runtime;
 use crate::session_store::StoreWriter;
 
@@ -63,7 +67,8 @@ pub(crate) struct ShardIo<R: Runtime> {
     pub(crate) store: StoreWriter,
     pub(crate) identify: IdentifyClient,
     pub(crate) max_message: usize,
-    pub(crate) max_unconfirmed: usize,
+    /// The outbox's settings (confirm timeout, what an unroutable event becomes).
+    pub(crate) outbox: OutboxConfig,
 }
 
 /// Why the loop woke up.
@@ -71,7 +76,7 @@ enum Wake {
     Message(Message),
     SocketEnded(Option<String>),
     Timer,
-    Confirm(ConfirmOutcome),
+    Report(PublishReport),
     Input(ShardInput),
     InputsClosed,
     LinkChanged,
@@ -82,7 +87,11 @@ pub(crate) async fn run<R: Runtime>(shard: Shard, io: ShardIo<R>) -> StopReason 
     let number = shard.config().shard.number();
     let total = shard.config().shard.total();
     let binary_frames = shard.config().sends_binary();
+    let (reply, reports) = mpsc::unbounded_channel();
+    let links = io.broker.watch();
+    let started = io.rt.now();
     let mut task = ShardTask {
+        outbox: Outbox::new(io.outbox),
         shard,
         number,
         total,
@@ -90,7 +99,13 @@ pub(crate) async fn run<R: Runtime>(shard: Shard, io: ShardIo<R>) -> StopReason 
         io,
         ws: None,
         peer_close: None,
-        outbox: Outbox::default(),
+        link: None,
+        links,
+        reply,
+        reports,
+        failed_link: None,
+        link_blocked: false,
+        unroutable_logged: Default::default(),
         sleep: None,
         link_wait: None,
         stopped: None,
@@ -99,7 +114,7 @@ pub(crate) async fn run<R: Runtime>(shard: Shard, io: ShardIo<R>) -> StopReason 
         connects: 0,
         inputs_open: true,
         burst: 0,
-        metrics: metrics::ShardMetrics::new(number),
+        metrics: metrics::ShardMetrics::new(number, started),
     };
     let span = tracing::info_span!("shard", shard = number);
     task.run().instrument(span).await
@@ -116,6 +131,18 @@ struct ShardTask<R: Runtime> {
     ws: Option<R::WebSocket>,
     peer_close: Option<u16>,
     outbox: Outbox,
+    /// The link publications go to (the latest one seen).
+    link: Option<Arc<Link>>,
+    links: watch::Receiver<Option<Arc<Link>>>,
+    /// Where the links' publishers report; `reports` is read in `wait`.
+    reply: mpsc::UnboundedSender<PublishReport>,
+    reports: mpsc::UnboundedReceiver<PublishReport>,
+    /// The latest link this shard reported as failed.
+    failed_link: Option<u64>,
+    /// Whether the outbox was told that `link` is blocked.
+    link_blocked: bool,
+    /// Event names already logged as unroutable.
+    unroutable_logged: std::collections::HashSet<String>,
     sleep: Option<(Instant, Pin<Box<R::Sleep>>)>,
     link_wait: Option<LinkWait>,
     stopped: Option<StopReason>,
@@ -147,7 +174,7 @@ impl<R: Runtime> ShardTask<R> {
                 Some(wake) => wake,
                 None => {
                     self.burst = 0;
-                    self.flush().await;
+                    self.publish();
                     self.report_state();
                     self.wait().await
                 }
@@ -155,7 +182,8 @@ impl<R: Runtime> ShardTask<R> {
             if let Wake::Message(_) = wake {
                 self.burst += 1;
             }
-            self.handle_wake(Instant::now(), wake);
+            let now = self.io.rt.now();
+            self.handle_wake(now, wake);
         }
     }
 
@@ -175,28 +203,115 @@ impl<R: Runtime> ShardTask<R> {
                 self.ws = None;
                 self.shard.handle_closed(now, code);
             }
-            Wake::Timer => self.shard.handle_timeout(now),
-            Wake::Confirm(ConfirmOutcome::Confirmed(c)) => {
-                self.metrics.published(&c.event, now - c.received_at);
-                self.shard.handle_published(now, c.id);
+            Wake::Timer => {
+                // Early calls are no-ops for both.
+                self.shard.handle_timeout(now);
+                self.outbox.handle_timeout(now);
+                self.outbox_events(now);
             }
-            Wake::Confirm(ConfirmOutcome::Failed { generation, reason }) => {
-                tracing::warn!(%reason, "publication not confirmed; will publish again");
-                self.io.broker.report_failure(generation);
+            Wake::Report(report) => {
+                match report.result {
+                    Ok(confirm) => {
+                        self.outbox
+                            .handle_confirm(now, report.link, report.id, confirm);
+                        if confirm == Confirm::Nack {
+                            metrics::record_confirms("nack", 1);
+                        }
+                    }
+                    Err(reason) => self.link_failed(report.link, "lost", &reason),
+                }
+                self.outbox_events(now);
             }
-            Wake::Confirm(ConfirmOutcome::Stale) | Wake::LinkChanged => {}
+            Wake::LinkChanged => {}
             Wake::Input(input) => self.handle_input(now, input),
             Wake::InputsClosed => {
                 self.inputs_open = false;
                 self.shard.shutdown(now);
             }
         }
-        self.metrics.unconfirmed(self.outbox.len());
+        self.metrics
+            .unconfirmed(self.shard.unconfirmed(), self.shard.unconfirmed_bytes());
+    }
+
+    /// Acts on what the outbox reports: confirms to the shard, overdue confirms to the broker
+    /// supervisor, the rest to logs and metrics.
+    fn outbox_events(&mut self, now: Instant) {
+        while let Some(event) = self.outbox.poll_event() {
+            match event {
+                OutboxEvent::Confirmed {
+                    id,
+                    publication,
+                    pushed_at,
+                } => {
+                    self.metrics
+                        .published(&publication.routing_key, now - pushed_at);
+                    self.shard.handle_published(now, id);
+                }
+                OutboxEvent::Nacked {
+                    routing_key,
+                    retry_in,
+                    ..
+                } => {
+                    tracing::warn!(
+                        event = routing_key,
+                        ?retry_in,
+                        "the broker nacked a publication; publishing it again after a back-off"
+                    );
+                }
+                OutboxEvent::Unroutable {
+                    exchange,
+                    routing_key,
+                    retry_in,
+                    ..
+                } => {
+                    metrics::record_unroutable(&routing_key);
+                    match retry_in {
+                        Some(retry_in) => tracing::warn!(
+                            exchange,
+                            event = routing_key,
+                            ?retry_in,
+                            "no queue is bound for this event; holding it and publishing it again after a back-off"
+                        ),
+                        None if self.unroutable_logged.insert(routing_key.clone()) => {
+                            tracing::info!(
+                                exchange,
+                                event = routing_key,
+                                "no queue is bound for this event: the broker returned it and it is dropped (said once per event name; counted in gatehouse_events_unroutable_total)"
+                            )
+                        }
+                        None => {}
+                    }
+                }
+                OutboxEvent::LinkFailed { link, reason } => {
+                    metrics::record_confirms("timeout", 1);
+                    tracing::warn!(%reason, link, "the broker link failed; publishing again on the next one");
+                    self.failed_link = Some(link);
+                    self.io.broker.report_failure(link);
+                }
+            }
+        }
+    }
+
+    /// Link `generation` failed under a publication (a publish error, or the connection went):
+    /// the outbox sends what was in flight on it again on the next link.
+    fn link_failed(&mut self, generation: u64, result: &'static str, reason: &str) {
+        let current = self
+            .link
+            .as_ref()
+            .is_some_and(|l| l.generation == generation);
+        if current && self.failed_link != Some(generation) {
+            // Once per link: every publication in flight on it fails the same way.
+            self.failed_link = Some(generation);
+            tracing::warn!(%reason, "publishing failed; publishing again after reconnecting");
+            self.io.broker.report_failure(generation);
+        }
+        metrics::record_confirms(result, 1);
+        self.outbox.handle_link_failed(generation);
     }
 
     /// The next message if one is already waiting and the current burst allows another.
     fn ready_message(&mut self) -> Option<Wake> {
-        if self.burst == 0 || self.burst >= MAX_BURST || self.paused() {
+        if self.burst == 0 || self.burst >= MAX_BURST || self.shard.should_pause_reading() {
             return None;
         }
         let ws = self.ws.as_mut()?;
@@ -232,7 +347,7 @@ impl<R: Runtime> ShardTask<R> {
                 Action::RequestIdentify => self.io.identify.request(self.number),
                 Action::Publish {
                     id, publication, ..
-                } => self.outbox.push(id, publication, Instant::now()),
+                } => self.outbox.push(self.io.rt.now(), id, publication),
                 Action::PersistSession(snapshot) => self.io.store.save_session(&snapshot),
                 Action::Stopped(reason) => {
                     match &reason {
@@ -272,7 +387,7 @@ impl<R: Runtime> ShardTask<R> {
             futures_util::future::Either::Left((result, _)) => result.map_err(|e| e.to_string()),
             futures_util::future::Either::Right(_) => Err("timed out".to_owned()),
         };
-        let now = Instant::now();
+        let now = self.io.rt.now();
         match result {
             Ok(ws) => {
                 self.ws = Some(ws);
@@ -302,7 +417,7 @@ impl<R: Runtime> ShardTask<R> {
         if let Err(error) = ws.send(message).await {
             tracing::info!(%error, "gateway connection failed while sending");
             self.ws = None;
-            self.shard.handle_closed(Instant::now(), None);
+            self.shard.handle_closed(self.io.rt.now(), None);
         }
     }
 
@@ -321,7 +436,7 @@ impl<R: Runtime> ShardTask<R> {
                 futures_util::future::select(drain, Box::pin(timeout)).await;
             }
         }
-        self.shard.handle_closed(Instant::now(), None);
+        self.shard.handle_closed(self.io.rt.now(), None);
     }
 
     fn drop_socket(&mut self) {
@@ -329,54 +444,61 @@ impl<R: Runtime> ShardTask<R> {
         self.peer_close = None;
     }
 
-    /// Publishes what waits in the outbox, if a usable link is up; otherwise arranges to wake
-    /// when the link changes.
-    async fn flush(&mut self) {
-        if !self.outbox.has_unsent() {
-            self.link_wait = None;
-            return;
+    /// Hands what the outbox has to send to the current link's publisher task (never waiting
+    /// for the broker). A link that changed since the last look fails the old one in the
+    /// outbox: what was in flight on it goes out again on the new one.
+    fn publish(&mut self) {
+        if self.links.has_changed().unwrap_or(false) || self.link.is_none() {
+            let current = self.links.borrow_and_update().clone();
+            let changed = match (&self.link, &current) {
+                (Some(old), Some(new)) => old.generation != new.generation,
+                (old, _) => old.is_some(),
+            };
+            if changed && let Some(old) = self.link.take() {
+                self.outbox.handle_link_failed(old.generation);
+                self.link_blocked = false;
+                tracing::debug!(link = old.generation, "broker link replaced");
+            }
+            self.link = current;
         }
-        // Look at the link through a fresh receiver so that a change after this point wakes
-        // the loop.
-        let mut watch = self.io.broker.watch();
-        watch.mark_unchanged();
-        let link = watch.borrow().clone();
-        if let Some(link) = link
-            && self.outbox.can_use(&link)
-        {
-            let router = &self.shard.config().router;
-            let event_topology = router.needs_event_topology().then_some(router);
-            match self.outbox.flush(&link, event_topology).await {
-                Ok(()) => {
-                    self.link_wait = None;
-                    return;
-                }
-                Err(reason) => {
-                    tracing::warn!(%reason, "publishing failed; will publish again after reconnecting");
-                    self.io.broker.report_failure(link.generation);
-                }
+        let Some(link) = self.link.clone() else {
+            return;
+        };
+        let now = self.io.rt.now();
+        if link.is_blocked() != self.link_blocked {
+            self.link_blocked = link.is_blocked();
+            self.outbox
+                .handle_link_blocked(now, link.generation, self.link_blocked);
+        }
+        for (id, publication) in self.outbox.take_sendable(now, link.generation, usize::MAX) {
+            if !link.submit(id, publication, &self.reply) {
+                self.link_failed(link.generation, "lost", "the link's publisher is gone");
+                break;
             }
         }
-        self.link_wait = Some(Box::pin(async move {
-            let _ = watch.changed().await;
-        }));
-    }
-
-    fn paused(&self) -> bool {
-        self.shard.should_pause_reading() || self.outbox.len() >= self.io.max_unconfirmed
+        self.outbox_events(now);
     }
 
     async fn wait(&mut self) -> Wake {
-        let deadline = self.shard.poll_timeout();
+        let deadline = [self.shard.poll_timeout(), self.outbox.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
         match (deadline, &self.sleep) {
             (None, _) => self.sleep = None,
             (Some(d), Some((current, _))) if *current == d => {}
             (Some(d), _) => self.sleep = Some((d, Box::pin(self.io.rt.sleep_until(d)))),
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        if deadline.is_some_and(|d| self.io.rt.now() >= d) {
             return Wake::Timer;
         }
-        let paused = self.paused();
+        if self.link_wait.is_none() {
+            let mut links = self.links.clone();
+            self.link_wait = Some(Box::pin(async move {
+                let _ = links.changed().await;
+            }));
+        }
+        let paused = self.shard.should_pause_reading();
         poll_fn(|cx| {
             if self.inputs_open {
                 match self.io.inputs.poll_recv(cx) {
@@ -385,8 +507,8 @@ impl<R: Runtime> ShardTask<R> {
                     Poll::Pending => {}
                 }
             }
-            if let Poll::Ready(outcome) = self.outbox.poll_confirm(cx) {
-                return Poll::Ready(Wake::Confirm(outcome));
+            if let Poll::Ready(Some(report)) = self.reports.poll_recv(cx) {
+                return Poll::Ready(Wake::Report(report));
             }
             if let Some((_, sleep)) = &mut self.sleep
                 && sleep.as_mut().poll(cx).is_ready()
@@ -421,7 +543,8 @@ impl<R: Runtime> ShardTask<R> {
         let state = self.shard.state();
         if self.last_state != Some(state) {
             self.last_state = Some(state);
-            self.metrics.state(state, self.shard.last_disconnect());
+            self.metrics
+                .state(state, self.shard.last_disconnect(), self.io.rt.wall_clock());
         } else if self.shard.last_ack() == self.last_ack_written {
             return;
         }
@@ -432,7 +555,7 @@ impl<R: Runtime> ShardTask<R> {
     fn write_status(&mut self, state: &str) {
         let last_ack = self.shard.last_ack();
         self.last_ack_written = last_ack;
-        let now_ms = crate::status::epoch_ms(std::time::SystemTime::now());
+        let now_ms = crate::status::epoch_ms(self.io.rt.wall_clock());
         self.io.store.save_status(ShardStatus {
             shard: self.number,
             shard_count: self.total,

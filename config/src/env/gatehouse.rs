@@ -96,6 +96,16 @@ pub const TABLE: EnvTable = EnvTable {
             path: &["limits", "max_unconfirmed_publishes"],
             kind: EnvKind::Integer,
         },
+        EnvVar {
+            names: &["GATEHOUSE_MAX_UNCONFIRMED_BYTES"],
+            path: &["limits", "max_unconfirmed_bytes"],
+            kind: EnvKind::Integer,
+        },
+        EnvVar {
+            names: &["GATEHOUSE_CONFIRM_TIMEOUT_SECS"],
+            path: &["limits", "confirm_timeout_secs"],
+            kind: EnvKind::Integer,
+        },
     ],
     unsupported: &[],
 };

@@ -47,10 +47,13 @@ enum Defect {
     IdentifyBucketTogether,
     /// Publishes events transient (delivery mode 1).
     Transient,
+    /// After a non-resumable op 9, reconnects at once, again and again (hanging up before
+    /// identifying) before it identifies: the storm seen in the wild.
+    StormAfterInvalidSession,
 }
 
 impl Defect {
-    const ALL: [(&'static str, Defect); 8] = [
+    const ALL: [(&'static str, Defect); 9] = [
         ("reserialise", Defect::Reserialise),
         ("ignore-compress", Defect::IgnoreCompress),
         ("never-resume", Defect::NeverResume),
@@ -59,6 +62,10 @@ impl Defect {
         ("no-rate-limit", Defect::NoRateLimit),
         ("identify-bucket-together", Defect::IdentifyBucketTogether),
         ("transient", Defect::Transient),
+        (
+            "storm-after-invalid-session",
+            Defect::StormAfterInvalidSession,
+        ),
     ];
 }
 
@@ -539,6 +546,9 @@ impl ShardRunner {
                 End::Resume => {}
                 End::Reidentify => {
                     session = None;
+                    if self.config.has(Defect::StormAfterInvalidSession) {
+                        self.storm(12);
+                    }
                     std::thread::sleep(Duration::from_secs(1));
                 }
                 End::Fatal(code) if self.config.has(Defect::ReconnectAfterFatal) => {
@@ -557,24 +567,39 @@ impl ShardRunner {
         }
     }
 
+    /// `base` (the gateway or resume URL) with the query string.
+    fn connection_url(&self, base: &str) -> String {
+        let separator = if base.trim_start_matches("ws://").contains('/') {
+            "?"
+        } else {
+            "/?"
+        };
+        format!("{base}{separator}{}", self.config.query)
+    }
+
+    /// Opens `count` connections in a row, hanging each up after HELLO.
+    fn storm(&self, count: usize) {
+        let url = self.connection_url(&self.gateway_url);
+        for _ in 0..count {
+            if let Ok(mut client) = TestClient::connect_url(&url) {
+                let _ = client.recv_op(10, Duration::from_secs(2));
+                client.drop_tcp();
+            }
+        }
+    }
+
     fn connect(
         &self,
         base: &str,
         session: &mut Option<Session>,
         slot: &mut Option<Instant>,
     ) -> Result<End, ClientError> {
-        let separator = if base.trim_start_matches("ws://").contains('/') {
-            "?"
-        } else {
-            "/?"
-        };
         // Wait for the identify slot before connecting: a connection must heartbeat from HELLO on.
         if session.is_none() && !self.config.has(Defect::IdentifyBucketTogether) {
             let at = slot.take().unwrap_or_else(Instant::now);
             std::thread::sleep(at.saturating_duration_since(Instant::now()));
         }
-        let mut client =
-            TestClient::connect_url(&format!("{base}{separator}{}", self.config.query))?;
+        let mut client = TestClient::connect_url(&self.connection_url(base))?;
         let hello = client.recv_op(10, Duration::from_secs(10))?;
         let interval =
             Duration::from_millis(hello["d"]["heartbeat_interval"].as_u64().unwrap_or(41_250));

@@ -60,7 +60,11 @@ impl Scenario for CloseCode {
     }
 
     fn budget(&self) -> Duration {
-        Duration::from_secs(90)
+        match self.reaction {
+            // Start-up and catching up, then the 30 s watch for a forbidden reconnect.
+            Reaction::Stop => Duration::from_secs(90) + reaction::STOP_OBSERVATION,
+            _ => Duration::from_secs(90),
+        }
     }
 
     fn run<'a>(&'a self, ctx: &'a mut Context) -> ScenarioFuture<'a> {

@@ -200,3 +200,48 @@ async fn run(ctx: &mut Context, commands: bool) -> Result<(), Failure> {
     ensure!(last.is_empty(), "{last}");
     fail!("topology incomplete")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Cordis vhost as `@cordis/brokers` leaves it: the command queue is server-named and
+    /// exclusive, `auto_delete` as given.
+    fn cordis(exclusive: bool, auto_delete: bool) -> TopologySnapshot {
+        fn json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+            serde_json::from_value(v).expect("valid")
+        }
+        TopologySnapshot {
+            exchanges: vec![
+                json(
+                    serde_json::json!({"name": "gateway", "type": "direct", "durable": false, "auto_delete": false}),
+                ),
+                json(
+                    serde_json::json!({"name": "gateway_commands", "type": "fanout", "durable": true, "auto_delete": false}),
+                ),
+            ],
+            queues: vec![json(serde_json::json!({
+                "name": "amq.gen-abc", "durable": false, "exclusive": exclusive,
+                "auto_delete": auto_delete, "arguments": {}
+            }))],
+            bindings: vec![json(serde_json::json!({
+                "source": "gateway_commands", "destination": "amq.gen-abc",
+                "destination_type": "queue", "routing_key": ""
+            }))],
+        }
+    }
+
+    #[test]
+    fn cordis_command_queue_needs_exclusive_not_auto_delete() {
+        assert_eq!(problems(Profile::Cordis, false, &cordis(true, false)), None);
+        assert_eq!(problems(Profile::Cordis, true, &cordis(true, false)), None);
+        assert_eq!(problems(Profile::Cordis, true, &cordis(true, true)), None);
+        let shared = problems(Profile::Cordis, true, &cordis(false, false)).expect("a problem");
+        assert!(shared.contains("exclusive"), "{shared}");
+        // The events side does not look at commands at all.
+        assert_eq!(
+            problems(Profile::Cordis, false, &cordis(false, false)),
+            None
+        );
+    }
+}

@@ -7,7 +7,8 @@
 //! the worker library decodes; it takes the event name from `type`) or the dispatch packet's
 //! bytes untouched (`body = "json"`, the spec's "as it comes in, no mutations"). The
 //! `timestamp` property is set in **milliseconds** since the epoch, as the library's publisher
-//! does: workers with a maximum message age compare against milliseconds.
+//! does: workers with a maximum message age compare against milliseconds. Events are persistent
+//! (delivery mode 2): the exchange is not durable, but the workers' queues may be.
 //!
 //! Commands: fanout exchange `gateway_commands`, durable; each gateway binds a server-named,
 //! exclusive, auto-delete queue to it and sends every command it receives, as is, on every
@@ -64,6 +65,7 @@ impl Cordis {
             routing_key: event.to_owned(),
             body,
             properties: MessageProperties {
+                persistent: true,
                 timestamp: Timestamp::Millis,
                 ..MessageProperties::default()
             },

@@ -203,6 +203,30 @@ pub struct MessageProperties {
     pub headers: Vec<(&'static str, FieldValue)>,
 }
 
+impl MessageProperties {
+    /// Persistent (delivery mode 2) and nothing else: what an event gets in a profile whose
+    /// contract sets no properties (a confirmed event in a durable queue survives a broker
+    /// restart).
+    pub fn persistent() -> Self {
+        Self {
+            persistent: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// What a publication the broker returned as unroutable (mandatory, no binding) becomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unroutable {
+    /// Confirmed (the sequence moves on), and reported (`OutboxEvent::Unroutable` in [`crate::outbox`]): for
+    /// profiles whose workers bind only the events they want, so that unwanted events are
+    /// expected to be unroutable.
+    Confirm,
+    /// Reported and sent again after a back-off, like a nack, until a queue takes it: for
+    /// profiles that declare a queue for every event themselves.
+    Hold,
+}
+
 /// One message to publish.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Publication {
@@ -439,6 +463,19 @@ impl Router {
             Profile::Cordis(p) => p.topology(),
             Profile::TwilightDispatch(p) => p.topology(),
             Profile::Retsu(p) => p.topology(),
+        }
+    }
+
+    /// What an event the broker returns as unroutable becomes: held (published again until a
+    /// queue takes it) where the profile declares a queue for every event itself (Retsu's
+    /// `gateway:<EVENT>`, twilight-dispatch's `gateway.recv` with `default_queue`), so that
+    /// unroutable means a queue was deleted; confirmed and counted elsewhere, where workers
+    /// bind only the events they want and the others are unroutable by design.
+    pub fn unroutable(&self) -> Unroutable {
+        match &self.inner.profile {
+            Profile::Retsu(_) => Unroutable::Hold,
+            Profile::TwilightDispatch(p) if p.declares_catch_all_queue() => Unroutable::Hold,
+            _ => Unroutable::Confirm,
         }
     }
 

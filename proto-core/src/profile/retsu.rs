@@ -3,7 +3,8 @@
 //! Events: exchange `gateway` (configurable), direct, durable. The first time this process
 //! sees an event name it declares the durable queue `gateway:<EVENT>` bound with `<EVENT>`
 //! ([`super::Router::topology_for_event`]), so consumers subscribe to `gateway:MESSAGE_CREATE`
-//! and so on. Body = the whole dispatch packet exactly as received. Events named in
+//! and so on. Body = the whole dispatch packet exactly as received, persistent (delivery mode
+//! 2). Events named in
 //! `ignored_packets` (`ignored_events`) are dropped.
 //!
 //! Commands: fanout exchange `gateway-command`, durable; each gateway binds a server-named
@@ -66,7 +67,7 @@ impl Retsu {
             exchange: self.exchange.clone(),
             routing_key: event.to_owned(),
             body: payload.bytes.clone(),
-            properties: MessageProperties::default(),
+            properties: MessageProperties::persistent(),
         }
     }
 

@@ -3,7 +3,8 @@
 //! Events: exchange named by the *group* (default `gateway`), direct, durable, not auto-delete
 //! (exactly what `@spectacles/brokers` declares). Routing key = event name. Body = only the `d`
 //! of the dispatch: msgpack of `d` (the default, what `@spectacles/brokers` 0.9 decodes) or the
-//! JSON bytes of `d` untouched (`body = "json"`, the spec's bytes). No properties, except an
+//! JSON bytes of `d` untouched (`body = "json"`, the spec's bytes). No properties, except
+//! persistence (delivery mode 2, so a broker restart keeps what the durable queues hold) and an
 //! optional `expiration` (`message_timeout_ms`, the Go gateway's `BROKER_MESSAGE_TIMEOUT`).
 //!
 //! Queues: for each event in `declare_queues` the consumer queue `<group>:[<subgroup>:]<event>`
@@ -122,6 +123,7 @@ impl Spectacles {
             routing_key: event.to_owned(),
             body,
             properties: MessageProperties {
+                persistent: true,
                 expiration_ms: self.expiration_ms,
                 ..MessageProperties::default()
             },
@@ -191,7 +193,7 @@ impl Spectacles {
             exchange: self.group.clone(),
             routing_key: shard.to_string(),
             body,
-            properties: MessageProperties::default(),
+            properties: MessageProperties::persistent(),
         }))
     }
 }

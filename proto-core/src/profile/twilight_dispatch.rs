@@ -4,7 +4,8 @@
 //! Events: exchange `gateway` (configurable), topic, durable. Routing key = event name. Body =
 //! `{"op":0,"t":"<event>","d":<d>}`, assembled from the original bytes of `t` and `d` (no `s`;
 //! the original's optional `old` field needs a cache and is not produced; `d` is never
-//! re-serialised). No properties, like the original. With `default_queue` (`DEFAULT_QUEUE=true`)
+//! re-serialised). No properties but persistence (delivery mode 2; the original published
+//! transient messages, which a broker restart drops). With `default_queue` (`DEFAULT_QUEUE=true`)
 //! also the durable queue `gateway.recv` bound with `#`.
 //!
 //! Commands: the durable queue `gateway.send` (workers publish to it through the default
@@ -43,6 +44,11 @@ impl TwilightDispatch {
             exchange: config.exchange_name().to_owned(),
             default_queue: config.default_queue,
         }
+    }
+
+    /// Whether every event has a queue the gateway declared (`gateway.recv`, bound with `#`).
+    pub(crate) fn declares_catch_all_queue(&self) -> bool {
+        self.default_queue
     }
 
     pub(crate) fn topology(&self) -> Topology {
@@ -92,7 +98,7 @@ impl TwilightDispatch {
             exchange: self.exchange.clone(),
             routing_key: event.to_owned(),
             body: Bytes::from(body),
-            properties: MessageProperties::default(),
+            properties: MessageProperties::persistent(),
         }
     }
 

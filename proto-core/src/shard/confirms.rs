@@ -2,14 +2,15 @@
 //!
 //! Owns: the highest *contiguous* confirmed sequence of the current session (what a restarted
 //! process may resume from without losing an event) and the count of unconfirmed publications
-//! (for backpressure). Does not publish, persist or decide anything.
+//! and the count and bytes of unconfirmed publications (for backpressure). Does not publish,
+//! persist or decide anything.
 //!
 //! Publications are tracked in publish order. A confirm marks one; the confirmed sequence then
 //! advances over the unbroken run of confirmed publications at the front. When a new session
 //! starts (READY), the previous session's unconfirmed publications still count for
 //! backpressure but no longer hold the new session's sequence back.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
@@ -17,6 +18,8 @@ struct Entry {
     /// decrease along the queue.
     id: u64,
     seq: u64,
+    /// The body's size (0 for a skipped dispatch).
+    bytes: usize,
     confirmed: bool,
     skipped: bool,
 }
@@ -27,8 +30,10 @@ pub(crate) struct Confirms {
     /// and everything after it.
     current: VecDeque<Entry>,
     current_unconfirmed: usize,
-    /// Unconfirmed publications of earlier sessions.
-    stale: BTreeSet<u64>,
+    /// Unconfirmed publications of earlier sessions, with their sizes.
+    stale: BTreeMap<u64, usize>,
+    /// The bytes of every unconfirmed publication, of this session and earlier ones.
+    unconfirmed_bytes: usize,
     confirmed_seq: u64,
 }
 
@@ -37,18 +42,20 @@ impl Confirms {
     pub(crate) fn new_session(&mut self, base: u64) {
         for e in self.current.drain(..) {
             if !e.confirmed {
-                self.stale.insert(e.id);
+                self.stale.insert(e.id, e.bytes);
             }
         }
         self.current_unconfirmed = 0;
         self.confirmed_seq = base;
     }
 
-    /// A dispatch with sequence `seq` was published as `id`.
-    pub(crate) fn published(&mut self, id: u64, seq: u64) {
+    /// A dispatch with sequence `seq` was published as `id`, with a body of `bytes`.
+    pub(crate) fn published(&mut self, id: u64, seq: u64, bytes: usize) {
+        self.unconfirmed_bytes += bytes;
         self.current.push_back(Entry {
             id,
             seq,
+            bytes,
             confirmed: false,
             skipped: false,
         });
@@ -67,6 +74,7 @@ impl Confirms {
         self.current.push_back(Entry {
             id,
             seq,
+            bytes: 0,
             confirmed: true,
             skipped: true,
         });
@@ -76,7 +84,8 @@ impl Confirms {
     /// The broker confirmed `id`. Returns whether the confirmed sequence advanced. Unknown
     /// and repeated confirms are ignored.
     pub(crate) fn confirm(&mut self, id: u64) -> bool {
-        if self.stale.remove(&id) {
+        if let Some(bytes) = self.stale.remove(&id) {
+            self.unconfirmed_bytes -= bytes;
             return false;
         }
         let Some(pos) = self.position(id) else {
@@ -88,6 +97,7 @@ impl Confirms {
         }
         entry.confirmed = true;
         self.current_unconfirmed -= 1;
+        self.unconfirmed_bytes -= entry.bytes;
         let before = self.confirmed_seq;
         while let Some(front) = self.current.front() {
             if !front.confirmed {
@@ -113,6 +123,10 @@ impl Confirms {
     pub(crate) fn unconfirmed(&self) -> usize {
         self.current_unconfirmed + self.stale.len()
     }
+
+    pub(crate) fn unconfirmed_bytes(&self) -> usize {
+        self.unconfirmed_bytes
+    }
 }
 
 #[cfg(test)]
@@ -123,9 +137,9 @@ mod tests {
     fn advances_over_contiguous_confirms_only() {
         let mut c = Confirms::default();
         c.new_session(0);
-        c.published(1, 1);
-        c.published(2, 2);
-        c.published(3, 3);
+        c.published(1, 1, 10);
+        c.published(2, 2, 10);
+        c.published(3, 3, 10);
         assert_eq!(c.unconfirmed(), 3);
         assert!(!c.confirm(2));
         assert_eq!(c.confirmed_seq(), 0);
@@ -143,7 +157,7 @@ mod tests {
         let mut c = Confirms::default();
         c.new_session(10);
         assert!(c.skipped(11));
-        c.published(1, 12);
+        c.published(1, 12, 10);
         assert!(!c.skipped(13));
         assert_eq!(c.confirmed_seq(), 11);
         assert!(c.confirm(1));
@@ -154,14 +168,20 @@ mod tests {
     fn old_session_does_not_hold_the_new_one_back() {
         let mut c = Confirms::default();
         c.new_session(0);
-        c.published(1, 5);
+        c.published(1, 5, 10);
         c.new_session(0);
-        c.published(2, 1);
+        c.published(2, 1, 10);
         assert!(c.confirm(2));
         assert_eq!(c.confirmed_seq(), 1);
         assert_eq!(c.unconfirmed(), 1);
+        assert_eq!(
+            c.unconfirmed_bytes(),
+            10,
+            "the old session's bytes still count"
+        );
         assert!(!c.confirm(1));
         assert_eq!(c.unconfirmed(), 0);
+        assert_eq!(c.unconfirmed_bytes(), 0);
         assert_eq!(c.confirmed_seq(), 1);
     }
 }
@@ -185,7 +205,7 @@ mod proptests {
             for (i, publish) in kinds.iter().enumerate() {
                 let seq = i as u64 + 1;
                 if *publish {
-                    c.published(seq * 10, seq);
+                    c.published(seq * 10, seq, 10);
                     published.push(seq);
                 } else {
                     c.skipped(seq);
@@ -205,6 +225,7 @@ mod proptests {
                 }
                 prop_assert_eq!(c.confirmed_seq(), prefix);
                 prop_assert_eq!(c.unconfirmed(), published.len() - confirmed.len());
+                prop_assert_eq!(c.unconfirmed_bytes(), 10 * (published.len() - confirmed.len()));
             }
         }
     }

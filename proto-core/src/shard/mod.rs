@@ -10,7 +10,8 @@
 //! # Method groups
 //! - getters: [`Shard::state`], [`Shard::session`], [`Shard::last_sequence`],
 //!   [`Shard::confirmed_sequence`], [`Shard::latency`], [`Shard::timeout_reason`],
-//!   [`Shard::last_disconnect`], [`Shard::unconfirmed`], [`Shard::should_pause_reading`],
+//!   [`Shard::last_disconnect`], [`Shard::unconfirmed`], [`Shard::unconfirmed_bytes`],
+//!   [`Shard::should_pause_reading`],
 //!   [`Shard::queued_commands`], [`Shard::config`];
 //! - inputs: [`Shard::handle_connected`], [`Shard::handle_message`], [`Shard::handle_closed`],
 //!   [`Shard::handle_timeout`], [`Shard::handle_identify_granted`], [`Shard::handle_published`];
@@ -81,8 +82,11 @@ pub mod defaults {
     pub const LARGE_THRESHOLD: u8 = 250;
     /// Worker commands that may wait per shard for the rate limiter (or for READY).
     pub const COMMAND_QUEUE_CAPACITY: usize = 64;
-    /// Unconfirmed publications per shard above which reading pauses.
+    /// Unconfirmed publications per shard at which reading pauses.
     pub const MAX_UNCONFIRMED: usize = 1000;
+    /// Bytes of unconfirmed publications per process at which reading pauses (each shard of
+    /// the process gets an equal share as its `max_unconfirmed_bytes`).
+    pub const MAX_UNCONFIRMED_BYTES: usize = 256 << 20;
 }
 
 /// The first reconnect back-off step (after an immediate first retry).
@@ -135,8 +139,11 @@ pub struct ShardConfig {
     pub router: Router,
     /// The least time between two throttled session snapshots.
     pub persist_interval: Duration,
-    /// Above this many unconfirmed publications, [`Shard::should_pause_reading`] says so.
+    /// At this many unconfirmed publications, [`Shard::should_pause_reading`] says so.
     pub max_unconfirmed: usize,
+    /// At this many bytes of unconfirmed publication bodies, [`Shard::should_pause_reading`]
+    /// says so (the runtime gives each shard its share of the process's bound).
+    pub max_unconfirmed_bytes: usize,
     /// How long to wait for HELLO after the socket opened before reconnecting.
     pub hello_timeout: Duration,
     /// How long [`Shard::shutdown`] waits for outstanding publisher confirms.
@@ -146,8 +153,8 @@ pub struct ShardConfig {
 impl ShardConfig {
     /// A configuration with the production defaults ([`defaults`]): non-privileged intents,
     /// `large_threshold` 250, zlib-stream JSON, 64 MiB payload limit, a seed derived from the
-    /// shard id, 64 queued commands, a snapshot at most every second, pause above 1,000
-    /// unconfirmed publications, 20 s for HELLO and 5 s of shutdown grace.
+    /// shard id, 64 queued commands, a snapshot at most every second, pause at 1,000
+    /// unconfirmed publications or 256 MiB of them, 20 s for HELLO and 5 s of shutdown grace.
     pub fn new(
         shard: ShardId,
         token: Secret,
@@ -171,6 +178,7 @@ impl ShardConfig {
             router,
             persist_interval: Duration::from_secs(1),
             max_unconfirmed: defaults::MAX_UNCONFIRMED,
+            max_unconfirmed_bytes: defaults::MAX_UNCONFIRMED_BYTES,
             hello_timeout: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(5),
         }
@@ -428,6 +436,8 @@ pub struct Shard {
     commands: VecDeque<QueuedCommand>,
     confirms: Confirms,
     next_publish_id: u64,
+    /// Whether reading was paused (backpressure) at some time since the latest heartbeat.
+    paused_since_heartbeat: bool,
     /// When the latest snapshot was emitted, and what it said.
     persisted: Option<(Instant, SessionSnapshot)>,
     timers: TimerTable,
@@ -466,6 +476,7 @@ impl Shard {
             commands: VecDeque::new(),
             confirms,
             next_publish_id: 0,
+            paused_since_heartbeat: false,
             persisted: None,
             timers: TimerTable::default(),
             disconnect: None,
@@ -541,12 +552,20 @@ impl Shard {
         self.confirms.unconfirmed()
     }
 
-    /// Whether the runtime should stop reading this shard's socket until confirms catch up
-    /// (more than `max_unconfirmed` outstanding). Changes on `handle_message` and
-    /// `handle_published`. While it holds, a missing heartbeat ACK is not taken for a zombie
-    /// connection (it cannot have been read).
+    /// Bytes of the bodies of publications not yet confirmed by the broker.
+    pub fn unconfirmed_bytes(&self) -> usize {
+        self.confirms.unconfirmed_bytes()
+    }
+
+    /// Whether the runtime must stop reading this shard's socket until confirms catch up: the
+    /// one backpressure rule, which the runtime follows exactly (it reads exactly when this is
+    /// false). Holds while `max_unconfirmed` publications or `max_unconfirmed_bytes` bytes of
+    /// them are unconfirmed, except while a new connection waits for HELLO (which must be read
+    /// for the connection to live). Changes on `handle_message`, `handle_published` and
+    /// `handle_connected`. A missing heartbeat ACK is not taken for a zombie connection when
+    /// reading was paused at any time since the heartbeat went out (the ACK may sit unread).
     pub fn should_pause_reading(&self) -> bool {
-        self.unconfirmed() > self.config.max_unconfirmed
+        self.phase != Phase::AwaitingHello && self.over_limits()
     }
 
     /// Worker commands waiting for READY/RESUMED or the send window (after a shutdown or a
@@ -806,6 +825,12 @@ impl Shard {
 
     // ----- internals -----
 
+    /// Whether the unconfirmed publications reach a limit (see [`Shard::should_pause_reading`]).
+    fn over_limits(&self) -> bool {
+        self.confirms.unconfirmed() >= self.config.max_unconfirmed
+            || self.confirms.unconfirmed_bytes() >= self.config.max_unconfirmed_bytes
+    }
+
     /// Clamps time so it never goes backwards.
     fn clock(&mut self, now: Instant) -> Instant {
         self.now = self.now.max(now);
@@ -838,6 +863,8 @@ impl Shard {
         self.window.set_heartbeat_interval(interval);
         let jitter = interval.mul_f64(self.rng.next_f64());
         self.timers.set(Timer::Heartbeat, now + jitter);
+        // Reading may pause from here on (it could not while waiting for HELLO).
+        self.paused_since_heartbeat = self.over_limits();
         match &self.session {
             Some(session) => {
                 let seq = self.last_seq.unwrap_or(0);
@@ -928,7 +955,8 @@ impl Shard {
             Some(publication) => {
                 let id = self.next_publish_id;
                 self.next_publish_id += 1;
-                self.confirms.published(id, seq);
+                self.confirms.published(id, seq, publication.body.len());
+                self.paused_since_heartbeat |= self.over_limits();
                 self.out.push_back(Action::Publish {
                     id: PublishId(id),
                     seq,
@@ -964,7 +992,8 @@ impl Shard {
         };
         // While the runtime does not read the socket (backpressure), no ACK can arrive: that is
         // not a zombie. Keep heartbeating so Discord keeps the session.
-        if self.heartbeat.awaiting_ack() && !self.should_pause_reading() {
+        let paused = self.paused_since_heartbeat || self.should_pause_reading();
+        if self.heartbeat.awaiting_ack() && !paused {
             self.begin_close(DisconnectReason::Zombie, Duration::ZERO);
             return;
         }
@@ -977,6 +1006,7 @@ impl Shard {
         }
         self.send_priority(now, packets::heartbeat(self.last_seq));
         self.heartbeat.sent_periodic(now);
+        self.paused_since_heartbeat = self.should_pause_reading();
         self.timers.set(Timer::Heartbeat, now + interval);
     }
 

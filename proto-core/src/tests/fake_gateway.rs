@@ -141,6 +141,14 @@ impl FakeGateway {
         self.queue.front().map(|(at, _, _)| *at)
     }
 
+    /// Whether the next delivery is the socket opening or closing (not a message).
+    pub(crate) fn next_is_socket_event(&self) -> bool {
+        matches!(
+            self.queue.front(),
+            Some((_, _, Delivery::Connected | Delivery::Closed(_)))
+        )
+    }
+
     /// The next delivery due at `now`, if any.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Delivery> {
         if self.queue.front().is_none_or(|(at, _, _)| *at > now) {

@@ -517,8 +517,9 @@ fn ready_without_a_session_id_starts_over() {
 #[test]
 fn no_zombie_verdict_while_reading_is_paused() {
     let mut config = super::sim::test_config(25);
-    config.max_unconfirmed = 0;
+    config.max_unconfirmed = 1;
     let mut sim = Sim::with_config(config, 25);
+    sim.gw.guilds_after_ready = 0;
     sim.confirm_delay = None;
     sim.until_active();
     assert!(sim.shard.should_pause_reading());

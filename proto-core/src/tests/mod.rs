@@ -1,11 +1,13 @@
 //! Deterministic tests of the core: a simulated gateway, scenarios and property tests.
 
+mod backpressure;
 mod commands;
 mod etf;
 mod events;
 mod fake_gateway;
 mod handshake;
 mod lifecycle;
+mod outbox;
 mod persistence;
 mod proptests;
 mod sim;

@@ -7,8 +7,12 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeSet;
+
 use crate::codec::Compression;
+use crate::outbox::{Confirm, Outbox, OutboxConfig, OutboxEvent, Unroutable};
 use crate::profile::Router;
+use crate::rng::SeededRng;
 use crate::secret::Secret;
 use crate::session::SessionSnapshot;
 use crate::shard::{Action, PublishId, Shard, ShardConfig, ShardEvent, ShardState};
@@ -61,6 +65,96 @@ pub(crate) enum Logged {
 enum RuntimeEvent {
     Grant,
     Confirm(PublishId),
+    /// The broker's answer to a publication sent on `link` (dropped if the link is gone).
+    Answer {
+        link: u64,
+        id: PublishId,
+        confirm: Confirm,
+        message_id: String,
+    },
+    /// A new broker link is up.
+    LinkUp,
+}
+
+/// A fake broker behind the pure [`Outbox`], as the runtime drives it: publications go
+/// through the outbox, and the broker answers each with an ack, a nack, a return or nothing
+/// (a lost confirm), by chance, or stalls.
+pub(crate) struct SimBroker {
+    pub(crate) outbox: Outbox,
+    config: OutboxConfig,
+    /// The current link, if up.
+    pub(crate) link: Option<u64>,
+    next_link: u64,
+    rng: SeededRng,
+    /// Chances in percent, per publication.
+    pub(crate) nack_percent: u64,
+    pub(crate) return_percent: u64,
+    pub(crate) lose_percent: u64,
+    /// No answers at all while set.
+    pub(crate) stalled: bool,
+    /// How long a reconnect takes.
+    pub(crate) reconnect_delay: Duration,
+    /// Message ids the broker acknowledged and routed to a queue.
+    pub(crate) held: BTreeSet<String>,
+    /// Message ids the broker returned (unroutable).
+    pub(crate) returned: BTreeSet<String>,
+}
+
+impl SimBroker {
+    pub(crate) fn new(seed: u64, unroutable: Unroutable) -> Self {
+        let config = OutboxConfig {
+            confirm_timeout: Duration::from_secs(30),
+            unroutable,
+        };
+        Self {
+            outbox: Outbox::new(config),
+            config,
+            link: Some(1),
+            next_link: 2,
+            rng: SeededRng::new(seed ^ 0xB40CE5),
+            nack_percent: 0,
+            return_percent: 0,
+            lose_percent: 0,
+            stalled: false,
+            reconnect_delay: Duration::from_secs(2),
+            held: BTreeSet::new(),
+            returned: BTreeSet::new(),
+        }
+    }
+
+    /// The outbox's settings.
+    pub(crate) fn outbox_config(&self) -> OutboxConfig {
+        self.config
+    }
+
+    /// The link failed: withdraw it; a new one comes after the reconnect delay.
+    fn fail_link(&mut self) -> bool {
+        match self.link.take() {
+            Some(link) => {
+                self.outbox.handle_link_failed(link);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The fate of one publication sent now: its answer and when, or `None` (never answered).
+    fn fate(&mut self) -> Option<(Duration, Confirm)> {
+        if self.stalled {
+            return None;
+        }
+        let roll = self.rng.below(100);
+        let delay = Duration::from_millis(1 + self.rng.below(20));
+        if roll < self.lose_percent {
+            None
+        } else if roll < self.lose_percent + self.nack_percent {
+            Some((delay, Confirm::Nack))
+        } else if roll < self.lose_percent + self.nack_percent + self.return_percent {
+            Some((delay, Confirm::Returned))
+        } else {
+            Some((delay, Confirm::Ack))
+        }
+    }
 }
 
 pub(crate) struct Sim {
@@ -78,6 +172,11 @@ pub(crate) struct Sim {
     pub(crate) grant_delay: Duration,
     /// Confirm publications automatically after this delay (`None`: never).
     pub(crate) confirm_delay: Option<Duration>,
+    /// Read the socket exactly as the runtimes do: not while
+    /// [`Shard::should_pause_reading`] holds (messages wait at the gateway, unread).
+    pub(crate) follow_backpressure: bool,
+    /// Publish through the pure outbox to this fake broker instead of `confirm_delay`.
+    pub(crate) broker: Option<SimBroker>,
     runtime: VecDeque<(Instant, RuntimeEvent)>,
 }
 
@@ -102,6 +201,8 @@ impl Sim {
             events: Vec::new(),
             grant_delay: Duration::from_millis(10),
             confirm_delay: Some(Duration::from_millis(5)),
+            follow_backpressure: true,
+            broker: None,
             runtime: VecDeque::new(),
         }
     }
@@ -120,6 +221,9 @@ impl Sim {
         ));
         config.session = snapshot;
         self.shard = Shard::new(config, self.now);
+        if let Some(broker) = &mut self.broker {
+            broker.outbox = Outbox::new(broker.config);
+        }
     }
 
     /// A shard restored from a snapshot.
@@ -141,21 +245,11 @@ impl Sim {
     /// The runtime's loop minus sockets: hands every action to the gateway or fake runtime,
     /// then collects the events, in the documented order.
     pub(crate) fn drain(&mut self) {
-        while let Some(action) = self.shard.poll_action() {
-            match &action {
-                Action::RequestIdentify => {
-                    self.schedule(self.now + self.grant_delay, RuntimeEvent::Grant)
-                }
-                Action::Publish { id, .. } => {
-                    if let Some(d) = self.confirm_delay {
-                        self.schedule(self.now + d, RuntimeEvent::Confirm(*id));
-                    }
-                }
-                _ => {}
+        loop {
+            self.drain_actions();
+            if !self.pump_broker() {
+                break;
             }
-            self.gw.accept(self.now, &action);
-            self.log.push((self.elapsed(), Logged::Did(action.clone())));
-            self.trace.push((self.elapsed(), action));
         }
         while let Some(event) = self.shard.poll_event() {
             self.events.push((self.elapsed(), event));
@@ -166,6 +260,92 @@ impl Sim {
                 "poll_timeout {t:?} before now {:?}",
                 self.now
             );
+        }
+    }
+
+    fn drain_actions(&mut self) {
+        while let Some(action) = self.shard.poll_action() {
+            match &action {
+                Action::RequestIdentify => {
+                    self.schedule(self.now + self.grant_delay, RuntimeEvent::Grant)
+                }
+                Action::Publish {
+                    id, publication, ..
+                } => {
+                    if let Some(broker) = &mut self.broker {
+                        broker.outbox.push(self.now, *id, publication.clone());
+                    } else if let Some(d) = self.confirm_delay {
+                        self.schedule(self.now + d, RuntimeEvent::Confirm(*id));
+                    }
+                }
+                _ => {}
+            }
+            self.gw.accept(self.now, &action);
+            self.log.push((self.elapsed(), Logged::Did(action.clone())));
+            self.trace.push((self.elapsed(), action));
+        }
+    }
+
+    /// What the runtime's publisher does: sends what the outbox has on the current link,
+    /// schedules the broker's answers, and hands confirms to the shard. Returns whether the
+    /// shard got an input (so it may have new actions).
+    fn pump_broker(&mut self) -> bool {
+        let now = self.now;
+        let Some(broker) = &mut self.broker else {
+            return false;
+        };
+        let mut answers = Vec::new();
+        if let Some(link) = broker.link {
+            for (id, publication) in broker.outbox.take_sendable(now, link, usize::MAX) {
+                let message_id = publication
+                    .properties
+                    .message_id
+                    .clone()
+                    .unwrap_or_default();
+                if let Some((delay, confirm)) = broker.fate() {
+                    answers.push((
+                        now + delay,
+                        RuntimeEvent::Answer {
+                            link,
+                            id,
+                            confirm,
+                            message_id,
+                        },
+                    ));
+                }
+            }
+        }
+        let mut confirmed = Vec::new();
+        let mut link_failed = false;
+        while let Some(event) = broker.outbox.poll_event() {
+            match event {
+                OutboxEvent::Confirmed { id, .. } => confirmed.push(id),
+                OutboxEvent::LinkFailed { .. } => link_failed |= broker.fail_link(),
+                OutboxEvent::Nacked { .. } | OutboxEvent::Unroutable { .. } => {}
+            }
+        }
+        let reconnect = broker.reconnect_delay;
+        for (at, answer) in answers {
+            self.schedule(at, answer);
+        }
+        if link_failed {
+            self.schedule(now + reconnect, RuntimeEvent::LinkUp);
+        }
+        for id in &confirmed {
+            self.log.push((self.elapsed(), Logged::Confirmed));
+            self.shard.handle_published(now, *id);
+        }
+        !confirmed.is_empty()
+    }
+
+    /// The broker link drops now (as a cut connection): what was in flight on it is lost.
+    pub(crate) fn cut_broker_link(&mut self) {
+        let now = self.now;
+        if let Some(broker) = &mut self.broker
+            && broker.fail_link()
+        {
+            let at = now + broker.reconnect_delay;
+            self.schedule(at, RuntimeEvent::LinkUp);
         }
     }
 
@@ -200,11 +380,20 @@ impl Sim {
         self.log.push((self.elapsed(), logged));
     }
 
+    /// Whether the runtime reads the socket now. The socket opening and closing are seen
+    /// without reading (the runtime waits for the close after its own close frame).
+    fn reads_gateway(&self) -> bool {
+        !self.follow_backpressure
+            || !self.shard.should_pause_reading()
+            || self.gw.next_is_socket_event()
+    }
+
     fn next_event(&self) -> Option<Instant> {
         [
             self.shard.poll_timeout(),
-            self.gw.next_delivery(),
+            self.gw.next_delivery().filter(|_| self.reads_gateway()),
             self.runtime.front().map(|(t, _)| *t),
+            self.broker.as_ref().and_then(|b| b.outbox.poll_timeout()),
         ]
         .into_iter()
         .flatten()
@@ -223,7 +412,12 @@ impl Sim {
         }
         self.now = self.now.max(t);
         let now = self.now;
-        if let Some(delivery) = self.gw.pop_due(now) {
+        let delivery = if self.reads_gateway() {
+            self.gw.pop_due(now)
+        } else {
+            None
+        };
+        if let Some(delivery) = delivery {
             match delivery {
                 Delivery::Connected => {
                     self.log.push((self.elapsed(), Logged::Connected));
@@ -252,7 +446,36 @@ impl Sim {
                     self.log.push((self.elapsed(), Logged::Confirmed));
                     self.shard.handle_published(now, id);
                 }
+                RuntimeEvent::Answer {
+                    link,
+                    id,
+                    confirm,
+                    message_id,
+                } => {
+                    if let Some(broker) = &mut self.broker
+                        && broker.link == Some(link)
+                    {
+                        match confirm {
+                            Confirm::Ack => broker.held.insert(message_id),
+                            Confirm::Returned => broker.returned.insert(message_id),
+                            Confirm::Nack => false,
+                        };
+                        broker.outbox.handle_confirm(now, link, id, confirm);
+                    }
+                }
+                RuntimeEvent::LinkUp => {
+                    if let Some(broker) = &mut self.broker {
+                        broker.link = Some(broker.next_link);
+                        broker.next_link += 1;
+                    }
+                }
             }
+        } else if let Some(broker) = self
+            .broker
+            .as_mut()
+            .filter(|b| b.outbox.poll_timeout().is_some_and(|t| t <= now))
+        {
+            broker.outbox.handle_timeout(now);
         } else {
             self.log.push((self.elapsed(), Logged::Timeout));
             self.shard.handle_timeout(now);

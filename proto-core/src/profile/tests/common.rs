@@ -178,3 +178,34 @@ mod garbage {
         }
     }
 }
+
+#[test]
+fn every_profile_publishes_persistent_events() {
+    for kind in ALL {
+        let r = router_of(kind, 1, &[0]);
+        let publication = route(&r, &frame("MESSAGE_CREATE", 1, "{}")).expect("published");
+        assert!(publication.properties.persistent, "{kind:?}");
+    }
+}
+
+#[test]
+fn unroutable_events_are_held_only_where_the_gateway_declares_every_queue() {
+    use crate::profile::Unroutable;
+    for kind in ALL {
+        let expected = match kind {
+            ProfileKind::Retsu => Unroutable::Hold,
+            _ => Unroutable::Confirm,
+        };
+        assert_eq!(router_of(kind, 1, &[0]).unroutable(), expected, "{kind:?}");
+    }
+    let catch_all = router(
+        ProfileConfig {
+            kind: ProfileKind::TwilightDispatch,
+            default_queue: true,
+            ..ProfileConfig::default()
+        },
+        1,
+        &[0],
+    );
+    assert_eq!(catch_all.unroutable(), Unroutable::Hold);
+}

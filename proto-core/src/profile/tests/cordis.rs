@@ -45,6 +45,7 @@ fn dispatch_body_is_msgpack_of_type_and_data_with_a_millisecond_timestamp() {
     assert_eq!(
         publication.properties,
         MessageProperties {
+            persistent: true,
             timestamp: Timestamp::Millis,
             ..MessageProperties::default()
         }

@@ -60,7 +60,7 @@ fn dispatch_body_is_the_whole_packet() {
     assert_eq!(publication.exchange, "gateway");
     assert_eq!(publication.routing_key, "MESSAGE_CREATE");
     assert_eq!(publication.body, json.as_bytes());
-    assert_eq!(publication.properties, MessageProperties::default());
+    assert_eq!(publication.properties, MessageProperties::persistent());
 }
 
 #[test]

@@ -98,7 +98,7 @@ fn dispatch_body_is_msgpack_of_d_by_default() {
     let publication = route(&r, &frame("MESSAGE_CREATE", 3, MESSAGE_CREATE_D)).unwrap();
     assert_eq!(publication.exchange, "gateway");
     assert_eq!(publication.routing_key, "MESSAGE_CREATE");
-    assert_eq!(publication.properties, MessageProperties::default());
+    assert_eq!(publication.properties, MessageProperties::persistent());
     let value = read_msgpack(&publication.body);
     assert_eq!(value["content"].as_str(), Some("a"));
     assert_eq!(value["id"].as_str(), Some("302917639565475840"));
@@ -164,6 +164,7 @@ fn message_timeout_sets_expiration() {
     assert_eq!(
         publication.properties,
         MessageProperties {
+            persistent: true,
             expiration_ms: Some(120_000),
             ..MessageProperties::default()
         }
@@ -219,7 +220,7 @@ fn send_goes_to_the_guilds_shard_or_is_forwarded() {
             assert_eq!(publication.exchange, "gateway");
             assert_eq!(publication.routing_key, "0");
             assert_eq!(publication.body, to_msgpack(packet));
-            assert_eq!(publication.properties, MessageProperties::default());
+            assert_eq!(publication.properties, MessageProperties::persistent());
         }
         other => panic!("{other:?}"),
     }
