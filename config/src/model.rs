@@ -105,6 +105,9 @@ pub struct DiscordConfig {
     /// Resume the sessions stored in Redis at start-up (twilight-dispatch's `RESUME`); `false`
     /// identifies every shard afresh.
     pub resume: bool,
+    /// Post shard state changes to this Discord channel (twilight-dispatch's `LOG_CHANNEL`):
+    /// the one REST call besides `GET /gateway/bot`, made only when configured.
+    pub log_channel: Option<u64>,
 }
 
 impl DiscordConfig {

@@ -39,6 +39,7 @@ pub(crate) struct RawDiscord {
     pub(crate) hello_timeout_ms: Option<u64>,
     pub(crate) max_concurrency: Option<u16>,
     pub(crate) resume: Option<bool>,
+    pub(crate) log_channel: Option<u64>,
 }
 
 /// Intents as a number, a list of names, or one comma-separated string.

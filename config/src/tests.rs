@@ -722,6 +722,7 @@ fn twilight_dispatch_environment_names() {
             ("ACTIVITY_NAME", "music"),
             ("RESUME", "false"),
             ("SHARDS_CONCURRENCY", "4"),
+            ("LOG_CHANNEL", "81384788765712384"),
         ]),
     )
     .unwrap();
@@ -732,6 +733,7 @@ fn twilight_dispatch_environment_names() {
     assert_eq!(presence["activities"][0]["name"], "music");
     assert!(!config.discord.resume);
     assert_eq!(config.discord.max_concurrency, Some(4));
+    assert_eq!(config.discord.log_channel, Some(81_384_788_765_712_384));
     assert_eq!(config.redis.key_prefix, "");
 }
 

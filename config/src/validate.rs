@@ -194,6 +194,7 @@ impl RawDiscord {
             hello_timeout,
             max_concurrency: self.max_concurrency,
             resume: self.resume.unwrap_or(true),
+            log_channel: self.log_channel.filter(|&id| id > 0),
         })
     }
 }

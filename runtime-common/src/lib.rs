@@ -10,6 +10,7 @@
 //! - [`app`]: the binaries' edges (configuration, process set-up, signals, demo or not).
 //! - [`cli`]: the command line both binaries share, and the one-shot subcommands.
 //! - [`logging`]: text or JSON log lines, colour only on a terminal.
+//! - [`log_channel`]: shard state changes posted to a Discord channel (`LOG_CHANNEL`).
 //! - [`advice`]: recognisable configuration mistakes explained in words.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/status.json` and the status page.
 //! - [`status`]: the live status registry the shards report to and the page shows.
@@ -43,6 +44,7 @@ pub mod e2e;
 pub mod gateway;
 pub mod http;
 pub mod identify;
+pub mod log_channel;
 pub mod logging;
 pub mod metrics;
 pub mod predecessor_metrics;

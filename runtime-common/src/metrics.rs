@@ -188,6 +188,7 @@ impl ShardMetrics {
         if let Ok(number) = self.shard.parse() {
             crate::predecessor_metrics::state(number, name);
         }
+        crate::log_channel::shard_state(&self.shard, name, &reason.to_string());
         match state {
             ShardState::Disconnected { .. } if last_disconnect.is_some() => {
                 tracing::warn!(state = name, %reason, "shard state")

@@ -69,9 +69,14 @@ struct Run {
 
 impl Run {
     async fn new(tag: &str, recommended_shards: u32) -> Self {
+        Self::with_mock(tag, recommended_shards, |_| {}).await
+    }
+
+    async fn with_mock(tag: &str, recommended_shards: u32, adjust: fn(&mut MockConfig)) -> Self {
         let mut config = MockConfig::for_tests(TOKEN);
         config.shards = recommended_shards;
         config.max_concurrency = 16;
+        adjust(&mut config);
         let mock = MockGateway::start(config).expect("start the mock gateway");
         let mut redis = PrivateRedis::new(tag).expect("a private Redis");
         redis.start().await.expect("start the private Redis");
@@ -565,5 +570,50 @@ async fn retsu_without_redis() {
     run.assert_exchange("gateway", ExchangeKind::Direct, true)
         .await;
     assert!(gatehouse.is_running(), "runs without Redis");
+    assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)));
+}
+
+/// twilight-dispatch's `LOG_CHANNEL`: shard state changes are posted to that channel through the
+/// REST API, and a 429 is waited out and retried (the mock rate-limits the first post).
+#[tokio::test]
+async fn twilight_dispatch_log_channel() {
+    let run = Run::with_mock("dropin-logchannel", 1, |config| {
+        config.rate_limit_channel_messages = 1;
+    })
+    .await;
+    let mut gatehouse = run.start(&[
+        ("GATEHOUSE_PROFILE", "twilight-dispatch".to_owned()),
+        ("BOT_TOKEN", TOKEN.to_owned()),
+        ("LOG_CHANNEL", "81384788765712384".to_owned()),
+        ("AMQP_URL", run.broker.amqp_url()),
+        ("REDIS_URL", run.redis.url()),
+    ]);
+    let posts = run.mock.recorder().wait_for(WAIT, |r| {
+        let posts: Vec<_> = r
+            .http
+            .iter()
+            .filter(|h| {
+                h.method == "POST" && h.path.ends_with("/channels/81384788765712384/messages")
+            })
+            .cloned()
+            .collect();
+        posts
+            .iter()
+            .any(|p| p.status == 200 && p.body.contains("Shard 0 active"))
+            .then_some(posts)
+    });
+    let posts = posts.expect("the shard's state changes are posted to the log channel");
+    assert_eq!(posts[0].status, 429, "the mock rate-limits the first post");
+    assert_eq!(
+        posts[1].body, posts[0].body,
+        "the rate-limited post is retried"
+    );
+    let embed: serde_json::Value = serde_json::from_str(&posts[0].body).unwrap();
+    assert!(
+        embed["embeds"][0]["title"]
+            .as_str()
+            .unwrap()
+            .starts_with("Shard 0 ")
+    );
     assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)));
 }
