@@ -73,12 +73,7 @@ pub fn start(api_base: &str, token: &Secret, channel: u64) {
     let spawned = std::thread::Builder::new()
         .name("gatehouse-log-channel".into())
         .spawn(move || {
-            let agent = ureq::Agent::config_builder()
-                .timeout_global(Some(Duration::from_secs(15)))
-                .http_status_as_error(false)
-                .user_agent("DiscordBot (https://example.invalid/gatehouse, 0.1)")
-                .build()
-                .new_agent();
+            let agent = crate::discord_http::rest_agent();
             for post in rx {
                 let pause = send(&agent, &url, &token, &post);
                 std::thread::sleep(pause);
