@@ -66,6 +66,15 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Demo mode (used when no token is configured).
     pub demo: DemoConfig,
+    /// Opt-in error reports.
+    pub sentry: SentryConfig,
+}
+
+/// Opt-in error reports to Sentry (Retsu's `sentry_url`).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SentryConfig {
+    /// The DSN (`https://<key>@<host>/<project>`); `None` sends nothing.
+    pub url: Option<SecretUrl>,
 }
 
 /// The Discord side of the configuration.

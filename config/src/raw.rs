@@ -19,6 +19,14 @@ pub(crate) struct RawConfig {
     pub(crate) limits: RawLimits,
     pub(crate) metrics: RawMetrics,
     pub(crate) demo: RawDemo,
+    pub(crate) sentry: RawSentry,
+}
+
+/// `[sentry]`.
+#[derive(serde::Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawSentry {
+    pub(crate) url: Option<String>,
 }
 
 /// `[discord]`.

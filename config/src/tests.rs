@@ -678,7 +678,11 @@ fn retsus_config_json_is_read() {
     );
     assert_eq!(config.amqp.url.expose(), "amqp://user:pw@rabbit:5672/");
     assert_eq!(config.redis.url.expose(), "redis://:s3cret@cache:6380/2");
-    for key in ["sentry_url", "loglevel", "abortConnect"] {
+    assert_eq!(
+        config.sentry.url.as_ref().map(|u| u.redacted()),
+        Some("https://***@sentry.example/1".to_owned())
+    );
+    for key in ["loglevel", "abortConnect"] {
         assert!(
             loaded.warnings.iter().any(|w| w.contains(key)),
             "{key}: {:?}",

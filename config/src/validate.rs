@@ -62,6 +62,17 @@ impl RawConfig {
             profile: self.profile,
             limits: self.limits.validate()?,
             metrics: self.metrics.validate()?,
+            sentry: SentryConfig {
+                url: match self.sentry.url.filter(|u| !u.trim().is_empty()) {
+                    None => None,
+                    Some(url) => Some(url_setting(
+                        "sentry.url",
+                        Some(url),
+                        "",
+                        &["https", "http"],
+                    )?),
+                },
+            },
             demo: {
                 let defaults = DemoConfig::default();
                 let demo = DemoConfig {

@@ -24,6 +24,7 @@
 //! - [`session_store`]: session snapshots and shard status in Redis.
 //! - [`identify`]: the process-wide identify coordinator.
 //! - [`discord_http`]: `GET /gateway/bot`.
+//! - [`error_reports`]: opt-in error reports to Sentry.
 //! - [`metrics`]: metric names and the Prometheus endpoint; [`predecessor_metrics`]: the
 //!   predecessors' metric names, served besides under their profile.
 //! - [`demo`]: the demo mode (mock gateway in-process, live count of published events).
@@ -41,6 +42,7 @@ pub mod demo;
 pub mod discord_http;
 #[cfg(feature = "test-support")]
 pub mod e2e;
+pub mod error_reports;
 pub mod gateway;
 pub mod http;
 pub mod identify;

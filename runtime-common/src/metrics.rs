@@ -193,7 +193,13 @@ impl ShardMetrics {
             ShardState::Disconnected { .. } if last_disconnect.is_some() => {
                 tracing::warn!(state = name, %reason, "shard state")
             }
-            ShardState::FatallyClosed => tracing::error!(state = name, %reason, "shard state"),
+            ShardState::FatallyClosed => {
+                tracing::error!(state = name, %reason, "shard state");
+                crate::error_reports::report(&format!(
+                    "shard {} closed for good: {reason}",
+                    self.shard
+                ));
+            }
             _ => tracing::info!(state = name, %reason, "shard state"),
         }
         status::global().state_changed(&self.cell, name, reason, wall_clock);

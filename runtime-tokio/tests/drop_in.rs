@@ -617,3 +617,89 @@ async fn twilight_dispatch_log_channel() {
     );
     assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)));
 }
+
+/// A local HTTP endpoint that records each request's path and body (Sentry's envelope
+/// endpoint, here).
+fn recording_endpoint() -> (u16, std::sync::mpsc::Receiver<(String, String)>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut data = Vec::new();
+            let mut chunk = [0u8; 8192];
+            // The head, then Content-Length bytes of body.
+            let (head_end, length) = loop {
+                let Ok(n) = stream.read(&mut chunk) else {
+                    break (None, 0);
+                };
+                if n == 0 {
+                    break (None, 0);
+                }
+                data.extend_from_slice(&chunk[..n]);
+                if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    break (Some(end + 4), length);
+                }
+            };
+            let Some(start) = head_end else { continue };
+            while data.len() < start + length {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => data.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&data[..start]).into_owned();
+            let path = head
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+            let body = String::from_utf8_lossy(&data[start..]).into_owned();
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+            );
+            let _ = tx.send((path, body));
+        }
+    });
+    (port, rx)
+}
+
+/// Retsu's `sentry_url`: an error ends the run (here Discord refuses the token) and is reported
+/// to Sentry as an envelope.
+#[tokio::test]
+async fn retsu_sentry_url_reports_errors() {
+    let run = Run::new("dropin-sentry", 1).await;
+    let (port, requests) = recording_endpoint();
+    run.write(
+        "config.json",
+        &serde_json::json!({
+            "discord": { "token": "not-the-mocks-token", "shard_count": 1 },
+            "msg_queue": { "url": run.broker.amqp_url() },
+            "redis_url": run.redis_address(),
+            "sentry_url": format!("http://publickey@127.0.0.1:{port}/1")
+        })
+        .to_string(),
+    );
+    let _gatehouse = run.start(&[]);
+    let (path, body) = requests
+        .recv_timeout(WAIT)
+        .expect("an error report reaches the Sentry endpoint");
+    assert_eq!(path, "/api/1/envelope/");
+    assert!(
+        body.contains("Unauthorized") || body.contains("401"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("not-the-mocks-token"),
+        "the token never leaves: {body}"
+    );
+}
