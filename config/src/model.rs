@@ -68,6 +68,8 @@ pub struct Config {
     pub demo: DemoConfig,
     /// Cluster mode (several processes sharing the bot's shards through Redis).
     pub cluster: ClusterConfig,
+    /// Opt-in error reports.
+    pub sentry: SentryConfig,
 }
 
 /// Cluster mode: processes with the same name (and Redis, and key prefix) share the bot's
@@ -89,6 +91,13 @@ impl Default for ClusterConfig {
             lease_ms: 10_000,
         }
     }
+}
+
+/// Opt-in error reports to Sentry (Retsu's `sentry_url`).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SentryConfig {
+    /// The DSN (`https://<key>@<host>/<project>`); `None` sends nothing.
+    pub url: Option<SecretUrl>,
 }
 
 /// The Discord side of the configuration.
@@ -128,6 +137,9 @@ pub struct DiscordConfig {
     /// Resume the sessions stored in Redis at start-up (twilight-dispatch's `RESUME`); `false`
     /// identifies every shard afresh.
     pub resume: bool,
+    /// Post shard state changes to this Discord channel (twilight-dispatch's `LOG_CHANNEL`):
+    /// the one REST call besides `GET /gateway/bot`, made only when configured.
+    pub log_channel: Option<u64>,
 }
 
 impl DiscordConfig {
@@ -154,6 +166,10 @@ pub struct RedisConfig {
     pub url: SecretUrl,
     /// The prefix of every key Gatehouse writes (see `proto_core::store`).
     pub key_prefix: String,
+    /// At start, how long a shard whose session snapshot cannot be read (Redis unreachable)
+    /// waits before it starts a new session anyway, losing what Discord would have replayed.
+    /// `None` (the default): it waits until Redis answers. See `proto_core::store_sync`.
+    pub identify_anyway_after: Option<std::time::Duration>,
 }
 
 /// Memory and flow limits.

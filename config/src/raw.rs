@@ -20,6 +20,7 @@ pub(crate) struct RawConfig {
     pub(crate) metrics: RawMetrics,
     pub(crate) demo: RawDemo,
     pub(crate) cluster: RawCluster,
+    pub(crate) sentry: RawSentry,
 }
 
 /// `[cluster]`.
@@ -28,6 +29,13 @@ pub(crate) struct RawConfig {
 pub(crate) struct RawCluster {
     pub(crate) name: Option<String>,
     pub(crate) lease_ms: Option<u64>,
+}
+
+/// `[sentry]`.
+#[derive(serde::Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawSentry {
+    pub(crate) url: Option<String>,
 }
 
 /// `[discord]`.
@@ -48,6 +56,7 @@ pub(crate) struct RawDiscord {
     pub(crate) hello_timeout_ms: Option<u64>,
     pub(crate) max_concurrency: Option<u16>,
     pub(crate) resume: Option<bool>,
+    pub(crate) log_channel: Option<u64>,
 }
 
 /// Intents as a number, a list of names, or one comma-separated string.
@@ -81,6 +90,7 @@ pub(crate) struct RawRedis {
     pub(crate) enabled: Option<bool>,
     pub(crate) url: Option<String>,
     pub(crate) key_prefix: Option<String>,
+    pub(crate) identify_anyway_after_secs: Option<u64>,
 }
 
 /// `[limits]`.

@@ -77,10 +77,12 @@ pub fn live_pattern(prefix: &str) -> String {
     format!("{prefix}:cluster:*:live:*")
 }
 
-/// Redis for the cluster rules (cheap to clone).
+/// Redis for the cluster rules (cheap to clone), connected on first use and again after a
+/// failure.
 #[derive(Clone)]
 pub(crate) struct ClusterStore {
-    connection: ConnectionManager,
+    client: redis::Client,
+    connection: Option<ConnectionManager>,
     keys: ClusterKeys,
     member: String,
 }
@@ -120,11 +122,34 @@ fn eval(script: &str, keys: usize) -> redis::Cmd {
 }
 
 impl ClusterStore {
-    pub(crate) fn new(connection: ConnectionManager, keys: ClusterKeys, member: String) -> Self {
+    pub(crate) fn new(client: redis::Client, keys: ClusterKeys, member: String) -> Self {
         Self {
-            connection,
+            client,
+            connection: None,
             keys,
             member,
+        }
+    }
+
+    /// The connection, opened now if there is none.
+    async fn connect<R: Runtime>(&mut self, rt: &R) -> Option<ConnectionManager> {
+        if let Some(connection) = &self.connection {
+            return Some(connection.clone());
+        }
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CALL_TIMEOUT))
+            .set_response_timeout(Some(CALL_TIMEOUT))
+            .set_number_of_retries(0);
+        match within(rt, rt.redis_connection(self.client.clone(), config)).await {
+            Some(Ok(connection)) => {
+                self.connection = Some(connection.clone());
+                Some(connection)
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "cannot connect to Redis for the cluster");
+                None
+            }
+            None => None,
         }
     }
 
@@ -149,7 +174,10 @@ impl ClusterStore {
         .arg(claim.period.as_millis() as u64)
         .arg(limit.remaining)
         .arg(limit.reset_after_ms.max(1));
-        let call = eval.query_async::<Vec<i64>>(&mut self.connection);
+        let Some(mut connection) = self.connect(rt).await else {
+            return ClaimReply::Unavailable;
+        };
+        let call = eval.query_async::<Vec<i64>>(&mut connection);
         let reply = match within(rt, call).await {
             Some(Ok(reply)) => scripts::decode_identify_claim(&reply),
             Some(Err(e)) => {
@@ -188,7 +216,10 @@ impl ClusterStore {
                 eval
             }
         };
-        let call = eval.query_async::<i64>(&mut self.connection);
+        let Some(mut connection) = self.connect(rt).await else {
+            return LeaseReply::Unavailable;
+        };
+        let call = eval.query_async::<i64>(&mut connection);
         match within_for(rt, lease_call_timeout(ttl), call).await {
             Some(Ok(reply)) => scripts::decode_lease(reply),
             Some(Err(e)) => {
@@ -210,7 +241,10 @@ impl ClusterStore {
     ) -> Result<Vec<String>, String> {
         let key = self.keys.member(&self.member);
         let pattern = self.keys.member_pattern();
-        let connection = &mut self.connection;
+        let Some(mut connection) = self.connect(rt).await else {
+            return Err("cannot connect".to_owned());
+        };
+        let connection = &mut connection;
         let call = async move {
             redis::cmd("SET")
                 .arg(&key)
@@ -253,7 +287,9 @@ impl ClusterStore {
         let key = self.keys.member(&self.member);
         let mut del = redis::cmd("DEL");
         del.arg(key);
-        let _ = within(rt, del.query_async::<()>(&mut self.connection)).await;
+        if let Some(mut connection) = self.connect(rt).await {
+            let _ = within(rt, del.query_async::<()>(&mut connection)).await;
+        }
     }
 
     async fn write_live<R: Runtime>(
@@ -274,7 +310,10 @@ impl ClusterStore {
                 .arg(ttl.as_millis() as u64)
                 .ignore();
         }
-        let call = pipe.query_async::<()>(&mut self.connection);
+        let Some(mut connection) = self.connect(rt).await else {
+            return;
+        };
+        let call = pipe.query_async::<()>(&mut connection);
         if let Some(Err(e)) = within(rt, call).await {
             tracing::debug!(error = %e, "cannot write the live shard status");
         }

@@ -6,7 +6,6 @@
 //! with a resumable code and wait for their confirms, then the broker closes). Does not own
 //! any per-shard or per-message behaviour (the other modules).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
@@ -16,6 +15,7 @@ use proto_core::outbox::OutboxConfig;
 use proto_core::profile::{ProfileError, ProfileKind, Router};
 use proto_core::shard::{Shard, ShardConfig, StopReason};
 use proto_core::sharding::ShardId;
+use proto_core::store_sync::StorePolicy;
 use tokio::sync::{mpsc, watch};
 
 use crate::broker::{self, BrokerClient, BrokerSettings};
@@ -23,7 +23,7 @@ use crate::cluster::{self as cluster_mode, ClusterStore, ShardHost};
 use crate::discord_http::{GatewayBot, GatewayBotError, fetch_gateway_bot};
 use crate::identify::{self, IdentifyClient};
 use crate::runtime::Runtime;
-use crate::session_store::{SessionStore, StoreError, StoreWriter};
+use crate::session_store::{LoadedSessions, SessionStore, StoreError, StoreWriter};
 use crate::shard_inputs::ShardInputs;
 use crate::shard_task::{self, ShardInput, ShardIo};
 
@@ -39,7 +39,7 @@ pub enum RunError {
     /// The profile settings do not work.
     #[error(transparent)]
     Profile(#[from] ProfileError),
-    /// Redis is unreachable.
+    /// The Redis URL cannot be used.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Every shard stopped for good on its own.
@@ -80,6 +80,9 @@ pub async fn run_with_gateway<R: Runtime>(
     let cluster = config.cluster(bot.shards)?;
     let router = Router::new(&config.profile, &cluster)?;
     crate::predecessor_metrics::enable(config.profile.kind, cluster.owned.len());
+    if let Some(channel) = config.discord.log_channel {
+        crate::log_channel::start(&config.discord.api_base, &config.discord.token, channel);
+    }
     tracing::info!(
         shard_count = cluster.shard_count,
         owned = ?cluster.owned,
@@ -89,7 +92,11 @@ pub async fn run_with_gateway<R: Runtime>(
         "starting"
     );
     let mut store = if config.redis.enabled {
-        Some(SessionStore::connect(&rt, &config.redis.url, &config.redis.key_prefix).await?)
+        Some(SessionStore::open(
+            &rt,
+            &config.redis.url,
+            &config.redis.key_prefix,
+        )?)
     } else {
         tracing::warn!(
             "no Redis (redis.enabled is off): sessions live in memory only, so a restart \
@@ -101,7 +108,7 @@ pub async fn run_with_gateway<R: Runtime>(
     // there is one (otherwise the local rule decides alone).
     let shared = store.as_ref().map(|store| {
         ClusterStore::new(
-            store.connection(),
+            store.client(),
             proto_core::cluster::ClusterKeys::new(
                 &config.redis.key_prefix,
                 &proto_core::cluster::bot_id_from_token(config.discord.token.expose()),
@@ -112,6 +119,46 @@ pub async fn run_with_gateway<R: Runtime>(
     });
     // Cluster mode needs Redis (the configuration refuses it without).
     let clustered = config.cluster.name.clone().filter(|_| shared.is_some());
+    // In cluster mode each shard's session is loaded when its lease is held.
+    let at_start: &[u32] = if clustered.is_some() {
+        &[]
+    } else {
+        &cluster.owned
+    };
+    let store_policy = StorePolicy {
+        identify_anyway_after: config.redis.identify_anyway_after,
+        ..StorePolicy::default()
+    };
+    futures_util::pin_mut!(shutdown);
+    if !config.discord.resume {
+        tracing::info!("discord.resume is off: every shard identifies afresh");
+    }
+    // Every shard waits for its snapshot: while Redis is down this waits (retrying), because
+    // a shard started without it would start a new session and lose Discord's replay.
+    let loaded = match store.as_mut().filter(|_| config.discord.resume) {
+        Some(store) => {
+            let shard_ids: Vec<ShardId> = at_start
+                .iter()
+                .map(|&number| {
+                    ShardId::new(number, cluster.shard_count)
+                        .expect("Config::cluster only returns shards below the count")
+                })
+                .collect();
+            let load = store.load_sessions(&shard_ids, store_policy);
+            futures_util::pin_mut!(load);
+            match futures_util::future::select(load, shutdown.as_mut()).await {
+                futures_util::future::Either::Left((loaded, _)) => loaded,
+                futures_util::future::Either::Right(_) => {
+                    tracing::info!("stopped before the shards started (waiting for Redis)");
+                    return Ok(());
+                }
+            }
+        }
+        None => LoadedSessions {
+            sessions: at_start.iter().map(|&n| (n, None)).collect(),
+            unread: Vec::new(),
+        },
+    };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let broker = broker::start(
@@ -125,7 +172,6 @@ pub async fn run_with_gateway<R: Runtime>(
         stop_rx.clone(),
     );
 
-    futures_util::pin_mut!(shutdown);
     if config.profile.kind == ProfileKind::Cordis {
         // The Cordis spec: ensure the broker connection before connecting to Discord.
         tracing::info!("cordis profile: waiting for RabbitMQ before starting the shards");
@@ -142,38 +188,20 @@ pub async fn run_with_gateway<R: Runtime>(
     }
 
     let inputs = ShardInputs::new(clustered.is_some());
-    // In cluster mode each shard's session is loaded when its lease is held.
-    let at_start: &[u32] = if clustered.is_some() {
-        &[]
-    } else {
-        &cluster.owned
-    };
-    let mut sessions = HashMap::new();
-    if !config.discord.resume {
-        tracing::info!("discord.resume is off: every shard identifies afresh");
-    }
+    let mut sessions = loaded.sessions;
     for &number in at_start {
-        let shard_id = ShardId::new(number, cluster.shard_count)
-            .expect("Config::cluster only returns shards below the count");
-        let Some(store) = store.as_mut().filter(|_| config.discord.resume) else {
-            sessions.insert(number, None);
-            continue;
-        };
-        let session = match store.load_session(shard_id).await {
-            Ok(session) => session,
-            Err(e) => {
-                tracing::warn!(shard = number, error = %e, "cannot load the session; identifying");
-                None
-            }
-        };
-        if let Some(s) = &session {
-            tracing::info!(
+        match sessions.get(&number) {
+            Some(Some(s)) => tracing::info!(
                 shard = number,
                 sequence = s.sequence,
                 "resuming the stored session"
-            );
+            ),
+            _ if loaded.unread.contains(&number) => tracing::warn!(
+                shard = number,
+                "identifying without reading the stored session (Redis unreachable)"
+            ),
+            _ => {}
         }
-        sessions.insert(number, session);
     }
     let identifying_at_start = sessions
         .iter()
@@ -196,9 +224,18 @@ pub async fn run_with_gateway<R: Runtime>(
         identifying_at_start,
         shared.clone(),
     );
+    let launch_store = store.as_ref().map(SessionStore::another);
 
-    let writer = match store.clone() {
-        Some(store) => store.start_writer(&rt, config.profile.kind, cluster.shard_count),
+    let writer = match store {
+        Some(store) => {
+            let saved = sessions.values().flatten().cloned().collect();
+            store.start_writer(
+                config.profile.kind,
+                cluster.shard_count,
+                store_policy.retry,
+                saved,
+            )
+        }
         None => crate::session_store::StoreWriter::discarding(),
     };
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u32, Option<StopReason>)>();
@@ -218,12 +255,21 @@ pub async fn run_with_gateway<R: Runtime>(
         inputs: inputs.clone(),
         done: done_tx,
         seed_base,
-        store,
+        store: launch_store,
+        store_policy,
         resume: config.discord.resume,
         process_shards: cluster.owned.len(),
     };
 
-    crate::commands::start(&rt, broker.clone(), router, inputs.clone(), stop_rx.clone());
+    crate::commands::start(
+        &rt,
+        broker.clone(),
+        router,
+        inputs.clone(),
+        &cluster.owned,
+        config.limits.command_queue_capacity,
+        stop_rx.clone(),
+    );
 
     if let (Some(name), Some(shared)) = (clustered, shared) {
         let settings = cluster_mode::Settings {
@@ -336,7 +382,9 @@ struct Launcher<R: Runtime> {
     done: mpsc::UnboundedSender<(u32, Option<StopReason>)>,
     seed_base: u64,
     /// Where sessions are loaded from (none without Redis).
-    store: Option<SessionStore>,
+    store: Option<SessionStore<R>>,
+    /// How loads retry while Redis fails.
+    store_policy: StorePolicy,
     /// Whether stored sessions are resumed (`discord.resume`).
     resume: bool,
     /// The shards this process may run (cluster mode: all of the bot's or the explicit ones),
@@ -392,12 +440,15 @@ impl<R: Runtime> Launcher<R> {
 
 impl<R: Runtime> ShardHost for Launcher<R> {
     async fn start(&self, number: u32) -> futures_util::future::AbortHandle {
-        let store = self.store.clone().filter(|_| self.resume);
+        let store = self.store.as_ref().filter(|_| self.resume);
         let session = match (store, ShardId::new(number, self.shard_count)) {
-            (Some(mut store), Some(id)) => store.load_session(id).await.unwrap_or_else(|e| {
-                tracing::warn!(shard = number, error = %e, "cannot load the session; identifying");
-                None
-            }),
+            (Some(store), Some(id)) => store
+                .another()
+                .load_sessions(&[id], self.store_policy)
+                .await
+                .sessions
+                .remove(&number)
+                .flatten(),
             _ => None,
         };
         if let Some(s) = &session {

@@ -72,6 +72,11 @@ pub const TABLE: EnvTable = EnvTable {
             kind: EnvKind::Text,
         },
         EnvVar {
+            names: &["GATEHOUSE_REDIS_IDENTIFY_ANYWAY_AFTER_SECS"],
+            path: &["redis", "identify_anyway_after_secs"],
+            kind: EnvKind::Integer,
+        },
+        EnvVar {
             names: &["GATEHOUSE_PROFILE", "BROKER_PROFILE"],
             path: &["profile", "kind"],
             kind: EnvKind::Text,
@@ -100,6 +105,11 @@ pub const TABLE: EnvTable = EnvTable {
             names: &["GATEHOUSE_CLUSTER_LEASE_MS"],
             path: &["cluster", "lease_ms"],
             kind: EnvKind::Integer,
+        },
+        EnvVar {
+            names: &["SENTRY_DSN"],
+            path: &["sentry", "url"],
+            kind: EnvKind::Text,
         },
         EnvVar {
             names: &["GATEHOUSE_MAX_UNCONFIRMED"],
