@@ -79,6 +79,9 @@ pub async fn run_with_gateway<R: Runtime>(
     let cluster = config.cluster(bot.shards)?;
     let router = Router::new(&config.profile, &cluster)?;
     crate::predecessor_metrics::enable(config.profile.kind, cluster.owned.len());
+    if let Some(channel) = config.discord.log_channel {
+        crate::log_channel::start(&config.discord.api_base, &config.discord.token, channel);
+    }
     tracing::info!(
         shard_count = cluster.shard_count,
         owned = ?cluster.owned,

@@ -188,11 +188,18 @@ impl ShardMetrics {
         if let Ok(number) = self.shard.parse() {
             crate::predecessor_metrics::state(number, name);
         }
+        crate::log_channel::shard_state(&self.shard, name, &reason.to_string());
         match state {
             ShardState::Disconnected { .. } if last_disconnect.is_some() => {
                 tracing::warn!(state = name, %reason, "shard state")
             }
-            ShardState::FatallyClosed => tracing::error!(state = name, %reason, "shard state"),
+            ShardState::FatallyClosed => {
+                tracing::error!(state = name, %reason, "shard state");
+                crate::error_reports::report(&format!(
+                    "shard {} closed for good: {reason}",
+                    self.shard
+                ));
+            }
             _ => tracing::info!(state = name, %reason, "shard state"),
         }
         status::global().state_changed(&self.cell, name, reason, wall_clock);

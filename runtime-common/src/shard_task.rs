@@ -565,8 +565,9 @@ impl<R: Runtime> ShardTask<R> {
             updated_at_ms: 0,
             latency_ms: self.shard.latency().map(|l| l.as_millis() as u64),
             last_ack_ms: last_ack.map(|at| {
-                now_ms
-                    .saturating_sub(Instant::now().saturating_duration_since(at).as_millis() as u64)
+                now_ms.saturating_sub(
+                    self.io.rt.now().saturating_duration_since(at).as_millis() as u64
+                )
             }),
         });
     }

@@ -97,6 +97,11 @@ pub const TABLE: EnvTable = EnvTable {
             kind: EnvKind::Text,
         },
         EnvVar {
+            names: &["SENTRY_DSN"],
+            path: &["sentry", "url"],
+            kind: EnvKind::Text,
+        },
+        EnvVar {
             names: &["GATEHOUSE_MAX_UNCONFIRMED"],
             path: &["limits", "max_unconfirmed_publishes"],
             kind: EnvKind::Integer,
