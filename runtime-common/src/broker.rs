@@ -27,6 +27,7 @@ use proto_core::profile::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::output::Output;
 use crate::publisher::{self, PublishReport, PublishRequest};
 use crate::runtime::Runtime;
 
@@ -66,6 +67,37 @@ impl std::fmt::Debug for Link {
     }
 }
 
+/// AMQP as an [`Output`]: publications go to the link's publisher task, which reports the
+/// broker's confirms.
+impl Output for Link {
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether the broker blocks this connection now (a memory or disk alarm); a change is
+    /// announced through the watch channel with the same link.
+    fn is_blocked(&self) -> bool {
+        self.blocked.load(Ordering::Relaxed)
+    }
+
+    /// Hands a shard's publication to this link's publisher task (which publishes it outside
+    /// the shard's loop and reports to `reply`). False when the publisher is gone.
+    fn submit(
+        &self,
+        id: PublishId,
+        publication: Arc<Publication>,
+        reply: &mpsc::UnboundedSender<PublishReport>,
+    ) -> bool {
+        self.publisher
+            .send(PublishRequest {
+                id,
+                publication,
+                reply: reply.clone(),
+            })
+            .is_ok()
+    }
+}
+
 impl Link {
     /// Declares what the profile wants declared before the first publication of `event`
     /// (Retsu's `gateway:<EVENT>` queue), once per event name and connection.
@@ -88,12 +120,6 @@ impl Link {
         Ok(())
     }
 
-    /// Whether the broker blocks this connection now (a memory or disk alarm); a change is
-    /// announced through the watch channel with the same link.
-    pub fn is_blocked(&self) -> bool {
-        self.blocked.load(Ordering::Relaxed)
-    }
-
     /// Forgets that `event`'s per-event topology is declared (its queue may have been
     /// deleted: the broker returned a message for it), so the next publication declares it.
     pub(crate) fn forget_event(&self, event: &str) {
@@ -101,23 +127,6 @@ impl Link {
             .lock()
             .expect("not poisoned")
             .remove(event);
-    }
-
-    /// Hands a shard's publication to this link's publisher task (which publishes it outside
-    /// the shard's loop and reports to `reply`). False when the publisher is gone.
-    pub(crate) fn submit(
-        &self,
-        id: PublishId,
-        publication: Arc<Publication>,
-        reply: &mpsc::UnboundedSender<PublishReport>,
-    ) -> bool {
-        self.publisher
-            .send(PublishRequest {
-                id,
-                publication,
-                reply: reply.clone(),
-            })
-            .is_ok()
     }
 
     /// Publishes one message; the returned confirm resolves when the broker acks or nacks it.

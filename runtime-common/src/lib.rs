@@ -16,6 +16,8 @@
 //! - [`tls`]: the authorities trusted for `amqps://` and `rediss://`.
 //! - [`gateway`]: start-up and shutdown order of the whole process.
 //! - `shard_task`: the per-shard drive loop around `proto_core::shard::Shard`.
+//! - `output`: the publish side of the broker seam, the `Output` trait a shard
+//!   publishes through whatever the output (AMQP first).
 //! - `publisher`: one task per broker link that publishes the shards' publications and
 //!   reports their confirms (what to publish again, and when, is `proto_core::outbox`'s).
 //! - [`broker`]: the supervised AMQP connection, topology declaration, message properties.
@@ -45,6 +47,7 @@ pub mod http;
 pub mod identify;
 pub mod logging;
 pub mod metrics;
+mod output;
 pub mod predecessor_metrics;
 mod publisher;
 pub mod runtime;

@@ -29,6 +29,7 @@ use tungstenite::protocol::CloseFrame;
 use crate::broker::{BrokerClient, Link};
 use crate::identify::IdentifyClient;
 use crate::metrics;
+use crate::output::Output;
 use crate::publisher::PublishReport;
 use crate::runtime::Runtime;
 use crate::session_store::StoreWriter;
@@ -132,7 +133,7 @@ struct ShardTask<R: Runtime> {
     peer_close: Option<u16>,
     outbox: Outbox,
     /// The link publications go to (the latest one seen).
-    link: Option<Arc<Link>>,
+    link: Option<Arc<dyn Output>>,
     links: watch::Receiver<Option<Arc<Link>>>,
     /// Where the links' publishers report; `reports` is read in `wait`.
     reply: mpsc::UnboundedSender<PublishReport>,
@@ -298,7 +299,7 @@ impl<R: Runtime> ShardTask<R> {
         let current = self
             .link
             .as_ref()
-            .is_some_and(|l| l.generation == generation);
+            .is_some_and(|l| l.generation() == generation);
         if current && self.failed_link != Some(generation) {
             // Once per link: every publication in flight on it fails the same way.
             self.failed_link = Some(generation);
@@ -449,15 +450,19 @@ impl<R: Runtime> ShardTask<R> {
     /// outbox: what was in flight on it goes out again on the new one.
     fn publish(&mut self) {
         if self.links.has_changed().unwrap_or(false) || self.link.is_none() {
-            let current = self.links.borrow_and_update().clone();
+            let current: Option<Arc<dyn Output>> = self
+                .links
+                .borrow_and_update()
+                .clone()
+                .map(|link| link as Arc<dyn Output>);
             let changed = match (&self.link, &current) {
-                (Some(old), Some(new)) => old.generation != new.generation,
+                (Some(old), Some(new)) => old.generation() != new.generation(),
                 (old, _) => old.is_some(),
             };
             if changed && let Some(old) = self.link.take() {
-                self.outbox.handle_link_failed(old.generation);
+                self.outbox.handle_link_failed(old.generation());
                 self.link_blocked = false;
-                tracing::debug!(link = old.generation, "broker link replaced");
+                tracing::debug!(link = old.generation(), "broker link replaced");
             }
             self.link = current;
         }
@@ -468,11 +473,14 @@ impl<R: Runtime> ShardTask<R> {
         if link.is_blocked() != self.link_blocked {
             self.link_blocked = link.is_blocked();
             self.outbox
-                .handle_link_blocked(now, link.generation, self.link_blocked);
+                .handle_link_blocked(now, link.generation(), self.link_blocked);
         }
-        for (id, publication) in self.outbox.take_sendable(now, link.generation, usize::MAX) {
+        for (id, publication) in self
+            .outbox
+            .take_sendable(now, link.generation(), usize::MAX)
+        {
             if !link.submit(id, publication, &self.reply) {
-                self.link_failed(link.generation, "lost", "the link's publisher is gone");
+                self.link_failed(link.generation(), "lost", "the link's publisher is gone");
                 break;
             }
         }
