@@ -27,7 +27,7 @@ use proto_core::profile::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::output::Output;
+use crate::output::{Output, OutputClient};
 use crate::publisher::{self, PublishReport, PublishRequest};
 use crate::runtime::Runtime;
 
@@ -187,6 +187,7 @@ pub(crate) fn event_publish_options() -> BasicPublishOptions {
 #[derive(Clone, Debug)]
 pub struct BrokerClient {
     link: watch::Receiver<Option<Arc<Link>>>,
+    output: watch::Receiver<Option<Arc<dyn Output>>>,
     failures: mpsc::UnboundedSender<u64>,
 }
 
@@ -199,6 +200,11 @@ impl BrokerClient {
     /// A receiver that wakes when the link changes.
     pub fn watch(&self) -> watch::Receiver<Option<Arc<Link>>> {
         self.link.clone()
+    }
+
+    /// The same links as the shards publish through them (the broker seam).
+    pub(crate) fn output(&self) -> OutputClient {
+        OutputClient::new(self.output.clone(), self.failures.clone())
     }
 
     /// Tells the supervisor that link `generation` failed (a publish error, for example); it
@@ -229,12 +235,15 @@ pub fn start<R: Runtime>(
     settings: BrokerSettings,
     stop: watch::Receiver<bool>,
 ) -> BrokerClient {
-    let (link_tx, link_rx) = watch::channel(None);
+    let (links, link_rx) = watch::channel(None);
+    let (outputs, output_rx) = watch::channel(None);
     let (failure_tx, failure_rx) = mpsc::unbounded_channel();
+    let link_tx = Announce { links, outputs };
     let supervisor = supervise(rt.clone(), settings, link_tx, failure_rx, stop);
     rt.spawn(supervisor);
     BrokerClient {
         link: link_rx,
+        output: output_rx,
         failures: failure_tx,
     }
 }
@@ -246,10 +255,25 @@ fn backoff(attempt: u32) -> Duration {
         .min(Duration::from_secs(30))
 }
 
+/// Announces the current link twice: as AMQP's (the command consumers) and as an [`Output`]
+/// (the shards).
+struct Announce {
+    links: watch::Sender<Option<Arc<Link>>>,
+    outputs: watch::Sender<Option<Arc<dyn Output>>>,
+}
+
+impl Announce {
+    fn send_replace(&self, link: Option<Arc<Link>>) {
+        self.outputs
+            .send_replace(link.clone().map(|link| link as Arc<dyn Output>));
+        self.links.send_replace(link);
+    }
+}
+
 async fn supervise<R: Runtime>(
     rt: R,
     settings: BrokerSettings,
-    link_tx: watch::Sender<Option<Arc<Link>>>,
+    link_tx: Announce,
     mut failures: mpsc::UnboundedReceiver<u64>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -324,11 +348,11 @@ async fn close<R: Runtime>(rt: &R, link: &Link, code: u16, reason: &str) {
 /// error or an overdue confirm) or `stop`. While the broker blocks the connection (a memory or
 /// disk alarm), publications wait in the link's publisher task, never in a shard's loop; the
 /// block is announced to the shards (the same link again on the watch channel, with
-/// [`Link::is_blocked`] changed), whose outboxes then do not count its confirms as overdue.
+/// `Output::is_blocked` changed), whose outboxes then do not count its confirms as overdue.
 async fn wait_until_lost<R: Runtime>(
     rt: &R,
     link: &Arc<Link>,
-    link_tx: &watch::Sender<Option<Arc<Link>>>,
+    link_tx: &Announce,
     failures: &mut mpsc::UnboundedReceiver<u64>,
     stop: &mut watch::Receiver<bool>,
 ) -> String {

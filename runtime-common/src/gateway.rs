@@ -206,7 +206,7 @@ pub async fn run_with_gateway<R: Runtime>(
         let io = ShardIo {
             rt: rt.clone(),
             inputs: rx,
-            broker: broker.clone(),
+            output: broker.output(),
             store: writer.clone(),
             identify: identify.clone(),
             max_message: config.limits.max_message,

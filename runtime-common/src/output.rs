@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use proto_core::profile::Publication;
 use proto_core::shard::PublishId;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 pub(crate) use crate::publisher::PublishReport;
 
@@ -34,4 +34,33 @@ pub(crate) trait Output: Send + Sync + std::fmt::Debug {
         publication: Arc<Publication>,
         reply: &mpsc::UnboundedSender<PublishReport>,
     ) -> bool;
+}
+
+/// The shards' view of the configured output: its current connection (if any), waking on a
+/// change, and a way to report that one failed.
+#[derive(Clone, Debug)]
+pub(crate) struct OutputClient {
+    current: watch::Receiver<Option<Arc<dyn Output>>>,
+    failures: mpsc::UnboundedSender<u64>,
+}
+
+impl OutputClient {
+    /// A client over an output's announcements and its failure reports.
+    pub(crate) fn new(
+        current: watch::Receiver<Option<Arc<dyn Output>>>,
+        failures: mpsc::UnboundedSender<u64>,
+    ) -> Self {
+        Self { current, failures }
+    }
+
+    /// A receiver that wakes when the output's connection changes (or its blocked state).
+    pub(crate) fn watch(&self) -> watch::Receiver<Option<Arc<dyn Output>>> {
+        self.current.clone()
+    }
+
+    /// Tells the output that connection `generation` failed; it reconnects unless it already
+    /// has.
+    pub(crate) fn report_failure(&self, generation: u64) {
+        let _ = self.failures.send(generation);
+    }
 }
