@@ -66,6 +66,15 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Demo mode (used when no token is configured).
     pub demo: DemoConfig,
+    /// Opt-in error reports.
+    pub sentry: SentryConfig,
+}
+
+/// Opt-in error reports to Sentry (Retsu's `sentry_url`).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SentryConfig {
+    /// The DSN (`https://<key>@<host>/<project>`); `None` sends nothing.
+    pub url: Option<SecretUrl>,
 }
 
 /// The Discord side of the configuration.
@@ -105,6 +114,9 @@ pub struct DiscordConfig {
     /// Resume the sessions stored in Redis at start-up (twilight-dispatch's `RESUME`); `false`
     /// identifies every shard afresh.
     pub resume: bool,
+    /// Post shard state changes to this Discord channel (twilight-dispatch's `LOG_CHANNEL`):
+    /// the one REST call besides `GET /gateway/bot`, made only when configured.
+    pub log_channel: Option<u64>,
 }
 
 impl DiscordConfig {
@@ -131,6 +143,10 @@ pub struct RedisConfig {
     pub url: SecretUrl,
     /// The prefix of every key Gatehouse writes (see `proto_core::store`).
     pub key_prefix: String,
+    /// At start, how long a shard whose session snapshot cannot be read (Redis unreachable)
+    /// waits before it starts a new session anyway, losing what Discord would have replayed.
+    /// `None` (the default): it waits until Redis answers. See `proto_core::store_sync`.
+    pub identify_anyway_after: Option<std::time::Duration>,
 }
 
 /// Memory and flow limits.

@@ -19,6 +19,14 @@ pub(crate) struct RawConfig {
     pub(crate) limits: RawLimits,
     pub(crate) metrics: RawMetrics,
     pub(crate) demo: RawDemo,
+    pub(crate) sentry: RawSentry,
+}
+
+/// `[sentry]`.
+#[derive(serde::Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawSentry {
+    pub(crate) url: Option<String>,
 }
 
 /// `[discord]`.
@@ -39,6 +47,7 @@ pub(crate) struct RawDiscord {
     pub(crate) hello_timeout_ms: Option<u64>,
     pub(crate) max_concurrency: Option<u16>,
     pub(crate) resume: Option<bool>,
+    pub(crate) log_channel: Option<u64>,
 }
 
 /// Intents as a number, a list of names, or one comma-separated string.
@@ -72,6 +81,7 @@ pub(crate) struct RawRedis {
     pub(crate) enabled: Option<bool>,
     pub(crate) url: Option<String>,
     pub(crate) key_prefix: Option<String>,
+    pub(crate) identify_anyway_after_secs: Option<u64>,
 }
 
 /// `[limits]`.

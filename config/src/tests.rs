@@ -53,6 +53,7 @@ fn empty_file_and_environment_give_the_defaults() {
     assert_eq!(config.amqp.url.expose(), DEFAULT_AMQP_URL);
     assert_eq!(config.redis.url.expose(), DEFAULT_REDIS_URL);
     assert_eq!(config.redis.key_prefix, "gatehouse");
+    assert_eq!(config.redis.identify_anyway_after, None);
     assert_eq!(config.discord.intents, 53_575_421);
     assert_eq!(config.discord.shard_count, None);
     assert_eq!(config.discord.shard_ids, None);
@@ -80,6 +81,7 @@ fn file_values_are_read() {
 
         [redis]
         key_prefix = "gh-test"
+        identify_anyway_after_secs = 900
 
         [profile]
         kind = "spectacles"
@@ -102,6 +104,10 @@ fn file_values_are_read() {
         serde_json::from_str(config.discord.presence.as_deref().unwrap()).unwrap();
     assert_eq!(presence["status"], "idle");
     assert_eq!(config.redis.key_prefix, "gh-test");
+    assert_eq!(
+        config.redis.identify_anyway_after,
+        Some(std::time::Duration::from_secs(900))
+    );
     assert_eq!(config.profile.kind, ProfileKind::Spectacles);
     assert_eq!(config.limits.max_unconfirmed_publishes, 50);
     assert_eq!(
@@ -546,6 +552,18 @@ fn profile_dependent_defaults() {
     assert_eq!(load("spectacles").redis.key_prefix, "gateway");
     assert_eq!(load("twilight-dispatch").redis.key_prefix, "");
     assert_eq!(load("retsu").redis.key_prefix, "gatehouse");
+    // Cordis uses Redis only when a URL is given.
+    assert!(!load("cordis").redis.enabled);
+    assert!(load("gatehouse").redis.enabled);
+    let config = Config::load(
+        "",
+        env(&[
+            ("GATEHOUSE_PROFILE", "cordis"),
+            ("CORDIS_REDIS_URL", "redis://h/"),
+        ]),
+    )
+    .unwrap();
+    assert!(config.redis.enabled);
 }
 
 #[test]
@@ -591,42 +609,8 @@ fn spectacles_environment_names() {
 }
 
 /// The configuration file of the Spectacles gateway's README, as it is.
-pub(crate) const SPECTACLES_README_TOML: &str = r#"
-token = "" # Discord token
-events = [] # array of gateway event names to publish
-
-# everything below is optional
-
-intents = [] # array of gateway intents to send when identifying
-# https://gist.github.com/msciotti/223272a6f976ce4fda22d271c23d72d9
-
-[shards]
-count = 2
-ids = [0, 1]
-
-[broker]
-type = "amqp" # only supported type; any other value sends/receives from STDIN/STDOUT
-group = "gateway"
-message_timeout = "2m" # this is the default value: https://golang.org/pkg/time/#ParseDuration
-
-[prometheus]
-address = ":8080"
-endpoint = "/metrics"
-
-[shard_store]
-type = "redis" # only supported type
-prefix = "gateway" # string to prefix shard-store keys
-
-[presence]
-# https://discord.com/developers/docs/topics/gateway#update-status
-
-[amqp]
-url = "amqp://localhost"
-
-[redis]
-url = "localhost:6379"
-pool_size = 5 # size of Redis connection pool
-"#;
+const SPECTACLES_README_TOML: &str =
+    include_str!("../../fixtures/predecessors/spectacles-gateway.toml");
 
 #[test]
 fn the_spectacles_gateway_toml_is_read() {
@@ -700,7 +684,11 @@ fn retsus_config_json_is_read() {
     );
     assert_eq!(config.amqp.url.expose(), "amqp://user:pw@rabbit:5672/");
     assert_eq!(config.redis.url.expose(), "redis://:s3cret@cache:6380/2");
-    for key in ["sentry_url", "loglevel", "abortConnect"] {
+    assert_eq!(
+        config.sentry.url.as_ref().map(|u| u.redacted()),
+        Some("https://***@sentry.example/1".to_owned())
+    );
+    for key in ["loglevel", "abortConnect"] {
         assert!(
             loaded.warnings.iter().any(|w| w.contains(key)),
             "{key}: {:?}",
@@ -744,6 +732,7 @@ fn twilight_dispatch_environment_names() {
             ("ACTIVITY_NAME", "music"),
             ("RESUME", "false"),
             ("SHARDS_CONCURRENCY", "4"),
+            ("LOG_CHANNEL", "81384788765712384"),
         ]),
     )
     .unwrap();
@@ -754,6 +743,7 @@ fn twilight_dispatch_environment_names() {
     assert_eq!(presence["activities"][0]["name"], "music");
     assert!(!config.discord.resume);
     assert_eq!(config.discord.max_concurrency, Some(4));
+    assert_eq!(config.discord.log_channel, Some(81_384_788_765_712_384));
     assert_eq!(config.redis.key_prefix, "");
 }
 

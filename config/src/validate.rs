@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use proto_core::profile::ProfileKind;
 use proto_core::secret::Secret;
 use proto_core::shard::defaults;
 
@@ -28,13 +29,15 @@ impl RawConfig {
                 &["amqp", "amqps"],
             )?,
         };
+        // Cordis uses Redis only "if provided": without a URL, the cordis profile runs without.
+        let enabled_by_default = kind != ProfileKind::Cordis || self.redis.url.is_some();
         let redis_url = self
             .redis
             .url
             .map(|url| redis_url_form(&url, warnings))
             .transpose()?;
         let redis = RedisConfig {
-            enabled: self.redis.enabled.unwrap_or(true),
+            enabled: self.redis.enabled.unwrap_or(enabled_by_default),
             url: url_setting(
                 "redis.url",
                 redis_url,
@@ -51,6 +54,10 @@ impl RawConfig {
                 }
                 prefix
             },
+            identify_anyway_after: self
+                .redis
+                .identify_anyway_after_secs
+                .map(std::time::Duration::from_secs),
         };
         Ok(Config {
             discord,
@@ -59,6 +66,17 @@ impl RawConfig {
             profile: self.profile,
             limits: self.limits.validate()?,
             metrics: self.metrics.validate()?,
+            sentry: SentryConfig {
+                url: match self.sentry.url.filter(|u| !u.trim().is_empty()) {
+                    None => None,
+                    Some(url) => Some(url_setting(
+                        "sentry.url",
+                        Some(url),
+                        "",
+                        &["https", "http"],
+                    )?),
+                },
+            },
             demo: {
                 let defaults = DemoConfig::default();
                 let demo = DemoConfig {
@@ -191,6 +209,7 @@ impl RawDiscord {
             hello_timeout,
             max_concurrency: self.max_concurrency,
             resume: self.resume.unwrap_or(true),
+            log_channel: self.log_channel.filter(|&id| id > 0),
         })
     }
 }

@@ -25,8 +25,12 @@
 //!   (retries, nacks, unroutable returns, confirm timeouts, lost links).
 //! - [`profile`]: the broker wire contracts (topology, dispatch routing, command decoding).
 //! - [`command`]: validation of the gateway packets workers ask to send, for every profile.
+//! - [`command_flow`]: worker commands from the consumer to the shards (per-shard lanes,
+//!   the reconnect rate limit, the verdict on each delivery).
 //! - [`identify`]: the identify scheduler (session start limit, `max_concurrency` buckets).
 //! - [`ratelimit`]: the per-connection send window (120 frames per 60 s, heartbeats reserved).
+//! - [`store_sync`]: the session store's policy under Redis faults (retries, what to write
+//!   when Redis returns, when shards may start new sessions without their snapshot).
 //! - [`sharding`], [`intents`], [`session`], [`secret`]: the pure rules and values shared by all.
 //! - [`rng`]: the seeded generator behind every jitter and back-off draw.
 
@@ -35,6 +39,7 @@
 
 pub mod codec;
 pub mod command;
+pub mod command_flow;
 pub mod identify;
 pub mod intents;
 pub mod outbox;
@@ -46,6 +51,7 @@ pub mod session;
 pub mod shard;
 pub mod sharding;
 pub mod store;
+pub mod store_sync;
 
 #[cfg(test)]
 mod tests;

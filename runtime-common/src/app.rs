@@ -66,8 +66,17 @@ impl Launch {
     /// in-process), or an error in a build without the `demo` feature.
     pub async fn run<R: Runtime>(self, rt: R) -> anyhow::Result<()> {
         let redis_url = self.config.redis.url.redacted();
-        let result = self.run_gateway_or_demo(rt).await;
-        result.map_err(|e| explain(e, &redis_url))
+        let reports = crate::error_reports::init(self.config.sentry.url.as_ref());
+        let result = self
+            .run_gateway_or_demo(rt)
+            .await
+            .map_err(|e| explain(e, &redis_url));
+        if let Err(e) = &result {
+            crate::error_reports::report(&format!("{e:#}"));
+        }
+        // Sends what is still queued before the process ends.
+        drop(reports);
+        result
     }
 
     async fn run_gateway_or_demo<R: Runtime>(self, rt: R) -> anyhow::Result<()> {

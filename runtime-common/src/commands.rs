@@ -1,22 +1,29 @@
 //! Worker commands: consuming the profile's command queues, asking the profile what each
-//! delivery means, and carrying out the decision.
+//! delivery means, and carrying out the decision through one lane per shard.
 //!
-//! Owns: the consumers (restarted on every new AMQP link), acknowledging a delivery only once
-//! the command was accepted into the shard's queue, forwarded, or rejected (a full shard queue
-//! is nacked with requeue after a short pause), and never failing on a bad delivery. Does not
-//! own what a command means or which shard it targets (`Router::decode_command` in the core).
+//! Owns: the consumers (restarted on every new AMQP link), which never wait for a shard; the
+//! lane tasks (one per shard, for the life of the process), which hand their shard its
+//! commands in order and wait for its answers, so that a reconnecting or flooded shard delays
+//! only its own commands; and settling each delivery with the broker (acknowledge,
+//! dead-letter, or requeue after a pause, without the consumer waiting). Does not own any
+//! decision: what a command means and which shard it targets (`Router::decode_command`), how
+//! much a lane holds, how often a shard may reconnect, and what to tell the broker
+//! (`proto_core::command_flow`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use lapin::Acker;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
+use proto_core::command_flow::{
+    CommandLanes, LaneStep, REQUEUE_DELAY, ShardAnswer, Verdict, lane_step, verdict,
+};
 use proto_core::profile::{CommandDecision, CommandDelivery, Router};
-use proto_core::shard::UsageError;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::broker::{BrokerClient, Link};
@@ -24,26 +31,45 @@ use crate::metrics;
 use crate::runtime::Runtime;
 use crate::shard_task::ShardInput;
 
-/// Deliveries a command consumer holds unacknowledged at once.
-const PREFETCH: u16 = 32;
 /// The pause before consuming again after the command channel failed on a live link.
 const RETRY_DELAY: Duration = Duration::from_secs(2);
-/// The pause before a delivery for a full shard queue goes back to the broker.
-const REQUEUE_DELAY: Duration = Duration::from_millis(250);
 
-/// Starts the consumer task; it follows the broker's links until `stop`.
+/// Starts the lanes and the consumer task; the consumer follows the broker's links until
+/// `stop`. Each shard's lane holds at most `lane_capacity` commands.
 pub(crate) fn start<R: Runtime>(
     rt: &R,
     broker: BrokerClient,
     router: Router,
     shards: HashMap<u32, mpsc::UnboundedSender<ShardInput>>,
+    lane_capacity: usize,
     stop: watch::Receiver<bool>,
 ) {
-    let handler = Handler {
+    let settler = Settler {
         rt: rt.clone(),
         broker: broker.clone(),
         router,
+    };
+    let lanes = Arc::new(Mutex::new(CommandLanes::new(
+        shards.keys().copied(),
+        lane_capacity,
+    )));
+    let mut lane_inputs = HashMap::new();
+    for (&number, inputs) in &shards {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lane_inputs.insert(number, tx);
+        rt.spawn(lane(
+            number,
+            inputs.clone(),
+            rx,
+            lanes.clone(),
+            settler.clone(),
+        ));
+    }
+    let handler = Handler {
+        settler,
         shards,
+        lanes,
+        lane_inputs,
     };
     rt.spawn(follow_links(handler, broker, stop));
 }
@@ -78,7 +104,7 @@ async fn follow_links<R: Runtime>(
         let stopped = stop.wait_for(|s| *s);
         let retry = async {
             if consumed {
-                handler.rt.sleep(RETRY_DELAY).await;
+                handler.settler.rt.sleep(RETRY_DELAY).await;
             } else {
                 std::future::pending::<()>().await;
             }
@@ -100,8 +126,9 @@ async fn consume<R: Runtime>(handler: &Handler<R>, link: &Arc<Link>) {
             return;
         }
     };
+    let prefetch = handler.lanes().prefetch();
     if let Err(e) = channel
-        .basic_qos(PREFETCH, BasicQosOptions::default())
+        .basic_qos(prefetch, BasicQosOptions::default())
         .await
     {
         tracing::warn!(error = %e, "cannot set the command prefetch");
@@ -124,11 +151,11 @@ async fn consume<R: Runtime>(handler: &Handler<R>, link: &Arc<Link>) {
             Err(e) => tracing::warn!(queue, error = %e, "cannot consume commands"),
         }
     }
-    tracing::info!(queues = ?link.command_queues, "consuming commands");
+    tracing::info!(queues = ?link.command_queues, prefetch, "consuming commands");
     let mut deliveries = futures_util::stream::select_all(consumers);
     while let Some((queue, delivery)) = deliveries.next().await {
         match delivery {
-            Ok(delivery) => handler.handle(&queue, delivery).await,
+            Ok(delivery) => handler.handle(queue, delivery).await,
             Err(e) => {
                 tracing::warn!(error = %e, "the command consumer failed");
                 break;
@@ -137,74 +164,133 @@ async fn consume<R: Runtime>(handler: &Handler<R>, link: &Arc<Link>) {
     }
 }
 
-struct Handler<R: Runtime> {
+/// Where a delivery came from (kept for a dead letter once the shards answered).
+struct Origin {
+    exchange: String,
+    routing_key: String,
+    queue: String,
+    body: Vec<u8>,
+}
+
+impl Origin {
+    fn delivery(&self) -> CommandDelivery<'_> {
+        CommandDelivery {
+            exchange: &self.exchange,
+            routing_key: &self.routing_key,
+            queue: &self.queue,
+            body: &self.body,
+        }
+    }
+}
+
+/// A delivery waiting for its shards' answers (unacknowledged meanwhile).
+struct Pending {
+    acker: Acker,
+    origin: Origin,
+    expected: usize,
+    answers: Mutex<Vec<(u32, ShardAnswer)>>,
+}
+
+impl Pending {
+    /// Records `shard`'s answer; the last one gets every answer back, to settle.
+    fn answer(&self, shard: u32, answer: ShardAnswer) -> Option<Vec<(u32, ShardAnswer)>> {
+        let mut answers = self.answers.lock().expect("not poisoned");
+        answers.push((shard, answer));
+        (answers.len() == self.expected).then(|| std::mem::take(&mut *answers))
+    }
+}
+
+/// A command in a shard's lane.
+struct LaneItem {
+    packet: Bytes,
+    pending: Arc<Pending>,
+}
+
+/// Hands a shard its commands, in order, and settles each delivery whose last answer it got.
+async fn lane<R: Runtime>(
+    shard: u32,
+    inputs: mpsc::UnboundedSender<ShardInput>,
+    mut items: mpsc::UnboundedReceiver<LaneItem>,
+    lanes: Arc<Mutex<CommandLanes>>,
+    settler: Settler<R>,
+) {
+    while let Some(item) = items.recv().await {
+        let answer = loop {
+            let (reply, answer) = oneshot::channel();
+            let input = ShardInput::Command {
+                packet: item.packet.clone(),
+                reply,
+            };
+            let result = match inputs.send(input) {
+                Ok(()) => answer.await.ok(),
+                Err(_) => None,
+            };
+            match lane_step(result) {
+                LaneStep::Done(answer) => break answer,
+                LaneStep::Retry(pause) => settler.rt.sleep(pause).await,
+            }
+        };
+        lanes.lock().expect("not poisoned").finish(shard);
+        if let Some(answers) = item.pending.answer(shard, answer) {
+            settler.settle_answers(&item.pending, &answers).await;
+        }
+    }
+}
+
+/// Carries out verdicts with the broker (shared by the consumer and the lanes).
+#[derive(Clone)]
+struct Settler<R: Runtime> {
     rt: R,
     broker: BrokerClient,
     router: Router,
-    shards: HashMap<u32, mpsc::UnboundedSender<ShardInput>>,
 }
 
-/// What to tell the broker about a delivery.
-enum Settle {
-    Ack,
-    Requeue,
-}
-
-impl<R: Runtime> Handler<R> {
-    async fn handle(&self, queue: &str, delivery: Delivery) {
-        let decision = self.router.decode_command(&CommandDelivery {
-            exchange: delivery.exchange.as_str(),
-            routing_key: delivery.routing_key.as_str(),
-            queue,
-            body: &delivery.data,
-        });
-        let settle = self.act(decision).await;
-        let result = match settle {
-            Settle::Ack => delivery.ack(BasicAckOptions::default()).await,
-            Settle::Requeue => {
-                self.rt.sleep(REQUEUE_DELAY).await;
-                delivery
-                    .nack(BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    })
-                    .await
+impl<R: Runtime> Settler<R> {
+    /// Settles a delivery once every target shard answered.
+    async fn settle_answers(&self, pending: &Pending, answers: &[(u32, ShardAnswer)]) {
+        match verdict(answers) {
+            Verdict::Ack { missed } => {
+                if !missed.is_empty() {
+                    let missed: Vec<String> = missed.into_iter().map(|(_, r)| r).collect();
+                    tracing::warn!(
+                        missed = %missed.join("; "),
+                        "a command reached only some of its shards"
+                    );
+                }
+                metrics::record_command("sent");
+                self.ack(&pending.acker).await;
             }
-        };
-        if let Err(e) = result {
-            // The channel is gone; the broker redelivers the command to the next consumer.
-            tracing::warn!(error = %e, "cannot settle a command delivery");
+            Verdict::Reject(reason) => {
+                let decision = self
+                    .router
+                    .reject_command(&pending.origin.delivery(), reason);
+                self.act(decision, &pending.acker).await;
+            }
+            Verdict::Requeue => {
+                metrics::record_command("requeued");
+                self.requeue(&pending.acker);
+            }
         }
     }
 
-    async fn act(&self, decision: CommandDecision) -> Settle {
+    /// Settles a decision that needs no shard (everything but `Send` and `Reconnect`).
+    async fn act(&self, decision: CommandDecision, acker: &Acker) {
         match decision {
-            CommandDecision::Send { shards, packet } => self.send(shards, packet).await,
-            CommandDecision::Reconnect { shards } => {
-                for number in shards {
-                    if let Some(inputs) = self.shards.get(&number) {
-                        let _ = inputs.send(ShardInput::Reconnect);
-                    }
-                }
-                metrics::record_command("reconnect");
-                Settle::Ack
-            }
-            CommandDecision::Forward(publication) => match self.broker.current() {
-                Some(link) => match link.publish_confirmed(&publication).await {
+            CommandDecision::Forward(publication) => {
+                let published = match self.broker.current() {
+                    Some(link) => link.publish_confirmed(&publication).await,
+                    None => Err("not connected".into()),
+                };
+                match published {
                     Ok(()) => {
                         metrics::record_command("forwarded");
-                        Settle::Ack
+                        self.ack(acker).await;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot forward a command");
-                        Settle::Requeue
+                        self.requeue(acker);
                     }
-                },
-                None => Settle::Requeue,
-            },
-            CommandDecision::Ignore => {
-                metrics::record_command("ignored");
-                Settle::Ack
+                }
             }
             CommandDecision::Reject {
                 reason,
@@ -219,57 +305,134 @@ impl<R: Runtime> Handler<R> {
                     };
                     if let Err(e) = published {
                         tracing::warn!(error = %e, "cannot dead-letter a command");
-                        return Settle::Requeue;
+                        return self.requeue(acker);
                     }
                 }
-                Settle::Ack
+                self.ack(acker).await;
+            }
+            CommandDecision::Ignore => {
+                metrics::record_command("ignored");
+                self.ack(acker).await;
+            }
+            CommandDecision::Send { .. } | CommandDecision::Reconnect { .. } => {
+                unreachable!("the handler gives shards' commands to the lanes")
             }
         }
     }
 
-    /// Hands the packet to each shard and waits for their answers.
-    async fn send(&self, shards: Vec<u32>, packet: Bytes) -> Settle {
-        let mut accepted = 0;
-        let mut full = 0;
-        for number in &shards {
-            let Some(inputs) = self.shards.get(number) else {
-                tracing::warn!(
-                    shard = number,
-                    "a command names a shard this process does not run"
-                );
-                continue;
+    async fn ack(&self, acker: &Acker) {
+        if let Err(e) = acker.ack(BasicAckOptions::default()).await {
+            // The channel is gone; the broker redelivers the command to the next consumer.
+            tracing::warn!(error = %e, "cannot acknowledge a command delivery");
+        }
+    }
+
+    /// Sends a delivery back to the queue after [`REQUEUE_DELAY`], without anyone waiting.
+    fn requeue(&self, acker: &Acker) {
+        let acker = acker.clone();
+        let rt = self.rt.clone();
+        self.rt.spawn(async move {
+            rt.sleep(REQUEUE_DELAY).await;
+            let requeue = BasicNackOptions {
+                multiple: false,
+                requeue: true,
             };
-            let (reply, answer) = oneshot::channel();
-            let input = ShardInput::Command {
-                packet: packet.clone(),
-                reply,
-            };
-            if inputs.send(input).is_err() {
-                full += 1;
-                continue;
+            if let Err(e) = acker.nack(requeue).await {
+                tracing::warn!(error = %e, "cannot requeue a command delivery");
             }
-            match answer.await {
-                Ok(Ok(())) => accepted += 1,
-                Ok(Err(UsageError::QueueFull)) | Ok(Err(UsageError::ShuttingDown)) | Err(_) => {
-                    full += 1
+        });
+    }
+}
+
+struct Handler<R: Runtime> {
+    settler: Settler<R>,
+    shards: HashMap<u32, mpsc::UnboundedSender<ShardInput>>,
+    lanes: Arc<Mutex<CommandLanes>>,
+    lane_inputs: HashMap<u32, mpsc::UnboundedSender<LaneItem>>,
+}
+
+impl<R: Runtime> Handler<R> {
+    fn lanes(&self) -> std::sync::MutexGuard<'_, CommandLanes> {
+        self.lanes.lock().expect("not poisoned")
+    }
+
+    /// Decodes a delivery and passes it on; waits for the broker at most (dead letters,
+    /// forwards, acknowledgements), never for a shard.
+    async fn handle(&self, queue: String, delivery: Delivery) {
+        let origin = Origin {
+            exchange: delivery.exchange.to_string(),
+            routing_key: delivery.routing_key.to_string(),
+            queue,
+            body: delivery.data,
+        };
+        let acker = delivery.acker;
+        match self.settler.router.decode_command(&origin.delivery()) {
+            CommandDecision::Send { shards, packet } => {
+                self.send(shards, packet, acker, origin).await
+            }
+            CommandDecision::Reconnect { shards } => {
+                let now = self.settler.rt.now();
+                let answers: Vec<(u32, ShardAnswer)> = shards
+                    .into_iter()
+                    .map(|shard| {
+                        let allowed = self.lanes().allow_reconnect(now, shard);
+                        let answer = match allowed.and_then(|()| self.reconnect(shard)) {
+                            Ok(()) => ShardAnswer::Queued,
+                            Err(answer) => answer,
+                        };
+                        (shard, answer)
+                    })
+                    .collect();
+                let pending = Pending {
+                    acker,
+                    origin,
+                    expected: answers.len(),
+                    answers: Mutex::new(Vec::new()),
+                };
+                self.settler.settle_answers(&pending, &answers).await;
+            }
+            decision => self.settler.act(decision, &acker).await,
+        }
+    }
+
+    fn reconnect(&self, shard: u32) -> Result<(), ShardAnswer> {
+        let inputs = self.shards.get(&shard).ok_or(ShardAnswer::Gone)?;
+        inputs
+            .send(ShardInput::Reconnect)
+            .map_err(|_| ShardAnswer::Gone)?;
+        metrics::record_command("reconnect");
+        Ok(())
+    }
+
+    /// Puts the packet in each target shard's lane; settles at once only when no lane took it.
+    async fn send(&self, shards: Vec<u32>, packet: Bytes, acker: Acker, origin: Origin) {
+        let pending = Arc::new(Pending {
+            acker,
+            origin,
+            expected: shards.len(),
+            answers: Mutex::new(Vec::new()),
+        });
+        let mut settle = None;
+        for shard in shards {
+            let admitted = self.lanes().admit(shard);
+            let queued = admitted.and_then(|()| {
+                let item = LaneItem {
+                    packet: packet.clone(),
+                    pending: pending.clone(),
+                };
+                let sent = self.lane_inputs.get(&shard).map(|lane| lane.send(item));
+                if let Some(Ok(())) = sent {
+                    return Ok(());
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(shard = number, error = %e, "a shard refused a command")
-                }
+                self.lanes().finish(shard);
+                Err(ShardAnswer::Gone)
+            });
+            if let Err(answer) = queued {
+                settle = pending.answer(shard, answer).or(settle);
             }
         }
-        if full > 0 && accepted == 0 {
-            metrics::record_command("requeued");
-            return Settle::Requeue;
+        if let Some(answers) = settle {
+            self.settler.settle_answers(&pending, &answers).await;
         }
-        if full > 0 {
-            tracing::warn!(
-                accepted,
-                full,
-                "a command reached only some of its shards; the others were full"
-            );
-        }
-        metrics::record_command("sent");
-        Settle::Ack
     }
 }

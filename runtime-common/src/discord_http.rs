@@ -71,18 +71,23 @@ pub async fn fetch_gateway_bot(
     })
 }
 
+/// The HTTP client of Discord's REST API: a 15 s budget per request, statuses as values, and
+/// the `User-Agent` Discord asks bots for.
+pub(crate) fn rest_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(15)))
+        .http_status_as_error(false)
+        .user_agent("DiscordBot (https://example.invalid/gatehouse, 0.1)")
+        .build()
+        .new_agent()
+}
+
 fn fetch_blocking(url: &str, token: &Secret) -> Result<GatewayBot, GatewayBotError> {
     let failed = |message: String| GatewayBotError::Failed {
         url: url.to_owned(),
         message,
     };
-    let agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(15)))
-        .http_status_as_error(false)
-        .user_agent("DiscordBot (https://example.invalid/gatehouse, 0.1)")
-        .build()
-        .new_agent();
-    let mut response = agent
+    let mut response = rest_agent()
         .get(url)
         .header("Authorization", format!("Bot {}", token.expose()))
         .call()

@@ -16,13 +16,14 @@ use proto_core::outbox::OutboxConfig;
 use proto_core::profile::{ProfileError, ProfileKind, Router};
 use proto_core::shard::{Shard, ShardConfig, StopReason};
 use proto_core::sharding::ShardId;
+use proto_core::store_sync::StorePolicy;
 use tokio::sync::{mpsc, watch};
 
 use crate::broker::{self, BrokerSettings};
 use crate::discord_http::{GatewayBot, GatewayBotError, fetch_gateway_bot};
 use crate::identify;
 use crate::runtime::Runtime;
-use crate::session_store::{SessionStore, StoreError};
+use crate::session_store::{LoadedSessions, SessionStore, StoreError};
 use crate::shard_task::{self, ShardInput, ShardIo};
 
 /// Why the process could not run.
@@ -37,7 +38,7 @@ pub enum RunError {
     /// The profile settings do not work.
     #[error(transparent)]
     Profile(#[from] ProfileError),
-    /// Redis is unreachable.
+    /// The Redis URL cannot be used.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Every shard stopped for good on its own.
@@ -78,6 +79,9 @@ pub async fn run_with_gateway<R: Runtime>(
     let cluster = config.cluster(bot.shards)?;
     let router = Router::new(&config.profile, &cluster)?;
     crate::predecessor_metrics::enable(config.profile.kind, cluster.owned.len());
+    if let Some(channel) = config.discord.log_channel {
+        crate::log_channel::start(&config.discord.api_base, &config.discord.token, channel);
+    }
     tracing::info!(
         shard_count = cluster.shard_count,
         owned = ?cluster.owned,
@@ -87,13 +91,52 @@ pub async fn run_with_gateway<R: Runtime>(
         "starting"
     );
     let mut store = if config.redis.enabled {
-        Some(SessionStore::connect(&rt, &config.redis.url, &config.redis.key_prefix).await?)
+        Some(SessionStore::open(
+            &rt,
+            &config.redis.url,
+            &config.redis.key_prefix,
+        )?)
     } else {
         tracing::warn!(
             "no Redis (redis.enabled is off): sessions live in memory only, so a restart \
              identifies every shard afresh and Discord's replay of the missed events is lost"
         );
         None
+    };
+    let store_policy = StorePolicy {
+        identify_anyway_after: config.redis.identify_anyway_after,
+        ..StorePolicy::default()
+    };
+    futures_util::pin_mut!(shutdown);
+    if !config.discord.resume {
+        tracing::info!("discord.resume is off: every shard identifies afresh");
+    }
+    // Every shard waits for its snapshot: while Redis is down this waits (retrying), because
+    // a shard started without it would start a new session and lose Discord's replay.
+    let loaded = match store.as_mut().filter(|_| config.discord.resume) {
+        Some(store) => {
+            let shard_ids: Vec<ShardId> = cluster
+                .owned
+                .iter()
+                .map(|&number| {
+                    ShardId::new(number, cluster.shard_count)
+                        .expect("Config::cluster only returns shards below the count")
+                })
+                .collect();
+            let load = store.load_sessions(&shard_ids, store_policy);
+            futures_util::pin_mut!(load);
+            match futures_util::future::select(load, shutdown.as_mut()).await {
+                futures_util::future::Either::Left((loaded, _)) => loaded,
+                futures_util::future::Either::Right(_) => {
+                    tracing::info!("stopped before the shards started (waiting for Redis)");
+                    return Ok(());
+                }
+            }
+        }
+        None => LoadedSessions {
+            sessions: cluster.owned.iter().map(|&n| (n, None)).collect(),
+            unread: Vec::new(),
+        },
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -108,7 +151,6 @@ pub async fn run_with_gateway<R: Runtime>(
         stop_rx.clone(),
     );
 
-    futures_util::pin_mut!(shutdown);
     if config.profile.kind == ProfileKind::Cordis {
         // The Cordis spec: ensure the broker connection before connecting to Discord.
         tracing::info!("cordis profile: waiting for RabbitMQ before starting the shards");
@@ -132,32 +174,20 @@ pub async fn run_with_gateway<R: Runtime>(
         receivers.push((number, rx));
     }
 
-    let mut sessions = HashMap::new();
-    if !config.discord.resume {
-        tracing::info!("discord.resume is off: every shard identifies afresh");
-    }
+    let mut sessions = loaded.sessions;
     for &number in &cluster.owned {
-        let shard_id = ShardId::new(number, cluster.shard_count)
-            .expect("Config::cluster only returns shards below the count");
-        let Some(store) = store.as_mut().filter(|_| config.discord.resume) else {
-            sessions.insert(number, None);
-            continue;
-        };
-        let session = match store.load_session(shard_id).await {
-            Ok(session) => session,
-            Err(e) => {
-                tracing::warn!(shard = number, error = %e, "cannot load the session; identifying");
-                None
-            }
-        };
-        if let Some(s) = &session {
-            tracing::info!(
+        match sessions.get(&number) {
+            Some(Some(s)) => tracing::info!(
                 shard = number,
                 sequence = s.sequence,
                 "resuming the stored session"
-            );
+            ),
+            _ if loaded.unread.contains(&number) => tracing::warn!(
+                shard = number,
+                "identifying without reading the stored session (Redis unreachable)"
+            ),
+            _ => {}
         }
-        sessions.insert(number, session);
     }
     let identifying_at_start = sessions
         .iter()
@@ -181,7 +211,15 @@ pub async fn run_with_gateway<R: Runtime>(
     );
 
     let writer = match store {
-        Some(store) => store.start_writer(&rt, config.profile.kind, cluster.shard_count),
+        Some(store) => {
+            let saved = sessions.values().flatten().cloned().collect();
+            store.start_writer(
+                config.profile.kind,
+                cluster.shard_count,
+                store_policy.retry,
+                saved,
+            )
+        }
         None => crate::session_store::StoreWriter::discarding(),
     };
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u32, StopReason)>();
@@ -223,7 +261,14 @@ pub async fn run_with_gateway<R: Runtime>(
     }
     drop(done_tx);
 
-    crate::commands::start(&rt, broker.clone(), router, inputs.clone(), stop_rx.clone());
+    crate::commands::start(
+        &rt,
+        broker.clone(),
+        router,
+        inputs.clone(),
+        config.limits.command_queue_capacity,
+        stop_rx.clone(),
+    );
 
     let mut running = cluster.owned.len();
     let mut last_reason = None;

@@ -10,6 +10,7 @@
 //! - [`app`]: the binaries' edges (configuration, process set-up, signals, demo or not).
 //! - [`cli`]: the command line both binaries share, and the one-shot subcommands.
 //! - [`logging`]: text or JSON log lines, colour only on a terminal.
+//! - [`log_channel`]: shard state changes posted to a Discord channel (`LOG_CHANNEL`).
 //! - [`advice`]: recognisable configuration mistakes explained in words.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/status.json` and the status page.
 //! - [`status`]: the live status registry the shards report to and the page shows.
@@ -25,6 +26,7 @@
 //! - [`session_store`]: session snapshots and shard status in Redis.
 //! - [`identify`]: the process-wide identify coordinator.
 //! - [`discord_http`]: `GET /gateway/bot`.
+//! - [`error_reports`]: opt-in error reports to Sentry.
 //! - [`metrics`]: metric names and the Prometheus endpoint; [`predecessor_metrics`]: the
 //!   predecessors' metric names, served besides under their profile.
 //! - [`demo`]: the demo mode (mock gateway in-process, live count of published events).
@@ -42,9 +44,11 @@ pub mod demo;
 pub mod discord_http;
 #[cfg(feature = "test-support")]
 pub mod e2e;
+pub mod error_reports;
 pub mod gateway;
 pub mod http;
 pub mod identify;
+pub mod log_channel;
 pub mod logging;
 pub mod metrics;
 mod output;

@@ -46,7 +46,7 @@ pub const GATEWAY_LATENCY: &str = "gatehouse_gateway_latency_seconds";
 pub const SHARD_RECONNECTIONS: &str = "gatehouse_shard_reconnections_total";
 /// Worker commands waiting for the gateway rate limiter, per shard.
 pub const COMMAND_QUEUE: &str = "gatehouse_command_queue_depth";
-/// Redis writes that failed (sessions and status; retried with the next write of the key).
+/// Redis write attempts that failed (sessions and status; retried with back-off, latest values).
 pub const REDIS_WRITE_FAILURES: &str = "gatehouse_redis_write_failures_total";
 /// Always 1, labelled with the version and the binary.
 pub const BUILD_INFO: &str = "gatehouse_build_info";
@@ -188,11 +188,18 @@ impl ShardMetrics {
         if let Ok(number) = self.shard.parse() {
             crate::predecessor_metrics::state(number, name);
         }
+        crate::log_channel::shard_state(&self.shard, name, &reason.to_string());
         match state {
             ShardState::Disconnected { .. } if last_disconnect.is_some() => {
                 tracing::warn!(state = name, %reason, "shard state")
             }
-            ShardState::FatallyClosed => tracing::error!(state = name, %reason, "shard state"),
+            ShardState::FatallyClosed => {
+                tracing::error!(state = name, %reason, "shard state");
+                crate::error_reports::report(&format!(
+                    "shard {} closed for good: {reason}",
+                    self.shard
+                ));
+            }
             _ => tracing::info!(state = name, %reason, "shard state"),
         }
         status::global().state_changed(&self.cell, name, reason, wall_clock);

@@ -69,9 +69,14 @@ struct Run {
 
 impl Run {
     async fn new(tag: &str, recommended_shards: u32) -> Self {
+        Self::with_mock(tag, recommended_shards, |_| {}).await
+    }
+
+    async fn with_mock(tag: &str, recommended_shards: u32, adjust: fn(&mut MockConfig)) -> Self {
         let mut config = MockConfig::for_tests(TOKEN);
         config.shards = recommended_shards;
         config.max_concurrency = 16;
+        adjust(&mut config);
         let mock = MockGateway::start(config).expect("start the mock gateway");
         let mut redis = PrivateRedis::new(tag).expect("a private Redis");
         redis.start().await.expect("start the private Redis");
@@ -268,41 +273,8 @@ impl Run {
 /// The Spectacles gateway README's `gateway.toml`, exactly (only the addresses of the test's
 /// services substituted: AMQP URL, Redis address in the documented `host:port` form, the
 /// Prometheus port), with the token and `DISCORD_EVENTS` from the README's Docker example.
-const SPECTACLES_GATEWAY_TOML: &str = r#"token = "" # Discord token
-events = [] # array of gateway event names to publish
-
-# everything below is optional
-
-intents = [] # array of gateway intents to send when identifying
-# https://gist.github.com/msciotti/223272a6f976ce4fda22d271c23d72d9
-
-[shards]
-count = 2
-ids = [0, 1]
-
-[broker]
-type = "amqp" # only supported type; any other value sends/receives from STDIN/STDOUT
-group = "gateway"
-message_timeout = "2m" # this is the default value: https://golang.org/pkg/time/#ParseDuration
-
-[prometheus]
-address = ":8080"
-endpoint = "/metrics"
-
-[shard_store]
-type = "redis" # only supported type
-prefix = "gateway" # string to prefix shard-store keys
-
-[presence]
-# https://discord.com/developers/docs/topics/gateway#update-status
-
-[amqp]
-url = "amqp://localhost"
-
-[redis]
-url = "localhost:6379"
-pool_size = 5 # size of Redis connection pool
-"#;
+const SPECTACLES_GATEWAY_TOML: &str =
+    include_str!("../../fixtures/predecessors/spectacles-gateway.toml");
 
 #[tokio::test]
 async fn spectacles_gateway_toml_and_environment() {
@@ -446,59 +418,8 @@ async fn cordis_1x_unprefixed_environment() {
 
 /// twilight-dispatch's `.env.example`, exactly, as `.env` in the working directory (only the
 /// addresses substituted; RABBIT_* has no vhost, so the test's vhost comes in as AMQP_URL).
-const TWILIGHT_DISPATCH_ENV_EXAMPLE: &str = "# Logging level
-RUST_LOG=info
-
-# Discord bot token
-BOT_TOKEN=
-
-# Sharding information
-SHARDS_START=0
-SHARDS_END=1
-SHARDS_TOTAL=2
-SHARDS_CONCURRENCY=1
-
-# Number of clusters
-CLUSTERS=2
-
-# Declare default queue
-DECLARE_QUEUE=true
-
-# Resume after a restart
-RESUME=true
-
-# Identify payload
-INTENTS=32767
-LARGE_THRESHOLD=250
-STATUS=online
-ACTIVITY_TYPE=0
-ACTIVITY_NAME=Testing
-
-# Discord channel logs
-LOG_CHANNEL=
-
-# State configuration
-STATE_ENABLED=true
-STATE_MEMBER=true
-STATE_MEMBER_TTL=1000
-STATE_MESSAGE=true
-STATE_MESSAGE_TTL=1000
-STATE_PRESENCE=true
-
-# RabbitMQ details
-RABBIT_HOST=127.0.0.1
-RABBIT_PORT=5672
-RABBIT_USERNAME=guest
-RABBIT_PASSWORD=guest
-
-# Redis address
-REDIS_HOST=127.0.0.1
-REDIS_PORT=6379
-
-# Prometheus address
-PROMETHEUS_HOST=127.0.0.1
-PROMETHEUS_PORT=8005
-";
+const TWILIGHT_DISPATCH_ENV_EXAMPLE: &str =
+    include_str!("../../fixtures/predecessors/twilight-dispatch.env.example");
 
 #[tokio::test]
 async fn twilight_dispatch_dotenv() {
@@ -627,4 +548,158 @@ async fn retsu_config_json() {
     let keys = run.redis_keys(|k| k.contains_key("gatehouse:session:3"));
     assert!(keys.contains_key("gatehouse:session:2"), "{keys:?}");
     assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)));
+}
+
+/// Redis is optional (Retsu: "recommended"): with an empty `redis_url` the process runs with its
+/// sessions in memory, and does not even try the (here unreachable) Redis address.
+#[tokio::test]
+async fn retsu_without_redis() {
+    let run = Run::new("dropin-retsu-noredis", 1).await;
+    run.write(
+        "config.json",
+        &serde_json::json!({
+            "discord": { "token": TOKEN, "shard_count": 1, "intents": 513 },
+            "msg_queue": { "url": run.broker.amqp_url() },
+            "redis_url": ""
+        })
+        .to_string(),
+    );
+    let mut gatehouse = run.start(&[("REDIS_URL", "redis://127.0.0.1:1/".to_owned())]);
+    let shards = run.identified(1);
+    assert_eq!(shards.keys().copied().collect::<Vec<_>>(), [0]);
+    run.assert_exchange("gateway", ExchangeKind::Direct, true)
+        .await;
+    assert!(gatehouse.is_running(), "runs without Redis");
+    assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)));
+}
+
+/// twilight-dispatch's `LOG_CHANNEL`: shard state changes are posted to that channel through the
+/// REST API, and a 429 is waited out and retried (the mock rate-limits the first post).
+#[tokio::test]
+async fn twilight_dispatch_log_channel() {
+    let run = Run::with_mock("dropin-logchannel", 1, |config| {
+        config.rate_limit_channel_messages = 1;
+    })
+    .await;
+    let mut gatehouse = run.start(&[
+        ("GATEHOUSE_PROFILE", "twilight-dispatch".to_owned()),
+        ("BOT_TOKEN", TOKEN.to_owned()),
+        ("LOG_CHANNEL", "81384788765712384".to_owned()),
+        ("AMQP_URL", run.broker.amqp_url()),
+        ("REDIS_URL", run.redis.url()),
+    ]);
+    let posts = run.mock.recorder().wait_for(WAIT, |r| {
+        let posts: Vec<_> = r
+            .http
+            .iter()
+            .filter(|h| {
+                h.method == "POST" && h.path.ends_with("/channels/81384788765712384/messages")
+            })
+            .cloned()
+            .collect();
+        posts
+            .iter()
+            .any(|p| p.status == 200 && p.body.contains("Shard 0 active"))
+            .then_some(posts)
+    });
+    let posts = posts.expect("the shard's state changes are posted to the log channel");
+    assert_eq!(posts[0].status, 429, "the mock rate-limits the first post");
+    assert_eq!(
+        posts[1].body, posts[0].body,
+        "the rate-limited post is retried"
+    );
+    let embed: serde_json::Value = serde_json::from_str(&posts[0].body).unwrap();
+    assert!(
+        embed["embeds"][0]["title"]
+            .as_str()
+            .unwrap()
+            .starts_with("Shard 0 ")
+    );
+    assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)));
+}
+
+/// A local HTTP endpoint that records each request's path and body (Sentry's envelope
+/// endpoint, here).
+fn recording_endpoint() -> (u16, std::sync::mpsc::Receiver<(String, String)>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut data = Vec::new();
+            let mut chunk = [0u8; 8192];
+            // The head, then Content-Length bytes of body.
+            let (head_end, length) = loop {
+                let Ok(n) = stream.read(&mut chunk) else {
+                    break (None, 0);
+                };
+                if n == 0 {
+                    break (None, 0);
+                }
+                data.extend_from_slice(&chunk[..n]);
+                if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    break (Some(end + 4), length);
+                }
+            };
+            let Some(start) = head_end else { continue };
+            while data.len() < start + length {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => data.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&data[..start]).into_owned();
+            let path = head
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+            let body = String::from_utf8_lossy(&data[start..]).into_owned();
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+            );
+            let _ = tx.send((path, body));
+        }
+    });
+    (port, rx)
+}
+
+/// Retsu's `sentry_url`: an error ends the run (here Discord refuses the token) and is reported
+/// to Sentry as an envelope.
+#[tokio::test]
+async fn retsu_sentry_url_reports_errors() {
+    let run = Run::new("dropin-sentry", 1).await;
+    let (port, requests) = recording_endpoint();
+    run.write(
+        "config.json",
+        &serde_json::json!({
+            "discord": { "token": "not-the-mocks-token", "shard_count": 1 },
+            "msg_queue": { "url": run.broker.amqp_url() },
+            "redis_url": run.redis_address(),
+            "sentry_url": format!("http://publickey@127.0.0.1:{port}/1")
+        })
+        .to_string(),
+    );
+    let _gatehouse = run.start(&[]);
+    let (path, body) = requests
+        .recv_timeout(WAIT)
+        .expect("an error report reaches the Sentry endpoint");
+    assert_eq!(path, "/api/1/envelope/");
+    assert!(
+        body.contains("Unauthorized") || body.contains("401"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("not-the-mocks-token"),
+        "the token never leaves: {body}"
+    );
 }

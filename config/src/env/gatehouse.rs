@@ -72,6 +72,11 @@ pub const TABLE: EnvTable = EnvTable {
             kind: EnvKind::Text,
         },
         EnvVar {
+            names: &["GATEHOUSE_REDIS_IDENTIFY_ANYWAY_AFTER_SECS"],
+            path: &["redis", "identify_anyway_after_secs"],
+            kind: EnvKind::Integer,
+        },
+        EnvVar {
             names: &["GATEHOUSE_PROFILE", "BROKER_PROFILE"],
             path: &["profile", "kind"],
             kind: EnvKind::Text,
@@ -89,6 +94,11 @@ pub const TABLE: EnvTable = EnvTable {
         EnvVar {
             names: &["GATEHOUSE_METRICS_ADDRESS"],
             path: &["metrics", "address"],
+            kind: EnvKind::Text,
+        },
+        EnvVar {
+            names: &["SENTRY_DSN"],
+            path: &["sentry", "url"],
             kind: EnvKind::Text,
         },
         EnvVar {

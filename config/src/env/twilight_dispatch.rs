@@ -15,7 +15,8 @@
 //! | `REDIS_HOST`, `REDIS_PORT` | `redis.url` | |
 //! | `PROMETHEUS_HOST`, `PROMETHEUS_PORT` | `metrics.address` | |
 //! | `DEFAULT_QUEUE` (older: `DECLARE_QUEUE`) | `profile.default_queue` | twilight-dispatch profile only |
-//! | `SHARDS_WAIT`, `CLUSTERS`, `LOG_CHANNEL`, `STATE_*` | (none) | warned about (see the README) |
+//! | `LOG_CHANNEL` | `discord.log_channel` | shard state changes posted to that channel |
+//! | `SHARDS_WAIT`, `CLUSTERS`, `STATE_*` | (none) | warned about (see the README) |
 
 use proto_core::profile::ProfileKind;
 
@@ -86,6 +87,11 @@ pub const TABLE: EnvTable = EnvTable {
             kind: EnvKind::Boolean,
         },
         EnvVar {
+            names: &["LOG_CHANNEL"],
+            path: &["discord", "log_channel"],
+            kind: EnvKind::Integer,
+        },
+        EnvVar {
             names: &["INTENTS"],
             path: &["discord", "intents"],
             kind: EnvKind::IntegerOrText,
@@ -108,12 +114,6 @@ pub const TABLE: EnvTable = EnvTable {
             fine: &["1"],
             why: "Gatehouse runs the shards of a process as one group with one identify queue; \
                   start more processes with their own SHARDS_START/SHARDS_END instead",
-        },
-        Unsupported {
-            name: "LOG_CHANNEL",
-            fine: &[],
-            why: "shard state changes are not posted to a Discord channel; follow them in the \
-                  logs, /status.json or the gateway_statuses key",
         },
         Unsupported {
             name: "STATE_ENABLED",

@@ -11,7 +11,8 @@
 //! | `ignore_packets` | `profile.ignored_events` |
 //! | `msg_queue.url` | `amqp.url` |
 //! | `redis_url` (StackExchange form `host:port,password=...`) | `redis.url`; empty: no Redis |
-//! | `loglevel`, `sentry_url` | warned about (see the README) |
+//! | `sentry_url` | `sentry.url` (opt-in error reports) |
+//! | `loglevel` | warned about: set `RUST_LOG` |
 //!
 //! Selects the retsu profile (an environment variable may still choose another).
 
@@ -93,13 +94,10 @@ pub fn translate(json: &Value, warnings: &mut Vec<String>) -> Result<toml::Table
             ("redis_url", Value::String(url)) => {
                 set(&mut out, &["redis", "url"], string(url.as_str()));
             }
-            ("sentry_url", Value::String(url)) if url.trim().is_empty() => {}
+            ("sentry_url", Value::String(url)) => {
+                set(&mut out, &["sentry", "url"], string(url.as_str()));
+            }
             ("sentry_url", Value::Null) => {}
-            ("sentry_url", _) => warnings.push(
-                "sentry_url (retsu) has no effect: Gatehouse does not send error reports to \
-                 Sentry; errors are in its logs"
-                    .to_owned(),
-            ),
             ("loglevel" | "log_level", _) => warnings.push(format!(
                 "{key} (retsu) has no effect: set RUST_LOG (for example RUST_LOG=debug)"
             )),

@@ -109,6 +109,9 @@ pub struct MockConfig {
     pub record_frames: FrameRecording,
     /// How long a connection thread waits for input before it looks at controls and timers again.
     pub poll_interval: Duration,
+    /// `POST /channels/{id}/messages`: answer the first this many with 429 (`retry_after`
+    /// 0.05 s), to test a client's rate-limit handling.
+    pub rate_limit_channel_messages: u32,
 }
 
 impl Default for MockConfig {
@@ -143,6 +146,7 @@ impl Default for MockConfig {
             zlib_max_message: 64 << 10,
             record_frames: FrameRecording::All,
             poll_interval: Duration::from_millis(20),
+            rate_limit_channel_messages: 0,
         }
     }
 }

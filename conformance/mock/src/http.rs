@@ -1,5 +1,6 @@
 //! The HTTP side of the mock: reading a request head, answering the REST routes
-//! (`GET /api[/v9|/v10]/gateway[/bot]`) and accepting WebSocket upgrades.
+//! (`GET /api[/v9|/v10]/gateway[/bot]`, and `POST .../channels/{id}/messages`, recorded, for
+//! clients that post to a log channel) and accepting WebSocket upgrades.
 //!
 //! Owns: HTTP parsing and responses, the `Authorization: Bot <token>` check, the upgrade
 //! handshake. Does not own: anything that happens after the upgrade (see `connection`).
@@ -130,6 +131,7 @@ fn respond(stream: &mut TcpStream, status: u16, reason: &str, body: &str) -> io:
 enum Route {
     Gateway,
     GatewayBot,
+    ChannelMessages,
 }
 
 fn route(path: &str) -> Option<Route> {
@@ -147,9 +149,50 @@ fn route(path: &str) -> Option<Route> {
     match rest.trim_end_matches('/') {
         "gateway" => Some(Route::Gateway),
         "gateway/bot" => Some(Route::GatewayBot),
-        _ => None,
+        other => {
+            let channel = other.strip_prefix("channels/")?.strip_suffix("/messages")?;
+            channel
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then_some(Route::ChannelMessages)
+        }
     }
 }
+
+/// The request body (by `Content-Length`, at most 1 MiB), the bytes past the head included.
+fn read_body(stream: &mut TcpStream, request: &Request) -> io::Result<String> {
+    let length: usize = request
+        .header("content-length")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+        .min(1 << 20);
+    let mut body = request.leftover.clone();
+    body.truncate(length);
+    let mut chunk = [0u8; 4096];
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    while body.len() < length {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n.min(length - body.len())]);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Whether a request carries the configured bot token (any token when none is configured).
+fn authorized(shared: &Shared, request: &Request) -> bool {
+    let token = request
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bot "));
+    match (&shared.config.token, token) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(expected), Some(given)) => expected == given.trim(),
+    }
+}
+
+const UNAUTHORIZED: &str = "{\"message\": \"401: Unauthorized\", \"code\": 0}";
 
 /// Answers a plain HTTP request and records it.
 pub(crate) fn serve_rest(
@@ -157,29 +200,43 @@ pub(crate) fn serve_rest(
     stream: &mut TcpStream,
     request: &Request,
 ) -> io::Result<()> {
-    let (status, reason, body) = match (request.method.as_str(), route(&request.path)) {
+    let route = route(&request.path);
+    let body = match (request.method.as_str(), &route) {
+        ("POST", Some(Route::ChannelMessages)) => read_body(stream, request)?,
+        _ => String::new(),
+    };
+    let (status, reason, answer) = match (request.method.as_str(), route) {
+        ("POST", Some(Route::ChannelMessages)) if !authorized(shared, request) => {
+            (401, "Unauthorized", UNAUTHORIZED.to_owned())
+        }
+        ("POST", Some(Route::ChannelMessages)) => {
+            let posted = shared.recorder.read(|r| {
+                r.http
+                    .iter()
+                    .filter(|h| h.method == "POST" && h.path.contains("/channels/"))
+                    .count()
+            });
+            if posted < shared.config.rate_limit_channel_messages as usize {
+                (
+                    429,
+                    "Too Many Requests",
+                    "{\"message\": \"You are being rate limited.\", \"retry_after\": 0.05, \"global\": false}"
+                        .to_owned(),
+                )
+            } else {
+                (200, "OK", "{\"id\": \"1\", \"type\": 0}".to_owned())
+            }
+        }
         ("GET", Some(Route::Gateway)) => (
             200,
             "OK",
             format!("{{\"url\":{}}}", crate::frames::json_string(&shared.ws_url)),
         ),
         ("GET", Some(Route::GatewayBot)) => {
-            let token = request
-                .header("authorization")
-                .and_then(|v| v.strip_prefix("Bot "));
-            let authorized = match (&shared.config.token, token) {
-                (_, None) => false,
-                (None, Some(_)) => true,
-                (Some(expected), Some(given)) => expected == given.trim(),
-            };
-            if authorized {
+            if authorized(shared, request) {
                 (200, "OK", shared.gateway_bot_body(Instant::now()))
             } else {
-                (
-                    401,
-                    "Unauthorized",
-                    "{\"message\": \"401: Unauthorized\", \"code\": 0}".to_owned(),
-                )
+                (401, "Unauthorized", UNAUTHORIZED.to_owned())
             }
         }
         (_, Some(_)) => (
@@ -196,11 +253,13 @@ pub(crate) fn serve_rest(
     shared.recorder.update(|r| {
         r.http.push(HttpRecord {
             at: Instant::now(),
+            method: request.method.clone(),
             path: request.full_path(),
+            body,
             status,
         });
     });
-    respond(stream, status, reason, &body)
+    respond(stream, status, reason, &answer)
 }
 
 #[cfg(test)]

@@ -154,8 +154,12 @@ pub struct HeartbeatRecord {
 pub struct HttpRecord {
     /// When.
     pub at: Instant,
+    /// The method (`GET`, `POST`).
+    pub method: String,
     /// Request path with query.
     pub path: String,
+    /// The request body (empty for a `GET`).
+    pub body: String,
     /// Response status.
     pub status: u16,
 }

@@ -510,6 +510,23 @@ impl Router {
         }
     }
 
+    /// The rejection of a command the profile decoded but that cannot be carried out (a shard
+    /// refused it, its lane was full, a reconnect came too soon): like a validation failure,
+    /// logged with `reason` and dead-lettered where the profile has a dead-letter exchange.
+    pub fn reject_command(
+        &self,
+        delivery: &CommandDelivery<'_>,
+        reason: impl Into<String>,
+    ) -> CommandDecision {
+        match &self.inner.profile {
+            Profile::Native(p) => p.reject(reason.into(), delivery),
+            Profile::Spectacles(_)
+            | Profile::Cordis(_)
+            | Profile::TwilightDispatch(_)
+            | Profile::Retsu(_) => reject(reason),
+        }
+    }
+
     /// The message for a dispatch, or `None` when the profile drops it (not op 0, no event
     /// name, filtered out) or cannot encode it (see [`Router::try_route_dispatch`], which says
     /// why).

@@ -204,7 +204,7 @@ impl Native {
         }
     }
 
-    fn reject(&self, reason: String, delivery: &CommandDelivery<'_>) -> CommandDecision {
+    pub(crate) fn reject(&self, reason: String, delivery: &CommandDelivery<'_>) -> CommandDecision {
         let dead_letter = Publication {
             exchange: self.dead_letter_exchange.clone(),
             routing_key: delivery.routing_key.to_owned(),

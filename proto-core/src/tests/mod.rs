@@ -20,3 +20,11 @@ use std::time::Instant;
 pub(crate) fn epoch() -> Instant {
     Instant::now()
 }
+
+/// The number of property test cases: `PROPTEST_CASES` when set, else `default`.
+pub(crate) fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::identify::{BUCKET_PERIOD, IdentifyScheduler, RELEASE_WINDOW, SessionStartLimit};
 use crate::shard::{Action, UsageError};
 
+use super::cases;
 use super::sim::{Logged, Sim};
 
 #[derive(Clone, Debug)]
@@ -289,14 +290,6 @@ fn check(sim: &Sim, interval: Duration) {
         "gateway saw: {:?}",
         sim.gw.violations
     );
-}
-
-/// The number of cases: `PROPTEST_CASES` when set, else `default`.
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn run(seed: u64, interval_ms: u64, zlib: bool, etf: bool, ops: &[Op]) {

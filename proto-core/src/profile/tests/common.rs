@@ -180,6 +180,34 @@ mod garbage {
 }
 
 #[test]
+fn commands_refused_after_decoding_are_rejected_like_invalid_ones() {
+    for kind in ALL {
+        let r = router_of(kind, 2, &[0, 1]);
+        let delivery = CommandDelivery {
+            exchange: "gateway.commands",
+            routing_key: "shard.1",
+            queue: "q",
+            body: br#"{"op":3,"d":{"status":"online"}}"#,
+        };
+        let reason = "shard 1 refused the command: command is larger than 4096 bytes";
+        let (said, dead) = rejected(r.reject_command(&delivery, reason));
+        assert_eq!(said, reason, "{kind:?}");
+        match kind {
+            ProfileKind::Gatehouse => {
+                let dead = dead.expect("the native profile dead-letters");
+                assert_eq!(dead.exchange, "gateway.commands.dlx");
+                assert_eq!(dead.routing_key, "shard.1");
+                assert_eq!(&dead.body[..], delivery.body);
+                assert!(dead.properties.headers.iter().any(|(name, value)| *name
+                    == crate::profile::native::ERROR_HEADER
+                    && *value == FieldValue::Str(reason.into())));
+            }
+            _ => assert_eq!(dead, None, "{kind:?} has no dead-letter exchange"),
+        }
+    }
+}
+
+#[test]
 fn every_profile_publishes_persistent_events() {
     for kind in ALL {
         let r = router_of(kind, 1, &[0]);
