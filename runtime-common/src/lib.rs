@@ -23,6 +23,7 @@
 //!   reports their confirms (what to publish again, and when, is `proto_core::outbox`'s).
 //! - [`broker`]: the supervised AMQP connection, topology declaration, message properties.
 //! - `commands`: consuming worker commands and carrying out the profile's decision.
+//! - `stdio`: the stdio output's publish side, one JSON line per event on stdout.
 //! - [`session_store`]: session snapshots and shard status in Redis.
 //! - [`identify`]: the process-wide identify coordinator.
 //! - [`discord_http`]: `GET /gateway/bot`.
@@ -58,6 +59,7 @@ pub mod runtime;
 pub mod session_store;
 mod shard_task;
 pub mod status;
+mod stdio;
 pub mod tls;
 
 pub use gateway::{RunError, run, run_with_gateway};
