@@ -211,6 +211,30 @@ mod tests {
         assert_eq!(parsed["packet"], "not json\n{");
     }
 
+    /// A writer that fails like a closed pipe.
+    struct Broken;
+
+    impl Write for Broken {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The at-least-once rule: an event stdout did not take is never acknowledged.
+    #[tokio::test]
+    async fn an_event_that_could_not_be_written_is_not_acknowledged() {
+        let stdio = Stdio::start_on(Broken).unwrap();
+        let output = stdio.client(0).watch().borrow().clone().unwrap();
+        let (reply, mut reports) = mpsc::unbounded_channel();
+        assert!(output.submit(PublishId(1), publication("E", b"{}"), &reply));
+        let report = reports.recv().await.unwrap();
+        assert_eq!(report.id, PublishId(1));
+        assert!(report.result.is_err(), "{:?}", report.result);
+    }
+
     #[tokio::test]
     async fn events_are_acknowledged_in_order_and_only_after_the_flush() {
         let out = Flushed::default();
