@@ -27,6 +27,7 @@ use proto_core::profile::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::output::{Output, OutputClient};
 use crate::publisher::{self, PublishReport, PublishRequest};
 use crate::runtime::Runtime;
 
@@ -66,6 +67,37 @@ impl std::fmt::Debug for Link {
     }
 }
 
+/// AMQP as an [`Output`]: publications go to the link's publisher task, which reports the
+/// broker's confirms.
+impl Output for Link {
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether the broker blocks this connection now (a memory or disk alarm); a change is
+    /// announced through the watch channel with the same link.
+    fn is_blocked(&self) -> bool {
+        self.blocked.load(Ordering::Relaxed)
+    }
+
+    /// Hands a shard's publication to this link's publisher task (which publishes it outside
+    /// the shard's loop and reports to `reply`). False when the publisher is gone.
+    fn submit(
+        &self,
+        id: PublishId,
+        publication: Arc<Publication>,
+        reply: &mpsc::UnboundedSender<PublishReport>,
+    ) -> bool {
+        self.publisher
+            .send(PublishRequest {
+                id,
+                publication,
+                reply: reply.clone(),
+            })
+            .is_ok()
+    }
+}
+
 impl Link {
     /// Declares what the profile wants declared before the first publication of `event`
     /// (Retsu's `gateway:<EVENT>` queue), once per event name and connection.
@@ -88,12 +120,6 @@ impl Link {
         Ok(())
     }
 
-    /// Whether the broker blocks this connection now (a memory or disk alarm); a change is
-    /// announced through the watch channel with the same link.
-    pub fn is_blocked(&self) -> bool {
-        self.blocked.load(Ordering::Relaxed)
-    }
-
     /// Forgets that `event`'s per-event topology is declared (its queue may have been
     /// deleted: the broker returned a message for it), so the next publication declares it.
     pub(crate) fn forget_event(&self, event: &str) {
@@ -101,23 +127,6 @@ impl Link {
             .lock()
             .expect("not poisoned")
             .remove(event);
-    }
-
-    /// Hands a shard's publication to this link's publisher task (which publishes it outside
-    /// the shard's loop and reports to `reply`). False when the publisher is gone.
-    pub(crate) fn submit(
-        &self,
-        id: PublishId,
-        publication: Arc<Publication>,
-        reply: &mpsc::UnboundedSender<PublishReport>,
-    ) -> bool {
-        self.publisher
-            .send(PublishRequest {
-                id,
-                publication,
-                reply: reply.clone(),
-            })
-            .is_ok()
     }
 
     /// Publishes one message; the returned confirm resolves when the broker acks or nacks it.
@@ -178,6 +187,7 @@ pub(crate) fn event_publish_options() -> BasicPublishOptions {
 #[derive(Clone, Debug)]
 pub struct BrokerClient {
     link: watch::Receiver<Option<Arc<Link>>>,
+    output: watch::Receiver<Option<Arc<dyn Output>>>,
     failures: mpsc::UnboundedSender<u64>,
 }
 
@@ -190,6 +200,11 @@ impl BrokerClient {
     /// A receiver that wakes when the link changes.
     pub fn watch(&self) -> watch::Receiver<Option<Arc<Link>>> {
         self.link.clone()
+    }
+
+    /// The same links as the shards publish through them (the broker seam).
+    pub(crate) fn output(&self) -> OutputClient {
+        OutputClient::new(self.output.clone(), self.failures.clone())
     }
 
     /// Tells the supervisor that link `generation` failed (a publish error, for example); it
@@ -220,12 +235,15 @@ pub fn start<R: Runtime>(
     settings: BrokerSettings,
     stop: watch::Receiver<bool>,
 ) -> BrokerClient {
-    let (link_tx, link_rx) = watch::channel(None);
+    let (links, link_rx) = watch::channel(None);
+    let (outputs, output_rx) = watch::channel(None);
     let (failure_tx, failure_rx) = mpsc::unbounded_channel();
+    let link_tx = Announce { links, outputs };
     let supervisor = supervise(rt.clone(), settings, link_tx, failure_rx, stop);
     rt.spawn(supervisor);
     BrokerClient {
         link: link_rx,
+        output: output_rx,
         failures: failure_tx,
     }
 }
@@ -237,10 +255,25 @@ fn backoff(attempt: u32) -> Duration {
         .min(Duration::from_secs(30))
 }
 
+/// Announces the current link twice: as AMQP's (the command consumers) and as an [`Output`]
+/// (the shards).
+struct Announce {
+    links: watch::Sender<Option<Arc<Link>>>,
+    outputs: watch::Sender<Option<Arc<dyn Output>>>,
+}
+
+impl Announce {
+    fn send_replace(&self, link: Option<Arc<Link>>) {
+        self.outputs
+            .send_replace(link.clone().map(|link| link as Arc<dyn Output>));
+        self.links.send_replace(link);
+    }
+}
+
 async fn supervise<R: Runtime>(
     rt: R,
     settings: BrokerSettings,
-    link_tx: watch::Sender<Option<Arc<Link>>>,
+    link_tx: Announce,
     mut failures: mpsc::UnboundedReceiver<u64>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -315,11 +348,11 @@ async fn close<R: Runtime>(rt: &R, link: &Link, code: u16, reason: &str) {
 /// error or an overdue confirm) or `stop`. While the broker blocks the connection (a memory or
 /// disk alarm), publications wait in the link's publisher task, never in a shard's loop; the
 /// block is announced to the shards (the same link again on the watch channel, with
-/// [`Link::is_blocked`] changed), whose outboxes then do not count its confirms as overdue.
+/// `Output::is_blocked` changed), whose outboxes then do not count its confirms as overdue.
 async fn wait_until_lost<R: Runtime>(
     rt: &R,
     link: &Arc<Link>,
-    link_tx: &watch::Sender<Option<Arc<Link>>>,
+    link_tx: &Announce,
     failures: &mut mpsc::UnboundedReceiver<u64>,
     stop: &mut watch::Receiver<bool>,
 ) -> String {

@@ -417,7 +417,7 @@ impl<R: Runtime> Launcher<R> {
         let io = ShardIo {
             rt: self.rt.clone(),
             inputs: rx,
-            broker: self.broker.clone(),
+            output: self.broker.output(),
             store: self.writer.clone(),
             identify: self.identify.clone(),
             max_message: self.config.limits.max_message,

@@ -17,10 +17,13 @@
 //! - [`tls`]: the authorities trusted for `amqps://` and `rediss://`.
 //! - [`gateway`]: start-up and shutdown order of the whole process.
 //! - `shard_task`: the per-shard drive loop around `proto_core::shard::Shard`.
+//! - `output`: the publish side of the broker seam, the `Output` trait a shard
+//!   publishes through whatever the output (AMQP first).
 //! - `publisher`: one task per broker link that publishes the shards' publications and
 //!   reports their confirms (what to publish again, and when, is `proto_core::outbox`'s).
 //! - [`broker`]: the supervised AMQP connection, topology declaration, message properties.
 //! - `commands`: consuming worker commands and carrying out the profile's decision.
+//! - `stdio`: the stdio output's publish side, one JSON line per event on stdout.
 //! - [`session_store`]: session snapshots and shard status in Redis.
 //! - [`identify`]: the process-wide identify coordinator (limits shared through Redis).
 //! - [`cluster`]: cluster mode (member key, shard leases, placement, hand-over).
@@ -52,6 +55,7 @@ pub mod identify;
 pub mod log_channel;
 pub mod logging;
 pub mod metrics;
+mod output;
 pub mod predecessor_metrics;
 mod publisher;
 pub mod runtime;
@@ -59,6 +63,7 @@ pub mod session_store;
 mod shard_inputs;
 mod shard_task;
 pub mod status;
+mod stdio;
 pub mod tls;
 
 pub use gateway::{RunError, run, run_with_gateway};

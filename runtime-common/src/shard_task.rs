@@ -26,9 +26,9 @@ use tracing::Instrument;
 use tungstenite::Message;
 use tungstenite::protocol::CloseFrame;
 
-use crate::broker::{BrokerClient, Link};
 use crate::identify::IdentifyClient;
 use crate::metrics;
+use crate::output::{Output, OutputClient};
 use crate::publisher::PublishReport;
 use crate::runtime::Runtime;
 use crate::session_store::StoreWriter;
@@ -63,7 +63,8 @@ pub enum ShardInput {
 pub(crate) struct ShardIo<R: Runtime> {
     pub(crate) rt: R,
     pub(crate) inputs: mpsc::UnboundedReceiver<ShardInput>,
-    pub(crate) broker: BrokerClient,
+    /// The output publications go to (the broker seam).
+    pub(crate) output: OutputClient,
     pub(crate) store: StoreWriter,
     pub(crate) identify: IdentifyClient,
     pub(crate) max_message: usize,
@@ -88,7 +89,7 @@ pub(crate) async fn run<R: Runtime>(shard: Shard, io: ShardIo<R>) -> StopReason 
     let total = shard.config().shard.total();
     let binary_frames = shard.config().sends_binary();
     let (reply, reports) = mpsc::unbounded_channel();
-    let links = io.broker.watch();
+    let links = io.output.watch();
     let started = io.rt.now();
     let mut task = ShardTask {
         outbox: Outbox::new(io.outbox),
@@ -132,8 +133,8 @@ struct ShardTask<R: Runtime> {
     peer_close: Option<u16>,
     outbox: Outbox,
     /// The link publications go to (the latest one seen).
-    link: Option<Arc<Link>>,
-    links: watch::Receiver<Option<Arc<Link>>>,
+    link: Option<Arc<dyn Output>>,
+    links: watch::Receiver<Option<Arc<dyn Output>>>,
     /// Where the links' publishers report; `reports` is read in `wait`.
     reply: mpsc::UnboundedSender<PublishReport>,
     reports: mpsc::UnboundedReceiver<PublishReport>,
@@ -286,7 +287,7 @@ impl<R: Runtime> ShardTask<R> {
                     metrics::record_confirms("timeout", 1);
                     tracing::warn!(%reason, link, "the broker link failed; publishing again on the next one");
                     self.failed_link = Some(link);
-                    self.io.broker.report_failure(link);
+                    self.io.output.report_failure(link);
                 }
             }
         }
@@ -298,12 +299,12 @@ impl<R: Runtime> ShardTask<R> {
         let current = self
             .link
             .as_ref()
-            .is_some_and(|l| l.generation == generation);
+            .is_some_and(|l| l.generation() == generation);
         if current && self.failed_link != Some(generation) {
             // Once per link: every publication in flight on it fails the same way.
             self.failed_link = Some(generation);
             tracing::warn!(%reason, "publishing failed; publishing again after reconnecting");
-            self.io.broker.report_failure(generation);
+            self.io.output.report_failure(generation);
         }
         metrics::record_confirms(result, 1);
         self.outbox.handle_link_failed(generation);
@@ -451,13 +452,13 @@ impl<R: Runtime> ShardTask<R> {
         if self.links.has_changed().unwrap_or(false) || self.link.is_none() {
             let current = self.links.borrow_and_update().clone();
             let changed = match (&self.link, &current) {
-                (Some(old), Some(new)) => old.generation != new.generation,
+                (Some(old), Some(new)) => old.generation() != new.generation(),
                 (old, _) => old.is_some(),
             };
             if changed && let Some(old) = self.link.take() {
-                self.outbox.handle_link_failed(old.generation);
+                self.outbox.handle_link_failed(old.generation());
                 self.link_blocked = false;
-                tracing::debug!(link = old.generation, "broker link replaced");
+                tracing::debug!(link = old.generation(), "broker link replaced");
             }
             self.link = current;
         }
@@ -468,11 +469,14 @@ impl<R: Runtime> ShardTask<R> {
         if link.is_blocked() != self.link_blocked {
             self.link_blocked = link.is_blocked();
             self.outbox
-                .handle_link_blocked(now, link.generation, self.link_blocked);
+                .handle_link_blocked(now, link.generation(), self.link_blocked);
         }
-        for (id, publication) in self.outbox.take_sendable(now, link.generation, usize::MAX) {
+        for (id, publication) in self
+            .outbox
+            .take_sendable(now, link.generation(), usize::MAX)
+        {
             if !link.submit(id, publication, &self.reply) {
-                self.link_failed(link.generation, "lost", "the link's publisher is gone");
+                self.link_failed(link.generation(), "lost", "the link's publisher is gone");
                 break;
             }
         }
