@@ -262,6 +262,32 @@ impl Gatehouse {
         (gatehouse, lines)
     }
 
+    /// [`Gatehouse::start`] with standard input piped (returned) and standard output as
+    /// lines on the returned channel (not echoed: they are the output under test).
+    pub fn start_piped(
+        binary: &Path,
+        env: &[(&str, String)],
+    ) -> (Self, std::process::ChildStdin, mpsc::Receiver<String>) {
+        let mut command = Self::command(binary, env);
+        command.stdout(Stdio::piped()).stdin(Stdio::piped());
+        let mut gatehouse = Self::spawn(command, binary);
+        let stdout = gatehouse.child.stdout.take().expect("piped stdout");
+        let stdin = gatehouse.child.stdin.take().expect("piped stdin");
+        let (lines_tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines_tx.send(line);
+            }
+        });
+        (gatehouse, stdin, lines)
+    }
+
+    /// Kills the process (SIGKILL: no clean shutdown) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     fn command(binary: &Path, env: &[(&str, String)]) -> Command {
         let mut command = Command::new(binary);
         command
