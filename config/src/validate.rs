@@ -60,12 +60,18 @@ impl RawConfig {
                 .map(std::time::Duration::from_secs),
         };
         if self.broker.max_len == Some(0) {
-            return Err(invalid("broker.max_len", "must be at least 1 (leave it out to keep every entry)"));
+            return Err(invalid(
+                "broker.max_len",
+                "must be at least 1 (leave it out to keep every entry)",
+            ));
         }
         if let Some(prefix) = &self.broker.stream_prefix
             && prefix.chars().any(char::is_whitespace)
         {
-            return Err(invalid("broker.stream_prefix", "must contain no whitespace"));
+            return Err(invalid(
+                "broker.stream_prefix",
+                "must contain no whitespace",
+            ));
         }
         let broker = BrokerConfig {
             kind: self.broker.kind,

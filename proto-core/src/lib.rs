@@ -33,6 +33,8 @@
 //! - [`ratelimit`]: the per-connection send window (120 frames per 60 s, heartbeats reserved).
 //! - [`store_sync`]: the session store's policy under Redis faults (retries, what to write
 //!   when Redis returns, when shards may start new sessions without their snapshot).
+//! - [`stream_broker`]: Redis Streams as a broker (`@spectacles/brokers`' `Redis`): stream
+//!   names, the `data` field, which streams carry commands, when to claim stuck entries.
 //! - [`sharding`], [`intents`], [`session`], [`secret`]: the pure rules and values shared by all.
 //! - [`rng`]: the seeded generator behind every jitter and back-off draw.
 
@@ -55,6 +57,7 @@ pub mod shard;
 pub mod sharding;
 pub mod store;
 pub mod store_sync;
+pub mod stream_broker;
 
 #[cfg(test)]
 mod tests;

@@ -17,9 +17,7 @@ use proto_core::profile::Publication;
 use tokio::sync::{mpsc, watch};
 
 use crate::broker::{BrokerClient, Link};
-use crate::output::{
-    BoxFuture, CommandSource, INCOMING_CAPACITY, Incoming, Republish, Settle,
-};
+use crate::output::{BoxFuture, CommandSource, INCOMING_CAPACITY, Incoming, Republish, Settle};
 use crate::runtime::Runtime;
 
 /// The pause before consuming again after the command channel failed on a live link.

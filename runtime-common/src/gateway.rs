@@ -167,7 +167,10 @@ pub async fn run_with_gateway<R: Runtime>(
     let (stop_tx, stop_rx) = watch::channel(false);
     let outputs = Outputs::start(&rt, &config, &router, &cluster.owned, stop_rx.clone())?;
 
-    if let Some(broker) = outputs.amqp().filter(|_| config.profile.kind == ProfileKind::Cordis) {
+    if let Some(broker) = outputs
+        .amqp()
+        .filter(|_| config.profile.kind == ProfileKind::Cordis)
+    {
         // The Cordis spec: ensure the broker connection before connecting to Discord.
         tracing::info!("cordis profile: waiting for RabbitMQ before starting the shards");
         let mut links = broker.watch();
@@ -258,8 +261,9 @@ pub async fn run_with_gateway<R: Runtime>(
 
     let commands = outputs.commands(
         &rt,
+        &config,
+        &router,
         crate::commands::prefetch(&cluster.owned, config.limits.command_queue_capacity),
-        config.profile.exchange_name().to_owned(),
         stop_rx.clone(),
     )?;
     crate::commands::start(

@@ -26,6 +26,7 @@
 //! - `amqp_commands`: consuming the AMQP command queues (the seam's AMQP command side).
 //! - `commands`: taking worker commands from any output and carrying out the profile's
 //!   decision.
+//! - `redis_streams`: the Redis Streams output (`@spectacles/brokers`' `Redis` broker).
 //! - `stdio`: the stdio output, one JSON line per event on stdout, commands on stdin.
 //! - [`session_store`]: session snapshots and shard status in Redis.
 //! - [`identify`]: the process-wide identify coordinator (limits shared through Redis).
@@ -42,11 +43,11 @@
 //! crate executes), and any runtime-specific call (the runtime crates).
 
 pub mod advice;
+mod amqp_commands;
 pub mod app;
 pub mod broker;
 pub mod cli;
 pub mod cluster;
-mod amqp_commands;
 mod commands;
 pub mod demo;
 pub mod discord_http;
@@ -63,6 +64,7 @@ mod output;
 mod outputs;
 pub mod predecessor_metrics;
 mod publisher;
+mod redis_streams;
 pub mod runtime;
 pub mod session_store;
 mod shard_inputs;

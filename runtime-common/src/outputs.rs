@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use gatehouse_config::{BrokerKind, Config};
 use proto_core::profile::{BodyEncoding, Router};
+use proto_core::stream_broker::command_streams;
 use tokio::sync::watch;
 
 use crate::broker::{self, BrokerClient, BrokerSettings};
 use crate::output::{CommandSource, OutputClient};
+use crate::redis_streams::{RedisStreams, StreamSettings};
 use crate::runtime::Runtime;
 use crate::stdio::Stdio;
 
@@ -23,6 +25,8 @@ use crate::stdio::Stdio;
 pub(crate) enum Outputs {
     /// RabbitMQ, with the profile's topology.
     Amqp(BrokerClient),
+    /// Redis Streams (`@spectacles/brokers`' `Redis` broker).
+    Redis(RedisStreams),
     /// Standard output and input.
     Stdio(Stdio),
 }
@@ -46,7 +50,19 @@ impl Outputs {
         stop: watch::Receiver<bool>,
     ) -> std::io::Result<Self> {
         Ok(match config.broker.kind() {
-            BrokerKind::Amqp | BrokerKind::Redis => Self::Amqp(broker::start(
+            BrokerKind::Redis => Self::Redis(
+                RedisStreams::start(
+                    rt,
+                    StreamSettings {
+                        url: config.redis.url.clone(),
+                        prefix: config.broker.stream_prefix.clone(),
+                        max_len: config.broker.max_len,
+                    },
+                    stop,
+                )
+                .map_err(std::io::Error::other)?,
+            ),
+            BrokerKind::Amqp => Self::Amqp(broker::start(
                 rt,
                 BrokerSettings {
                     url: config.amqp.url.clone(),
@@ -57,7 +73,9 @@ impl Outputs {
                 stop,
             )),
             BrokerKind::Stdio => {
-                tracing::info!("output: one JSON line per event on standard output, commands from standard input");
+                tracing::info!(
+                    "output: one JSON line per event on standard output, commands from standard input"
+                );
                 Self::Stdio(Stdio::start()?)
             }
         })
@@ -67,7 +85,7 @@ impl Outputs {
     pub(crate) fn amqp(&self) -> Option<&BrokerClient> {
         match self {
             Self::Amqp(broker) => Some(broker),
-            Self::Stdio(_) => None,
+            Self::Redis(_) | Self::Stdio(_) => None,
         }
     }
 
@@ -75,20 +93,30 @@ impl Outputs {
     pub(crate) fn client(&self, shard: u32) -> OutputClient {
         match self {
             Self::Amqp(broker) => broker.output(),
+            Self::Redis(streams) => streams.client(),
             Self::Stdio(stdio) => stdio.client(shard),
         }
     }
 
     /// Starts reading the commands this output delivers (`prefetch` at most unsettled, where
-    /// the output can bound it); `group` is the profile's exchange (the commands' group).
+    /// the output can bound it).
     pub(crate) fn commands<R: Runtime>(
         &self,
         rt: &R,
+        config: &Config,
+        router: &Router,
         prefetch: u16,
-        group: String,
         stop: watch::Receiver<bool>,
     ) -> std::io::Result<CommandSource> {
+        let group = config.profile.exchange_name().to_owned();
         match self {
+            Self::Redis(streams) => Ok(streams.commands(
+                rt,
+                command_streams(&router.topology(), &config.broker.stream_prefix),
+                config.broker.group.clone().unwrap_or(group),
+                crate::cluster::member_name(),
+                stop,
+            )),
             Self::Amqp(broker) => Ok(crate::amqp_commands::start(
                 rt,
                 broker.clone(),

@@ -409,10 +409,9 @@ mod tests {
 
     #[test]
     fn a_command_line_gives_its_routing_key_and_the_packet_bytes() {
-        let (event, body) =
-            parse_command(br#"{"event":"SEND","packet":{"op":3, "d":{"x":1}}}"#)
-                .unwrap()
-                .unwrap();
+        let (event, body) = parse_command(br#"{"event":"SEND","packet":{"op":3, "d":{"x":1}}}"#)
+            .unwrap()
+            .unwrap();
         assert_eq!(event, "SEND");
         assert_eq!(body, br#"{"op":3, "d":{"x":1}}"#);
         assert!(parse_command(b"  \n").is_none());

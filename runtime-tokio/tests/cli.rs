@@ -194,7 +194,12 @@ fn recognised_but_unsupported_names_are_warned_about() {
 /// other broker is configured.
 #[test]
 fn broker_type_selects_the_output() {
-    for (value, kind) in [("stdio", "Stdio"), ("redis", "Redis"), ("whatever", "Stdio"), ("amqp", "Amqp")] {
+    for (value, kind) in [
+        ("stdio", "Stdio"),
+        ("redis", "Redis"),
+        ("whatever", "Stdio"),
+        ("amqp", "Amqp"),
+    ] {
         let out = gatehouse(&["config", "check"], &[("BROKER_TYPE", value)]);
         let (stdout, logs) = (text(&out.stdout), text(&out.stderr));
         assert!(out.status.success(), "{logs}");
@@ -205,12 +210,18 @@ fn broker_type_selects_the_output() {
     assert!(broker_kind(&text(&out.stdout)).contains("Stdio"));
     let out = gatehouse(&["--stdio", "config", "check"], &[("BROKER_TYPE", "redis")]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("--stdio"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--stdio"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// The `broker: BrokerConfig { kind: ... }` part of `config check`'s output.
 fn broker_kind(check: &str) -> String {
-    let start = check.find("broker: BrokerConfig").expect("the broker section");
+    let start = check
+        .find("broker: BrokerConfig")
+        .expect("the broker section");
     check[start..].lines().take(4).collect()
 }
 

@@ -78,13 +78,11 @@ pub const TABLE: EnvTable = EnvTable {
             kind: EnvKind::Converted(broker_type),
         },
     ],
-    unsupported: &[
-        Unsupported {
-            name: "REDIS_POOL_SIZE",
-            fine: &[],
-            why: "Gatehouse multiplexes one Redis connection, so there is no pool to size",
-        },
-    ],
+    unsupported: &[Unsupported {
+        name: "REDIS_POOL_SIZE",
+        fine: &[],
+        why: "Gatehouse multiplexes one Redis connection, so there is no pool to size",
+    }],
 };
 
 /// The names of the broker contract, read only with the spectacles profile.

@@ -81,7 +81,8 @@ pub async fn stdio_passes_packets_through_and_takes_commands_from_stdin<K: Kit>(
     let mut config = MockConfig::for_tests(TOKEN);
     config.fixture = fixture.clone();
     let mock = MockGateway::start(config).expect("start the mock gateway");
-    let (mut gatehouse, mut stdin, lines) = Gatehouse::start_piped(binary, &stdio_env(&mock, &redis));
+    let (mut gatehouse, mut stdin, lines) =
+        Gatehouse::start_piped(binary, &stdio_env(&mock, &redis));
 
     let expected = fixture.len() + 1;
     let read = read_lines(&lines, Duration::from_secs(60), |l| l.len() >= expected);
@@ -113,10 +114,19 @@ pub async fn stdio_passes_packets_through_and_takes_commands_from_stdin<K: Kit>(
     let received: serde_json::Value = serde_json::from_slice(&received).unwrap();
     assert_eq!(received["d"]["status"], "idle");
     std::thread::sleep(Duration::from_secs(1));
-    assert!(gatehouse.is_running(), "the end of stdin does not stop the gateway");
-    assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)), "clean exit on Ctrl-C");
+    assert!(
+        gatehouse.is_running(),
+        "the end of stdin does not stop the gateway"
+    );
+    assert!(
+        gatehouse.interrupt_and_wait(Duration::from_secs(30)),
+        "clean exit on Ctrl-C"
+    );
     // Nothing but event lines was written to stdout, before or after.
-    for line in read.iter().chain(lines.try_iter().collect::<Vec<_>>().iter()) {
+    for line in read
+        .iter()
+        .chain(lines.try_iter().collect::<Vec<_>>().iter())
+    {
         stdio_line(line);
     }
 }
@@ -168,6 +178,10 @@ pub async fn stdio_loses_nothing_when_killed_and_restarted<K: Kit>(
     assert!(sent.len() >= all, "the mock sent the whole fixture");
     let missing: Vec<_> = sent.difference(&seen).collect();
     assert!(missing.is_empty(), "never printed: {missing:?}");
-    assert_eq!(mock.recorder().identifies().len(), 1, "resumed, not identified again");
+    assert_eq!(
+        mock.recorder().identifies().len(),
+        1,
+        "resumed, not identified again"
+    );
     assert!(second.interrupt_and_wait(Duration::from_secs(30)));
 }
