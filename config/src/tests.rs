@@ -778,3 +778,39 @@ fn the_gateway_api_version_can_be_set() {
     assert_eq!(config.discord.api_version, 9);
     assert!(Config::load("[discord]\napi_version = 3", env(&[])).is_err());
 }
+
+/// Issue 14: the output is chosen by `broker.type` (Gatehouse's file), the Spectacles file's
+/// `broker.type` and `BROKER_TYPE` (anything but `amqp` and `redis` is stdio, as in the
+/// Spectacles gateway); nothing chosen is AMQP.
+#[test]
+fn the_broker_type_selects_the_output() {
+    let none = Config::load("", |_| None).unwrap();
+    assert_eq!(none.broker.kind, None);
+    assert_eq!(none.broker.kind(), BrokerKind::Amqp);
+    let own = Config::load(
+        "[broker]\ntype = \"redis\"\nmax_len = 1000\nstream_prefix = \"bot1:\"\n",
+        |_| None,
+    )
+    .unwrap();
+    assert_eq!(own.broker.kind(), BrokerKind::Redis);
+    assert_eq!(own.broker.max_len, Some(1000));
+    assert_eq!(own.broker.stream_prefix, "bot1:");
+    let spectacles =
+        Config::load("token = \"t\"\n[broker]\ntype = \"stdout\"\n", |_| None).unwrap();
+    assert_eq!(spectacles.broker.kind(), BrokerKind::Stdio);
+    for (value, kind) in [
+        ("amqp", BrokerKind::Amqp),
+        ("REDIS", BrokerKind::Redis),
+        ("stdio", BrokerKind::Stdio),
+        ("x", BrokerKind::Stdio),
+    ] {
+        let env = |name: &str| (name == "BROKER_TYPE").then(|| value.to_owned());
+        assert_eq!(
+            Config::load("", env).unwrap().broker.kind(),
+            kind,
+            "{value}"
+        );
+    }
+    assert!(Config::load("[broker]\nmax_len = 0\n", |_| None).is_err());
+    assert!(Config::load("[broker]\ntype = \"kafka\"\n", |_| None).is_err());
+}

@@ -37,6 +37,8 @@ macro_rules! end_to_end_tests {
             commands_reach_the_shard_and_bad_ones_are_dead_lettered,
             stdio_passes_packets_through_and_takes_commands_from_stdin,
             stdio_loses_nothing_when_killed_and_restarted,
+            redis_streams_reach_spectacles_workers_and_their_commands_reach_the_shard,
+            redis_streams_lose_nothing_when_killed_and_restarted,
         );
         #[$test]
         #[ignore = "measurement; run explicitly in release with --ignored --nocapture"]
