@@ -199,7 +199,7 @@ mod tests {
 
     #[test]
     fn claims_at_start_and_then_every_interval() {
-        let start = Instant::now();
+        let start = crate::tests::epoch();
         let mut reads = CommandReads::new();
         assert_eq!(reads.next(start), StreamRead::Claim);
         assert_eq!(reads.next(start + Duration::from_secs(1)), StreamRead::New);

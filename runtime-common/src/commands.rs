@@ -236,11 +236,11 @@ impl<R: Runtime> Settler<R> {
             } => {
                 tracing::warn!(%reason, "rejected a worker command");
                 metrics::record_command("rejected");
-                if let Some(dead_letter) = dead_letter {
-                    if let Err(e) = self.republish.publish(dead_letter).await {
-                        tracing::warn!(error = %e, "cannot dead-letter a command");
-                        return self.requeue(acker);
-                    }
+                if let Some(dead_letter) = dead_letter
+                    && let Err(e) = self.republish.publish(dead_letter).await
+                {
+                    tracing::warn!(error = %e, "cannot dead-letter a command");
+                    return self.requeue(acker);
                 }
                 self.ack(acker).await;
             }

@@ -26,7 +26,7 @@ pub(crate) enum Outputs {
     /// RabbitMQ, with the profile's topology.
     Amqp(BrokerClient),
     /// Redis Streams (`@spectacles/brokers`' `Redis` broker).
-    Redis(RedisStreams),
+    Redis(Box<RedisStreams>),
     /// Standard output and input.
     Stdio(Stdio),
 }
@@ -50,7 +50,7 @@ impl Outputs {
         stop: watch::Receiver<bool>,
     ) -> std::io::Result<Self> {
         Ok(match config.broker.kind() {
-            BrokerKind::Redis => Self::Redis(
+            BrokerKind::Redis => Self::Redis(Box::new(
                 RedisStreams::start(
                     rt,
                     StreamSettings {
@@ -61,7 +61,7 @@ impl Outputs {
                     stop,
                 )
                 .map_err(std::io::Error::other)?,
-            ),
+            )),
             BrokerKind::Amqp => Self::Amqp(broker::start(
                 rt,
                 BrokerSettings {
