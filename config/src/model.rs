@@ -185,7 +185,7 @@ pub struct BrokerConfig {
     pub max_len: Option<u64>,
     /// Redis Streams: the consumer group commands are read in; `None`: the profile's group
     /// (its exchange name, `gateway` by default).
-    pub group: Option<String>,
+    pub command_group: Option<String>,
 }
 
 impl BrokerConfig {

@@ -92,7 +92,7 @@ pub(crate) struct RawBroker {
     pub(crate) kind: Option<crate::model::BrokerKind>,
     pub(crate) stream_prefix: Option<String>,
     pub(crate) max_len: Option<u64>,
-    pub(crate) group: Option<String>,
+    pub(crate) command_group: Option<String>,
 }
 
 /// `[redis]`.

@@ -77,7 +77,7 @@ impl RawConfig {
             kind: self.broker.kind,
             stream_prefix: self.broker.stream_prefix.unwrap_or_default(),
             max_len: self.broker.max_len,
-            group: self.broker.group.filter(|g| !g.is_empty()),
+            command_group: self.broker.command_group.filter(|g| !g.is_empty()),
         };
         Ok(Config {
             discord,

@@ -113,7 +113,7 @@ impl Outputs {
             Self::Redis(streams) => Ok(streams.commands(
                 rt,
                 command_streams(&router.topology(), &config.broker.stream_prefix),
-                config.broker.group.clone().unwrap_or(group),
+                config.broker.command_group.clone().unwrap_or(group),
                 crate::cluster::member_name(),
                 stop,
             )),

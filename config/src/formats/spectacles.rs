@@ -34,11 +34,20 @@ const OWN_KEYS: &[&str] = &[
     "presence",
 ];
 
+/// Keys of Gatehouse's `[broker]` that the Spectacles gateway's has not.
+const GATEHOUSE_BROKER_KEYS: &[&str] = &["stream_prefix", "max_len", "command_group"];
+
 /// Whether a TOML file is the Spectacles gateway's rather than Gatehouse's.
 pub fn looks_like(table: &toml::Table) -> bool {
-    let own = table
-        .keys()
-        .any(|k| OWN_KEYS.contains(&k.to_ascii_lowercase().as_str()));
+    // Gatehouse's own `[broker]` (issue 14) has keys the Spectacles one has not.
+    let gatehouse_broker = table
+        .get("broker")
+        .and_then(toml::Value::as_table)
+        .is_some_and(|b| GATEHOUSE_BROKER_KEYS.iter().any(|k| b.contains_key(*k)));
+    let own = table.keys().any(|k| {
+        let k = k.to_ascii_lowercase();
+        OWN_KEYS.contains(&k.as_str()) && !(k == "broker" && gatehouse_broker)
+    });
     let pool_size = table
         .get("redis")
         .and_then(|r| r.get("pool_size"))
