@@ -422,7 +422,7 @@ pub async fn redis_streams_lose_nothing_when_killed_and_restarted<K: Kit>(
     config.fixture = fixture.clone();
     config.rate = ReplayRate::PerSecond(40.0);
     let mock = MockGateway::start(config).expect("start the mock gateway");
-    let mut events: BTreeSet<String> = BTreeSet::from(["READY".to_owned()]);
+    let mut events: BTreeSet<String> = BTreeSet::from(["READY".to_owned(), "RESUMED".to_owned()]);
     events.extend(fixture.events().iter().map(|e| e.name.to_string()));
     let appended = |db: &super::support::RedisDb| -> BTreeSet<i64> {
         let mut connection = db.connection();
