@@ -48,6 +48,12 @@ pub fn stream_name(prefix: &str, exchange: &str, routing_key: &str) -> String {
     format!("{prefix}{name}")
 }
 
+/// The stream a dead letter goes to: `prefix` then the dead-letter exchange's name (its
+/// routing key is the command's, and the command's stream must never get it back).
+pub fn dead_letter_stream(prefix: &str, exchange: &str) -> String {
+    format!("{prefix}{exchange}")
+}
+
 /// One stream the gateway reads commands from, and how its entries count as deliveries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommandStream {
@@ -184,6 +190,10 @@ mod tests {
         assert_eq!(
             stream_name("x:", "gateway_commands", ""),
             "x:gateway_commands"
+        );
+        assert_eq!(
+            dead_letter_stream("", "gateway.commands.dlx"),
+            "gateway.commands.dlx"
         );
     }
 

@@ -17,7 +17,9 @@ use proto_core::profile::Publication;
 use tokio::sync::{mpsc, watch};
 
 use crate::broker::{BrokerClient, Link};
-use crate::output::{BoxFuture, CommandSource, INCOMING_CAPACITY, Incoming, Republish, Settle};
+use crate::output::{
+    BoxFuture, CommandSource, INCOMING_CAPACITY, Incoming, Republish, Republished, Settle,
+};
 use crate::runtime::Runtime;
 
 /// The pause before consuming again after the command channel failed on a live link.
@@ -173,7 +175,8 @@ impl Settle for AmqpSettle {
 struct AmqpRepublish(BrokerClient);
 
 impl Republish for AmqpRepublish {
-    fn publish(&self, publication: Publication) -> BoxFuture<Result<(), String>> {
+    /// Both kinds go where the profile addresses them (the dead-letter exchange, for one).
+    fn publish(&self, publication: Publication, _: Republished) -> BoxFuture<Result<(), String>> {
         let link = self.0.current();
         Box::pin(async move {
             match link {

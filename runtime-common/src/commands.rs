@@ -23,7 +23,7 @@ use proto_core::profile::{CommandDecision, CommandDelivery, Router};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics;
-use crate::output::{CommandSource, Incoming, Republish, Settle};
+use crate::output::{CommandSource, Incoming, Republish, Republished, Settle};
 use crate::runtime::Runtime;
 use crate::shard_inputs::ShardInputs;
 use crate::shard_task::ShardInput;
@@ -219,7 +219,11 @@ impl<R: Runtime> Settler<R> {
     async fn act(&self, decision: CommandDecision, acker: &Arc<dyn Settle>) {
         match decision {
             CommandDecision::Forward(publication) => {
-                match self.republish.publish(publication).await {
+                match self
+                    .republish
+                    .publish(publication, Republished::Forward)
+                    .await
+                {
                     Ok(()) => {
                         metrics::record_command("forwarded");
                         self.ack(acker).await;
@@ -237,7 +241,10 @@ impl<R: Runtime> Settler<R> {
                 tracing::warn!(%reason, "rejected a worker command");
                 metrics::record_command("rejected");
                 if let Some(dead_letter) = dead_letter
-                    && let Err(e) = self.republish.publish(dead_letter).await
+                    && let Err(e) = self
+                        .republish
+                        .publish(dead_letter, Republished::DeadLetter)
+                        .await
                 {
                     tracing::warn!(error = %e, "cannot dead-letter a command");
                     return self.requeue(acker);

@@ -102,11 +102,21 @@ pub(crate) struct Incoming {
     pub(crate) settle: Arc<dyn Settle>,
 }
 
+/// What a message published beside the events is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Republished {
+    /// A command for a shard another process runs.
+    Forward,
+    /// A refused command, where the profile has a dead-letter convention.
+    DeadLetter,
+}
+
 /// Publishes a message outside the shards' outboxes (a forwarded command, a dead letter) and
 /// resolves once the output has it for sure.
 pub(crate) trait Republish: Send + Sync {
     /// Publishes `publication`; `Err` when the output did not take it.
-    fn publish(&self, publication: Publication) -> BoxFuture<Result<(), String>>;
+    fn publish(&self, publication: Publication, kind: Republished)
+    -> BoxFuture<Result<(), String>>;
 }
 
 /// The command side of an output: what it delivers, and how to publish beside it.

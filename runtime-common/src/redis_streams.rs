@@ -18,18 +18,18 @@ use std::time::Duration;
 
 use gatehouse_config::SecretUrl;
 use proto_core::outbox::Confirm;
-use proto_core::profile::Publication;
+use proto_core::profile::{FieldValue, Publication};
 use proto_core::shard::PublishId;
 use proto_core::stream_broker::{
     BLOCK, CLAIM_MIN_IDLE, CommandReads, CommandStream, DATA_FIELD, READ_COUNT, StreamRead,
-    entry_body, stream_name,
+    dead_letter_stream, entry_body, stream_name,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, watch};
 
 use crate::output::{
     BoxFuture, CommandSource, INCOMING_CAPACITY, Incoming, Output, OutputClient, PublishReport,
-    Republish, Settle,
+    Republish, Republished, Settle,
 };
 use crate::runtime::Runtime;
 
@@ -52,6 +52,8 @@ pub(crate) struct StreamSettings {
 /// One publication (or a republished command) for the publisher task.
 struct Append {
     stream: String,
+    /// Fields beside `data` (a dead letter's headers).
+    headers: Vec<(&'static str, String)>,
     body: bytes::Bytes,
     generation: u64,
     id: PublishId,
@@ -106,6 +108,7 @@ impl Output for Generation {
                     &publication.exchange,
                     &publication.routing_key,
                 ),
+                headers: Vec::new(),
                 body: publication.body.clone(),
                 generation: self.generation,
                 id,
@@ -290,7 +293,11 @@ async fn append(
     }
     let mut pipe = redis::pipe();
     for append in &current {
-        pipe.add_command(xadd(settings.max_len, &append.stream, &append.body));
+        let mut cmd = xadd(settings.max_len, &append.stream, &append.body);
+        for (name, value) in &append.headers {
+            cmd.arg(*name).arg(value);
+        }
+        pipe.add_command(cmd);
     }
     let result: Result<Vec<redis::Value>, String> = pipe
         .query_async(&mut conn.clone())
@@ -318,19 +325,41 @@ fn xadd(max_len: Option<u64>, stream: &str, body: &[u8]) -> redis::Cmd {
     cmd
 }
 
-/// Forwarded commands (and dead letters, which no profile has on Redis) are appended like
-/// events, acknowledged with Redis's reply.
+/// Forwarded commands are appended like events (to the target shard's stream); dead letters
+/// to the stream named by the dead-letter exchange (never back to the command stream), with
+/// their headers (`x-gatehouse-error`: why) as fields beside `data`. Acknowledged with Redis's
+/// reply.
 impl Republish for RedisStreams {
-    fn publish(&self, publication: Publication) -> BoxFuture<Result<(), String>> {
+    fn publish(
+        &self,
+        publication: Publication,
+        kind: Republished,
+    ) -> BoxFuture<Result<(), String>> {
         let generation = self.current.borrow().as_ref().map(|o| o.generation());
         let (reply, mut report) = mpsc::unbounded_channel();
-        let sent = generation.map(|generation| {
-            self.appends.send(Append {
-                stream: stream_name(
+        let (stream, headers) = match kind {
+            Republished::Forward => (
+                stream_name(
                     &self.settings.prefix,
                     &publication.exchange,
                     &publication.routing_key,
                 ),
+                Vec::new(),
+            ),
+            Republished::DeadLetter => (
+                dead_letter_stream(&self.settings.prefix, &publication.exchange),
+                publication
+                    .properties
+                    .headers
+                    .iter()
+                    .map(|(name, value)| (*name, header_text(value)))
+                    .collect(),
+            ),
+        };
+        let sent = generation.map(|generation| {
+            self.appends.send(Append {
+                stream,
+                headers,
                 body: publication.body.clone(),
                 generation,
                 id: PublishId(0),
@@ -348,6 +377,15 @@ impl Republish for RedisStreams {
                 None => Err("the Redis publisher stopped".into()),
             }
         })
+    }
+}
+
+/// A header's value as a field's text.
+fn header_text(value: &FieldValue) -> String {
+    match value {
+        FieldValue::Int(i) => i.to_string(),
+        FieldValue::Str(s) => s.clone(),
+        FieldValue::Bool(b) => b.to_string(),
     }
 }
 

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::output::{
     BoxFuture, CommandSource, INCOMING_CAPACITY, Incoming, Output, OutputClient, PublishReport,
-    Republish, Settle,
+    Republish, Republished, Settle,
 };
 
 /// The generation of the one and only "connection" stdout is.
@@ -240,9 +240,17 @@ impl Settle for StdinCommand {
     }
 }
 
-/// A forwarded command or a dead letter, as a line with `"shard":null`, once flushed.
+/// A forwarded command as a line with `"shard":null`, once flushed. A dead letter has no place
+/// on stdout (event lines only): the rejection's log line on stderr says why.
 impl Republish for Stdio {
-    fn publish(&self, publication: Publication) -> BoxFuture<Result<(), String>> {
+    fn publish(
+        &self,
+        publication: Publication,
+        kind: Republished,
+    ) -> BoxFuture<Result<(), String>> {
+        if kind == Republished::DeadLetter {
+            return Box::pin(async { Ok(()) });
+        }
         let (reply, mut report) = mpsc::unbounded_channel();
         let sent = self.lines.send(Line {
             bytes: line(None, &publication),

@@ -411,7 +411,9 @@ pub async fn redis_streams_reach_spectacles_workers_and_their_commands_reach_the
 }
 
 /// Killed (SIGKILL) mid-stream on Redis Streams and started again: every dispatch the mock
-/// sent is in its event's stream at least once (the native profile's body carries `s`).
+/// sent is in its event's stream at least once (the native profile's body carries `s`). Then
+/// the native profile's commands from its streams: a good one reaches the shard, a bad one is
+/// dead-lettered to its own stream with the reason.
 pub async fn redis_streams_lose_nothing_when_killed_and_restarted<K: Kit>(
     _rt: async_rs::Runtime<K>,
     binary: &Path,
@@ -493,5 +495,47 @@ pub async fn redis_streams_lose_nothing_when_killed_and_restarted<K: Kit>(
         1,
         "resumed, not identified again"
     );
+
+    // The native profile's commands on Redis: `shard.0` reaches the shard; a bad one goes to
+    // the dead-letter stream with the reason, never back to the command stream.
+    let mut connection = db.connection();
+    let presence = r#"{"op":3,"d":{"since":null,"activities":[],"status":"idle","afk":false}}"#;
+    for body in ["not json at all", presence] {
+        let _: String = redis::cmd("XADD")
+            .arg("shard.0")
+            .arg("*")
+            .arg("data")
+            .arg(body)
+            .query(&mut connection)
+            .unwrap();
+    }
+    mock.recorder()
+        .wait_for(Duration::from_secs(30), |recording| {
+            recording
+                .shard_connections(0)
+                .flat_map(|c| c.received.iter())
+                .find(|f| f.op == Some(3))
+                .map(|_| ())
+        })
+        .expect("the presence update from the stream reached the shard");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut dead: Vec<redis::Value> = Vec::new();
+    while dead.is_empty() && Instant::now() < deadline {
+        dead = redis::cmd("XRANGE")
+            .arg("gateway.commands.dlx")
+            .arg("-")
+            .arg("+")
+            .query(&mut connection)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(dead.len(), 1, "the bad command was dead-lettered: {dead:?}");
+    let dead = format!("{:?}", dead[0]);
+    assert!(dead.contains("x-gatehouse-error"), "{dead}");
+    let commands: u64 = redis::cmd("XLEN")
+        .arg("shard.0")
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(commands, 2, "nothing went back to the command stream");
     assert!(second.interrupt_and_wait(Duration::from_secs(30)));
 }
