@@ -263,6 +263,7 @@ pub async fn run_with_gateway<R: Runtime>(
         &rt,
         &config,
         &router,
+        &cluster.owned,
         crate::commands::prefetch(&cluster.owned, config.limits.command_queue_capacity),
         stop_rx.clone(),
     )?;

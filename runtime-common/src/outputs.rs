@@ -99,12 +99,14 @@ impl Outputs {
     }
 
     /// Starts reading the commands this output delivers (`prefetch` at most unsettled, where
-    /// the output can bound it).
+    /// the output can bound it) for the shards `owned`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn commands<R: Runtime>(
         &self,
         rt: &R,
         config: &Config,
         router: &Router,
+        owned: &[u32],
         prefetch: u16,
         stop: watch::Receiver<bool>,
     ) -> std::io::Result<CommandSource> {
@@ -114,7 +116,7 @@ impl Outputs {
                 rt,
                 command_streams(&router.topology(), &config.broker.stream_prefix),
                 config.broker.command_group.clone().unwrap_or(group),
-                crate::cluster::member_name(),
+                consumer_name(owned),
                 stop,
             )),
             Self::Amqp(broker) => Ok(crate::amqp_commands::start(
@@ -136,5 +138,16 @@ impl Outputs {
             futures_util::pin_mut!(closed, sleep);
             futures_util::future::select(closed, sleep).await;
         }
+    }
+}
+
+/// The consumer name the command reader reads under: the host and the shards, the same for a
+/// restarted process (so consumers do not pile up in the group with every restart; what a
+/// killed one left pending is claimed after `proto_core::stream_broker::CLAIM_MIN_IDLE`).
+fn consumer_name(owned: &[u32]) -> String {
+    let host = crate::cluster::host_name();
+    match (owned.first(), owned.last()) {
+        (Some(first), Some(last)) => format!("gatehouse-{host}-{first}-{last}"),
+        _ => format!("gatehouse-{host}"),
     }
 }

@@ -411,9 +411,9 @@ pub async fn redis_streams_reach_spectacles_workers_and_their_commands_reach_the
 }
 
 /// Killed (SIGKILL) mid-stream on Redis Streams and started again: every dispatch the mock
-/// sent is in its event's stream at least once (the native profile's body carries `s`). Then
-/// the native profile's commands from its streams: a good one reaches the shard, a bad one is
-/// dead-lettered to its own stream with the reason.
+/// sent is in its event's stream at least once (the native profile's body carries `s`), and a
+/// command published while no gateway ran reaches the shard; a bad command is dead-lettered
+/// to its own stream with the reason.
 pub async fn redis_streams_lose_nothing_when_killed_and_restarted<K: Kit>(
     _rt: async_rs::Runtime<K>,
     binary: &Path,
@@ -466,6 +466,17 @@ pub async fn redis_streams_lose_nothing_when_killed_and_restarted<K: Kit>(
     }
     assert!(appended(&db).len() >= 30, "events flowed before the kill");
     first.kill();
+    // A command published while no gateway runs waits in its stream (the group remembers
+    // where the gateway stopped reading).
+    let mut connection = db.connection();
+    let presence = r#"{"op":3,"d":{"since":null,"activities":[],"status":"idle","afk":false}}"#;
+    let _: String = redis::cmd("XADD")
+        .arg("shard.0")
+        .arg("*")
+        .arg("data")
+        .arg(presence)
+        .query(&mut connection)
+        .unwrap();
 
     let mut second = Gatehouse::start(binary, &streams_env(&mock, &db.url(), "gatehouse"));
     mock.recorder()
@@ -496,19 +507,16 @@ pub async fn redis_streams_lose_nothing_when_killed_and_restarted<K: Kit>(
         "resumed, not identified again"
     );
 
-    // The native profile's commands on Redis: `shard.0` reaches the shard; a bad one goes to
-    // the dead-letter stream with the reason, never back to the command stream.
-    let mut connection = db.connection();
-    let presence = r#"{"op":3,"d":{"since":null,"activities":[],"status":"idle","afk":false}}"#;
-    for body in ["not json at all", presence] {
-        let _: String = redis::cmd("XADD")
-            .arg("shard.0")
-            .arg("*")
-            .arg("data")
-            .arg(body)
-            .query(&mut connection)
-            .unwrap();
-    }
+    // The native profile's commands on Redis: `shard.0` (published during the outage) reaches
+    // the shard; a bad one goes to the dead-letter stream with the reason, never back to the
+    // command stream.
+    let _: String = redis::cmd("XADD")
+        .arg("shard.0")
+        .arg("*")
+        .arg("data")
+        .arg("not json at all")
+        .query(&mut connection)
+        .unwrap();
     mock.recorder()
         .wait_for(Duration::from_secs(30), |recording| {
             recording
@@ -517,7 +525,7 @@ pub async fn redis_streams_lose_nothing_when_killed_and_restarted<K: Kit>(
                 .find(|f| f.op == Some(3))
                 .map(|_| ())
         })
-        .expect("the presence update from the stream reached the shard");
+        .expect("the presence update published during the outage reached the shard");
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut dead: Vec<redis::Value> = Vec::new();
     while dead.is_empty() && Instant::now() < deadline {
