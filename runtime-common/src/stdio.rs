@@ -52,12 +52,24 @@ impl std::fmt::Debug for Line {
 
 impl Stdio {
     /// Starts the writer thread on the process's stdout.
+    /// When stdout is closed (the reader at the other end of the pipe is gone) nothing can take
+    /// events any more: the process exits (status 1) rather than hold them. Nothing is lost:
+    /// the saved sequences never passed an event that was not written, so the next start
+    /// resumes before it.
     pub(crate) fn start() -> std::io::Result<Self> {
-        Self::start_on(std::io::stdout())
+        Self::start_with(std::io::stdout(), true)
     }
 
     /// Starts the writer thread on `out` (stdout, or a buffer in tests).
-    pub(crate) fn start_on<W: Write + Send + 'static>(mut out: W) -> std::io::Result<Self> {
+    #[cfg(test)]
+    pub(crate) fn start_on<W: Write + Send + 'static>(out: W) -> std::io::Result<Self> {
+        Self::start_with(out, false)
+    }
+
+    fn start_with<W: Write + Send + 'static>(
+        mut out: W,
+        exit_when_closed: bool,
+    ) -> std::io::Result<Self> {
         let (lines, mut inbox) = mpsc::unbounded_channel::<Line>();
         std::thread::Builder::new()
             .name("gatehouse-stdout".into())
@@ -68,6 +80,13 @@ impl Stdio {
                         .iter()
                         .try_for_each(|line| out.write_all(&line.bytes))
                         .and_then(|()| out.flush());
+                    if exit_when_closed
+                        && let Err(e) = &written
+                        && e.kind() == std::io::ErrorKind::BrokenPipe
+                    {
+                        tracing::error!("standard output is closed: nothing can take events; stopping (the next start resumes where the written events end)");
+                        std::process::exit(1);
+                    }
                     let result = written
                         .map(|()| Confirm::Ack)
                         .map_err(|e| format!("writing to stdout: {e}"));
