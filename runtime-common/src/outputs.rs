@@ -100,7 +100,6 @@ impl Outputs {
 
     /// Starts reading the commands this output delivers (`prefetch` at most unsettled, where
     /// the output can bound it) for the shards `owned`.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn commands<R: Runtime>(
         &self,
         rt: &R,
