@@ -411,9 +411,10 @@ pub async fn redis_streams_reach_spectacles_workers_and_their_commands_reach_the
 }
 
 /// Killed (SIGKILL) mid-stream on Redis Streams and started again: every dispatch the mock
-/// sent is in its event's stream at least once (the native profile's body carries `s`), and a
-/// command published while no gateway ran reaches the shard; a bad command is dead-lettered
-/// to its own stream with the reason.
+/// sent is in its event's stream at least once (the native profile's body carries `s`); a
+/// command published while no gateway ran, and one a dead consumer left pending (claimed),
+/// reach the shard; a bad command is dead-lettered to its own stream with the reason; every
+/// command ends acknowledged.
 pub async fn redis_streams_lose_nothing_when_killed_and_restarted<K: Kit>(
     _rt: async_rs::Runtime<K>,
     binary: &Path,
@@ -466,17 +467,48 @@ pub async fn redis_streams_lose_nothing_when_killed_and_restarted<K: Kit>(
     }
     assert!(appended(&db).len() >= 30, "events flowed before the kill");
     first.kill();
-    // A command published while no gateway runs waits in its stream (the group remembers
-    // where the gateway stopped reading).
     let mut connection = db.connection();
-    let presence = r#"{"op":3,"d":{"since":null,"activities":[],"status":"idle","afk":false}}"#;
-    let _: String = redis::cmd("XADD")
+    let presence = |status: &str| {
+        format!(
+            r#"{{"op":3,"d":{{"since":null,"activities":[],"status":"{status}","afk":false}}}}"#
+        )
+    };
+    let xadd = |connection: &mut redis::Connection, body: &str| -> String {
+        redis::cmd("XADD")
+            .arg("shard.0")
+            .arg("*")
+            .arg("data")
+            .arg(body)
+            .query(connection)
+            .unwrap()
+    };
+    // A command a consumer took and never acknowledged (it died): pending in the group, idle
+    // for a minute (`XCLAIM ... IDLE` sets that), so the restarted gateway claims it.
+    let stuck = xadd(&mut connection, &presence("dnd"));
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("gateway")
+        .arg("a-dead-consumer")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
         .arg("shard.0")
-        .arg("*")
-        .arg("data")
-        .arg(presence)
+        .arg(">")
         .query(&mut connection)
         .unwrap();
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg("shard.0")
+        .arg("gateway")
+        .arg("a-dead-consumer")
+        .arg(0)
+        .arg(&stuck)
+        .arg("IDLE")
+        .arg(60_000)
+        .query(&mut connection)
+        .unwrap();
+    // A command published while no gateway runs waits in its stream (the group remembers
+    // where the gateway stopped reading).
+    xadd(&mut connection, &presence("idle"));
 
     let mut second = Gatehouse::start(binary, &streams_env(&mock, &db.url(), "gatehouse"));
     mock.recorder()
@@ -510,22 +542,24 @@ pub async fn redis_streams_lose_nothing_when_killed_and_restarted<K: Kit>(
     // The native profile's commands on Redis: `shard.0` (published during the outage) reaches
     // the shard; a bad one goes to the dead-letter stream with the reason, never back to the
     // command stream.
-    let _: String = redis::cmd("XADD")
-        .arg("shard.0")
-        .arg("*")
-        .arg("data")
-        .arg("not json at all")
-        .query(&mut connection)
-        .unwrap();
-    mock.recorder()
-        .wait_for(Duration::from_secs(30), |recording| {
-            recording
-                .shard_connections(0)
-                .flat_map(|c| c.received.iter())
-                .find(|f| f.op == Some(3))
-                .map(|_| ())
-        })
-        .expect("the presence update published during the outage reached the shard");
+    xadd(&mut connection, "not json at all");
+    for wanted in ["idle", "dnd"] {
+        mock.recorder()
+            .wait_for(Duration::from_secs(30), |recording| {
+                recording
+                    .shard_connections(0)
+                    .flat_map(|c| c.received.iter())
+                    .filter(|f| f.op == Some(3))
+                    .find(|f| {
+                        serde_json::from_slice::<serde_json::Value>(&f.json).unwrap()["d"]["status"]
+                            == wanted
+                    })
+                    .map(|_| ())
+            })
+            .unwrap_or_else(|| {
+                panic!("the `{wanted}` command reached the shard after the restart")
+            });
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut dead: Vec<redis::Value> = Vec::new();
     while dead.is_empty() && Instant::now() < deadline {
@@ -544,6 +578,19 @@ pub async fn redis_streams_lose_nothing_when_killed_and_restarted<K: Kit>(
         .arg("shard.0")
         .query(&mut connection)
         .unwrap();
-    assert_eq!(commands, 2, "nothing went back to the command stream");
+    assert_eq!(commands, 3, "nothing went back to the command stream");
+    let pending: redis::Value = redis::cmd("XPENDING")
+        .arg("shard.0")
+        .arg("gateway")
+        .query(&mut connection)
+        .unwrap();
+    let redis::Value::Array(summary) = pending else {
+        panic!("XPENDING: {pending:?}");
+    };
+    assert_eq!(
+        summary.first(),
+        Some(&redis::Value::Int(0)),
+        "every command acknowledged"
+    );
     assert!(second.interrupt_and_wait(Duration::from_secs(30)));
 }
