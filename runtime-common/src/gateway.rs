@@ -91,6 +91,7 @@ pub async fn run_with_gateway<R: Runtime>(
         shard_count = cluster.shard_count,
         owned = ?cluster.owned,
         profile = ?config.profile.kind,
+        output = ?config.broker.kind(),
         amqp = %config.amqp.url,
         redis = %config.redis.url,
         "starting"
