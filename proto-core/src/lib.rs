@@ -35,6 +35,8 @@
 //!   when Redis returns, when shards may start new sessions without their snapshot).
 //! - [`sharding`], [`intents`], [`session`], [`secret`]: the pure rules and values shared by all.
 //! - [`rng`]: the seeded generator behind every jitter and back-off draw.
+//! - `fuzzing` (feature `fuzzing`, for the fuzz targets only): the property tests' simulation
+//!   harness, shard operations and invariants.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -56,5 +58,8 @@ pub mod sharding;
 pub mod store;
 pub mod store_sync;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(test)]
 mod tests;
