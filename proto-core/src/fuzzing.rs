@@ -9,15 +9,15 @@
 #![allow(dead_code)]
 
 #[path = "tests/fake_gateway.rs"]
-mod fake_gateway;
+pub(crate) mod fake_gateway;
 #[path = "tests/shard_ops.rs"]
-mod shard_ops;
+pub(crate) mod shard_ops;
 #[path = "tests/sim.rs"]
-mod sim;
+pub(crate) mod sim;
 
 /// The epoch of the fake clock (as `tests::epoch`).
 #[allow(clippy::disallowed_methods)]
-fn epoch() -> std::time::Instant {
+pub(crate) fn epoch() -> std::time::Instant {
     std::time::Instant::now()
 }
 
