@@ -37,6 +37,8 @@
 //!   names, the `data` field, which streams carry commands, when to claim stuck entries.
 //! - [`sharding`], [`intents`], [`session`], [`secret`]: the pure rules and values shared by all.
 //! - [`rng`]: the seeded generator behind every jitter and back-off draw.
+//! - `fuzzing` (feature `fuzzing`, for the fuzz targets only): the property tests' simulation
+//!   harness, shard operations and invariants.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -59,5 +61,8 @@ pub mod store;
 pub mod store_sync;
 pub mod stream_broker;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(test)]
 mod tests;
