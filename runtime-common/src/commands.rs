@@ -29,8 +29,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::broker::{BrokerClient, Link};
 use crate::metrics;
 use crate::runtime::Runtime;
+use crate::shard_inputs::ShardInput;
 use crate::shard_inputs::ShardInputs;
-use crate::shard_task::ShardInput;
 
 /// The pause before consuming again after the command channel failed on a live link.
 const RETRY_DELAY: Duration = Duration::from_secs(2);

@@ -24,8 +24,8 @@ use crate::discord_http::{GatewayBot, GatewayBotError, fetch_gateway_bot};
 use crate::identify::{self, IdentifyClient};
 use crate::runtime::Runtime;
 use crate::session_store::{LoadedSessions, SessionStore, StoreError, StoreWriter};
-use crate::shard_inputs::ShardInputs;
-use crate::shard_task::{self, ShardInput, ShardIo};
+use crate::shard_inputs::{ShardInput, ShardInputs};
+use crate::shard_task::{self, ShardIo};
 
 /// Why the process could not run.
 #[derive(Debug, thiserror::Error)]

@@ -68,7 +68,7 @@ pub mod tls;
 
 pub use gateway::{RunError, run, run_with_gateway};
 pub use runtime::{Runtime, WS_READ_BUFFER, WsError, websocket_config};
-pub use shard_task::ShardInput;
+pub use shard_inputs::ShardInput;
 
 /// Installs ring as the process's rustls crypto provider (rustls refuses to choose when more
 /// than one is compiled in). Call once at start-up, before any TLS connection.

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
 use proto_core::outbox::{Confirm, Outbox, OutboxConfig, OutboxEvent};
-use proto_core::shard::{Action, CloseCode, Shard, ShardEvent, ShardState, StopReason, UsageError};
+use proto_core::shard::{Action, CloseCode, Shard, ShardEvent, ShardState, StopReason};
 use proto_core::store::ShardStatus;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 use tungstenite::Message;
 use tungstenite::protocol::CloseFrame;
@@ -32,6 +32,7 @@ use crate::output::{Output, OutputClient};
 use crate::publisher::PublishReport;
 use crate::runtime::Runtime;
 use crate::session_store::StoreWriter;
+use crate::shard_inputs::ShardInput;
 
 /// How long opening a WebSocket may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,24 +41,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_BURST: usize = 64;
 /// How long to wait for the peer's answer to our close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// What other tasks tell a shard.
-#[derive(Debug)]
-pub enum ShardInput {
-    /// A worker command: a JSON gateway packet. The reply says whether the shard queued it.
-    Command {
-        /// The packet.
-        packet: Bytes,
-        /// Where the outcome goes.
-        reply: oneshot::Sender<Result<(), UsageError>>,
-    },
-    /// Reconnect (and resume).
-    Reconnect,
-    /// The identify scheduler granted an IDENTIFY.
-    IdentifyGranted,
-    /// Shut down (closing with a resumable code).
-    Shutdown,
-}
 
 /// Everything a shard task needs besides its shard.
 pub(crate) struct ShardIo<R: Runtime> {
