@@ -75,34 +75,29 @@ impl Harness {
     }
 }
 
+fn pick<T>(actions: &[Action], f: impl Fn(&Action) -> Option<T>) -> Vec<T> {
+    actions.iter().filter_map(f).collect()
+}
+
 fn sent_ops(actions: &[Action]) -> Vec<u8> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Send(frame) => Some(frame.op),
-            _ => None,
-        })
-        .collect()
+    pick(actions, |a| match a {
+        Action::Send(frame) => Some(frame.op),
+        _ => None,
+    })
 }
 
 fn closes(actions: &[Action]) -> Vec<u16> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Close(code, _) => Some(*code),
-            _ => None,
-        })
-        .collect()
+    pick(actions, |a| match a {
+        Action::Close(code, _) => Some(*code),
+        _ => None,
+    })
 }
 
 fn violations(actions: &[Action]) -> Vec<ViolationKind> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Violation(v) => Some(v.kind.clone()),
-            _ => None,
-        })
-        .collect()
+    pick(actions, |a| match a {
+        Action::Violation(v) => Some(v.kind.clone()),
+        _ => None,
+    })
 }
 
 #[test]
