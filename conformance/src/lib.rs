@@ -9,7 +9,8 @@
 //! Modules, one job each:
 //! - [`contract`]: the environment variables and time limits an implementation is held to;
 //! - [`process`]: starting and stopping the implementation;
-//! - [`broker`]: AMQP as a worker uses it (lapin); [`management`]: the RabbitMQ HTTP API;
+//! - [`broker`]: AMQP as a worker uses it (lapin); the RabbitMQ HTTP API is the
+//!   `rabbitmq-management` package (shared with the runtimes' end-to-end tests);
 //! - [`redis_store`]: Redis inspection; [`isolation`]: a vhost and a key prefix per scenario run;
 //! - [`profiles`]: each profile's contract from the worker's side; [`body`]: body decoding;
 //! - [`report`]: table, JSON and JUnit output;
@@ -24,7 +25,6 @@ pub mod broker;
 pub mod contract;
 pub mod gateway;
 pub mod isolation;
-pub mod management;
 pub mod private_services;
 pub mod process;
 pub mod profiles;

@@ -229,10 +229,7 @@ mod tests {
     /// `Returned`, not as an ack; once a queue is bound it is an ack.
     #[tokio::test]
     async fn the_real_broker_returns_an_unroutable_event_and_it_is_not_taken_for_an_ack() {
-        use lapin::options::{
-            ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-            QueueDeclareOptions,
-        };
+        use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions};
         use lapin::types::FieldTable;
         use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 
@@ -283,26 +280,7 @@ mod tests {
         };
         assert_eq!(publish("NOBODY_BINDS").await, Confirm::Returned);
 
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        channel
-            .queue_bind(
-                queue.name().clone(),
-                exchange.as_str().into(),
-                "BOUND".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
+        crate::demo::bind_private_queue(&channel, &exchange, &["BOUND".to_owned()])
             .await
             .unwrap();
         assert_eq!(publish("BOUND").await, Confirm::Ack);
