@@ -79,13 +79,13 @@ pub async fn run_with_gateway<R: Runtime>(
 ) -> Result<(), RunError> {
     let cluster = config.cluster(bot.shards)?;
     let router = Router::new(&config.profile, &cluster)?;
-    crate::predecessor_metrics::enable(config.profile.kind, cluster.owned.len());
+    crate::predecessor_metrics::enable(config.profile.kind, cluster.owned().len());
     if let Some(channel) = config.discord.log_channel {
         crate::log_channel::start(&config.discord.api_base, &config.discord.token, channel);
     }
     tracing::info!(
-        shard_count = cluster.shard_count,
-        owned = ?cluster.owned,
+        shard_count = cluster.shard_count(),
+        owned = ?cluster.owned(),
         profile = ?config.profile.kind,
         amqp = %config.amqp.url,
         redis = %config.redis.url,
@@ -123,7 +123,7 @@ pub async fn run_with_gateway<R: Runtime>(
     let at_start: &[u32] = if clustered.is_some() {
         &[]
     } else {
-        &cluster.owned
+        cluster.owned()
     };
     let store_policy = StorePolicy {
         identify_anyway_after: config.redis.identify_anyway_after,
@@ -139,10 +139,7 @@ pub async fn run_with_gateway<R: Runtime>(
         Some(store) => {
             let shard_ids: Vec<ShardId> = at_start
                 .iter()
-                .map(|&number| {
-                    ShardId::new(number, cluster.shard_count)
-                        .expect("Config::cluster only returns shards below the count")
-                })
+                .filter_map(|&number| cluster.shard(number))
                 .collect();
             let load = store.load_sessions(&shard_ids, store_policy);
             futures_util::pin_mut!(load);
@@ -166,7 +163,7 @@ pub async fn run_with_gateway<R: Runtime>(
         BrokerSettings {
             url: config.amqp.url.clone(),
             topology: router.topology(),
-            connection_name: format!("gatehouse shards {:?}", cluster.owned),
+            connection_name: format!("gatehouse shards {:?}", cluster.owned()),
             event_router: router.needs_event_topology().then(|| router.clone()),
         },
         stop_rx.clone(),
@@ -231,7 +228,7 @@ pub async fn run_with_gateway<R: Runtime>(
             let saved = sessions.values().flatten().cloned().collect();
             store.start_writer(
                 config.profile.kind,
-                cluster.shard_count,
+                cluster.shard_count(),
                 store_policy.retry,
                 saved,
             )
@@ -248,7 +245,7 @@ pub async fn run_with_gateway<R: Runtime>(
         config: config.clone(),
         bot: bot.clone(),
         router: router.clone(),
-        shard_count: cluster.shard_count,
+        shard_count: cluster.shard_count(),
         broker: broker.clone(),
         writer: writer.clone(),
         identify,
@@ -258,7 +255,7 @@ pub async fn run_with_gateway<R: Runtime>(
         store: launch_store,
         store_policy,
         resume: config.discord.resume,
-        process_shards: cluster.owned.len(),
+        process_shards: cluster.owned().len(),
     };
 
     crate::commands::start(
@@ -266,7 +263,7 @@ pub async fn run_with_gateway<R: Runtime>(
         broker.clone(),
         router,
         inputs.clone(),
-        &cluster.owned,
+        cluster.owned(),
         config.limits.command_queue_capacity,
         stop_rx.clone(),
     );
@@ -275,7 +272,7 @@ pub async fn run_with_gateway<R: Runtime>(
         let settings = cluster_mode::Settings {
             name,
             prefix: config.redis.key_prefix.clone(),
-            shard_count: cluster.shard_count,
+            shard_count: cluster.shard_count(),
             explicit: config.discord.shard_ids.clone(),
             timings: proto_core::cluster::LeaseTimings::new(Duration::from_millis(
                 config.cluster.lease_ms,
@@ -295,13 +292,13 @@ pub async fn run_with_gateway<R: Runtime>(
         return result.map_err(RunError::AllShardsStopped);
     }
 
-    for &number in &cluster.owned {
+    for &number in cluster.owned() {
         let session = sessions.remove(&number).flatten();
         launcher.spawn(number, session);
     }
     drop(launcher);
 
-    let mut running = cluster.owned.len();
+    let mut running = cluster.owned().len();
     let mut last_reason = None;
     let shutdown_requested = loop {
         match futures_util::future::select(shutdown.as_mut(), Box::pin(done_rx.recv())).await {
