@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
 use proto_core::outbox::{Confirm, Outbox, OutboxConfig, OutboxEvent};
-use proto_core::shard::{Action, CloseCode, Shard, ShardEvent, ShardState, StopReason};
+use proto_core::shard::{Action, CloseCode, FrameKind, Shard, ShardEvent, ShardState, StopReason};
 use proto_core::store::ShardStatus;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
@@ -174,9 +174,12 @@ impl<R: Runtime> ShardTask<R> {
     fn handle_wake(&mut self, now: Instant, wake: Wake) {
         match wake {
             Wake::Message(Message::Text(text)) => {
-                self.shard.handle_message(now, text.as_bytes(), false)
+                self.shard
+                    .handle_message(now, text.as_bytes(), FrameKind::Text)
             }
-            Wake::Message(Message::Binary(data)) => self.shard.handle_message(now, &data, true),
+            Wake::Message(Message::Binary(data)) => {
+                self.shard.handle_message(now, &data, FrameKind::Binary)
+            }
             Wake::Message(Message::Close(frame)) => {
                 self.peer_close = frame.map(|f| u16::from(f.code));
             }
