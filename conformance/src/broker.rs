@@ -4,7 +4,7 @@
 //! Owns one connection to one scenario's vhost, and the shapes it declares and publishes
 //! ([`ExchangeSpec`], [`OutgoingMessage`]). It does not create vhosts (see
 //! [`crate::isolation`]) and does not read topology details such as exchange types (see
-//! [`crate::management`]), which AMQP cannot report.
+//! [`rabbitmq_management`]), which AMQP cannot report.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

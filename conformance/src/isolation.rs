@@ -4,7 +4,7 @@
 //! exchange names stay exactly as specified.
 //!
 //! Owns naming and the create/clean-up lifecycle. It does not inspect contents (see
-//! [`crate::broker`], [`crate::management`], [`crate::redis_store`]).
+//! [`crate::broker`], [`rabbitmq_management`], [`crate::redis_store`]).
 
 use crate::redis_store::RedisStore;
 use rabbitmq_management::ManagementApi;

@@ -17,6 +17,8 @@
 //! - [`gateway`]: the mock gateway adapter; [`scenario`]: the trait and context;
 //!   [`registry`]: the list; [`runner`]: scheduling and lifecycle; [`services`]: where RabbitMQ
 //!   and Redis come from;
+//! - [`worker`]: the suite acting as a profile's worker (subscriptions, inbox, commands);
+//!   [`scenarios`]: the scenarios, one per file, and the steps several share;
 //! - [`proxy`]: a loopback TCP proxy that cuts, stalls or slows the broker link;
 //!   [`private_services`]: RabbitMQ nodes and Redis servers a fault scenario may break.
 
