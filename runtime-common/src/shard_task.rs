@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
 use proto_core::outbox::{Confirm, Outbox, OutboxConfig, OutboxEvent};
 use proto_core::shard::{Action, CloseCode, FrameKind, Shard, ShardEvent, ShardState, StopReason};
-use proto_core::store::ShardStatus;
+use proto_core::store::{self, ShardStatus};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 use tungstenite::Message;
@@ -146,8 +146,8 @@ impl<R: Runtime> ShardTask<R> {
             if let Some(reason) = self.stopped.take() {
                 self.drop_socket();
                 let name = match reason {
-                    StopReason::Shutdown => "stopped",
-                    StopReason::Fatal { .. } => "fatally_closed",
+                    StopReason::Shutdown => store::STATE_STOPPED,
+                    StopReason::Fatal { .. } => store::state_name(ShardState::FatallyClosed),
                 };
                 self.write_status(name);
                 return reason;
@@ -538,7 +538,7 @@ impl<R: Runtime> ShardTask<R> {
         } else if self.shard.last_ack() == self.last_ack_written {
             return;
         }
-        self.write_status(metrics::state_name(state));
+        self.write_status(store::state_name(state));
     }
 
     /// Writes the status (on a state change, and on each heartbeat ACK for a fresh latency).
