@@ -27,8 +27,8 @@ use proto_core::profile::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::output::{Output, OutputClient};
-use crate::publisher::{self, PublishReport, PublishRequest};
+use crate::output::{Output, OutputClient, PublishReport};
+use crate::publisher::{self, PublishRequest};
 use crate::runtime::Runtime;
 
 /// How long opening a connection (TCP, AMQP handshake, topology) may take.

@@ -22,6 +22,7 @@ use proto_core::shard::PublishId;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::broker::Link;
+use crate::output::PublishReport;
 
 /// Publications started together before awaiting any of them.
 const MAX_BATCH: usize = 256;
@@ -35,17 +36,6 @@ pub(crate) struct PublishRequest {
     pub(crate) publication: Arc<Publication>,
     /// Where the outcome goes.
     pub(crate) reply: mpsc::UnboundedSender<PublishReport>,
-}
-
-/// What became of one publication on one link.
-#[derive(Debug)]
-pub(crate) struct PublishReport {
-    /// The link it was published on.
-    pub(crate) link: u64,
-    /// The shard's id for it.
-    pub(crate) id: PublishId,
-    /// The broker's answer, or why the link failed before it answered.
-    pub(crate) result: Result<Confirm, String>,
 }
 
 /// The sending half a [`Link`] keeps.

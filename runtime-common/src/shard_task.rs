@@ -28,8 +28,7 @@ use tungstenite::protocol::CloseFrame;
 
 use crate::identify::IdentifyClient;
 use crate::metrics;
-use crate::output::{Output, OutputClient};
-use crate::publisher::PublishReport;
+use crate::output::{Output, OutputClient, PublishReport};
 use crate::runtime::Runtime;
 use crate::session_store::StoreWriter;
 use crate::shard_inputs::ShardInput;
