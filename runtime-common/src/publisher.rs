@@ -21,7 +21,6 @@ use proto_core::profile::{Publication, Router};
 use proto_core::shard::PublishId;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::broker::Link;
 use crate::output::PublishReport;
 
 /// Publications started together before awaiting any of them.
@@ -38,7 +37,30 @@ pub(crate) struct PublishRequest {
     pub(crate) reply: mpsc::UnboundedSender<PublishReport>,
 }
 
-/// The sending half a [`Link`] keeps.
+/// What the publisher needs from one broker connection (`broker::Link` in the process; the
+/// trait keeps this module independent of the connection's supervisor).
+pub(crate) trait PublishLink: Send + Sync + 'static {
+    /// Increases with every connection, so a failure report names the link it saw fail.
+    fn generation(&self) -> u64;
+
+    /// Declares the per-event topology the profile wants before `event`'s first publication.
+    fn ensure_event_topology(
+        &self,
+        router: &Router,
+        event: &str,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Publishes one event, mandatory; the confirm resolves when the broker answers.
+    fn publish_event(
+        &self,
+        publication: &Publication,
+    ) -> impl Future<Output = lapin::Result<lapin::PublisherConfirm>> + Send;
+
+    /// Forgets that `event`'s per-event topology is declared.
+    fn forget_event(&self, event: &str);
+}
+
+/// The sending half a link keeps.
 pub(crate) type Requests = mpsc::UnboundedSender<PublishRequest>;
 
 /// A channel for a new link's publisher.
@@ -81,14 +103,14 @@ type ConfirmFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Runs the publisher of `link` until `retired` fires (the supervisor dropped the link) or
 /// every sender is gone. `event_router` is the router of profiles that declare per event.
-pub(crate) async fn run(
-    link: Arc<Link>,
+pub(crate) async fn run<L: PublishLink>(
+    link: Arc<L>,
     mut requests: mpsc::UnboundedReceiver<PublishRequest>,
     event_router: Option<Router>,
     retired: oneshot::Receiver<()>,
 ) {
     let (confirms_tx, mut confirms_rx) = mpsc::unbounded_channel::<ConfirmFuture>();
-    let generation = link.generation;
+    let generation = link.generation();
     let publish = async {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
