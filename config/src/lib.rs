@@ -3,15 +3,16 @@
 //! The configuration of the binaries, apart from the sans-IO core (which receives plain values:
 //! `ShardConfig`, `ProfileConfig`, `ClusterInfo`).
 //!
-//! Modules, one responsibility each:
-//! - [`model`]: the typed [`Config`] and its defaults; [`secret_url`]: URLs with credentials
-//!   and their redaction.
+//! Modules, one line each on what it owns:
 //! - [`env`]: the environment variables, one table per source (Gatehouse and each predecessor).
+//! - [`error`]: why a configuration was refused.
 //! - [`formats`]: the files: Gatehouse's TOML, the Spectacles gateway's TOML, Retsu's
 //!   `config.json`, and `.env` files.
 //! - [`load`]: the layers (file, environment) and the warnings about names without effect.
-//! - `raw` (serde shapes of the file) and `validate` (checks and value forms).
-//! - [`error`]: why a configuration was refused.
+//! - [`model`]: the typed [`Config`] and its defaults.
+//! - `raw`: the serde shapes of the file before validation.
+//! - [`secret_url`]: URLs with credentials and their redaction.
+//! - `validate`: from the file's shape to a [`Config`] (checks, defaults, value forms).
 //!
 //! Nothing here reads a file or the process environment: the binaries pass text and a lookup
 //! closure (`runtime_common::app`).

@@ -101,7 +101,7 @@ fn apply_table(
         if let Some(value) = (composite.build)(env) {
             let var = composite.names[0];
             let value = value.map_err(|message| ConfigError::Env { var, message })?;
-            set_path(table, composite.path, value)
+            formats::set_path(table, composite.path, value)
                 .map_err(|message| ConfigError::Env { var, message })?;
         }
     }
@@ -112,7 +112,7 @@ fn apply_table(
             .find_map(|&name| env(name).filter(|v| !v.is_empty()).map(|v| (name, v)));
         let Some((name, value)) = found else { continue };
         if let Some(value) = env_value(name, var.kind, value.trim())? {
-            set_path(table, var.path, value)
+            formats::set_path(table, var.path, value)
                 .map_err(|message| ConfigError::Env { var: name, message })?;
         }
     }
@@ -211,24 +211,4 @@ fn env_value(
             }
         },
     }))
-}
-
-/// Sets `path` in the tree, creating tables on the way.
-pub(crate) fn set_path(
-    table: &mut toml::Table,
-    path: &[&str],
-    value: toml::Value,
-) -> Result<(), String> {
-    let (last, parents) = path.split_last().expect("paths are never empty");
-    let mut current = table;
-    for (depth, key) in parents.iter().enumerate() {
-        let entry = current
-            .entry((*key).to_owned())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        current = entry
-            .as_table_mut()
-            .ok_or_else(|| format!("the file's `{}` is not a table", path[..=depth].join(".")))?;
-    }
-    current.insert((*last).to_owned(), value);
-    Ok(())
 }

@@ -314,6 +314,6 @@ impl Config {
                 (first..shard_count).collect()
             }
         };
-        Ok(ClusterInfo { shard_count, owned })
+        ClusterInfo::new(shard_count, owned).map_err(|e| invalid("discord.shard_ids", e.0))
     }
 }

@@ -236,15 +236,15 @@ fn predecessors_names_apply() {
 fn cluster_combines_configuration_and_recommendation() {
     let config = Config::load("", env(&[])).unwrap();
     let cluster = config.cluster(3).unwrap();
-    assert_eq!(cluster.shard_count, 3);
-    assert_eq!(cluster.owned, vec![0, 1, 2]);
+    assert_eq!(cluster.shard_count(), 3);
+    assert_eq!(cluster.owned(), [0, 1, 2]);
 
     let config = Config::load("", env(&[("GATEHOUSE_SHARD_IDS", "4")])).unwrap();
     let err = config.cluster(3).unwrap_err();
     assert!(err.to_string().contains("shard 4 does not exist"), "{err}");
 
     let config = Config::load("", env(&[("GATEHOUSE_SHARD_COUNT", "8")])).unwrap();
-    assert_eq!(config.cluster(1).unwrap().owned.len(), 8);
+    assert_eq!(config.cluster(1).unwrap().owned().len(), 8);
 }
 
 #[test]
@@ -309,13 +309,6 @@ fn secrets_never_show_in_debug_or_errors() {
     assert!(!err.contains("hunter2"), "{err}");
 }
 
-fn cluster() -> proto_core::profile::ClusterInfo {
-    proto_core::profile::ClusterInfo {
-        shard_count: 4,
-        owned: vec![0, 1],
-    }
-}
-
 /// The `[profile]` table of the file.
 fn parse_profile(toml_text: &str) -> Result<ProfileConfig, String> {
     toml::from_str(toml_text).map_err(|e| e.to_string())
@@ -340,7 +333,7 @@ fn every_option_parses() {
     assert_eq!(cfg.kind, ProfileKind::Spectacles);
     assert_eq!(cfg.exchange_name(), "bot");
     assert_eq!(cfg.body_encoding(), BodyEncoding::Json);
-    cfg.validate(&cluster()).unwrap();
+    cfg.validate().unwrap();
 
     let cfg = parse_profile(
         r#"
@@ -350,9 +343,9 @@ fn every_option_parses() {
         "#,
     )
     .unwrap();
-    cfg.validate(&cluster()).unwrap();
+    cfg.validate().unwrap();
     let cfg = parse_profile("kind = \"twilight-dispatch\"\ndefault_queue = true").unwrap();
-    cfg.validate(&cluster()).unwrap();
+    cfg.validate().unwrap();
     assert_eq!(parse_profile("").unwrap(), ProfileConfig::default());
 }
 
@@ -512,10 +505,10 @@ fn cordis_starting_shard_alone_runs_every_shard_from_it() {
     let config = Config::load("", env(&[("CORDIS_STARTING_SHARD", "4")])).unwrap();
     assert_eq!(config.discord.shard_ids, None);
     assert_eq!(config.discord.first_shard, Some(4));
-    assert_eq!(config.cluster(8).unwrap().owned, vec![4, 5, 6, 7]);
+    assert_eq!(config.cluster(8).unwrap().owned(), [4, 5, 6, 7]);
     assert!(config.cluster(4).is_err(), "shard 4 of 4 does not exist");
     let config = Config::load("[discord]\nshard_ids = \"2-\"", env(&[])).unwrap();
-    assert_eq!(config.cluster(4).unwrap().owned, vec![2, 3]);
+    assert_eq!(config.cluster(4).unwrap().owned(), [2, 3]);
 }
 
 #[test]

@@ -1,9 +1,10 @@
 //! RabbitMQ through AMQP (lapin), as a worker uses it: declare and bind, consume into an inbox,
 //! publish commands with confirms, and check whether the gateway's exchanges and queues exist.
 //!
-//! Owns one connection to one scenario's vhost. It does not create vhosts (see
+//! Owns one connection to one scenario's vhost, and the shapes it declares and publishes
+//! ([`ExchangeSpec`], [`OutgoingMessage`]). It does not create vhosts (see
 //! [`crate::isolation`]) and does not read topology details such as exchange types (see
-//! [`crate::management`]), which AMQP cannot report.
+//! [`rabbitmq_management`]), which AMQP cannot report.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,8 +16,6 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-
-use crate::profiles::{ExchangeSpec, OutgoingMessage};
 
 /// An exchange type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +56,30 @@ impl ExchangeType {
             Self::Headers => ExchangeKind::Headers,
         }
     }
+}
+
+/// An exchange as declared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExchangeSpec {
+    /// Name.
+    pub name: &'static str,
+    /// Type.
+    pub kind: ExchangeType,
+    /// Durable.
+    pub durable: bool,
+    /// Auto-delete.
+    pub auto_delete: bool,
+}
+
+/// One message a worker publishes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    /// The exchange (empty: the default exchange).
+    pub exchange: String,
+    /// The routing key.
+    pub routing_key: String,
+    /// The body.
+    pub body: Vec<u8>,
 }
 
 /// A header value, simplified.

@@ -4,10 +4,10 @@
 //! exchange names stay exactly as specified.
 //!
 //! Owns naming and the create/clean-up lifecycle. It does not inspect contents (see
-//! [`crate::broker`], [`crate::management`], [`crate::redis_store`]).
+//! [`crate::broker`], [`rabbitmq_management`], [`crate::redis_store`]).
 
-use crate::management::ManagementApi;
 use crate::redis_store::RedisStore;
+use rabbitmq_management::ManagementApi;
 
 /// Names every vhost and prefix of one suite run start with, so leftovers are recognisable.
 pub const NAME_PREFIX: &str = "conformance";
@@ -31,7 +31,7 @@ pub enum IsolationError {
     #[error(
         "{0} (is the rabbitmq_management plugin enabled? set RABBITMQ_MANAGEMENT_URL to point elsewhere)"
     )]
-    Management(#[from] crate::management::ManagementError),
+    Management(#[from] rabbitmq_management::ManagementError),
     /// Redis refused or is unreachable.
     #[error(transparent)]
     Redis(#[from] crate::redis_store::RedisError),
@@ -128,7 +128,7 @@ pub async fn clean_up_run(
 /// `amqp_url` with its path replaced by `vhost` (percent-encoded).
 pub fn amqp_url_for_vhost(amqp_url: &str, vhost: &str) -> Result<String, String> {
     let mut url = url::Url::parse(amqp_url).map_err(|e| format!("bad AMQP_URL: {e}"))?;
-    let encoded = percent_encoding::utf8_percent_encode(vhost, crate::management::PATH_SEGMENT);
+    let encoded = percent_encoding::utf8_percent_encode(vhost, rabbitmq_management::PATH_SEGMENT);
     url.set_path(&format!("/{encoded}"));
     Ok(url.to_string())
 }

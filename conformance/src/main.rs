@@ -10,7 +10,8 @@ use conformance::report::{Verdict, to_table};
 use conformance::runner::{self, RunOptions};
 use conformance::scenario::Requirement;
 use conformance::services::{self, Services};
-use conformance::{contract, isolation, management, process, registry};
+use conformance::{contract, isolation, process, registry};
+use rabbitmq_management as management;
 
 /// A black-box conformance suite for Discord gateway bridges.
 #[derive(Parser)]

@@ -11,6 +11,7 @@ use std::str::FromStr;
 
 use crate::body::{self, Value};
 use crate::broker::{Delivery, ExchangeType, HeaderValue};
+pub use crate::broker::{ExchangeSpec, OutgoingMessage};
 
 /// A broker profile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -413,19 +414,6 @@ impl BodyEncoding {
     }
 }
 
-/// An exchange as declared.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ExchangeSpec {
-    /// Name.
-    pub name: &'static str,
-    /// Type.
-    pub kind: ExchangeType,
-    /// Durable.
-    pub durable: bool,
-    /// Auto-delete.
-    pub auto_delete: bool,
-}
-
 /// A queue the gateway must declare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueueSpec {
@@ -502,17 +490,6 @@ pub enum CommandEntry {
     },
     /// A queue, published to through the default exchange.
     Queue(&'static str),
-}
-
-/// One message a worker publishes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OutgoingMessage {
-    /// The exchange (empty: the default exchange).
-    pub exchange: String,
-    /// The routing key.
-    pub routing_key: String,
-    /// The body.
-    pub body: Vec<u8>,
 }
 
 /// The session facts an event is checked against.

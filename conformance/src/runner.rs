@@ -17,13 +17,13 @@ use crate::broker::Broker;
 use crate::contract::ImplEnv;
 use crate::gateway::Gateway;
 use crate::isolation::Isolation;
-use crate::management::ManagementApi;
 use crate::process::{Ending, log_tail};
 use crate::profiles::Profile;
 use crate::redis_store::RedisStore;
 use crate::report::{Outcome, RunReport, Verdict};
 use crate::scenario::{Context, Failure, FailureKind, Requirement, Scenario};
 use crate::services::Services;
+use rabbitmq_management::ManagementApi;
 
 /// What `conformance run` was asked to do.
 #[derive(Clone, Debug)]

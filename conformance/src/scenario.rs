@@ -16,10 +16,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::broker::Broker;
 use crate::contract::{self, Compression, Encoding, ImplEnv};
 use crate::gateway::{Control, Gateway, MockConfig, suite_defaults};
-use crate::management::ManagementApi;
 use crate::process::{Ending, ImplProcess};
 use crate::profiles::{BodyEncoding, Profile};
 use crate::redis_store::RedisStore;
+use rabbitmq_management::ManagementApi;
 
 /// The future an async probe of [`Context::wait_for_async`] returns.
 pub type Probe<'a, T> = Pin<Box<dyn Future<Output = Option<T>> + Send + 'a>>;

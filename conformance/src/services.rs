@@ -6,8 +6,8 @@
 //! [`crate::isolation`]).
 
 use crate::broker::Broker;
-use crate::management::ManagementApi;
 use crate::redis_store::RedisStore;
+use rabbitmq_management::ManagementApi;
 
 /// The default `AMQP_URL`.
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -69,7 +69,7 @@ impl Services {
             .map_err(|e| {
                 format!(
                     "{e} (enable the rabbitmq_management plugin, or set {})",
-                    crate::management::MANAGEMENT_URL_VAR
+                    rabbitmq_management::MANAGEMENT_URL_VAR
                 )
             })?;
         let redis = RedisStore::connect(&self.redis_url, "conformance:preflight:")

@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use crate::broker::BrokerError;
-use crate::management::{BindingInfo, ExchangeInfo, ManagementError, QueueInfo};
 use crate::profiles::{CommandEntry, OutgoingMessage, Subscription, Target};
 use crate::scenario::{Context, Failure};
+use rabbitmq_management::{BindingInfo, ExchangeInfo, ManagementError, QueueInfo};
 
 /// A snapshot of a vhost's topology.
 #[derive(Clone, Debug, Default)]

@@ -16,27 +16,33 @@
 //! The runtimes (`runtime-tokio`, `runtime-async-std`) own the sockets, the timers and the broker
 //! and Redis clients; they do what the core's actions say and feed back what happened.
 //!
-//! Modules:
+//! Modules, one line each on what it owns:
+//! - [`cluster`]: cluster mode's rules (identify limits across processes, shard leases,
+//!   placement), with Redis as the storage only.
 //! - [`codec`]: transport decompression (zlib-stream, zstd-stream, payload zlib), JSON envelope
 //!   scanning and ETF-to-JSON conversion, with limits against hostile input; JSON-to-ETF for
 //!   what `encoding=etf` connections send.
-//! - [`shard`]: one gateway connection's state machine.
-//! - [`outbox`]: one shard's publications between `Action::Publish` and the broker's confirm
-//!   (retries, nacks, unroutable returns, confirm timeouts, lost links).
-//! - [`profile`]: the broker wire contracts (topology, dispatch routing, command decoding).
 //! - [`command`]: validation of the gateway packets workers ask to send, for every profile.
 //! - [`command_flow`]: worker commands from the consumer to the shards (per-shard lanes,
 //!   the reconnect rate limit, the verdict on each delivery).
 //! - [`identify`]: the identify scheduler (session start limit, `max_concurrency` buckets).
-//! - [`cluster`]: cluster mode's rules (identify limits across processes, shard leases,
-//!   placement), with Redis as the storage only.
+//! - [`intents`]: every gateway intent by name and bit, and parsing of intent lists.
+//! - [`outbox`]: one shard's publications between `Action::Publish` and the broker's confirm
+//!   (retries, nacks, unroutable returns, confirm timeouts, lost links).
+//! - [`profile`]: the broker wire contracts (topology, dispatch routing, command decoding) and
+//!   the validated shard set a process owns (`ClusterInfo`).
 //! - [`ratelimit`]: the per-connection send window (120 frames per 60 s, heartbeats reserved).
+//! - [`rng`]: the seeded generator behind every jitter and back-off draw.
+//! - [`secret`]: strings that must never be printed (the token, passwords).
+//! - [`session`]: the session snapshot a runtime persists so that a restarted process resumes.
+//! - [`shard`]: one gateway connection's state machine.
+//! - [`sharding`]: shard ids, which shard a guild lives on, snowflakes, shard selections.
+//! - [`store`]: the Redis key layout and value encoding of Gatehouse's own state (session
+//!   snapshots, shard status).
 //! - [`store_sync`]: the session store's policy under Redis faults (retries, what to write
 //!   when Redis returns, when shards may start new sessions without their snapshot).
 //! - [`stream_broker`]: Redis Streams as a broker (`@spectacles/brokers`' `Redis`): stream
 //!   names, the `data` field, which streams carry commands, when to claim stuck entries.
-//! - [`sharding`], [`intents`], [`session`], [`secret`]: the pure rules and values shared by all.
-//! - [`rng`]: the seeded generator behind every jitter and back-off draw.
 //! - `fuzzing` (feature `fuzzing`, for the fuzz targets only): the property tests' simulation
 //!   harness, shard operations and invariants.
 

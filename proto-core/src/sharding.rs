@@ -2,8 +2,8 @@
 //!
 //! Owns: [`ShardId`], [`shard_for_guild`] / [`shard_for_event`] (PROTOCOL.md §13), snowflake
 //! parsing from JSON (strings, and numbers where Discord echoes what a client sent), and
-//! [`ShardRange`], the validated slice of shards one node runs. Pure functions and small value
-//! types; no state. Does not schedule identifies (see [`crate::identify`]).
+//! shard selections ([`parse_shard_ids`]); which shards a process owns is
+//! `profile::ClusterInfo`. Pure functions and small value types; no state. Does not schedule identifies (see [`crate::identify`]).
 
 use std::fmt;
 use std::num::NonZeroU32;
@@ -124,113 +124,6 @@ pub fn guild_id_of(d: &[u8]) -> Option<u64> {
     v.guild_id.map(|g| g.0)
 }
 
-/// Why a [`ShardRange`] is invalid.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ShardRangeError {
-    /// The total shard count is 0.
-    #[error("the total shard count must be at least 1")]
-    ZeroTotal,
-    /// The node runs no shard.
-    #[error("a node must run at least one shard")]
-    ZeroCount,
-    /// The range reaches past the last shard.
-    #[error("shards {first}..{end} do not fit in a total of {total}")]
-    OutOfRange {
-        /// First shard.
-        first: u32,
-        /// One past the last shard.
-        end: u64,
-        /// The total.
-        total: u32,
-    },
-}
-
-/// The consecutive shards one node runs: `first .. first + count`, out of `total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-pub struct ShardRange {
-    first: u32,
-    count: NonZeroU32,
-    total: NonZeroU32,
-}
-
-impl ShardRange {
-    /// A validated range.
-    pub fn new(first: u32, count: u32, total: u32) -> Result<Self, ShardRangeError> {
-        let total = NonZeroU32::new(total).ok_or(ShardRangeError::ZeroTotal)?;
-        let count = NonZeroU32::new(count).ok_or(ShardRangeError::ZeroCount)?;
-        let end = u64::from(first) + u64::from(count.get());
-        if end > u64::from(total.get()) {
-            return Err(ShardRangeError::OutOfRange {
-                first,
-                end,
-                total: total.get(),
-            });
-        }
-        Ok(Self {
-            first,
-            count,
-            total,
-        })
-    }
-
-    /// Every shard of the bot on one node.
-    pub const fn all(total: NonZeroU32) -> Self {
-        Self {
-            first: 0,
-            count: total,
-            total,
-        }
-    }
-
-    /// The first shard number.
-    pub const fn first(self) -> u32 {
-        self.first
-    }
-
-    /// How many shards this node runs.
-    pub const fn count(self) -> u32 {
-        self.count.get()
-    }
-
-    /// The bot's total shard count.
-    pub const fn total(self) -> NonZeroU32 {
-        self.total
-    }
-
-    /// Whether this node runs shard `number`.
-    pub const fn contains(self, number: u32) -> bool {
-        number >= self.first && number - self.first < self.count.get()
-    }
-
-    /// The shards of this node, in order.
-    pub fn shards(self) -> impl Iterator<Item = ShardId> {
-        let total = self.total;
-        (self.first..self.first + self.count.get()).map(move |number| ShardId { number, total })
-    }
-
-    /// The shard of a guild, if this node runs it.
-    pub fn shard_of_guild(self, guild_id: u64) -> Option<ShardId> {
-        let number = shard_for_guild(guild_id, self.total);
-        self.contains(number).then_some(ShardId {
-            number,
-            total: self.total,
-        })
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for ShardRange {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(serde::Deserialize)]
-        struct Raw {
-            first: u32,
-            count: u32,
-            total: u32,
-        }
-        let raw = Raw::deserialize(d)?;
-        ShardRange::new(raw.first, raw.count, raw.total).map_err(serde::de::Error::custom)
-    }
-}
-
 /// Parses a shard selection: ranges and single numbers separated by commas, for example `0-3`,
 /// `0,2,5` or `0-3,8`. The result is sorted and free of duplicates.
 pub fn parse_shard_ids(text: &str) -> Result<Vec<u32>, String> {
@@ -327,28 +220,10 @@ mod tests {
     }
 
     #[test]
-    fn ranges_validate() {
-        assert_eq!(ShardRange::new(0, 1, 0), Err(ShardRangeError::ZeroTotal));
-        assert_eq!(ShardRange::new(0, 0, 1), Err(ShardRangeError::ZeroCount));
-        assert!(matches!(
-            ShardRange::new(3, 2, 4),
-            Err(ShardRangeError::OutOfRange { end: 5, .. })
-        ));
-        assert!(ShardRange::new(u32::MAX, 2, u32::MAX).is_err());
-        let r = ShardRange::new(4, 4, 16).expect("valid");
-        assert_eq!(
-            r.shards().map(ShardId::number).collect::<Vec<_>>(),
-            vec![4, 5, 6, 7]
-        );
-        assert!(r.contains(4) && r.contains(7) && !r.contains(3) && !r.contains(8));
-        assert_eq!(r.shard_of_guild(5 << 22).map(ShardId::number), Some(5));
-        assert_eq!(r.shard_of_guild(1 << 22), None);
-        assert_eq!(ShardRange::all(nz(3)).count(), 3);
-        let parsed: ShardRange =
-            serde_json::from_str(r#"{"first":0,"count":2,"total":2}"#).expect("ok");
-        assert_eq!(parsed, ShardRange::new(0, 2, 2).expect("valid"));
-        assert!(serde_json::from_str::<ShardRange>(r#"{"first":1,"count":2,"total":2}"#).is_err());
+    fn shard_ids_validate() {
         assert_eq!(ShardId::new(1, 2).expect("valid").to_string(), "[1, 2]");
+        assert_eq!(ShardId::new(2, 2), None);
+        assert_eq!(ShardId::new(0, 0), None);
     }
 
     proptest! {
@@ -357,21 +232,6 @@ mod tests {
             let s = shard_for_guild(guild, nz(total));
             prop_assert!(s < total);
             prop_assert_eq!(u64::from(s), (guild >> 22) % u64::from(total));
-        }
-
-        #[test]
-        fn ranges_partition_the_shards(total in 1u32..200, nodes in 1u32..20) {
-            let nodes = nodes.min(total);
-            let per = total.div_ceil(nodes);
-            let mut owners = vec![0u32; total as usize];
-            let mut first = 0;
-            while first < total {
-                let count = per.min(total - first);
-                let r = ShardRange::new(first, count, total).expect("valid");
-                for s in r.shards() { owners[s.number() as usize] += 1; }
-                first += count;
-            }
-            prop_assert!(owners.iter().all(|&o| o == 1));
         }
 
         #[test]

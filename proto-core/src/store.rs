@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 use crate::profile::ProfileKind;
 
 use crate::session::SessionSnapshot;
+use crate::shard::ShardState;
 use crate::sharding::ShardId;
 
 /// The key names of one deployment (one prefix).
@@ -102,7 +103,7 @@ pub struct ShardStatus {
     pub shard: u32,
     /// The total shard count.
     pub shard_count: u32,
-    /// The coarse state, for example `active` or `disconnected`.
+    /// The coarse state: a [`state_name`] or [`STATE_STOPPED`].
     pub state: String,
     /// Reconnects since the process started.
     pub reconnects: u64,
@@ -118,6 +119,21 @@ pub struct ShardStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_ack_ms: Option<u64>,
 }
+
+/// The `state` of a [`ShardStatus`] (and of logs) for a shard in `state`: lowercase names.
+pub fn state_name(state: ShardState) -> &'static str {
+    match state {
+        ShardState::Connecting => "connecting",
+        ShardState::Identifying => "identifying",
+        ShardState::Resuming => "resuming",
+        ShardState::Active => "active",
+        ShardState::Disconnected { .. } => "disconnected",
+        ShardState::FatallyClosed => "fatally_closed",
+    }
+}
+
+/// The `state` of a [`ShardStatus`] for a shard stopped by a shutdown.
+pub const STATE_STOPPED: &str = "stopped";
 
 /// The stored bytes of a shard status.
 pub fn encode_status(status: &ShardStatus) -> Vec<u8> {

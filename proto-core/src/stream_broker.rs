@@ -152,14 +152,7 @@ mod tests {
             kind,
             ..ProfileConfig::default()
         };
-        Router::new(
-            &config,
-            &ClusterInfo {
-                shard_count: 4,
-                owned,
-            },
-        )
-        .unwrap()
+        Router::new(&config, &ClusterInfo::new(4, owned).unwrap()).unwrap()
     }
 
     #[test]

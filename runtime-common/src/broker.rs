@@ -8,6 +8,7 @@
 //! see `outbox`), what a command means (`commands`), or the topology itself (the profile in the
 //! core).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,8 +28,8 @@ use proto_core::profile::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::output::{Output, OutputClient};
-use crate::publisher::{self, PublishReport, PublishRequest};
+use crate::output::{Output, OutputClient, PublishReport};
+use crate::publisher::{self, PublishRequest};
 use crate::runtime::Runtime;
 
 /// How long opening a connection (TCP, AMQP handshake, topology) may take.
@@ -170,6 +171,31 @@ impl Link {
             Ok(_) => Err("the broker refused the message (nack)".into()),
             Err(e) => Err(e.to_string()),
         }
+    }
+}
+
+impl publisher::PublishLink for Link {
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn ensure_event_topology(
+        &self,
+        router: &Router,
+        event: &str,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        Link::ensure_event_topology(self, router, event)
+    }
+
+    fn publish_event(
+        &self,
+        publication: &Publication,
+    ) -> impl Future<Output = lapin::Result<PublisherConfirm>> + Send {
+        Link::publish_event(self, publication)
+    }
+
+    fn forget_event(&self, event: &str) {
+        Link::forget_event(self, event);
     }
 }
 

@@ -25,7 +25,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
 use crate::runtime::Runtime;
-use crate::shard_task::ShardInput;
+use crate::shard_inputs::ShardInput;
 
 /// How long one cluster call to Redis may take before it counts as unavailable (lease calls:
 /// at most a twentieth of the lease time, well inside the lease's safety margin, so that a

@@ -25,8 +25,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::metrics;
 use crate::output::{CommandSource, Incoming, Republish, Republished, Settle};
 use crate::runtime::Runtime;
+use crate::shard_inputs::ShardInput;
 use crate::shard_inputs::ShardInputs;
-use crate::shard_task::ShardInput;
 
 /// How many deliveries an output may hand over unsettled: what the lanes of `owned` shards
 /// (each holding `lane_capacity`) hold, plus a reserve (AMQP's prefetch).

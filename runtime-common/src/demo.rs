@@ -335,16 +335,13 @@ impl EventCounts {
     }
 }
 
-/// Declares a server-named queue (exclusive, auto-delete: it goes with the connection), binds
-/// it to `exchange` with each of `routing_keys` and consumes it, for the demo's counter and the
-/// end-to-end tests' capture. (A message matching several bindings reaches the queue once.)
-pub(crate) async fn consume_routed(
+/// Declares a private queue (exclusive, deleted with its connection) bound to `exchange` with
+/// each of `routing_keys`. (A message matching several bindings reaches the queue once.)
+pub(crate) async fn bind_private_queue(
     channel: &lapin::Channel,
     exchange: &str,
     routing_keys: &[String],
-    consumer_tag: &str,
-    no_ack: bool,
-) -> lapin::Result<lapin::Consumer> {
+) -> lapin::Result<lapin::Queue> {
     let queue = channel
         .queue_declare(
             "".into(),
@@ -367,6 +364,19 @@ pub(crate) async fn consume_routed(
             )
             .await?;
     }
+    Ok(queue)
+}
+
+/// Consumes a private queue bound to `exchange` with each of `routing_keys`
+/// ([`bind_private_queue`]), for the demo's counter and the end-to-end tests' capture.
+pub(crate) async fn consume_routed(
+    channel: &lapin::Channel,
+    exchange: &str,
+    routing_keys: &[String],
+    consumer_tag: &str,
+    no_ack: bool,
+) -> lapin::Result<lapin::Consumer> {
+    let queue = bind_private_queue(channel, exchange, routing_keys).await?;
     channel
         .basic_consume(
             queue.name().clone(),

@@ -24,8 +24,8 @@ use crate::identify::{self, IdentifyClient};
 use crate::outputs::Outputs;
 use crate::runtime::Runtime;
 use crate::session_store::{LoadedSessions, SessionStore, StoreError, StoreWriter};
-use crate::shard_inputs::ShardInputs;
-use crate::shard_task::{self, ShardInput, ShardIo};
+use crate::shard_inputs::{ShardInput, ShardInputs};
+use crate::shard_task::{self, ShardIo};
 
 /// Why the process could not run.
 #[derive(Debug, thiserror::Error)]
@@ -83,13 +83,13 @@ pub async fn run_with_gateway<R: Runtime>(
     crate::outputs::adjust(&mut config);
     let cluster = config.cluster(bot.shards)?;
     let router = Router::new(&config.profile, &cluster)?;
-    crate::predecessor_metrics::enable(config.profile.kind, cluster.owned.len());
+    crate::predecessor_metrics::enable(config.profile.kind, cluster.owned().len());
     if let Some(channel) = config.discord.log_channel {
         crate::log_channel::start(&config.discord.api_base, &config.discord.token, channel);
     }
     tracing::info!(
-        shard_count = cluster.shard_count,
-        owned = ?cluster.owned,
+        shard_count = cluster.shard_count(),
+        owned = ?cluster.owned(),
         profile = ?config.profile.kind,
         output = ?config.broker.kind(),
         amqp = %config.amqp.url,
@@ -128,7 +128,7 @@ pub async fn run_with_gateway<R: Runtime>(
     let at_start: &[u32] = if clustered.is_some() {
         &[]
     } else {
-        &cluster.owned
+        cluster.owned()
     };
     let store_policy = StorePolicy {
         identify_anyway_after: config.redis.identify_anyway_after,
@@ -144,10 +144,7 @@ pub async fn run_with_gateway<R: Runtime>(
         Some(store) => {
             let shard_ids: Vec<ShardId> = at_start
                 .iter()
-                .map(|&number| {
-                    ShardId::new(number, cluster.shard_count)
-                        .expect("Config::cluster only returns shards below the count")
-                })
+                .filter_map(|&number| cluster.shard(number))
                 .collect();
             let load = store.load_sessions(&shard_ids, store_policy);
             futures_util::pin_mut!(load);
@@ -166,7 +163,7 @@ pub async fn run_with_gateway<R: Runtime>(
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let outputs = Outputs::start(&rt, &config, &router, &cluster.owned, stop_rx.clone())?;
+    let outputs = Outputs::start(&rt, &config, &router, &cluster.owned(), stop_rx.clone())?;
 
     if let Some(broker) = outputs
         .amqp()
@@ -230,7 +227,7 @@ pub async fn run_with_gateway<R: Runtime>(
             let saved = sessions.values().flatten().cloned().collect();
             store.start_writer(
                 config.profile.kind,
-                cluster.shard_count,
+                cluster.shard_count(),
                 store_policy.retry,
                 saved,
             )
@@ -247,7 +244,7 @@ pub async fn run_with_gateway<R: Runtime>(
         config: config.clone(),
         bot: bot.clone(),
         router: router.clone(),
-        shard_count: cluster.shard_count,
+        shard_count: cluster.shard_count(),
         outputs: outputs.clone(),
         writer: writer.clone(),
         identify,
@@ -257,15 +254,15 @@ pub async fn run_with_gateway<R: Runtime>(
         store: launch_store,
         store_policy,
         resume: config.discord.resume,
-        process_shards: cluster.owned.len(),
+        process_shards: cluster.owned().len(),
     };
 
     let commands = outputs.commands(
         &rt,
         &config,
         &router,
-        &cluster.owned,
-        crate::commands::prefetch(&cluster.owned, config.limits.command_queue_capacity),
+        &cluster.owned(),
+        crate::commands::prefetch(&cluster.owned(), config.limits.command_queue_capacity),
         stop_rx.clone(),
     )?;
     crate::commands::start(
@@ -273,7 +270,7 @@ pub async fn run_with_gateway<R: Runtime>(
         commands,
         router,
         inputs.clone(),
-        &cluster.owned,
+        cluster.owned(),
         config.limits.command_queue_capacity,
         stop_rx.clone(),
     );
@@ -282,7 +279,7 @@ pub async fn run_with_gateway<R: Runtime>(
         let settings = cluster_mode::Settings {
             name,
             prefix: config.redis.key_prefix.clone(),
-            shard_count: cluster.shard_count,
+            shard_count: cluster.shard_count(),
             explicit: config.discord.shard_ids.clone(),
             timings: proto_core::cluster::LeaseTimings::new(Duration::from_millis(
                 config.cluster.lease_ms,
@@ -302,13 +299,13 @@ pub async fn run_with_gateway<R: Runtime>(
         return result.map_err(RunError::AllShardsStopped);
     }
 
-    for &number in &cluster.owned {
+    for &number in cluster.owned() {
         let session = sessions.remove(&number).flatten();
         launcher.spawn(number, session);
     }
     drop(launcher);
 
-    let mut running = cluster.owned.len();
+    let mut running = cluster.owned().len();
     let mut last_reason = None;
     let shutdown_requested = loop {
         match futures_util::future::select(shutdown.as_mut(), Box::pin(done_rx.recv())).await {

@@ -16,8 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::cluster::ClusterStore;
 use crate::runtime::Runtime;
-use crate::shard_inputs::ShardInputs;
-use crate::shard_task::ShardInput;
+use crate::shard_inputs::{ShardInput, ShardInputs};
 
 /// What a shard tells the coordinator.
 #[derive(Clone, Copy, Debug)]

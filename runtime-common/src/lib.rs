@@ -7,6 +7,7 @@
 //! `runtime-async-std` for the whole of such a crate.
 //!
 //! What lives here, one module each:
+//! - [`runtime`]: the [`Runtime`] trait, the seam between this glue and an async runtime.
 //! - [`app`]: the binaries' edges (configuration, process set-up, signals, demo or not).
 //! - [`cli`]: the command line both binaries share, and the one-shot subcommands.
 //! - [`logging`]: text or JSON log lines, colour only on a terminal.
@@ -31,7 +32,8 @@
 //! - [`session_store`]: session snapshots and shard status in Redis.
 //! - [`identify`]: the process-wide identify coordinator (limits shared through Redis).
 //! - [`cluster`]: cluster mode (member key, shard leases, placement, hand-over).
-//! - `shard_inputs`: the input channels of the shards running here, by number.
+//! - `shard_inputs`: what other tasks tell a shard (`ShardInput`) and the input channels of
+//!   the shards running here, by number.
 //! - [`discord_http`]: `GET /gateway/bot`.
 //! - [`error_reports`]: opt-in error reports to Sentry.
 //! - [`metrics`]: metric names and the Prometheus endpoint; [`predecessor_metrics`]: the
@@ -75,7 +77,7 @@ pub mod tls;
 
 pub use gateway::{RunError, run, run_with_gateway};
 pub use runtime::{Runtime, WS_READ_BUFFER, WsError, websocket_config};
-pub use shard_task::ShardInput;
+pub use shard_inputs::ShardInput;
 
 /// Installs ring as the process's rustls crypto provider (rustls refuses to choose when more
 /// than one is compiled in). Call once at start-up, before any TLS connection.

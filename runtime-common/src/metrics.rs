@@ -63,18 +63,6 @@ pub fn state_code(state: ShardState) -> f64 {
     }
 }
 
-/// The lowercase name of a state, for logs and the Redis status.
-pub fn state_name(state: ShardState) -> &'static str {
-    match state {
-        ShardState::Connecting => "connecting",
-        ShardState::Identifying => "identifying",
-        ShardState::Resuming => "resuming",
-        ShardState::Active => "active",
-        ShardState::Disconnected { .. } => "disconnected",
-        ShardState::FatallyClosed => "fatally_closed",
-    }
-}
-
 pub(crate) fn record_confirms(result: &'static str, count: usize) {
     counter!(PUBLISH_CONFIRMS, "result" => result).increment(count as u64);
 }
@@ -184,7 +172,7 @@ impl ShardMetrics {
         self.state.set(state_code(state));
         let previous = self.previous_state.replace(Some(state));
         let reason = status::change_reason(state, previous, last_disconnect);
-        let name = state_name(state);
+        let name = proto_core::store::state_name(state);
         if let Ok(number) = self.shard.parse() {
             crate::predecessor_metrics::state(number, name);
         }

@@ -18,11 +18,21 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use proto_core::outbox::Confirm;
 use proto_core::profile::Publication;
 use proto_core::shard::PublishId;
 use tokio::sync::{mpsc, watch};
 
-pub(crate) use crate::publisher::PublishReport;
+/// What became of one publication on one connection of an output (for AMQP, a link).
+#[derive(Debug)]
+pub(crate) struct PublishReport {
+    /// The link it was published on.
+    pub(crate) link: u64,
+    /// The shard's id for it.
+    pub(crate) id: PublishId,
+    /// The broker's answer, or why the link failed before it answered.
+    pub(crate) result: Result<Confirm, String>,
+}
 
 /// One connection (or incarnation) of an output, as a shard publishes through it.
 pub(crate) trait Output: Send + Sync + std::fmt::Debug {

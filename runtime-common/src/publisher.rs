@@ -21,7 +21,7 @@ use proto_core::profile::{Publication, Router};
 use proto_core::shard::PublishId;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::broker::Link;
+use crate::output::PublishReport;
 
 /// Publications started together before awaiting any of them.
 const MAX_BATCH: usize = 256;
@@ -37,18 +37,30 @@ pub(crate) struct PublishRequest {
     pub(crate) reply: mpsc::UnboundedSender<PublishReport>,
 }
 
-/// What became of one publication on one link.
-#[derive(Debug)]
-pub(crate) struct PublishReport {
-    /// The link it was published on.
-    pub(crate) link: u64,
-    /// The shard's id for it.
-    pub(crate) id: PublishId,
-    /// The broker's answer, or why the link failed before it answered.
-    pub(crate) result: Result<Confirm, String>,
+/// What the publisher needs from one broker connection (`broker::Link` in the process; the
+/// trait keeps this module independent of the connection's supervisor).
+pub(crate) trait PublishLink: Send + Sync + 'static {
+    /// Increases with every connection, so a failure report names the link it saw fail.
+    fn generation(&self) -> u64;
+
+    /// Declares the per-event topology the profile wants before `event`'s first publication.
+    fn ensure_event_topology(
+        &self,
+        router: &Router,
+        event: &str,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Publishes one event, mandatory; the confirm resolves when the broker answers.
+    fn publish_event(
+        &self,
+        publication: &Publication,
+    ) -> impl Future<Output = lapin::Result<lapin::PublisherConfirm>> + Send;
+
+    /// Forgets that `event`'s per-event topology is declared.
+    fn forget_event(&self, event: &str);
 }
 
-/// The sending half a [`Link`] keeps.
+/// The sending half a link keeps.
 pub(crate) type Requests = mpsc::UnboundedSender<PublishRequest>;
 
 /// A channel for a new link's publisher.
@@ -91,14 +103,14 @@ type ConfirmFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Runs the publisher of `link` until `retired` fires (the supervisor dropped the link) or
 /// every sender is gone. `event_router` is the router of profiles that declare per event.
-pub(crate) async fn run(
-    link: Arc<Link>,
+pub(crate) async fn run<L: PublishLink>(
+    link: Arc<L>,
     mut requests: mpsc::UnboundedReceiver<PublishRequest>,
     event_router: Option<Router>,
     retired: oneshot::Receiver<()>,
 ) {
     let (confirms_tx, mut confirms_rx) = mpsc::unbounded_channel::<ConfirmFuture>();
-    let generation = link.generation;
+    let generation = link.generation();
     let publish = async {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -229,10 +241,7 @@ mod tests {
     /// `Returned`, not as an ack; once a queue is bound it is an ack.
     #[tokio::test]
     async fn the_real_broker_returns_an_unroutable_event_and_it_is_not_taken_for_an_ack() {
-        use lapin::options::{
-            ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-            QueueDeclareOptions,
-        };
+        use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions};
         use lapin::types::FieldTable;
         use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 
@@ -283,26 +292,7 @@ mod tests {
         };
         assert_eq!(publish("NOBODY_BINDS").await, Confirm::Returned);
 
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        channel
-            .queue_bind(
-                queue.name().clone(),
-                exchange.as_str().into(),
-                "BOUND".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
+        crate::demo::bind_private_queue(&channel, &exchange, &["BOUND".to_owned()])
             .await
             .unwrap();
         assert_eq!(publish("BOUND").await, Confirm::Ack);

@@ -1,15 +1,33 @@
 //! The input channels of the shards running in this process, by shard number.
 //!
-//! Owns: the shared map the tasks that talk to shards look shards up in (identify grants,
+//! Owns: what other tasks tell a shard ([`ShardInput`]) and the shared map the tasks that talk to shards look shards up in (identify grants,
 //! worker commands, shutdown), which changes as shards start and stop (cluster mode starts
 //! and stops them while the process runs). Does not own the shards or what is sent to them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use tokio::sync::mpsc;
+use bytes::Bytes;
+use proto_core::shard::UsageError;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::shard_task::ShardInput;
+/// What other tasks tell a shard.
+#[derive(Debug)]
+pub enum ShardInput {
+    /// A worker command: a JSON gateway packet. The reply says whether the shard queued it.
+    Command {
+        /// The packet.
+        packet: Bytes,
+        /// Where the outcome goes.
+        reply: oneshot::Sender<Result<(), UsageError>>,
+    },
+    /// Reconnect (and resume).
+    Reconnect,
+    /// The identify scheduler granted an IDENTIFY.
+    IdentifyGranted,
+    /// Shut down (closing with a resumable code).
+    Shutdown,
+}
 
 /// A cheap-to-clone handle on the map.
 #[derive(Clone, Debug, Default)]

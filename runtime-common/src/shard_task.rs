@@ -19,19 +19,19 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
 use proto_core::outbox::{Confirm, Outbox, OutboxConfig, OutboxEvent};
-use proto_core::shard::{Action, CloseCode, Shard, ShardEvent, ShardState, StopReason, UsageError};
-use proto_core::store::ShardStatus;
-use tokio::sync::{mpsc, oneshot, watch};
+use proto_core::shard::{Action, CloseCode, FrameKind, Shard, ShardEvent, ShardState, StopReason};
+use proto_core::store::{self, ShardStatus};
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 use tungstenite::Message;
 use tungstenite::protocol::CloseFrame;
 
 use crate::identify::IdentifyClient;
 use crate::metrics;
-use crate::output::{Output, OutputClient};
-use crate::publisher::PublishReport;
+use crate::output::{Output, OutputClient, PublishReport};
 use crate::runtime::Runtime;
 use crate::session_store::StoreWriter;
+use crate::shard_inputs::ShardInput;
 
 /// How long opening a WebSocket may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,24 +40,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_BURST: usize = 64;
 /// How long to wait for the peer's answer to our close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// What other tasks tell a shard.
-#[derive(Debug)]
-pub enum ShardInput {
-    /// A worker command: a JSON gateway packet. The reply says whether the shard queued it.
-    Command {
-        /// The packet.
-        packet: Bytes,
-        /// Where the outcome goes.
-        reply: oneshot::Sender<Result<(), UsageError>>,
-    },
-    /// Reconnect (and resume).
-    Reconnect,
-    /// The identify scheduler granted an IDENTIFY.
-    IdentifyGranted,
-    /// Shut down (closing with a resumable code).
-    Shutdown,
-}
 
 /// Everything a shard task needs besides its shard.
 pub(crate) struct ShardIo<R: Runtime> {
@@ -163,8 +145,8 @@ impl<R: Runtime> ShardTask<R> {
             if let Some(reason) = self.stopped.take() {
                 self.drop_socket();
                 let name = match reason {
-                    StopReason::Shutdown => "stopped",
-                    StopReason::Fatal { .. } => "fatally_closed",
+                    StopReason::Shutdown => store::STATE_STOPPED,
+                    StopReason::Fatal { .. } => store::state_name(ShardState::FatallyClosed),
                 };
                 self.write_status(name);
                 return reason;
@@ -191,9 +173,12 @@ impl<R: Runtime> ShardTask<R> {
     fn handle_wake(&mut self, now: Instant, wake: Wake) {
         match wake {
             Wake::Message(Message::Text(text)) => {
-                self.shard.handle_message(now, text.as_bytes(), false)
+                self.shard
+                    .handle_message(now, text.as_bytes(), FrameKind::Text)
             }
-            Wake::Message(Message::Binary(data)) => self.shard.handle_message(now, &data, true),
+            Wake::Message(Message::Binary(data)) => {
+                self.shard.handle_message(now, &data, FrameKind::Binary)
+            }
             Wake::Message(Message::Close(frame)) => {
                 self.peer_close = frame.map(|f| u16::from(f.code));
             }
@@ -552,7 +537,7 @@ impl<R: Runtime> ShardTask<R> {
         } else if self.shard.last_ack() == self.last_ack_written {
             return;
         }
-        self.write_status(metrics::state_name(state));
+        self.write_status(store::state_name(state));
     }
 
     /// Writes the status (on a state change, and on each heartbeat ACK for a fresh latency).

@@ -64,7 +64,7 @@ pub struct StateChange {
     pub at_ms: u64,
     /// The shard.
     pub shard: u32,
-    /// The new state's name (`metrics::state_name`).
+    /// The new state's name (`proto_core::store::state_name`).
     pub state: String,
     /// Why, in words.
     pub reason: String,

@@ -36,5 +36,25 @@ pub(crate) fn string(text: impl Into<String>) -> toml::Value {
 
 /// Sets a key of the translated tree (the paths are fixed, so this cannot fail).
 pub(crate) fn set(table: &mut toml::Table, path: &[&str], value: toml::Value) {
-    crate::load::set_path(table, path, value).expect("translations only create tables");
+    set_path(table, path, value).expect("translations only create tables");
+}
+
+/// Sets `path` in the tree, creating tables on the way.
+pub(crate) fn set_path(
+    table: &mut toml::Table,
+    path: &[&str],
+    value: toml::Value,
+) -> Result<(), String> {
+    let (last, parents) = path.split_last().expect("paths are never empty");
+    let mut current = table;
+    for (depth, key) in parents.iter().enumerate() {
+        let entry = current
+            .entry((*key).to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("the file's `{}` is not a table", path[..=depth].join(".")))?;
+    }
+    current.insert((*last).to_owned(), value);
+    Ok(())
 }

@@ -1,12 +1,18 @@
 //! The mock's configuration: what it accepts, what it replays and how fast, and how strict its
 //! timers are.
 //!
-//! Owns: [`MockConfig`] and its option types, with defaults that behave like Discord. Does not
+//! Owns: [`MockConfig`] and its option types, with defaults that behave like Discord, and the
+//! intent bits Discord defines. Does not
 //! own: run-time changes (see `control`).
 
 use std::time::Duration;
 
 use crate::fixtures::Fixture;
+
+/// Intent bits Discord defines for bots (PROTOCOL.md section 12).
+pub const DEFINED_INTENTS: u64 = 0x331_FFFF;
+/// GUILD_MEMBERS | GUILD_PRESENCES | MESSAGE_CONTENT.
+pub const PRIVILEGED_INTENTS: u64 = (1 << 1) | (1 << 8) | (1 << 15);
 
 /// How fast the fixture's dispatches are sent after READY (or after RESUMED).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -126,7 +132,7 @@ impl Default for MockConfig {
             session_start_reset_after: Duration::from_secs(24 * 3600),
             identify_window: Duration::from_secs(5),
             expected_intents: None,
-            allowed_privileged_intents: crate::PRIVILEGED_INTENTS,
+            allowed_privileged_intents: PRIVILEGED_INTENTS,
             heartbeat_interval: Duration::from_millis(41_250),
             heartbeat_grace: None,
             close_on_heartbeat_timeout: true,

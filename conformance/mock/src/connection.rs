@@ -1,12 +1,12 @@
-//! One client connection: the HTTP request, and for a WebSocket the whole gateway conversation
-//! (HELLO, heartbeats, IDENTIFY/RESUME, replay, controls, closes), on its own thread.
+//! One client connection on its own thread: the HTTP request, and for a WebSocket the I/O loop
+//! that carries out the gateway conversation over a blocking `TcpStream` with short timeouts
+//! (so the thread also reacts to controls and timers).
 //!
-//! Owns: the per-connection protocol rules Discord enforces (close codes 4001-4014, the
-//! 120/60 s inbound limit, heartbeat timeout) and the I/O loop over a blocking `TcpStream` with
-//! short timeouts (so the thread also reacts to controls and timers). Does not own: sessions and
-//! identify limits (see `session`), encodings (see `wire`), records (see `recorder`).
+//! Owns: reading and writing WebSocket messages, compression, the close handshake, delivering
+//! controls and recording what the conversation decided. Does not own: what Discord answers to
+//! what (see `conversation`), sessions (see `session`), encodings (see `wire`), records (see
+//! `recorder`).
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
@@ -14,31 +14,19 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use serde_json::Value;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Error as WsError, Message, WebSocket};
 
 use crate::config::FrameRecording;
-use crate::frames;
+use crate::conversation::{Action, Conversation, Outgoing, World};
 use crate::http;
 use crate::recorder::{
-    CloseKind, CloseRecord, ConnectionId, ConnectionRecord, HeartbeatRecord, IdentifyOutcome,
-    IdentifyRecord, ReceivedFrame, ResumeOutcome, ResumeRecord, SentFrame, Violation,
-    ViolationKind,
+    CloseKind, CloseRecord, ConnectionId, ConnectionRecord, ReceivedFrame, SentFrame,
 };
-use crate::server::{RESUME_PATH, Shared};
-use crate::session::{ConnCommand, Envelope, IdentifyRefusal, ResumeDecision, close_invalidates};
-use crate::wire::{self, DecodeProblem, GatewayParams, Outbound};
-
-/// Intent bits Discord defines for bots (PROTOCOL.md section 12).
-pub const DEFINED_INTENTS: u64 = 0x331_FFFF;
-/// GUILD_MEMBERS | GUILD_PRESENCES | MESSAGE_CONTENT.
-pub const PRIVILEGED_INTENTS: u64 = (1 << 1) | (1 << 8) | (1 << 15);
-
-/// Client opcodes Discord accepts besides heartbeat (1), identify (2) and resume (6).
-const CLIENT_COMMANDS: &[u64] = &[3, 4, 8, 31, 43];
+use crate::session::{ConnCommand, Envelope};
+use crate::shared::{RESUME_PATH, Shared};
+use crate::wire::{GatewayParams, Outbound};
 
 /// How long the mock waits for the client's answer to its close frame.
 const CLOSE_LINGER: Duration = Duration::from_millis(500);
@@ -103,26 +91,29 @@ pub(crate) fn serve(shared: Arc<Shared>, mut stream: TcpStream) {
         .max_frame_size(Some(max_message));
     let ws =
         WebSocket::from_partially_read(stream, request.leftover, Role::Server, Some(ws_config));
+    let record_frames = shared.recorder.frames_mode() != FrameRecording::None;
+    let conversation = Conversation::new(
+        id,
+        request.path.clone(),
+        params.as_ref().map(|p| p.encoding).unwrap_or_default(),
+        on_resume_url,
+        record_frames,
+        &shared.config,
+        now,
+    );
     let mut conn = Connection::new(
         shared.clone(),
         id,
         ws,
         params.clone().unwrap_or_default(),
-        on_resume_url,
+        conversation,
         receiver,
         now,
     );
     match params {
         Ok(_) => conn.run(),
         Err(problem) => {
-            let code = match problem {
-                wire::ParamError::Version(_) => 4012,
-                _ => 4002,
-            };
-            conn.violation(ViolationKind::BadQuery {
-                detail: problem.to_string(),
-            });
-            conn.close(code, &problem.to_string());
+            conn.converse(|c, world| c.bad_query(Instant::now(), &problem, world));
             conn.finish_close();
         }
     }
@@ -139,22 +130,11 @@ struct Connection {
     shared: Arc<Shared>,
     id: ConnectionId,
     ws: WebSocket<TcpStream>,
-    params: GatewayParams,
     outbound: Outbound,
-    on_resume_url: bool,
+    conversation: Conversation,
+    record_frames: bool,
     commands: Receiver<Envelope>,
     applied: Vec<mpsc::Sender<()>>,
-
-    session: Option<String>,
-    shard: Option<[u32; 2]>,
-    sent_up_to: u64,
-    replay_wake: Option<Instant>,
-
-    last_heartbeat: Instant,
-    heartbeat_timed_out: bool,
-    heartbeat_requested: bool,
-    acks: bool,
-    inbound_window: VecDeque<Instant>,
 
     write_pending: bool,
     closing_since: Option<Instant>,
@@ -169,14 +149,6 @@ struct Connection {
     scratch: Vec<Message>,
 }
 
-/// A frame queued for sending.
-struct Outgoing {
-    json: Bytes,
-    op: u8,
-    event: Option<Arc<str>>,
-    seq: Option<u64>,
-}
-
 enum ReadOutcome {
     Message(Message),
     Nothing,
@@ -189,7 +161,7 @@ impl Connection {
         id: ConnectionId,
         ws: WebSocket<TcpStream>,
         params: GatewayParams,
-        on_resume_url: bool,
+        conversation: Conversation,
         commands: Receiver<Envelope>,
         now: Instant,
     ) -> Self {
@@ -198,28 +170,19 @@ impl Connection {
             shared.config.zlib_level,
             shared.config.zlib_max_message,
         );
-        let acks = shared.config.ack_heartbeats;
         let _ = ws.get_ref().set_write_timeout(Some(
             shared.config.poll_interval.max(Duration::from_millis(1)),
         ));
+        let record_frames = shared.recorder.frames_mode() != FrameRecording::None;
         Self {
             shared,
             id,
             ws,
-            params,
             outbound,
-            on_resume_url,
+            conversation,
+            record_frames,
             commands,
             applied: Vec::new(),
-            session: None,
-            shard: None,
-            sent_up_to: 0,
-            replay_wake: None,
-            last_heartbeat: now,
-            heartbeat_timed_out: false,
-            heartbeat_requested: false,
-            acks,
-            inbound_window: VecDeque::new(),
             write_pending: false,
             closing_since: None,
             close_record: None,
@@ -233,37 +196,78 @@ impl Connection {
         }
     }
 
-    fn config(&self) -> &crate::MockConfig {
-        &self.shared.config
+    /// Runs one step of the conversation, then carries out what it decided.
+    fn converse<T>(&mut self, step: impl FnOnce(&mut Conversation, &World<'_>) -> T) -> T {
+        let shared = self.shared.clone();
+        let world = World {
+            config: &shared.config,
+            templates: &shared.templates,
+            resume_url: &shared.resume_url,
+            sessions: &shared.state,
+        };
+        let result = step(&mut self.conversation, &world);
+        let actions: Vec<Action> = self.conversation.drain().collect();
+        for action in actions {
+            self.carry_out(action);
+        }
+        result
     }
 
-    fn violation(&self, kind: ViolationKind) {
-        self.shared.recorder.violation(Violation {
-            connection: self.id,
-            shard: self.shard.map(|s| s[0]),
-            at: Instant::now(),
-            kind,
-        });
+    fn carry_out(&mut self, action: Action) {
+        let recorder = &self.shared.recorder;
+        match action {
+            Action::Send(frame) => self.outbox.push(frame),
+            Action::Close(code, reason) => {
+                self.closing_since = Some(Instant::now());
+                if self.close_record.is_none() {
+                    self.close_record = Some(CloseRecord {
+                        at: Instant::now(),
+                        kind: CloseKind::ServerClose(code),
+                        reason: reason.clone(),
+                    });
+                }
+                self.pending_close = Some((code, reason));
+            }
+            Action::Violation(violation) => recorder.violation(violation),
+            Action::Received(frame) => self.pending_received.push(frame),
+            Action::Heartbeat(record) => {
+                let keep = match recorder.frames_mode() {
+                    FrameRecording::Last(n) => n.max(1),
+                    _ => usize::MAX,
+                };
+                recorder.with_connection(self.id, |c| {
+                    c.heartbeats.push(record);
+                    if c.heartbeats.len() > keep {
+                        let excess = c.heartbeats.len() - keep;
+                        c.heartbeats.drain(..excess);
+                    }
+                });
+            }
+            Action::Identify(record) => recorder.update(|r| r.identifies.push(record)),
+            Action::Resume(record) => recorder.update(|r| r.resumes.push(record)),
+            Action::SessionStarted { session_id, shard } => {
+                recorder.with_connection(self.id, |c| {
+                    c.shard = Some(shard);
+                    c.session_id = Some(session_id);
+                });
+            }
+            Action::Supersede(previous) => {
+                if let Some(sender) = self.shared.state().connections.get(&previous) {
+                    let _ = sender.send((ConnCommand::Superseded, None));
+                }
+            }
+        }
     }
 
     // ---------------------------------------------------------------- main loop
 
     fn run(&mut self) {
-        let hello = self
-            .shared
-            .templates
-            .hello(self.config().heartbeat_interval.as_millis() as u64);
-        self.last_heartbeat = Instant::now();
         let reconnect_instead = self
             .shared
             .reconnects_before_hello
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
-        if reconnect_instead {
-            self.queue(frames::reconnect(), 7, None, None);
-        } else {
-            self.queue(hello, 10, None, None);
-        }
+        self.converse(|c, world| c.open(Instant::now(), reconnect_instead, world));
         if self.write_out().is_err() {
             self.lost();
             return;
@@ -291,7 +295,7 @@ impl Connection {
                 return;
             }
             let now = Instant::now();
-            self.check_heartbeat(now);
+            self.converse(|c, world| c.tick(now, world));
             if self.write_out().is_err() {
                 self.lost();
                 return;
@@ -312,8 +316,8 @@ impl Connection {
                 }
             }
             let mut sent_any = false;
-            if !self.write_pending && self.session.is_some() {
-                sent_any = self.queue_due(now);
+            if !self.write_pending && self.conversation.has_session() {
+                sent_any = self.converse(|c, world| c.due(now, world));
                 if self.write_out().is_err() {
                     self.lost();
                     return;
@@ -329,7 +333,7 @@ impl Connection {
                 self.set_nonblocking(true);
             } else {
                 self.set_nonblocking(false);
-                let wait = self.idle_wait(now);
+                let wait = self.conversation.idle_wait(now, &self.shared.config);
                 let _ = self.ws.get_ref().set_read_timeout(Some(wait));
             }
             for _ in 0..if busy { 64 } else { 1 } {
@@ -356,18 +360,6 @@ impl Connection {
         }
     }
 
-    fn idle_wait(&self, now: Instant) -> Duration {
-        let mut wait = self.config().poll_interval;
-        let deadline = self.last_heartbeat + self.config().heartbeat_deadline();
-        if !self.heartbeat_timed_out {
-            wait = wait.min(deadline.saturating_duration_since(now));
-        }
-        if let Some(wake) = self.replay_wake {
-            wait = wait.min(wake.saturating_duration_since(now));
-        }
-        wait.max(Duration::from_millis(1))
-    }
-
     fn set_nonblocking(&mut self, on: bool) {
         if self.nonblocking != on {
             let _ = self.ws.get_ref().set_nonblocking(on);
@@ -380,10 +372,8 @@ impl Connection {
             Ok(message) => ReadOutcome::Message(message),
             Err(WsError::Io(e)) if is_timeout(&e) => ReadOutcome::Nothing,
             Err(WsError::Capacity(e)) => {
-                self.violation(ViolationKind::PayloadTooLarge {
-                    bytes: capacity_size(&e),
-                });
-                self.close(4002, "Decode error");
+                let bytes = capacity_size(&e);
+                self.converse(|c, world| c.too_large(Instant::now(), bytes, world));
                 ReadOutcome::Nothing
             }
             Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => ReadOutcome::Closed,
@@ -392,38 +382,6 @@ impl Connection {
                 ReadOutcome::Closed
             }
         }
-    }
-
-    /// Queues what the session has due. Returns whether anything was queued.
-    fn queue_due(&mut self, now: Instant) -> bool {
-        let pull = {
-            let shared = self.shared.clone();
-            let mut state = shared.state();
-            state.pull(&shared.config, self.id, self.sent_up_to, now)
-        };
-        self.replay_wake = pull.wake_at;
-        let queued = !pull.frames.is_empty();
-        for entry in pull.frames {
-            self.sent_up_to = entry.seq;
-            self.queue(entry.json, 0, Some(entry.event), Some(entry.seq));
-        }
-        queued
-    }
-
-    /// Queues a frame; [`Self::write_out`] records and sends it.
-    fn queue(&mut self, json: Bytes, op: u8, event: Option<Arc<str>>, seq: Option<u64>) {
-        if self.closing_since.is_none() {
-            self.outbox.push(Outgoing {
-                json,
-                op,
-                event,
-                seq,
-            });
-        }
-    }
-
-    fn send_op(&mut self, json: Bytes, op: u8) {
-        self.queue(json, op, None, None);
     }
 
     /// Records everything queued (so the recorder knows a frame before the client can see it),
@@ -446,7 +404,7 @@ impl Connection {
             self.flush_records();
             return Ok(());
         }
-        if self.shared.recorder.frames_mode() != FrameRecording::None {
+        if self.record_frames {
             let at = Instant::now();
             for o in &self.outbox {
                 self.pending_sent.push(SentFrame {
@@ -526,7 +484,7 @@ impl Connection {
         self.shared.recorder.push_frames(self.id, received, sent);
     }
 
-    // ---------------------------------------------------------------- controls and timers
+    // ---------------------------------------------------------------- controls
 
     fn apply_commands(&mut self) -> Flow {
         loop {
@@ -538,23 +496,6 @@ impl Connection {
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => return Flow::Continue,
             };
             match command {
-                ConnCommand::SendReconnect => self.send_op(frames::reconnect(), 7),
-                ConnCommand::SendInvalidSession(resumable) => {
-                    self.send_op(frames::invalid_session(resumable), 9);
-                    if !resumable && self.session.take().is_some() {
-                        self.shared.state().invalidate_live(self.id, Instant::now());
-                        self.shard = None;
-                    }
-                }
-                ConnCommand::Close(code, reason) => {
-                    self.close(code, &reason);
-                    return Flow::Continue;
-                }
-                ConnCommand::DropAcks(drop) => self.acks = !drop,
-                ConnCommand::RequestHeartbeat => {
-                    self.heartbeat_requested = true;
-                    self.send_op(frames::heartbeat_request(), 1);
-                }
                 ConnCommand::DropTcp => {
                     let _ = self.ws.get_ref().shutdown(Shutdown::Both);
                     self.close_record = Some(CloseRecord {
@@ -564,26 +505,14 @@ impl Connection {
                     });
                     return Flow::Stop;
                 }
-                ConnCommand::Superseded => {
-                    // The session now belongs to another connection: leave it alone.
-                    self.session = None;
-                    self.close(4000, "session resumed on another connection");
-                    return Flow::Continue;
+                command => {
+                    let closes =
+                        matches!(command, ConnCommand::Close(..) | ConnCommand::Superseded);
+                    self.converse(|c, world| c.command(Instant::now(), command, world));
+                    if closes {
+                        return Flow::Continue;
+                    }
                 }
-            }
-        }
-    }
-
-    fn check_heartbeat(&mut self, now: Instant) {
-        if self.heartbeat_timed_out {
-            return;
-        }
-        let allowed = self.config().heartbeat_deadline();
-        if now.saturating_duration_since(self.last_heartbeat) > allowed {
-            self.heartbeat_timed_out = true;
-            self.violation(ViolationKind::HeartbeatTimeout);
-            if self.config().close_on_heartbeat_timeout {
-                self.close(4009, "Session timed out");
             }
         }
     }
@@ -612,377 +541,14 @@ impl Connection {
                 Flow::Stop
             }
             Message::Text(_) | Message::Binary(_) => {
-                if self.closing_since.is_some() {
-                    return Flow::Continue;
-                }
-                self.on_payload(&message);
+                self.converse(|c, world| c.receive(Instant::now(), &message, world));
                 Flow::Continue
             }
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Flow::Continue,
         }
     }
 
-    fn on_payload(&mut self, message: &Message) {
-        let now = Instant::now();
-        // 120 frames per 60 s.
-        self.inbound_window.push_back(now);
-        let window = self.config().rate_limit_window;
-        while self
-            .inbound_window
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) > window)
-        {
-            self.inbound_window.pop_front();
-        }
-        let frames_in_window = self.inbound_window.len() as u32;
-        if frames_in_window > self.config().rate_limit_frames {
-            self.record_received(now, message, None);
-            self.violation(ViolationKind::RateLimited {
-                frames: frames_in_window,
-            });
-            self.close(4008, "Rate limited.");
-            return;
-        }
-        let value = match wire::decode_inbound(
-            self.params.encoding,
-            message,
-            self.config().max_client_payload,
-        ) {
-            Ok(value) => value,
-            Err(problem) => {
-                self.record_received(now, message, None);
-                self.violation(match &problem {
-                    DecodeProblem::TooLarge(bytes) => {
-                        ViolationKind::PayloadTooLarge { bytes: *bytes }
-                    }
-                    other => ViolationKind::Malformed {
-                        detail: other.to_string(),
-                    },
-                });
-                self.close(4002, "Error while decoding payload.");
-                return;
-            }
-        };
-        self.record_received(now, message, Some(&value));
-        let op = value.get("op").and_then(Value::as_u64);
-        let d = value.get("d").unwrap_or(&Value::Null);
-        match op {
-            Some(1) => self.on_heartbeat(now, d),
-            Some(2) => self.on_identify(now, d),
-            Some(6) => self.on_resume(now, d),
-            Some(op) if CLIENT_COMMANDS.contains(&op) => {
-                if self.session.is_none() {
-                    self.violation(ViolationKind::CommandBeforeIdentify { op });
-                    self.close(4003, "Not authenticated.");
-                }
-            }
-            other => {
-                self.violation(ViolationKind::UnknownOpcode { op: other });
-                self.close(4001, "Unknown opcode.");
-            }
-        }
-    }
-
-    fn record_received(&mut self, at: Instant, message: &Message, value: Option<&Value>) {
-        if self.shared.recorder.frames_mode() == FrameRecording::None {
-            return;
-        }
-        let json = match (message, value) {
-            (Message::Text(text), _) => Bytes::copy_from_slice(text.as_bytes()),
-            (_, Some(value)) => Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
-            (Message::Binary(bytes), None) => bytes.clone(),
-            _ => Bytes::new(),
-        };
-        let op = value.and_then(|v| v.get("op")).and_then(Value::as_u64);
-        self.pending_received.push(ReceivedFrame { at, op, json });
-    }
-
-    fn on_heartbeat(&mut self, now: Instant, d: &Value) {
-        let since_previous = now.saturating_duration_since(self.last_heartbeat);
-        let allowed = self.config().heartbeat_late_after();
-        let requested = std::mem::take(&mut self.heartbeat_requested);
-        if since_previous > allowed && !self.heartbeat_timed_out {
-            self.violation(ViolationKind::HeartbeatLate {
-                gap: since_previous,
-                allowed,
-            });
-        }
-        self.last_heartbeat = now;
-        self.heartbeat_timed_out = false;
-        let record = HeartbeatRecord {
-            at: now,
-            seq: d.as_u64(),
-            since_previous,
-            requested,
-        };
-        let keep = match self.shared.recorder.frames_mode() {
-            FrameRecording::Last(n) => n.max(1),
-            _ => usize::MAX,
-        };
-        self.shared.recorder.with_connection(self.id, |c| {
-            c.heartbeats.push(record);
-            if c.heartbeats.len() > keep {
-                let excess = c.heartbeats.len() - keep;
-                c.heartbeats.drain(..excess);
-            }
-        });
-        if self.acks {
-            self.send_op(frames::heartbeat_ack(), 11);
-        }
-    }
-
-    fn token_ok(&self, token: Option<&str>) -> bool {
-        match (&self.config().token, token) {
-            (_, None) => false,
-            (None, Some(_)) => true,
-            (Some(expected), Some(given)) => expected == given,
-        }
-    }
-
-    /// The `d` object of an IDENTIFY or RESUME (`op_name`), or `None` after closing the
-    /// connection: 4005 if it is already authenticated, 4002 if `d` is not an object.
-    fn authentication_object<'d>(
-        &mut self,
-        d: &'d Value,
-        op_name: &str,
-    ) -> Option<&'d serde_json::Map<String, Value>> {
-        if self.session.is_some() {
-            self.violation(ViolationKind::AlreadyAuthenticated);
-            self.close(4005, "Already authenticated.");
-            return None;
-        }
-        let Some(object) = d.as_object() else {
-            self.violation(ViolationKind::Malformed {
-                detail: format!("{op_name} d is not an object"),
-            });
-            self.close(4002, "Error while decoding payload.");
-            return None;
-        };
-        Some(object)
-    }
-
-    fn on_identify(&mut self, now: Instant, d: &Value) {
-        let Some(object) = self.authentication_object(d, "identify") else {
-            return;
-        };
-        let token_ok = self.token_ok(object.get("token").and_then(Value::as_str));
-        let intents = object.get("intents").and_then(Value::as_u64);
-        let shard_value = object.get("shard");
-        let shard = parse_shard(shard_value, self.config().required_shard_count);
-        let mut redacted = object.clone();
-        if redacted.contains_key("token") {
-            redacted.insert("token".into(), Value::String("<redacted>".into()));
-        }
-        let outcome = self.decide_identify(now, token_ok, shard, shard_value, intents);
-        let record = IdentifyRecord {
-            connection: self.id,
-            at: now,
-            token_ok,
-            shard: shard.ok(),
-            intents,
-            d: Bytes::from(serde_json::to_vec(&redacted).unwrap_or_default()),
-            outcome,
-        };
-        self.shared.recorder.update(|r| r.identifies.push(record));
-    }
-
-    fn decide_identify(
-        &mut self,
-        now: Instant,
-        token_ok: bool,
-        shard: Result<[u32; 2], ()>,
-        shard_value: Option<&Value>,
-        intents: Option<u64>,
-    ) -> IdentifyOutcome {
-        let config = &self.shared.config;
-        if !token_ok {
-            self.violation(ViolationKind::WrongToken);
-            self.close(4004, "Authentication failed.");
-            return IdentifyOutcome::Closed(4004);
-        }
-        let Ok(shard) = shard else {
-            let sent = shard_value
-                .map(Value::to_string)
-                .unwrap_or_else(|| "null".into());
-            self.violation(ViolationKind::BadShard { sent });
-            self.close(4010, "Invalid shard.");
-            return IdentifyOutcome::Closed(4010);
-        };
-        match intents {
-            None => {
-                self.violation(ViolationKind::InvalidIntents { sent: None });
-                self.close(4013, "Invalid intent(s).");
-                return IdentifyOutcome::Closed(4013);
-            }
-            Some(bits) if bits & !DEFINED_INTENTS != 0 => {
-                self.violation(ViolationKind::InvalidIntents { sent: Some(bits) });
-                self.close(4013, "Invalid intent(s).");
-                return IdentifyOutcome::Closed(4013);
-            }
-            Some(bits) if config.expected_intents.is_some_and(|e| e != bits) => {
-                let expected = config.expected_intents.unwrap_or_default();
-                self.violation(ViolationKind::WrongIntents {
-                    sent: Some(bits),
-                    expected,
-                });
-                self.close(4013, "Invalid intent(s).");
-                return IdentifyOutcome::Closed(4013);
-            }
-            Some(bits) if bits & PRIVILEGED_INTENTS & !config.allowed_privileged_intents != 0 => {
-                self.violation(ViolationKind::InvalidIntents { sent: Some(bits) });
-                self.close(4014, "Disallowed intent(s).");
-                return IdentifyOutcome::Closed(4014);
-            }
-            Some(_) => {}
-        }
-        let shared = self.shared.clone();
-        let mut state = shared.state();
-        match state.admit_identify(&shared.config, shard[0], now) {
-            Err(refusal) => {
-                drop(state);
-                self.violation(match refusal {
-                    IdentifyRefusal::Exhausted => ViolationKind::SessionStartLimitExhausted,
-                    IdentifyRefusal::Bucket {
-                        bucket,
-                        since_previous,
-                    } => ViolationKind::IdentifyBucket {
-                        bucket,
-                        since_previous,
-                    },
-                });
-                self.send_op(frames::invalid_session(false), 9);
-                IdentifyOutcome::InvalidSession
-            }
-            Ok(()) => {
-                let session_id = state.create_session(
-                    &shared.config,
-                    &shared.templates,
-                    &shared.resume_url,
-                    self.id,
-                    shard,
-                    now,
-                );
-                drop(state);
-                self.start_session(session_id.clone(), shard, 0);
-                IdentifyOutcome::Ready { session_id }
-            }
-        }
-    }
-
-    fn start_session(&mut self, session_id: String, shard: [u32; 2], sent_up_to: u64) {
-        self.session = Some(session_id.clone());
-        self.shard = Some(shard);
-        self.sent_up_to = sent_up_to;
-        self.replay_wake = None;
-        self.shared.recorder.with_connection(self.id, |c| {
-            c.shard = Some(shard);
-            c.session_id = Some(session_id);
-        });
-    }
-
-    fn on_resume(&mut self, now: Instant, d: &Value) {
-        let Some(object) = self.authentication_object(d, "resume") else {
-            return;
-        };
-        let token_ok = self.token_ok(object.get("token").and_then(Value::as_str));
-        let session_id = object
-            .get("session_id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let seq = object.get("seq").and_then(Value::as_u64);
-        if !self.on_resume_url {
-            let path = self
-                .shared
-                .recorder
-                .read(|r| r.connection(self.id).map(|c| c.path.clone()));
-            self.violation(ViolationKind::ResumeWrongUrl {
-                path: path.unwrap_or_default(),
-            });
-        }
-        let outcome = if !token_ok {
-            self.violation(ViolationKind::WrongToken);
-            self.close(4004, "Authentication failed.");
-            ResumeOutcome::Closed(4004)
-        } else {
-            let shared = self.shared.clone();
-            let decision = shared
-                .state()
-                .resume(&shared.config, self.id, &session_id, seq, now);
-            match decision {
-                ResumeDecision::Resumed {
-                    shard,
-                    replayed,
-                    previous,
-                } => {
-                    if let Some(previous) = previous
-                        && let Some(sender) = shared.state().connections.get(&previous)
-                    {
-                        let _ = sender.send((ConnCommand::Superseded, None));
-                    }
-                    self.start_session(session_id.clone(), shard, seq.unwrap_or_default());
-                    ResumeOutcome::Resumed { replayed }
-                }
-                ResumeDecision::BadSeq { last } => {
-                    self.violation(ViolationKind::ResumeBadSeq { seq, last });
-                    self.close(4007, "Invalid seq.");
-                    ResumeOutcome::Closed(4007)
-                }
-                ResumeDecision::Unknown => {
-                    self.violation(ViolationKind::ResumeUnknownSession {
-                        session_id: session_id.clone(),
-                    });
-                    self.send_op(frames::invalid_session(false), 9);
-                    ResumeOutcome::InvalidSession
-                }
-                ResumeDecision::Invalidated => {
-                    self.violation(ViolationKind::ResumeInvalidatedSession {
-                        session_id: session_id.clone(),
-                    });
-                    self.send_op(frames::invalid_session(false), 9);
-                    ResumeOutcome::InvalidSession
-                }
-                ResumeDecision::Expired | ResumeDecision::HistoryTooShort => {
-                    self.send_op(frames::invalid_session(false), 9);
-                    ResumeOutcome::InvalidSession
-                }
-            }
-        };
-        let record = ResumeRecord {
-            connection: self.id,
-            at: now,
-            token_ok,
-            session_id,
-            seq,
-            on_resume_url: self.on_resume_url,
-            outcome,
-        };
-        self.shared.recorder.update(|r| r.resumes.push(record));
-    }
-
     // ---------------------------------------------------------------- closing
-
-    /// Sends a close frame; the loop then waits briefly for the client's answer.
-    fn close(&mut self, code: u16, reason: &str) {
-        if self.closing_since.is_some() {
-            return;
-        }
-        self.closing_since = Some(Instant::now());
-        if self.close_record.is_none() {
-            self.close_record = Some(CloseRecord {
-                at: Instant::now(),
-                kind: CloseKind::ServerClose(code),
-                reason: reason.to_owned(),
-            });
-        }
-        let invalidate = close_invalidates(code);
-        if self.session.is_some() {
-            self.shared
-                .state()
-                .detach(self.id, invalidate, Instant::now());
-        }
-        self.pending_close = Some((code, reason.to_owned()));
-    }
 
     fn finish_close(&mut self) {
         self.set_nonblocking(false);
@@ -1016,8 +582,7 @@ impl Connection {
         }
     }
 
-    /// Final bookkeeping: record the close, release the session (invalidated by a client
-    /// 1000/1001 close), unregister.
+    /// Final bookkeeping: record the close, release the session, unregister.
     fn end(&mut self) {
         self.flush_records();
         self.report_applied();
@@ -1026,14 +591,7 @@ impl Connection {
             kind: CloseKind::ClientDropped,
             reason: String::new(),
         });
-        let invalidate = match record.kind {
-            CloseKind::ClientClose(Some(code)) => close_invalidates(code),
-            CloseKind::ServerClose(code) => close_invalidates(code),
-            _ => false,
-        };
-        self.shared
-            .state()
-            .detach(self.id, invalidate, Instant::now());
+        self.converse(|c, world| c.end(Instant::now(), &record.kind, world));
         self.shared.recorder.with_connection(self.id, |c| {
             if c.close.is_none() {
                 c.close = Some(record);
@@ -1041,25 +599,6 @@ impl Connection {
         });
         let _ = self.ws.get_ref().shutdown(Shutdown::Both);
     }
-}
-
-fn parse_shard(value: Option<&Value>, required_count: Option<u32>) -> Result<[u32; 2], ()> {
-    let Some(value) = value else {
-        return Ok([0, 1]);
-    };
-    let pair = value.as_array().filter(|a| a.len() == 2).ok_or(())?;
-    let id = pair[0]
-        .as_u64()
-        .and_then(|v| u32::try_from(v).ok())
-        .ok_or(())?;
-    let count = pair[1]
-        .as_u64()
-        .and_then(|v| u32::try_from(v).ok())
-        .ok_or(())?;
-    if count == 0 || id >= count || required_count.is_some_and(|r| r != count) {
-        return Err(());
-    }
-    Ok([id, count])
 }
 
 fn is_timeout(e: &io::Error) -> bool {

@@ -3,7 +3,7 @@
 //!
 //! Owns: the [`Control`] and [`Target`] handles. Connection-level controls are delivered to the
 //! connection's thread (applied within `poll_interval`); session-level ones (inject, pause) act
-//! on the session directly. Does not own: the effects themselves (see `connection`).
+//! on the session directly. Does not own: the effects themselves (see `conversation`).
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -13,8 +13,8 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use crate::recorder::ConnectionId;
-use crate::server::Shared;
 use crate::session::{ConnCommand, SessionTarget};
+use crate::shared::Shared;
 
 /// How long a connection control waits for the connection thread to apply it.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::recorder::HttpRecord;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 const MAX_HEAD: usize = 16 * 1024;
 

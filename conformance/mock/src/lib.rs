@@ -74,22 +74,42 @@
 //! Timing: connection threads look at controls and timers at least every `poll_interval`
 //! (default 20 ms; 5 ms in [`MockConfig::for_tests`]).
 
+// Modules depend one way, top to bottom: `server` -> `connection` -> `conversation` ->
+// `session` -> `frames`; `http` and `control` sit beside `connection`, all over `shared`.
+
+/// The configuration, its option types and the intent bits Discord defines.
 mod config;
+/// One connection's I/O loop on its own thread (sockets, compression, close handshake).
 mod connection;
+/// Run-time controls ([`Control`], [`Target`]).
 mod control;
+/// What Discord answers to what on one connection: a sans-IO type, tested without sockets.
+mod conversation;
+/// ETF (erlpack) encoding and decoding of gateway payloads.
 mod etf;
+/// Frame templates (HELLO, READY, op 7/9/11, dispatch frames) and `/gateway/bot` bodies.
 mod frames;
+/// The HTTP side: reading requests, the WebSocket upgrade and the REST routes.
 mod http;
+/// Everything the mock saw and did ([`Recorder`], [`Recording`]).
 mod recorder;
+/// The listening socket, the accept loop, start-up and shutdown ([`MockGateway`]).
 mod server;
+/// Sessions, the identify limits and the replay of each session's history.
 mod session;
+/// The state every thread shares (configuration, templates, URLs, sessions, recorder).
+mod shared;
+/// The WebSocket URL's parameters, decoding client payloads and encoding/compressing ours.
 mod wire;
 
+/// A small blocking test client (what the crate's own tests use).
 pub mod client;
+/// The recorded sessions and templates compiled in.
 pub mod fixtures;
 
-pub use config::{FrameRecording, MockConfig, ReplayRate, ShardRouting};
-pub use connection::{DEFINED_INTENTS, PRIVILEGED_INTENTS};
+pub use config::{
+    DEFINED_INTENTS, FrameRecording, MockConfig, PRIVILEGED_INTENTS, ReplayRate, ShardRouting,
+};
 pub use control::{Control, ControlError, Selector, Target};
 pub use etf::{decode_server_payload as decode_etf, encode_client_payload as encode_etf};
 pub use fixtures::{Fixture, FixtureError, FixtureEvent};
@@ -99,5 +119,6 @@ pub use recorder::{
     IdentifyOutcome, IdentifyRecord, ReceivedFrame, Recorder, Recording, ResumeOutcome,
     ResumeRecord, SentFrame, Violation, ViolationKind,
 };
-pub use server::{MockGateway, RESUME_PATH};
+pub use server::MockGateway;
+pub use shared::RESUME_PATH;
 pub use wire::{Compression, DecodeProblem, Encoding, GatewayParams, ParamError};

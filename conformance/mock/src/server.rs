@@ -1,72 +1,23 @@
 //! The running mock: the listening socket, the accept thread, one thread per connection, and
-//! the state they share. [`MockGateway`] is the owner handle; dropping it shuts everything down.
+//! shutdown. [`MockGateway`] is the owner handle; dropping it shuts everything down.
 //!
-//! Owns: start-up, URLs, thread lifecycle, shutdown. Does not own: what a connection does (see
-//! `connection` and `http`), sessions (see `session`).
+//! Owns: start-up, URLs, the accept loop, shutdown. Does not own: the state the threads share
+//! (see `shared`), what a connection does (see `connection`), sessions (see `session`).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::MockConfig;
+use crate::connection;
 use crate::control::Control;
-use crate::frames::{SessionStartLimit, Templates};
+use crate::frames::Templates;
 use crate::recorder::Recorder;
 use crate::session::SessionTable;
-
-/// The path of the WebSocket URL that READY's `resume_gateway_url` names. The mock serves the
-/// gateway on every path; a RESUME on another path is recorded as a violation.
-pub const RESUME_PATH: &str = "/resume";
-
-pub(crate) struct Shared {
-    pub(crate) config: MockConfig,
-    pub(crate) templates: Templates,
-    pub(crate) ws_url: String,
-    pub(crate) resume_url: String,
-    pub(crate) state: Mutex<SessionTable>,
-    pub(crate) recorder: Recorder,
-    pub(crate) shutdown: AtomicBool,
-    /// Connections still to be greeted with op 7 instead of HELLO.
-    pub(crate) reconnects_before_hello: AtomicU64,
-    threads: Mutex<Vec<JoinHandle<()>>>,
-}
-
-impl Shared {
-    pub(crate) fn state(&self) -> MutexGuard<'_, SessionTable> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn session_start_limit(&self, now: Instant) -> SessionStartLimit {
-        let (remaining, reset_after) = self.state().session_start(&self.config, now);
-        SessionStartLimit {
-            total: self.config.session_start_total,
-            remaining,
-            reset_after_ms: reset_after.as_millis() as u64,
-            max_concurrency: self.config.max_concurrency,
-        }
-    }
-
-    pub(crate) fn gateway_bot_body(&self, now: Instant) -> String {
-        let limit = self.session_start_limit(now);
-        self.templates
-            .gateway_bot(&self.ws_url, self.config.shards, limit)
-    }
-
-    pub(crate) fn spawn(self: &Arc<Self>, name: String, f: impl FnOnce() + Send + 'static) {
-        let handle = std::thread::Builder::new().name(name).spawn(f);
-        match handle {
-            Ok(handle) => {
-                let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
-                threads.retain(|t| !t.is_finished());
-                threads.push(handle);
-            }
-            Err(e) => tracing::warn!(error = %e, "mock gateway could not spawn a thread"),
-        }
-    }
-}
+use crate::shared::{RESUME_PATH, Shared};
 
 /// A running mock Discord gateway on 127.0.0.1. See the crate docs.
 pub struct MockGateway {
@@ -196,7 +147,7 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 let conn_shared = shared.clone();
                 let port = shared.ws_url.rsplit(':').next().unwrap_or("").to_owned();
                 shared.spawn(format!("mock-gateway-{port}-conn"), move || {
-                    crate::connection::serve(conn_shared, stream);
+                    connection::serve(conn_shared, stream);
                 });
             }
             Err(e) => {

@@ -127,7 +127,7 @@ async fn run(ctx: &mut Context) -> Result<(), Failure> {
                             t.exchanges
                                 .iter()
                                 .find(|e| e.name == name)
-                                .map(|e| e.exchange_type())
+                                .map(|e| ExchangeType::parse(&e.kind))
                         })
                     },
                 )

@@ -4,7 +4,7 @@
 //! Owns: every option a profile has, its default, and which profile offers it. Does not read
 //! files or the environment (the `gatehouse-config` crate maps the predecessors' names onto it).
 
-use super::{ClusterInfo, ProfileError, ProfileKind};
+use super::{ProfileError, ProfileKind};
 use crate::command::CommandPolicy;
 
 /// How a profile encodes message bodies, where it offers a choice.
@@ -71,8 +71,8 @@ impl ProfileConfig {
         }
     }
 
-    /// Checks that the settings can work with this cluster.
-    pub fn validate(&self, cluster: &ClusterInfo) -> Result<(), ProfileError> {
+    /// Checks that the settings can work (the cluster is valid by construction).
+    pub fn validate(&self) -> Result<(), ProfileError> {
         let kind = self.kind;
         let name = kind.name();
         let only = |option: &str, offered_by: &str| {
@@ -130,7 +130,6 @@ impl ProfileConfig {
             }
         }
         CommandPolicy::new(&self.extra_allowed_ops).map_err(ProfileError)?;
-        cluster.validate()?;
         Ok(())
     }
 }
@@ -151,13 +150,7 @@ fn check_amqp_name(option: &str, value: &str) -> Result<(), ProfileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cluster() -> ClusterInfo {
-        ClusterInfo {
-            shard_count: 4,
-            owned: vec![0, 1],
-        }
-    }
+    use crate::profile::ClusterInfo;
 
     #[test]
     fn default_body_encoding_per_profile() {
@@ -178,7 +171,7 @@ mod tests {
 
     #[test]
     fn options_of_other_profiles_are_refused_with_clear_text() {
-        let err = |cfg: ProfileConfig| cfg.validate(&cluster()).unwrap_err().to_string();
+        let err = |cfg: ProfileConfig| cfg.validate().unwrap_err().to_string();
         assert_eq!(
             err(ProfileConfig {
                 default_queue: true,
@@ -228,16 +221,17 @@ mod tests {
 
     #[test]
     fn cluster_is_checked() {
-        let cfg = ProfileConfig::default();
-        let bad = ClusterInfo {
-            shard_count: 0,
-            owned: vec![],
-        };
-        assert!(cfg.validate(&bad).unwrap_err().0.contains("shard count"));
-        let bad = ClusterInfo {
-            shard_count: 2,
-            owned: vec![0, 2],
-        };
-        assert!(cfg.validate(&bad).unwrap_err().0.contains("shard 2"));
+        let zero = ClusterInfo::new(0, []).unwrap_err();
+        assert!(zero.0.contains("shard count"));
+        assert!(
+            ClusterInfo::new(2, [0, 2])
+                .unwrap_err()
+                .0
+                .contains("shard 2")
+        );
+        let cluster = ClusterInfo::new(4, [3, 1, 3]).expect("valid");
+        assert_eq!((cluster.shard_count(), cluster.owned()), (4, &[1, 3][..]));
+        assert_eq!(cluster.shard(3).map(|s| s.number()), Some(3));
+        assert_eq!(cluster.shard(4), None);
     }
 }

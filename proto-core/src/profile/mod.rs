@@ -80,53 +80,48 @@ impl ProfileKind {
     }
 }
 
-/// Which shards exist and which this process owns.
+/// Which shards exist and which this process owns: validated once (the count is positive and
+/// every owned shard exists), the owned shards sorted without duplicates.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterInfo {
-    /// The bot's total shard count.
-    pub shard_count: u32,
-    /// The shard numbers this process runs.
-    pub owned: Vec<u32>,
-}
-
-impl ClusterInfo {
-    /// Checks that the shard count is positive and every owned shard exists.
-    pub fn validate(&self) -> Result<(), ProfileError> {
-        if self.shard_count == 0 {
-            return Err(ProfileError("the shard count must be at least 1".into()));
-        }
-        if let Some(bad) = self.owned.iter().find(|&&s| s >= self.shard_count) {
-            return Err(ProfileError(format!(
-                "owned shard {bad} does not exist (the shard count is {})",
-                self.shard_count
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// The shards of the bot and the ones this process owns, ready for lookups.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Ownership {
     count: NonZeroU32,
     /// Sorted, without duplicates.
     owned: Vec<u32>,
 }
 
-impl Ownership {
-    fn new(cluster: &ClusterInfo) -> Result<Self, ProfileError> {
-        cluster.validate()?;
-        let count = NonZeroU32::new(cluster.shard_count)
+impl ClusterInfo {
+    /// The bot's `shard_count` shards, of which this process runs `owned`; an error when the
+    /// count is 0 or an owned shard does not exist.
+    pub fn new(
+        shard_count: u32,
+        owned: impl IntoIterator<Item = u32>,
+    ) -> Result<Self, ProfileError> {
+        let count = NonZeroU32::new(shard_count)
             .ok_or_else(|| ProfileError("the shard count must be at least 1".into()))?;
-        let mut owned = cluster.owned.clone();
+        let mut owned: Vec<u32> = owned.into_iter().collect();
+        if let Some(bad) = owned.iter().find(|&&s| s >= shard_count) {
+            return Err(ProfileError(format!(
+                "owned shard {bad} does not exist (the shard count is {shard_count})"
+            )));
+        }
         owned.sort_unstable();
         owned.dedup();
         Ok(Self { count, owned })
     }
 
-    /// The owned shards, ascending.
-    pub(crate) fn owned(&self) -> &[u32] {
+    /// The bot's total shard count.
+    pub fn shard_count(&self) -> u32 {
+        self.count.get()
+    }
+
+    /// The shards this process runs, ascending.
+    pub fn owned(&self) -> &[u32] {
         &self.owned
+    }
+
+    /// Shard `number` of this bot, if it exists.
+    pub fn shard(&self, number: u32) -> Option<ShardId> {
+        ShardId::new(number, self.count.get())
     }
 
     /// Whether this process runs `shard`.
@@ -371,7 +366,7 @@ pub enum RouteError {
 /// What every profile's command decoding needs.
 #[derive(Clone, Debug)]
 pub(crate) struct Shared {
-    pub(crate) cluster: Ownership,
+    pub(crate) cluster: ClusterInfo,
     pub(crate) policy: CommandPolicy,
 }
 
@@ -401,11 +396,10 @@ pub struct Router {
 impl Router {
     /// The router of a configured profile, or why the configuration cannot work.
     pub fn new(config: &ProfileConfig, cluster: &ClusterInfo) -> Result<Self, ProfileError> {
-        config.validate(cluster)?;
-        let ownership = Ownership::new(cluster)?;
+        config.validate()?;
         let policy = CommandPolicy::new(&config.extra_allowed_ops).map_err(ProfileError)?;
         let profile = match config.kind {
-            ProfileKind::Gatehouse => Profile::Native(native::Native::new(config, &ownership)),
+            ProfileKind::Gatehouse => Profile::Native(native::Native::new(config, cluster)),
             ProfileKind::Spectacles => Profile::Spectacles(spectacles::Spectacles::new(config)),
             ProfileKind::Cordis => Profile::Cordis(cordis::Cordis::new(config)),
             ProfileKind::TwilightDispatch => {
@@ -418,7 +412,7 @@ impl Router {
                 kind: config.kind,
                 filter: EventFilter::new(&config.events, &config.ignored_events),
                 shared: Shared {
-                    cluster: ownership,
+                    cluster: cluster.clone(),
                     policy,
                 },
                 profile,
@@ -429,11 +423,8 @@ impl Router {
     /// The native profile with default names, for a bot of one shard that this process runs
     /// (tests and tools).
     pub fn native() -> Self {
-        let cluster = ClusterInfo {
-            shard_count: 1,
-            owned: vec![0],
-        };
-        match Self::new(&ProfileConfig::default(), &cluster) {
+        let cluster = ClusterInfo::new(1, [0]);
+        match cluster.and_then(|cluster| Self::new(&ProfileConfig::default(), &cluster)) {
             Ok(router) => router,
             Err(e) => unreachable!("the default configuration is valid: {e}"),
         }

@@ -24,8 +24,8 @@
 use bytes::Bytes;
 
 use super::{
-    BindingDecl, CommandDecision, CommandDelivery, DispatchContext, ExchangeDecl, ExchangeKind,
-    FieldValue, MessageProperties, Ownership, ProfileConfig, Publication, QueueDecl, Shared,
+    BindingDecl, ClusterInfo, CommandDecision, CommandDelivery, DispatchContext, ExchangeDecl,
+    ExchangeKind, FieldValue, MessageProperties, ProfileConfig, Publication, QueueDecl, Shared,
     Timestamp, Topology,
 };
 use crate::codec::Payload;
@@ -50,7 +50,7 @@ pub(crate) struct Native {
 }
 
 impl Native {
-    pub(crate) fn new(config: &ProfileConfig, cluster: &Ownership) -> Self {
+    pub(crate) fn new(config: &ProfileConfig, cluster: &ClusterInfo) -> Self {
         let commands_exchange = config
             .commands_exchange
             .clone()

@@ -417,6 +417,16 @@ struct QueuedCommand {
     frame: Bytes,
 }
 
+/// The WebSocket frame type a message arrived in (JSON comes in text frames, compressed or ETF
+/// payloads in binary ones).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameKind {
+    /// A text frame.
+    Text,
+    /// A binary frame.
+    Binary,
+}
+
 /// One gateway connection's protocol state. Performs no I/O; see the module docs for the
 /// method groups and what the runtime does with each [`Action`].
 #[derive(Debug)]
@@ -596,16 +606,16 @@ impl Shard {
             .set(Timer::HelloDeadline, now + self.config.hello_timeout);
     }
 
-    /// One complete WebSocket message arrived (`binary` = its frame type).
+    /// One complete WebSocket message of frame type `kind` arrived.
     ///
     /// Outputs: `Send` (heartbeat, RESUME, queued commands), `RequestIdentify`, `Publish`,
     /// `PersistSession`, `Close` (op 7, op 9, undecodable input).
-    pub fn handle_message(&mut self, now: Instant, message: &[u8], binary: bool) {
+    pub fn handle_message(&mut self, now: Instant, message: &[u8], kind: FrameKind) {
         let now = self.clock(now);
         if !self.phase.socket_open() {
             return;
         }
-        match self.decoder.decode(message, binary) {
+        match self.decoder.decode(message, kind == FrameKind::Binary) {
             Ok(Some(payload)) => self.handle_payload(now, &payload),
             Ok(None) => {}
             Err(e) => {

@@ -92,10 +92,7 @@ fn a_dispatch_that_cannot_be_published_is_reported_and_still_confirmed() {
         kind: ProfileKind::Spectacles,
         ..ProfileConfig::default()
     };
-    let cluster = ClusterInfo {
-        shard_count: 1,
-        owned: vec![0],
-    };
+    let cluster = ClusterInfo::new(1, [0]).unwrap();
     let mut shard_config = test_config(72);
     shard_config.router = Router::new(&config, &cluster).expect("valid profile");
     let mut sim = Sim::with_config(shard_config, 72);

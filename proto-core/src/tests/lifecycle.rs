@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::shard::{Action, CloseCode, DisconnectReason, ShardState, StopReason, Timer};
+use crate::shard::{Action, CloseCode, DisconnectReason, FrameKind, ShardState, StopReason, Timer};
 
 use super::fake_gateway::{GATEWAY_URL, RESUME_URL};
 use super::sim::Sim;
@@ -287,8 +287,11 @@ fn fatal_close_codes_stop_for_good() {
         let mark = sim.mark();
         let now = sim.now;
         sim.shard.handle_connected(now);
-        sim.shard
-            .handle_message(now, br#"{"op":10,"d":{"heartbeat_interval":1000}}"#, false);
+        sim.shard.handle_message(
+            now,
+            br#"{"op":10,"d":{"heartbeat_interval":1000}}"#,
+            FrameKind::Text,
+        );
         sim.shard.handle_closed(now, Some(4000));
         sim.shard.handle_timeout(now + Duration::from_secs(3600));
         sim.shard.handle_identify_granted(now);
@@ -423,7 +426,7 @@ fn undecodable_message_closes_and_resumes() {
     sim.until_active();
     let now = sim.now;
     let mark = sim.mark();
-    sim.shard.handle_message(now, b"{not json", false);
+    sim.shard.handle_message(now, b"{not json", FrameKind::Text);
     sim.drain();
     assert!(matches!(
         sim.shard.last_disconnect(),

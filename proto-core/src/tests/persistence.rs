@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::session::SessionSnapshot;
-use crate::shard::{Action, CloseCode, PublishId, ShardState, StopReason};
+use crate::shard::{Action, CloseCode, FrameKind, PublishId, ShardState, StopReason};
 use crate::sharding::ShardId;
 
 use super::fake_gateway::RESUME_URL;
@@ -93,7 +93,7 @@ fn dropped_dispatches_count_as_confirmed() {
     let now = sim.now;
     // A dispatch without an event name: the native profile drops it.
     sim.shard
-        .handle_message(now, br#"{"op":0,"s":4,"t":null,"d":{}}"#, false);
+        .handle_message(now, br#"{"op":0,"s":4,"t":null,"d":{}}"#, FrameKind::Text);
     sim.drain();
     assert_eq!(sim.shard.last_sequence(), Some(4));
     assert_eq!(sim.shard.confirmed_sequence(), 4);

@@ -15,7 +15,7 @@ use crate::profile::Router;
 use crate::rng::SeededRng;
 use crate::secret::Secret;
 use crate::session::SessionSnapshot;
-use crate::shard::{Action, PublishId, Shard, ShardConfig, ShardEvent, ShardState};
+use crate::shard::{Action, FrameKind, PublishId, Shard, ShardConfig, ShardEvent, ShardState};
 use crate::sharding::ShardId;
 
 use super::fake_gateway::{Delivery, FakeGateway, GATEWAY_URL};
@@ -353,7 +353,7 @@ impl Sim {
     pub(crate) fn deliver(&mut self, bytes: &[u8]) {
         self.log_received(bytes);
         let now = self.now;
-        self.shard.handle_message(now, bytes, false);
+        self.shard.handle_message(now, bytes, FrameKind::Text);
     }
 
     fn log_received(&mut self, bytes: &[u8]) {
@@ -426,7 +426,7 @@ impl Sim {
                 Delivery::Message(bytes) => self.deliver(&bytes),
                 Delivery::Binary { plain, wire } => {
                     self.log_received(&plain);
-                    self.shard.handle_message(now, &wire, true);
+                    self.shard.handle_message(now, &wire, FrameKind::Binary);
                 }
                 Delivery::Closed(code) => {
                     self.log.push((self.elapsed(), Logged::Closed(code)));

@@ -17,10 +17,7 @@ use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, message::Delivery};
-
-const MANAGEMENT: &str = "http://127.0.0.1:15672/api";
-/// `guest:guest` in base64.
-const GUEST_AUTH: &str = "Basic Z3Vlc3Q6Z3Vlc3Q=";
+use rabbitmq_management::{ConnectionInfo, ManagementApi};
 
 /// A name unique to this test run.
 pub fn unique(tag: &str) -> String {
@@ -44,45 +41,10 @@ pub fn empty_dir(tag: &str) -> std::path::PathBuf {
     dir
 }
 
-fn management(method: &str, path: &str, body: Option<&str>) -> Result<u16, String> {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(15)))
-        .build()
-        .new_agent();
-    let url = format!("{MANAGEMENT}{path}");
-    let response = match (method, body) {
-        ("PUT", Some(body)) => agent
-            .put(&url)
-            .header("Authorization", GUEST_AUTH)
-            .header("content-type", "application/json")
-            .send(body),
-        ("PUT", None) => agent
-            .put(&url)
-            .header("Authorization", GUEST_AUTH)
-            .send_empty(),
-        ("DELETE", _) => agent
-            .delete(&url)
-            .header("Authorization", GUEST_AUTH)
-            .call(),
-        _ => agent.get(&url).header("Authorization", GUEST_AUTH).call(),
-    };
-    response
-        .map(|r| r.status().as_u16())
-        .map_err(|e| e.to_string())
-}
-
-fn management_json(path: &str) -> serde_json::Value {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
-    let mut response = agent
-        .get(&format!("{MANAGEMENT}{path}"))
-        .header("Authorization", GUEST_AUTH)
-        .call()
-        .expect("management API");
-    serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap_or_default()
+/// The management API of the shared RabbitMQ (127.0.0.1:15672, guest/guest).
+fn management() -> ManagementApi {
+    ManagementApi::for_amqp_url("amqp://guest:guest@127.0.0.1:5672/%2f", None)
+        .expect("a valid management URL")
 }
 
 /// A RabbitMQ vhost that exists for one test and is deleted on drop.
@@ -93,15 +55,9 @@ pub struct Vhost {
 impl Vhost {
     pub fn create(tag: &str) -> Self {
         let name = unique(tag);
-        let status = management("PUT", &format!("/vhosts/{name}"), None).expect("create vhost");
-        assert!(status < 300, "creating vhost {name}: HTTP {status}");
-        let status = management(
-            "PUT",
-            &format!("/permissions/{name}/guest"),
-            Some(r#"{"configure":".*","write":".*","read":".*"}"#),
-        )
-        .expect("set permissions");
-        assert!(status < 300, "permissions on {name}: HTTP {status}");
+        if let Err(e) = management().create_vhost(&name) {
+            panic!("creating vhost {name}: {e}");
+        }
         Self { name }
     }
 
@@ -109,72 +65,45 @@ impl Vhost {
         format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name)
     }
 
+    fn connections(&self) -> Vec<ConnectionInfo> {
+        management()
+            .connections(&self.name)
+            .expect("management API")
+    }
+
     /// Closes the client connections of this vhost whose connection name starts with
     /// `name_prefix` (a broker outage as that client sees it). Returns how many were closed.
     pub fn close_connections(&self, name_prefix: &str) -> usize {
+        let ours = |c: &ConnectionInfo| c.client_name().is_some_and(|n| n.starts_with(name_prefix));
         // The management API lists a new connection only after its next statistics round.
         let deadline = Instant::now() + Duration::from_secs(30);
         let connections = loop {
-            let connections = management_json(&format!("/vhosts/{}/connections", self.name));
-            let listed = connections.as_array().is_some_and(|all| {
-                all.iter().any(|c| {
-                    c["client_properties"]["connection_name"]
-                        .as_str()
-                        .is_some_and(|n| n.starts_with(name_prefix))
-                })
-            });
-            if listed || Instant::now() > deadline {
+            let connections = self.connections();
+            if connections.iter().any(ours) || Instant::now() > deadline {
                 break connections;
             }
             std::thread::sleep(Duration::from_millis(200));
         };
-        let mut closed = 0;
-        for c in connections.as_array().cloned().unwrap_or_default() {
-            let client_name = c["client_properties"]["connection_name"]
-                .as_str()
-                .unwrap_or("");
-            if !client_name.starts_with(name_prefix) {
-                continue;
-            }
-            if let Some(name) = c["name"].as_str() {
-                let encoded: String = name
-                    .bytes()
-                    .map(|b| match b {
-                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                            (b as char).to_string()
-                        }
-                        _ => format!("%{b:02X}"),
-                    })
-                    .collect();
-                if management("DELETE", &format!("/connections/{encoded}"), None)
-                    .is_ok_and(|s| s < 300)
-                {
-                    closed += 1;
-                }
-            }
-        }
-        closed
+        let api = management();
+        connections
+            .iter()
+            .filter(|c| ours(c))
+            .filter(|c| api.close_connection(&c.name).is_ok())
+            .count()
     }
 
     /// Names of the client connections of this vhost.
     pub fn connection_names(&self) -> Vec<String> {
-        management_json(&format!("/vhosts/{}/connections", self.name))
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+        self.connections()
             .iter()
-            .filter_map(|c| {
-                c["client_properties"]["connection_name"]
-                    .as_str()
-                    .map(str::to_owned)
-            })
+            .filter_map(|c| c.client_name().map(str::to_owned))
             .collect()
     }
 }
 
 impl Drop for Vhost {
     fn drop(&mut self) {
-        let _ = management("DELETE", &format!("/vhosts/{}", self.name), None);
+        let _ = management().delete_vhost(&self.name);
     }
 }
 

@@ -85,26 +85,12 @@ fn native_shortcut_is_the_default_profile() {
 
 #[test]
 fn invalid_clusters_are_refused() {
-    let err = Router::new(
-        &ProfileConfig::default(),
-        &ClusterInfo {
-            shard_count: 0,
-            owned: vec![],
-        },
-    )
-    .unwrap_err();
+    let err = ClusterInfo::new(0, []).unwrap_err();
     assert_eq!(
         err.to_string(),
         "invalid profile configuration: the shard count must be at least 1"
     );
-    let err = Router::new(
-        &ProfileConfig::default(),
-        &ClusterInfo {
-            shard_count: 4,
-            owned: vec![1, 4],
-        },
-    )
-    .unwrap_err();
+    let err = ClusterInfo::new(4, [1, 4]).unwrap_err();
     assert_eq!(
         err.to_string(),
         "invalid profile configuration: owned shard 4 does not exist (the shard count is 4)"

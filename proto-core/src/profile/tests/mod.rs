@@ -33,10 +33,7 @@ pub(super) fn router_of(kind: ProfileKind, count: u32, owned: &[u32]) -> Router 
 pub(super) fn router(config: ProfileConfig, count: u32, owned: &[u32]) -> Router {
     Router::new(
         &config,
-        &ClusterInfo {
-            shard_count: count,
-            owned: owned.to_vec(),
-        },
+        &ClusterInfo::new(count, owned.iter().copied()).unwrap(),
     )
     .unwrap()
 }

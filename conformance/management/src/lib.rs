@@ -1,15 +1,16 @@
-//! The RabbitMQ management HTTP API: create and delete vhosts, grant permissions, and read a
-//! vhost's exchanges, queues and bindings with the details AMQP cannot report (types, flags).
+//! The RabbitMQ management HTTP API, as the test suites use it: create and delete vhosts, grant
+//! permissions, read a vhost's exchanges, queues and bindings with the details AMQP cannot report
+//! (types, flags), and list and close client connections (a broker outage as one client sees
+//! it).
 //!
-//! Blocking HTTP (ureq); callers run it on a blocking thread. It does not decide when a vhost is
-//! created or removed (see [`crate::isolation`]).
+//! The one management client of the workspace: the conformance suite and the runtimes'
+//! end-to-end tests both use it. Blocking HTTP (ureq); async callers run it on a blocking
+//! thread. It does not decide when a vhost is created or removed (the suites' isolation does).
 
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::json;
-
-use crate::broker::ExchangeType;
 
 /// The variable that overrides the management API's address.
 pub const MANAGEMENT_URL_VAR: &str = "RABBITMQ_MANAGEMENT_URL";
@@ -34,13 +35,6 @@ pub struct ExchangeInfo {
     pub durable: bool,
     /// Auto-delete.
     pub auto_delete: bool,
-}
-
-impl ExchangeInfo {
-    /// The type, if it is a standard one.
-    pub fn exchange_type(&self) -> Option<ExchangeType> {
-        ExchangeType::parse(&self.kind)
-    }
 }
 
 /// A queue as the broker reports it.
@@ -71,6 +65,31 @@ pub struct BindingInfo {
     pub destination_type: String,
     /// The routing key.
     pub routing_key: String,
+}
+
+/// A client connection as the broker reports it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ConnectionInfo {
+    /// The broker's name for it (what [`ManagementApi::close_connection`] takes).
+    pub name: String,
+    /// What the client reported about itself.
+    #[serde(default)]
+    pub client_properties: ClientProperties,
+}
+
+impl ConnectionInfo {
+    /// The name the client gave its connection, if any.
+    pub fn client_name(&self) -> Option<&str> {
+        self.client_properties.connection_name.as_deref()
+    }
+}
+
+/// The client properties of a connection that the suites read.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ClientProperties {
+    /// The name the client gave its connection.
+    #[serde(default)]
+    pub connection_name: Option<String>,
 }
 
 /// A client of the management API.
@@ -211,6 +230,25 @@ impl ManagementApi {
     pub fn bindings(&self, vhost: &str) -> Result<Vec<BindingInfo>, ManagementError> {
         let all: Vec<BindingInfo> = self.get(&format!("/bindings/{}", encode(vhost)))?;
         Ok(all.into_iter().filter(|b| !b.source.is_empty()).collect())
+    }
+
+    /// The vhost's client connections.
+    pub fn connections(&self, vhost: &str) -> Result<Vec<ConnectionInfo>, ManagementError> {
+        self.get(&format!("/vhosts/{}/connections", encode(vhost)))
+    }
+
+    /// Closes one client connection (by its broker-given name), as a broker outage would.
+    pub fn close_connection(&self, name: &str) -> Result<(), ManagementError> {
+        let path = format!("/connections/{}", encode(name));
+        Self::agent()
+            .delete(&format!("{}{path}", self.base))
+            .header("Authorization", &self.authorization)
+            .call()
+            .map(drop)
+            .map_err(|e| ManagementError {
+                what: format!("DELETE {path}"),
+                message: e.to_string(),
+            })
     }
 
     /// The names of every vhost.
