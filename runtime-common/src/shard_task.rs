@@ -13,6 +13,7 @@
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,8 @@ pub enum ShardInput {
     IdentifyGranted,
     /// Shut down (closing with a resumable code).
     Shutdown,
+    /// Start or stop publishing dispatches (cluster mode's re-shard).
+    Publish(bool),
 }
 
 /// Everything a shard task needs besides its shard.
@@ -70,6 +73,8 @@ pub(crate) struct ShardIo<R: Runtime> {
     pub(crate) max_message: usize,
     /// The outbox's settings (confirm timeout, what an unroutable event becomes).
     pub(crate) outbox: OutboxConfig,
+    /// Set while every guild READY listed has arrived (cluster mode's re-shard reads it).
+    pub(crate) guilds_arrived: Option<Arc<AtomicBool>>,
 }
 
 /// Why the loop woke up.
@@ -335,6 +340,7 @@ impl<R: Runtime> ShardTask<R> {
                 }
             }
             ShardInput::Shutdown => self.shard.shutdown(now),
+            ShardInput::Publish(on) => self.shard.set_publishing(on),
         }
     }
 
@@ -371,6 +377,9 @@ impl<R: Runtime> ShardTask<R> {
         while let Some(event) = self.shard.poll_event() {
             self.metrics.event(&event);
             log_event(&event);
+        }
+        if let Some(flag) = &self.io.guilds_arrived {
+            flag.store(self.shard.guilds_arrived(), Ordering::Relaxed);
         }
     }
 

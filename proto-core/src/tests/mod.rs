@@ -11,6 +11,7 @@ mod lifecycle;
 mod outbox;
 mod persistence;
 mod proptests;
+mod reshard;
 mod sim;
 
 use std::time::Instant;
