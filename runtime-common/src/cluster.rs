@@ -585,21 +585,27 @@ pub(crate) async fn run<R: Runtime, S: ShardSets>(
     let mut shutdown_seen = false;
     loop {
         let now = rt.now();
-        if now >= next_refresh {
+        let refresh = now >= next_refresh;
+        if refresh {
             next_refresh = now + poll;
+            if give_up_at.is_none()
+                && let Some(counts) = store.counts(&rt, settings.shard_count).await
+            {
+                reshard.handle_counts(rt.now(), counts);
+            }
+        }
+        reshard.handle_timeout(rt.now());
+        apply_reshard(
+            &rt,
+            &mut reshard,
+            &mut sets,
+            &sets_factory,
+            &mut store,
+            &settings,
+        )
+        .await;
+        if refresh {
             if give_up_at.is_none() {
-                if let Some(counts) = store.counts(&rt, settings.shard_count).await {
-                    reshard.handle_counts(rt.now(), counts);
-                }
-                apply_reshard(
-                    &rt,
-                    &mut reshard,
-                    &mut sets,
-                    &sets_factory,
-                    &mut store,
-                    &settings,
-                )
-                .await;
                 let running: Vec<u32> = sets
                     .iter()
                     .filter(|(_, set)| !set.closing)
@@ -650,16 +656,6 @@ pub(crate) async fn run<R: Runtime, S: ShardSets>(
                 store.write_live(&rt, values, timings.ttl).await;
             }
         }
-        reshard.handle_timeout(rt.now());
-        apply_reshard(
-            &rt,
-            &mut reshard,
-            &mut sets,
-            &sets_factory,
-            &mut store,
-            &settings,
-        )
-        .await;
         for (&count, set) in sets.iter_mut() {
             set.node.handle_timeout(rt.now());
             set.drive(&rt, &mut store, count, timings.ttl).await;
