@@ -346,7 +346,9 @@ fn sessions_of_two_shard_counts_at_once_each_get_their_guilds() {
         let guild = g << 22;
         let d = format!(r#"{{"guild_id":"{guild}","n":{g}}}"#);
         assert_eq!(
-            control.inject_guild_dispatch(guild, "MESSAGE_CREATE", d).unwrap(),
+            control
+                .inject_guild_dispatch(guild, "MESSAGE_CREATE", d)
+                .unwrap(),
             2,
             "one session of each shard count"
         );
