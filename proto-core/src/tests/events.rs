@@ -10,8 +10,13 @@ use crate::shard::{Action, DisconnectReason, Session, ShardEvent, ShardState};
 use super::fake_gateway::RESUME_URL;
 use super::sim::{Logged, Sim, test_config};
 
+/// The events besides `GuildsArrived` (checked on its own).
 fn events(sim: &Sim) -> Vec<ShardEvent> {
-    sim.events.iter().map(|(_, e)| e.clone()).collect()
+    sim.events
+        .iter()
+        .map(|(_, e)| e.clone())
+        .filter(|e| *e != ShardEvent::GuildsArrived)
+        .collect()
 }
 
 #[test]
@@ -27,6 +32,9 @@ fn ready_reconnecting_and_resumed_are_reported() {
             }
         }]
     );
+    // READY's guilds arrived (the fake gateway sends a GUILD_CREATE for each), once.
+    let arrived = sim.events_matching(|e| *e == ShardEvent::GuildsArrived).len();
+    assert_eq!(arrived, 1);
     let now = sim.now;
     sim.gw.send_op(now, 7, Value::Null);
     let mark = sim.mark();
