@@ -366,3 +366,34 @@ fn sessions_of_two_shard_counts_at_once_each_get_their_guilds() {
     let none = control.inject_guild_dispatch(0, "", "{}");
     assert!(none.is_err());
 }
+
+#[test]
+fn closing_an_old_set_session_leaves_the_new_set_session_of_the_same_shard_id_alone() {
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.routing = ShardRouting::ByGuild;
+    config.start_paused = true;
+    let mock = start(config);
+    let query = "v=10&encoding=json";
+    let (mut old, _) = connect_ready(&mock, query, [2, 4]);
+    let (mut new, _) = connect_ready(&mock, query, [2, 8]);
+    old.close(4000).unwrap();
+    let recorder = mock.recorder();
+    recorder.wait_until(T, |r| r.connections[0].close.is_some());
+    let control = mock.control();
+    for n in 0..3u64 {
+        let guild = 2 << 22;
+        let d = format!(r#"{{"guild_id":"{guild}","n":{n}}}"#);
+        // The old session is detached but resumable: it keeps receiving, and so does the new.
+        assert_eq!(
+            control
+                .inject_guild_dispatch(guild, "MESSAGE_CREATE", d)
+                .unwrap(),
+            2
+        );
+    }
+    let got: Vec<u64> = recv_n(&mut new, 3)
+        .iter()
+        .map(|f| json(f)["d"]["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, [0, 1, 2]);
+}
