@@ -5,7 +5,7 @@
 #    and installs Debian's chromium-headless-shell when missing (the status page is tested in
 #    a real headless browser; GATEHOUSE_TEST_BROWSER names another one);
 # 2. checks formatting and lints (`cargo fmt --check`, `cargo clippy -D warnings`) and that the
-#    conformance suite's optional testcontainers path compiles;
+#    conformance suite's optional testcontainers path and the fuzz targets (fuzz/) compile;
 # 3. runs the workspace's tests (core, mock gateway, runtimes end to end, suite self-tests);
 # 4. runs the conformance suite against both binaries, `gatehouse` (tokio) and
 #    `gatehouse-async-std`, for every profile (the `fault-*` and `cluster-*` scenarios apart);
@@ -44,6 +44,10 @@ if [ -z "$quick" ]; then
   cargo clippy --workspace --all-targets --locked -- -D warnings
   step "the conformance suite's testcontainers path compiles"
   cargo check -p conformance --features testcontainers --locked
+  # fuzz/ is a workspace of its own (cargo-fuzz, nightly to run): check its targets on stable
+  # so that they cannot rot. Not --locked: its lock file follows proto-core's dependencies.
+  step "the fuzz targets compile"
+  cargo check --manifest-path fuzz/Cargo.toml --bins
 fi
 
 step "workspace tests"

@@ -56,6 +56,8 @@ pub struct Config {
     pub discord: DiscordConfig,
     /// The broker.
     pub amqp: AmqpConfig,
+    /// Which output (AMQP, Redis Streams, stdio) and its settings.
+    pub broker: BrokerConfig,
     /// The session store.
     pub redis: RedisConfig,
     /// The broker wire contract.
@@ -154,6 +156,43 @@ impl DiscordConfig {
 pub struct AmqpConfig {
     /// The AMQP URL (`amqp://` or `amqps://`), with credentials.
     pub url: SecretUrl,
+}
+
+/// Which output events are published to and commands read from (`[broker]`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerKind {
+    /// RabbitMQ (`amqp.url`), the profile's topology.
+    #[default]
+    Amqp,
+    /// Redis Streams at `redis.url`, as `@spectacles/brokers`' `Redis` broker reads and
+    /// writes them: one stream per event, commands from the streams workers publish to.
+    Redis,
+    /// One JSON line per event on standard output, commands as JSON lines on standard input.
+    Stdio,
+}
+
+/// The output's settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// Which output; `None` when nothing chose one (then AMQP, or stdio with `--stdio`).
+    pub kind: Option<BrokerKind>,
+    /// Redis Streams: a prefix put before every stream name (what ioredis' `keyPrefix` does
+    /// for the workers); empty by default, as `@spectacles/brokers` names streams by event.
+    pub stream_prefix: String,
+    /// Redis Streams: trim each event stream to about this many entries (`XADD MAXLEN ~`);
+    /// `None` keeps everything.
+    pub max_len: Option<u64>,
+    /// Redis Streams: the consumer group commands are read in; `None`: the profile's group
+    /// (its exchange name, `gateway` by default).
+    pub command_group: Option<String>,
+}
+
+impl BrokerConfig {
+    /// The output in effect: the configured one, AMQP when none is.
+    pub fn kind(&self) -> BrokerKind {
+        self.kind.unwrap_or_default()
+    }
 }
 
 /// The session store side of the configuration.

@@ -14,6 +14,7 @@ use proto_core::secret::Secret;
 pub(crate) struct RawConfig {
     pub(crate) discord: RawDiscord,
     pub(crate) amqp: RawAmqp,
+    pub(crate) broker: RawBroker,
     pub(crate) redis: RawRedis,
     pub(crate) profile: ProfileConfig,
     pub(crate) limits: RawLimits,
@@ -81,6 +82,17 @@ pub(crate) enum RawShardIds {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct RawAmqp {
     pub(crate) url: Option<String>,
+}
+
+/// `[broker]`: which output events go to and commands come from (issue 14).
+#[derive(serde::Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawBroker {
+    #[serde(rename = "type")]
+    pub(crate) kind: Option<crate::model::BrokerKind>,
+    pub(crate) stream_prefix: Option<String>,
+    pub(crate) max_len: Option<u64>,
+    pub(crate) command_group: Option<String>,
 }
 
 /// `[redis]`.

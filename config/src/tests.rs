@@ -793,3 +793,40 @@ fn redis_sentinel_and_cluster_urls_are_refused_with_the_reason() {
     }
     assert!(Config::load("", env(&[("REDIS_URL", "redis://h:1/")])).is_ok());
 }
+
+/// Issue 14: the output is chosen by `broker.type` (Gatehouse's file), the Spectacles file's
+/// `broker.type` and `BROKER_TYPE` (anything but `amqp` and `redis` is stdio, as in the
+/// Spectacles gateway); nothing chosen is AMQP.
+#[test]
+fn the_broker_type_selects_the_output() {
+    let none = Config::load("", |_| None).unwrap();
+    assert_eq!(none.broker.kind, None);
+    assert_eq!(none.broker.kind(), BrokerKind::Amqp);
+    let own = Config::load(
+        "[broker]\ntype = \"redis\"\nmax_len = 1000\nstream_prefix = \"bot1:\"\n",
+        |_| None,
+    )
+    .unwrap();
+    assert_eq!(own.broker.kind(), BrokerKind::Redis);
+    assert_eq!(own.broker.max_len, Some(1000));
+    assert_eq!(own.broker.stream_prefix, "bot1:");
+    let spectacles =
+        Config::load("token = \"t\"\n[broker]\ntype = \"stdout\"\n", |_| None).unwrap();
+    assert_eq!(spectacles.broker.kind(), BrokerKind::Stdio);
+    for (value, kind) in [
+        ("amqp", BrokerKind::Amqp),
+        ("REDIS", BrokerKind::Redis),
+        ("stdio", BrokerKind::Stdio),
+        ("x", BrokerKind::Stdio),
+    ] {
+        let env = |name: &str| (name == "BROKER_TYPE").then(|| value.to_owned());
+        assert_eq!(
+            Config::load("", env).unwrap().broker.kind(),
+            kind,
+            "{value}"
+        );
+    }
+    assert!(Config::load("[broker]\nmax_len = 0\n", |_| None).is_err());
+    // Gatehouse's own file names only its three outputs.
+    assert!(Config::load("[discord]\n[broker]\ntype = \"kafka\"\n", |_| None).is_err());
+}

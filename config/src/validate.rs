@@ -88,9 +88,30 @@ impl RawConfig {
                 .identify_anyway_after_secs
                 .map(std::time::Duration::from_secs),
         };
+        if self.broker.max_len == Some(0) {
+            return Err(invalid(
+                "broker.max_len",
+                "must be at least 1 (leave it out to keep every entry)",
+            ));
+        }
+        if let Some(prefix) = &self.broker.stream_prefix
+            && prefix.chars().any(char::is_whitespace)
+        {
+            return Err(invalid(
+                "broker.stream_prefix",
+                "must contain no whitespace",
+            ));
+        }
+        let broker = BrokerConfig {
+            kind: self.broker.kind,
+            stream_prefix: self.broker.stream_prefix.unwrap_or_default(),
+            max_len: self.broker.max_len,
+            command_group: self.broker.command_group.filter(|g| !g.is_empty()),
+        };
         Ok(Config {
             discord,
             amqp,
+            broker,
             profile: self.profile,
             limits: self.limits.validate()?,
             metrics: self.metrics.validate()?,

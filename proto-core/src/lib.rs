@@ -33,8 +33,12 @@
 //! - [`ratelimit`]: the per-connection send window (120 frames per 60 s, heartbeats reserved).
 //! - [`store_sync`]: the session store's policy under Redis faults (retries, what to write
 //!   when Redis returns, when shards may start new sessions without their snapshot).
+//! - [`stream_broker`]: Redis Streams as a broker (`@spectacles/brokers`' `Redis`): stream
+//!   names, the `data` field, which streams carry commands, when to claim stuck entries.
 //! - [`sharding`], [`intents`], [`session`], [`secret`]: the pure rules and values shared by all.
 //! - [`rng`]: the seeded generator behind every jitter and back-off draw.
+//! - `fuzzing` (feature `fuzzing`, for the fuzz targets only): the property tests' simulation
+//!   harness, shard operations and invariants.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -55,6 +59,10 @@ pub mod shard;
 pub mod sharding;
 pub mod store;
 pub mod store_sync;
+pub mod stream_broker;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(test)]
 mod tests;

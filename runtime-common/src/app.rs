@@ -41,7 +41,7 @@ impl Launch {
             args.amqp_ca_file.as_deref(),
             args.redis_ca_file.as_deref(),
         )?);
-        let config = load_config(args.config.as_deref());
+        let config = load_config(args.config.as_deref()).and_then(|c| with_stdio(c, args.stdio));
         match &args.command {
             None | Some(Command::Run) => {}
             Some(command) => {
@@ -164,6 +164,20 @@ pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
         tracing::warn!("{warning}");
     }
     Ok(loaded.config)
+}
+
+/// `--stdio`: stdio when no broker is configured; a configured other one is an error.
+fn with_stdio(mut config: Config, stdio: bool) -> anyhow::Result<Config> {
+    use gatehouse_config::BrokerKind;
+    match config.broker.kind {
+        _ if !stdio => {}
+        None => config.broker.kind = Some(BrokerKind::Stdio),
+        Some(BrokerKind::Stdio) => {}
+        Some(other) => anyhow::bail!(
+            "--stdio: the configuration already selects the {other:?} broker (broker.type or BROKER_TYPE)"
+        ),
+    }
+    Ok(config)
 }
 
 /// Ctrl-C, SIGTERM and SIGHUP, runtime-independent (the handler runs on its own thread): the

@@ -59,6 +59,10 @@ pub struct Cli {
         value_name = "PATH"
     )]
     pub redis_ca_file: Option<PathBuf>,
+    /// Publish events as JSON lines on standard output and read commands from standard
+    /// input, when no broker is configured (`broker.type`, `BROKER_TYPE`).
+    #[arg(long, env = "GATEHOUSE_STDIO", global = true)]
+    pub stdio: bool,
     /// What to do (default: run).
     #[command(subcommand)]
     pub command: Option<Command>,

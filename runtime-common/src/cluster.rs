@@ -37,14 +37,20 @@ fn lease_call_timeout(ttl: Duration) -> Duration {
     (ttl / 20).clamp(Duration::from_millis(100), CALL_TIMEOUT)
 }
 
-/// A name for this process, unique in the cluster: host, process id and a random part.
-pub fn member_name() -> String {
-    let host = std::env::var("HOSTNAME")
+/// This machine's name (`HOSTNAME`, else `/etc/hostname`, else `gatehouse`), without `:`, `*`
+/// or spaces.
+pub(crate) fn host_name() -> String {
+    std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty() && !h.contains([':', '*', ' ']))
-        .unwrap_or_else(|| "gatehouse".to_owned());
+        .unwrap_or_else(|| "gatehouse".to_owned())
+}
+
+/// A name for this process, unique in the cluster: host, process id and a random part.
+pub fn member_name() -> String {
+    let host = host_name();
     let random = RandomState::new().hash_one(Instant::now()) & 0xff_ffff;
     format!("{host}-{}-{random:06x}", std::process::id())
 }

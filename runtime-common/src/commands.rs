@@ -1,46 +1,45 @@
-//! Worker commands: consuming the profile's command queues, asking the profile what each
-//! delivery means, and carrying out the decision through one lane per shard.
+//! Worker commands, whatever the output: taking what the output delivers (the broker seam's
+//! `output::CommandSource`), asking the profile what each delivery means, and carrying out the
+//! decision through one lane per shard.
 //!
-//! Owns: the consumers (restarted on every new AMQP link), which never wait for a shard; the
-//! lane tasks (one per shard, for the life of the process), which hand their shard its
+//! Owns: the handler task, which never waits for a shard; the lane tasks (one per shard, for the life of the process), which hand their shard its
 //! commands in order and wait for its answers, so that a reconnecting or flooded shard delays
-//! only its own commands; and settling each delivery with the broker (acknowledge,
-//! dead-letter, or requeue after a pause, without the consumer waiting). Does not own any
+//! only its own commands; and settling each delivery through the output's `Settle` and
+//! `Republish` (acknowledge, forward, dead-letter, or requeue after a pause, without the
+//! handler waiting). Does not own reading any output (`amqp_commands`, `redis_streams`,
+//! `stdio`). Does not own any
 //! decision: what a command means and which shard it targets (`Router::decode_command`), how
 //! much a lane holds, how often a shard may reconnect, and what to tell the broker
 //! (`proto_core::command_flow`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use lapin::Acker;
-use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
-use lapin::types::FieldTable;
 use proto_core::command_flow::{
     CommandLanes, LaneStep, REQUEUE_DELAY, ShardAnswer, Verdict, lane_step, verdict,
 };
 use proto_core::profile::{CommandDecision, CommandDelivery, Router};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::broker::{BrokerClient, Link};
 use crate::metrics;
+use crate::output::{CommandSource, Incoming, Republish, Republished, Settle};
 use crate::runtime::Runtime;
 use crate::shard_inputs::ShardInputs;
 use crate::shard_task::ShardInput;
 
-/// The pause before consuming again after the command channel failed on a live link.
-const RETRY_DELAY: Duration = Duration::from_secs(2);
+/// How many deliveries an output may hand over unsettled: what the lanes of `owned` shards
+/// (each holding `lane_capacity`) hold, plus a reserve (AMQP's prefetch).
+pub(crate) fn prefetch(owned: &[u32], lane_capacity: usize) -> u16 {
+    CommandLanes::new(owned.iter().copied(), lane_capacity).prefetch()
+}
 
-/// Starts the lanes and the consumer task; the consumer follows the broker's links until
-/// `stop`. Each shard's lane holds at most `lane_capacity` commands. `owned` are the shards
-/// this process may run (cluster mode: those it may take over, too).
+/// Starts the lanes and the handler task, which takes `source`'s commands until `stop` (or
+/// until the source ends). Each shard's lane holds at most `lane_capacity` commands. `owned`
+/// are the shards this process may run (cluster mode: those it may take over, too).
 pub(crate) fn start<R: Runtime>(
     rt: &R,
-    broker: BrokerClient,
+    source: CommandSource,
     router: Router,
     shards: ShardInputs,
     owned: &[u32],
@@ -49,7 +48,7 @@ pub(crate) fn start<R: Runtime>(
 ) {
     let settler = Settler {
         rt: rt.clone(),
-        broker: broker.clone(),
+        republish: source.republish,
         router,
     };
     let lanes = Arc::new(Mutex::new(CommandLanes::new(
@@ -74,96 +73,27 @@ pub(crate) fn start<R: Runtime>(
         lanes,
         lane_inputs,
     };
-    rt.spawn(follow_links(handler, broker, stop));
+    rt.spawn(take_commands(handler, source.incoming, stop));
 }
 
-async fn follow_links<R: Runtime>(
+/// Handles each command the output delivers, in order, until `stop` or the output's end.
+async fn take_commands<R: Runtime>(
     handler: Handler<R>,
-    broker: BrokerClient,
+    mut incoming: mpsc::Receiver<Incoming>,
     mut stop: watch::Receiver<bool>,
 ) {
     use futures_util::future::{Either, select};
-    let mut links = broker.watch();
     loop {
-        let link = links.borrow_and_update().clone();
-        let mut consumed = false;
-        if let Some(link) = link
-            && !link.command_queues.is_empty()
-        {
-            consumed = true;
-            let consume = consume(&handler, &link);
+        let command = {
+            let next = incoming.recv();
             let stopped = stop.wait_for(|s| *s);
-            futures_util::pin_mut!(consume, stopped);
-            if let Either::Right(_) = select(consume, stopped).await {
-                return;
-            }
-        }
-        if *stop.borrow() {
-            return;
-        }
-        // Consuming ended: on a new link start again at once; on the same link (its channel
-        // failed, for example) try again after a pause.
-        let changed = links.changed();
-        let stopped = stop.wait_for(|s| *s);
-        let retry = async {
-            if consumed {
-                handler.settler.rt.sleep(RETRY_DELAY).await;
-            } else {
-                std::future::pending::<()>().await;
+            futures_util::pin_mut!(next, stopped);
+            match select(next, stopped).await {
+                Either::Left((Some(command), _)) => command,
+                Either::Left((None, _)) | Either::Right(_) => return,
             }
         };
-        futures_util::pin_mut!(changed, stopped, retry);
-        match select(select(changed, retry), stopped).await {
-            Either::Left((Either::Left((Err(_), _)), _)) | Either::Right(_) => return,
-            Either::Left(_) => {}
-        }
-    }
-}
-
-/// Consumes every command queue of `link` until the link fails.
-async fn consume<R: Runtime>(handler: &Handler<R>, link: &Arc<Link>) {
-    let channel = match link.connection.create_channel().await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot open the command channel");
-            return;
-        }
-    };
-    let prefetch = handler.lanes().prefetch();
-    if let Err(e) = channel
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await
-    {
-        tracing::warn!(error = %e, "cannot set the command prefetch");
-    }
-    let mut consumers = Vec::new();
-    for queue in &link.command_queues {
-        match channel
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-        {
-            Ok(consumer) => {
-                let queue = queue.clone();
-                consumers.push(consumer.map(move |d| (queue.clone(), d)).boxed());
-            }
-            Err(e) => tracing::warn!(queue, error = %e, "cannot consume commands"),
-        }
-    }
-    tracing::info!(queues = ?link.command_queues, prefetch, "consuming commands");
-    let mut deliveries = futures_util::stream::select_all(consumers);
-    while let Some((queue, delivery)) = deliveries.next().await {
-        match delivery {
-            Ok(delivery) => handler.handle(queue, delivery).await,
-            Err(e) => {
-                tracing::warn!(error = %e, "the command consumer failed");
-                break;
-            }
-        }
+        handler.handle(command).await;
     }
 }
 
@@ -188,7 +118,7 @@ impl Origin {
 
 /// A delivery waiting for its shards' answers (unacknowledged meanwhile).
 struct Pending {
-    acker: Acker,
+    acker: Arc<dyn Settle>,
     origin: Origin,
     expected: usize,
     answers: Mutex<Vec<(u32, ShardAnswer)>>,
@@ -249,11 +179,11 @@ async fn lane<R: Runtime>(
     }
 }
 
-/// Carries out verdicts with the broker (shared by the consumer and the lanes).
+/// Carries out verdicts with the output (shared by the handler and the lanes).
 #[derive(Clone)]
 struct Settler<R: Runtime> {
     rt: R,
-    broker: BrokerClient,
+    republish: Arc<dyn Republish>,
     router: Router,
 }
 
@@ -286,14 +216,14 @@ impl<R: Runtime> Settler<R> {
     }
 
     /// Settles a decision that needs no shard (everything but `Send` and `Reconnect`).
-    async fn act(&self, decision: CommandDecision, acker: &Acker) {
+    async fn act(&self, decision: CommandDecision, acker: &Arc<dyn Settle>) {
         match decision {
             CommandDecision::Forward(publication) => {
-                let published = match self.broker.current() {
-                    Some(link) => link.publish_confirmed(&publication).await,
-                    None => Err("not connected".into()),
-                };
-                match published {
+                match self
+                    .republish
+                    .publish(publication, Republished::Forward)
+                    .await
+                {
                     Ok(()) => {
                         metrics::record_command("forwarded");
                         self.ack(acker).await;
@@ -310,15 +240,14 @@ impl<R: Runtime> Settler<R> {
             } => {
                 tracing::warn!(%reason, "rejected a worker command");
                 metrics::record_command("rejected");
-                if let Some(dead_letter) = dead_letter {
-                    let published = match self.broker.current() {
-                        Some(link) => link.publish_confirmed(&dead_letter).await,
-                        None => Err("not connected".into()),
-                    };
-                    if let Err(e) = published {
-                        tracing::warn!(error = %e, "cannot dead-letter a command");
-                        return self.requeue(acker);
-                    }
+                if let Some(dead_letter) = dead_letter
+                    && let Err(e) = self
+                        .republish
+                        .publish(dead_letter, Republished::DeadLetter)
+                        .await
+                {
+                    tracing::warn!(error = %e, "cannot dead-letter a command");
+                    return self.requeue(acker);
                 }
                 self.ack(acker).await;
             }
@@ -332,26 +261,17 @@ impl<R: Runtime> Settler<R> {
         }
     }
 
-    async fn ack(&self, acker: &Acker) {
-        if let Err(e) = acker.ack(BasicAckOptions::default()).await {
-            // The channel is gone; the broker redelivers the command to the next consumer.
-            tracing::warn!(error = %e, "cannot acknowledge a command delivery");
-        }
+    async fn ack(&self, acker: &Arc<dyn Settle>) {
+        acker.ack().await;
     }
 
-    /// Sends a delivery back to the queue after [`REQUEUE_DELAY`], without anyone waiting.
-    fn requeue(&self, acker: &Acker) {
+    /// Sends a delivery back to the output after [`REQUEUE_DELAY`], without anyone waiting.
+    fn requeue(&self, acker: &Arc<dyn Settle>) {
         let acker = acker.clone();
         let rt = self.rt.clone();
         self.rt.spawn(async move {
             rt.sleep(REQUEUE_DELAY).await;
-            let requeue = BasicNackOptions {
-                multiple: false,
-                requeue: true,
-            };
-            if let Err(e) = acker.nack(requeue).await {
-                tracing::warn!(error = %e, "cannot requeue a command delivery");
-            }
+            acker.requeue().await;
         });
     }
 }
@@ -368,16 +288,16 @@ impl<R: Runtime> Handler<R> {
         self.lanes.lock().expect("not poisoned")
     }
 
-    /// Decodes a delivery and passes it on; waits for the broker at most (dead letters,
+    /// Decodes a delivery and passes it on; waits for the output at most (dead letters,
     /// forwards, acknowledgements), never for a shard.
-    async fn handle(&self, queue: String, delivery: Delivery) {
+    async fn handle(&self, command: Incoming) {
         let origin = Origin {
-            exchange: delivery.exchange.to_string(),
-            routing_key: delivery.routing_key.to_string(),
-            queue,
-            body: delivery.data,
+            exchange: command.exchange,
+            routing_key: command.routing_key,
+            queue: command.queue,
+            body: command.body,
         };
-        let acker = delivery.acker;
+        let acker = command.settle;
         match self.settler.router.decode_command(&origin.delivery()) {
             CommandDecision::Send { shards, packet } => {
                 self.send(shards, packet, acker, origin).await
@@ -417,7 +337,7 @@ impl<R: Runtime> Handler<R> {
     }
 
     /// Puts the packet in each target shard's lane; settles at once only when no lane took it.
-    async fn send(&self, shards: Vec<u32>, packet: Bytes, acker: Acker, origin: Origin) {
+    async fn send(&self, shards: Vec<u32>, packet: Bytes, acker: Arc<dyn Settle>, origin: Origin) {
         let pending = Arc::new(Pending {
             acker,
             origin,

@@ -48,20 +48,29 @@ pub async fn run<R: Runtime>(
     // Every shard replays the whole recording, so every shard shows traffic.
     mock_config.routing = ShardRouting::Broadcast;
     let mut mock = MockGateway::start(mock_config).context("cannot start the mock gateway")?;
-    println!(
+    // The count is of what RabbitMQ routes; on another output the events themselves are the
+    // show (stdio: on stdout, which then holds nothing else), and the notes go to the log.
+    let amqp = config.broker.kind() == gatehouse_config::BrokerKind::Amqp;
+    let note = |text: String| {
+        if amqp {
+            println!("{text}");
+        } else {
+            tracing::info!("{text}");
+        }
+    };
+    note(format!(
         "demo: no DISCORD_TOKEN set, so Gatehouse runs against a mock Discord gateway at {} \
          replaying recorded traffic ({} events/s per shard, {} shards)",
         mock.api_base(),
         config.demo.events_per_second,
         config.demo.shard_count
-    );
-    match config.metrics.address {
-        Some(address) => println!("demo: the status page is at http://{address}/"),
-        None => println!(
-            "demo: set GATEHOUSE_METRICS_ADDRESS=127.0.0.1:9090 to open a status page at \
-             http://127.0.0.1:9090/"
-        ),
-    }
+    ));
+    note(match config.metrics.address {
+        Some(address) => format!("demo: the status page is at http://{address}/"),
+        None => "demo: set GATEHOUSE_METRICS_ADDRESS=127.0.0.1:9090 to open a status page at \
+                 http://127.0.0.1:9090/"
+            .to_owned(),
+    });
     config.discord.token = proto_core::secret::Secret::new("demo-token");
     config.discord.api_base = mock.api_base();
     config.discord.shard_count = None;
@@ -72,6 +81,11 @@ pub async fn run<R: Runtime>(
     // A previous demo's sessions belong to a mock that is gone: resuming them only delays the
     // start by a failed connection and a back-off.
     forget_sessions(&rt, &config).await;
+    if !amqp {
+        let result = crate::run(rt, config, shutdown).await;
+        mock.shutdown();
+        return Ok(result?);
+    }
 
     let exchange = config.profile.exchange_name().to_owned();
     let mut routing_keys: Vec<String> = ["#", "READY", "RESUMED"]

@@ -21,10 +21,10 @@ use proto_core::sharding::ShardId;
 use proto_core::store_sync::StorePolicy;
 use tokio::sync::{mpsc, watch};
 
-use crate::broker::{self, BrokerClient, BrokerSettings};
 use crate::cluster::{self as cluster_mode, ClusterStore, ShardHost};
 use crate::discord_http::{GatewayBot, GatewayBotError, fetch_gateway_bot};
 use crate::identify::{self, IdentifyClient};
+use crate::outputs::Outputs;
 use crate::runtime::Runtime;
 use crate::session_store::{LoadedSessions, SessionStore, StoreError, StoreWriter};
 use crate::shard_inputs::ShardInputs;
@@ -45,6 +45,9 @@ pub enum RunError {
     /// The Redis URL cannot be used.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The output cannot start (stdio's threads).
+    #[error("cannot start the output: {0}")]
+    Output(#[from] std::io::Error),
     /// Every shard stopped for good on its own.
     #[error("every shard stopped: {0}")]
     AllShardsStopped(StopReason),
@@ -76,10 +79,11 @@ pub async fn run<R: Runtime>(
 /// [`run`] with `/gateway/bot`'s answer already at hand.
 pub async fn run_with_gateway<R: Runtime>(
     rt: R,
-    config: Config,
+    mut config: Config,
     bot: GatewayBot,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
+    crate::outputs::adjust(&mut config);
     let cluster = config.cluster(bot.shards)?;
     let router = Router::new(&config.profile, &cluster)?;
     crate::predecessor_metrics::enable(config.profile.kind, cluster.owned.len());
@@ -90,6 +94,7 @@ pub async fn run_with_gateway<R: Runtime>(
         shard_count = cluster.shard_count,
         owned = ?cluster.owned,
         profile = ?config.profile.kind,
+        output = ?config.broker.kind(),
         amqp = %config.amqp.url,
         redis = %config.redis.url,
         "starting"
@@ -182,18 +187,12 @@ pub async fn run_with_gateway<R: Runtime>(
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let broker = broker::start(
-        &rt,
-        BrokerSettings {
-            url: config.amqp.url.clone(),
-            topology: router.topology(),
-            connection_name: format!("gatehouse shards {:?}", cluster.owned),
-            event_router: router.needs_event_topology().then(|| router.clone()),
-        },
-        stop_rx.clone(),
-    );
+    let outputs = Outputs::start(&rt, &config, &router, &cluster.owned, stop_rx.clone())?;
 
-    if config.profile.kind == ProfileKind::Cordis {
+    if let Some(broker) = outputs
+        .amqp()
+        .filter(|_| config.profile.kind == ProfileKind::Cordis)
+    {
         // The Cordis spec: ensure the broker connection before connecting to Discord.
         tracing::info!("cordis profile: waiting for RabbitMQ before starting the shards");
         let mut links = broker.watch();
@@ -270,7 +269,7 @@ pub async fn run_with_gateway<R: Runtime>(
         bot: bot.clone(),
         router: router.clone(),
         shard_count: cluster.shard_count,
-        broker: broker.clone(),
+        outputs: outputs.clone(),
         writer: writer.clone(),
         identify,
         inputs: inputs.clone(),
@@ -285,9 +284,17 @@ pub async fn run_with_gateway<R: Runtime>(
         arrived: Arc::default(),
     };
 
+    let commands = outputs.commands(
+        &rt,
+        &config,
+        &router,
+        &cluster.owned,
+        crate::commands::prefetch(&cluster.owned, config.limits.command_queue_capacity),
+        stop_rx.clone(),
+    )?;
     crate::commands::start(
         &rt,
-        broker.clone(),
+        commands,
         router,
         inputs.clone(),
         &cluster.owned,
@@ -322,7 +329,7 @@ pub async fn run_with_gateway<R: Runtime>(
             done_rx,
         )
         .await;
-        close(&rt, &writer, &broker, stop_tx).await;
+        close(&rt, &writer, &outputs, stop_tx).await;
         return result.map_err(RunError::AllShardsStopped);
     }
 
@@ -368,7 +375,7 @@ pub async fn run_with_gateway<R: Runtime>(
         }
     }
 
-    close(&rt, &writer, &broker, stop_tx).await;
+    close(&rt, &writer, &outputs, stop_tx).await;
 
     match (shutdown_requested, last_reason) {
         (false, Some(reason)) => Err(RunError::AllShardsStopped(reason)),
@@ -376,12 +383,12 @@ pub async fn run_with_gateway<R: Runtime>(
     }
 }
 
-/// The end of the shutdown order: the final session snapshots reach Redis, then the broker
+/// The end of the shutdown order: the final session snapshots reach Redis, then the output
 /// closes.
 async fn close<R: Runtime>(
     rt: &R,
     writer: &StoreWriter,
-    broker: &BrokerClient,
+    outputs: &Outputs,
     stop_tx: watch::Sender<bool>,
 ) {
     let flushed = writer.flush();
@@ -390,12 +397,8 @@ async fn close<R: Runtime>(
     futures_util::future::select(flushed, sleep).await;
 
     let _ = stop_tx.send(true);
-    // Give the supervisor a moment to close the AMQP connection politely.
-    let mut links = broker.watch();
-    let closed = links.wait_for(Option::is_none);
-    let sleep = rt.sleep(Duration::from_millis(500));
-    futures_util::pin_mut!(closed, sleep);
-    futures_util::future::select(closed, sleep).await;
+    // Give the output a moment to close politely.
+    outputs.closed(rt).await;
     tracing::info!("stopped");
 }
 
@@ -406,7 +409,7 @@ struct Launcher<R: Runtime> {
     bot: GatewayBot,
     router: Router,
     shard_count: u32,
-    broker: BrokerClient,
+    outputs: Outputs,
     writer: StoreWriter,
     identify: IdentifyClient,
     inputs: ShardInputs,
@@ -466,7 +469,7 @@ impl<R: Runtime> Launcher<R> {
         let io = ShardIo {
             rt: self.rt.clone(),
             inputs: rx,
-            output: self.broker.output(),
+            output: self.outputs.client(number),
             store: self.writer.clone(),
             identify: self.identify.clone(),
             max_message: self.config.limits.max_message,

@@ -17,13 +17,17 @@
 //! - [`tls`]: the authorities trusted for `amqps://` and `rediss://`.
 //! - [`gateway`]: start-up and shutdown order of the whole process.
 //! - `shard_task`: the per-shard drive loop around `proto_core::shard::Shard`.
-//! - `output`: the publish side of the broker seam, the `Output` trait a shard
-//!   publishes through whatever the output (AMQP first).
+//! - `output`: the broker seam: the `Output` trait a shard publishes through and the command
+//!   side (`Incoming`, `Settle`, `Republish`), whatever the output.
+//! - `outputs`: which output runs (AMQP, Redis Streams, stdio), chosen by `broker.type`.
 //! - `publisher`: one task per broker link that publishes the shards' publications and
 //!   reports their confirms (what to publish again, and when, is `proto_core::outbox`'s).
 //! - [`broker`]: the supervised AMQP connection, topology declaration, message properties.
-//! - `commands`: consuming worker commands and carrying out the profile's decision.
-//! - `stdio`: the stdio output's publish side, one JSON line per event on stdout.
+//! - `amqp_commands`: consuming the AMQP command queues (the seam's AMQP command side).
+//! - `commands`: taking worker commands from any output and carrying out the profile's
+//!   decision.
+//! - `redis_streams`: the Redis Streams output (`@spectacles/brokers`' `Redis` broker).
+//! - `stdio`: the stdio output, one JSON line per event on stdout, commands on stdin.
 //! - [`session_store`]: session snapshots and shard status in Redis.
 //! - [`identify`]: the process-wide identify coordinator (limits shared through Redis).
 //! - [`cluster`]: cluster mode (member key, shard leases, placement, hand-over).
@@ -39,6 +43,7 @@
 //! crate executes), and any runtime-specific call (the runtime crates).
 
 pub mod advice;
+mod amqp_commands;
 pub mod app;
 pub mod broker;
 pub mod cli;
@@ -56,8 +61,10 @@ pub mod log_channel;
 pub mod logging;
 pub mod metrics;
 mod output;
+mod outputs;
 pub mod predecessor_metrics;
 mod publisher;
+mod redis_streams;
 pub mod runtime;
 pub mod session_store;
 mod shard_inputs;

@@ -1,13 +1,21 @@
-//! The publish side of the broker seam (issue 14, item 1): what a shard needs from an output.
+//! The broker seam (issue 14, item 1): what the shards and the command handler need from an
+//! output, whatever it is (AMQP, Redis Streams, stdio).
 //!
-//! Owns: the [`Output`] trait, the one interface a shard's loop publishes through, whatever
-//! the output (AMQP first). An output takes a publication without waiting and reports its
+//! Owns, for publishing: the [`Output`] trait, the one interface a shard's loop publishes
+//! through. An output takes a publication without waiting and reports its
 //! acknowledgement (a confirm, an append reply, a flushed write) as a [`PublishReport`] to the
 //! shard that asked; the shard's pure `proto_core::outbox::Outbox` advances the saved sequence
 //! only over acknowledged publications, so the at-least-once rule holds for every output that
-//! reports honestly. Does not own any output's connection or wire format (`broker` and
-//! `publisher` for AMQP), nor what to publish again (the outbox).
+//! reports honestly. For commands: [`Incoming`] (one command as an output delivered it, with
+//! its [`Settle`] handle: acknowledge, or put back for later) and [`Republish`] (publish a
+//! forwarded command or a dead letter and wait until the output has it); an output feeds
+//! [`CommandSource::incoming`] and the command handler (`commands`) decides. Does not own any
+//! output's connection or wire format (`broker`/`publisher`/`amqp_commands` for AMQP,
+//! `redis_streams`, `stdio`), nor what to publish again (the outbox), nor what a command means
+//! (the profile).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use proto_core::profile::Publication;
@@ -64,3 +72,60 @@ impl OutputClient {
         let _ = self.failures.send(generation);
     }
 }
+
+/// A boxed future, for the seam's object-safe methods.
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Settles one command delivery with the output that delivered it.
+pub(crate) trait Settle: Send + Sync {
+    /// The command is done with (carried out, forwarded, dropped or dead-lettered): the
+    /// output forgets it (AMQP `basic.ack`, Redis `XACK`; nothing for stdin).
+    fn ack(&self) -> BoxFuture<()>;
+
+    /// The command could not be carried out now: the output delivers it again later (AMQP
+    /// `basic.nack` with requeue, Redis: appended again, then acknowledged). The handler has
+    /// already waited `proto_core::command_flow::REQUEUE_DELAY`.
+    fn requeue(&self) -> BoxFuture<()>;
+}
+
+/// One worker command as an output delivered it.
+pub(crate) struct Incoming {
+    /// The AMQP exchange it was published to (the group, for outputs without exchanges).
+    pub(crate) exchange: String,
+    /// Its routing key (AMQP), stream name (Redis) or `event` field (stdin).
+    pub(crate) routing_key: String,
+    /// The queue (AMQP) or stream (Redis) it was read from.
+    pub(crate) queue: String,
+    /// The body, as the worker sent it.
+    pub(crate) body: Vec<u8>,
+    /// How to settle it.
+    pub(crate) settle: Arc<dyn Settle>,
+}
+
+/// What a message published beside the events is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Republished {
+    /// A command for a shard another process runs.
+    Forward,
+    /// A refused command, where the profile has a dead-letter convention.
+    DeadLetter,
+}
+
+/// Publishes a message outside the shards' outboxes (a forwarded command, a dead letter) and
+/// resolves once the output has it for sure.
+pub(crate) trait Republish: Send + Sync {
+    /// Publishes `publication`; `Err` when the output did not take it.
+    fn publish(&self, publication: Publication, kind: Republished)
+    -> BoxFuture<Result<(), String>>;
+}
+
+/// The command side of an output: what it delivers, and how to publish beside it.
+pub(crate) struct CommandSource {
+    /// The commands the output delivers (bounded: a full channel holds the reader back).
+    pub(crate) incoming: mpsc::Receiver<Incoming>,
+    /// Publishing forwarded commands and dead letters.
+    pub(crate) republish: Arc<dyn Republish>,
+}
+
+/// Room for commands between an output's reader and the command handler.
+pub(crate) const INCOMING_CAPACITY: usize = 64;

@@ -1,17 +1,19 @@
-//! The stdio output's publish side (issue 14, item 3): one JSON line per event on stdout.
+//! The stdio output (issue 14, item 3): one JSON line per event on stdout, commands as JSON
+//! lines on stdin.
 //!
-//! Owns: the line format (`{"shard":N,"event":"NAME","packet":BODY}` with the publication's
+//! Owns: the line formats (`{"shard":N,"event":"NAME","packet":BODY}` with the publication's
 //! body bytes copied untouched when they are JSON, as a string otherwise), and one writer
 //! thread that writes the lines in order, flushes, and only then acknowledges them to the
 //! shards through the [`Output`] seam (so the saved sequence advances only over written
 //! events). A thread, not a task: a blocking write to a slow pipe holds it, never a runtime's
-//! worker, and it needs no runtime. Does not own what to publish again (the shard's outbox),
-//! commands on stdin, nor selecting this output (configuration).
+//! worker, and it needs no runtime. Commands: one reader thread takes lines
+//! `{"event":"<routing key>","packet":{...}}` from stdin (the routing key as the profile reads
+//! it from AMQP: `"0"` or `"SEND"` for spectacles, `"shard.0"` for gatehouse; the packet's bytes
+//! are the body), skips (and logs) a line that is not that, and ends quietly at the end of
+//! stdin: the gateway goes on. Does not own what to publish again (the shard's outbox), what a
+//! command means (the profile), nor selecting this output (`outputs`).
 
-// Wired to configuration next (BROKER_TYPE=stdio); until then only its tests use it.
-#![allow(dead_code)]
-
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::sync::Arc;
 
 use proto_core::outbox::Confirm;
@@ -19,7 +21,10 @@ use proto_core::profile::Publication;
 use proto_core::shard::PublishId;
 use tokio::sync::{mpsc, watch};
 
-use crate::output::{Output, OutputClient, PublishReport};
+use crate::output::{
+    BoxFuture, CommandSource, INCOMING_CAPACITY, Incoming, Output, OutputClient, PublishReport,
+    Republish, Republished, Settle,
+};
 
 /// The generation of the one and only "connection" stdout is.
 const GENERATION: u64 = 1;
@@ -47,12 +52,24 @@ impl std::fmt::Debug for Line {
 
 impl Stdio {
     /// Starts the writer thread on the process's stdout.
+    /// When stdout is closed (the reader at the other end of the pipe is gone) nothing can take
+    /// events any more: the process exits (status 1) rather than hold them. Nothing is lost:
+    /// the saved sequences never passed an event that was not written, so the next start
+    /// resumes before it.
     pub(crate) fn start() -> std::io::Result<Self> {
-        Self::start_on(std::io::stdout())
+        Self::start_with(std::io::stdout(), true)
     }
 
     /// Starts the writer thread on `out` (stdout, or a buffer in tests).
-    pub(crate) fn start_on<W: Write + Send + 'static>(mut out: W) -> std::io::Result<Self> {
+    #[cfg(test)]
+    pub(crate) fn start_on<W: Write + Send + 'static>(out: W) -> std::io::Result<Self> {
+        Self::start_with(out, false)
+    }
+
+    fn start_with<W: Write + Send + 'static>(
+        mut out: W,
+        exit_when_closed: bool,
+    ) -> std::io::Result<Self> {
         let (lines, mut inbox) = mpsc::unbounded_channel::<Line>();
         std::thread::Builder::new()
             .name("gatehouse-stdout".into())
@@ -63,6 +80,13 @@ impl Stdio {
                         .iter()
                         .try_for_each(|line| out.write_all(&line.bytes))
                         .and_then(|()| out.flush());
+                    if exit_when_closed
+                        && let Err(e) = &written
+                        && e.kind() == std::io::ErrorKind::BrokenPipe
+                    {
+                        tracing::error!("standard output is closed: nothing can take events; stopping (the next start resumes where the written events end)");
+                        std::process::exit(1);
+                    }
                     let result = written
                         .map(|()| Confirm::Ack)
                         .map_err(|e| format!("writing to stdout: {e}"));
@@ -95,9 +119,11 @@ impl Stdio {
     }
 }
 
-/// One JSON line for `publication` of shard `shard`, newline included.
-pub(crate) fn line(shard: u32, publication: &Publication) -> Vec<u8> {
+/// One JSON line for `publication` of shard `shard` (`null`: a forwarded command), newline
+/// included.
+pub(crate) fn line(shard: Option<u32>, publication: &Publication) -> Vec<u8> {
     let event = serde_json::to_string(&publication.routing_key).expect("a string serialises");
+    let shard = shard.map_or_else(|| "null".to_owned(), |s| s.to_string());
     let mut line = Vec::with_capacity(publication.body.len() + event.len() + 40);
     line.extend_from_slice(format!("{{\"shard\":{shard},\"event\":{event},\"packet\":").as_bytes());
     let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(&publication.body).is_ok();
@@ -113,6 +139,152 @@ pub(crate) fn line(shard: u32, publication: &Publication) -> Vec<u8> {
     }
     line.extend_from_slice(b"}\n");
     line
+}
+
+impl Stdio {
+    /// Starts the reader thread on the process's stdin; `exchange` is what the commands
+    /// count as published to (the profile's group).
+    pub(crate) fn commands(&self, exchange: String) -> std::io::Result<CommandSource> {
+        self.commands_from(std::io::BufReader::new(std::io::stdin()), exchange)
+    }
+
+    /// [`Stdio::commands`] from `input` (stdin, or a buffer in tests).
+    pub(crate) fn commands_from<I: BufRead + Send + 'static>(
+        &self,
+        input: I,
+        exchange: String,
+    ) -> std::io::Result<CommandSource> {
+        let (tx, incoming) = mpsc::channel(INCOMING_CAPACITY);
+        std::thread::Builder::new()
+            .name("gatehouse-stdin".into())
+            .spawn(move || read_commands(input, &exchange, &tx))?;
+        Ok(CommandSource {
+            incoming,
+            republish: Arc::new(self.clone()),
+        })
+    }
+}
+
+/// A command line as read: `event` is the routing key, `packet` the body.
+#[derive(serde::Deserialize)]
+struct CommandLine<'a> {
+    #[serde(borrow)]
+    event: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    packet: &'a serde_json::value::RawValue,
+}
+
+/// Parses one stdin line: `None` for a blank one, `Err` (why) for one that is not a command.
+pub(crate) fn parse_command(line: &[u8]) -> Option<Result<(String, Vec<u8>), String>> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    Some(
+        serde_json::from_slice::<CommandLine<'_>>(line)
+            .map(|c| (c.event.into_owned(), c.packet.get().as_bytes().to_vec()))
+            .map_err(|e| e.to_string()),
+    )
+}
+
+fn read_commands<I: BufRead>(mut input: I, exchange: &str, tx: &mpsc::Sender<Incoming>) {
+    let mut buffer = Vec::new();
+    loop {
+        buffer.clear();
+        match input.read_until(b'\n', &mut buffer) {
+            Ok(0) => {
+                tracing::info!("standard input ended: no more commands from it; events go on");
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read commands from standard input");
+                return;
+            }
+        }
+        match parse_command(&buffer) {
+            None => {}
+            Some(Err(reason)) => tracing::warn!(
+                %reason,
+                "a line on standard input is not a command (`{{\"event\":\"<routing key>\",\"packet\":{{...}}}}`); skipped"
+            ),
+            Some(Ok((event, body))) => {
+                let command = StdinCommand {
+                    exchange: exchange.to_owned(),
+                    event,
+                    body,
+                    tx: tx.clone(),
+                };
+                if tx.blocking_send(command.incoming()).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A command read from stdin, kept so that a requeue delivers it again.
+#[derive(Clone)]
+struct StdinCommand {
+    exchange: String,
+    event: String,
+    body: Vec<u8>,
+    tx: mpsc::Sender<Incoming>,
+}
+
+impl StdinCommand {
+    fn incoming(self) -> Incoming {
+        Incoming {
+            exchange: self.exchange.clone(),
+            routing_key: self.event.clone(),
+            queue: "stdin".into(),
+            body: self.body.clone(),
+            settle: Arc::new(self),
+        }
+    }
+}
+
+impl Settle for StdinCommand {
+    /// Stdin keeps nothing: done.
+    fn ack(&self) -> BoxFuture<()> {
+        Box::pin(async {})
+    }
+
+    /// Delivered again (after the commands read meanwhile).
+    fn requeue(&self) -> BoxFuture<()> {
+        let again = self.clone();
+        Box::pin(async move {
+            let tx = again.tx.clone();
+            let _ = tx.send(again.incoming()).await;
+        })
+    }
+}
+
+/// A forwarded command as a line with `"shard":null`, once flushed. A dead letter has no place
+/// on stdout (event lines only): the rejection's log line on stderr says why.
+impl Republish for Stdio {
+    fn publish(
+        &self,
+        publication: Publication,
+        kind: Republished,
+    ) -> BoxFuture<Result<(), String>> {
+        if kind == Republished::DeadLetter {
+            return Box::pin(async { Ok(()) });
+        }
+        let (reply, mut report) = mpsc::unbounded_channel();
+        let sent = self.lines.send(Line {
+            bytes: line(None, &publication),
+            id: PublishId(0),
+            reply,
+        });
+        Box::pin(async move {
+            sent.map_err(|_| "stdout is closed".to_owned())?;
+            match report.recv().await {
+                Some(PublishReport { result: Ok(_), .. }) => Ok(()),
+                Some(PublishReport { result: Err(e), .. }) => Err(e),
+                None => Err("stdout is closed".into()),
+            }
+        })
+    }
 }
 
 /// Stdout as one shard's [`Output`].
@@ -140,7 +312,7 @@ impl Output for ShardOutput {
         self.stdio
             .lines
             .send(Line {
-                bytes: line(self.shard, &publication),
+                bytes: line(Some(self.shard), &publication),
                 id,
                 reply: reply.clone(),
             })
@@ -158,7 +330,7 @@ mod tests {
     use proto_core::shard::PublishId;
     use tokio::sync::mpsc;
 
-    use super::{Stdio, line};
+    use super::{Stdio, line, parse_command};
 
     fn publication(event: &str, body: &[u8]) -> Arc<Publication> {
         Arc::new(Publication {
@@ -191,7 +363,7 @@ mod tests {
     #[test]
     fn a_json_body_is_copied_byte_for_byte() {
         let body = br#"{"t":"MESSAGE_CREATE","d":{"content":"\u00e9 \"x\"",  "n":1.50}}"#;
-        let out = line(3, &publication("MESSAGE_CREATE", body));
+        let out = line(Some(3), &publication("MESSAGE_CREATE", body));
         let expected = [
             br#"{"shard":3,"event":"MESSAGE_CREATE","packet":"#.as_slice(),
             body,
@@ -205,7 +377,7 @@ mod tests {
 
     #[test]
     fn a_body_that_is_not_json_becomes_a_string_on_one_line() {
-        let out = line(0, &publication("X", b"not json\n{"));
+        let out = line(Some(0), &publication("X", b"not json\n{"));
         assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1);
         let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(parsed["packet"], "not json\n{");
@@ -260,5 +432,43 @@ mod tests {
              {\"shard\":7,\"event\":\"E\",\"packet\":{\"n\":1}}\n\
              {\"shard\":7,\"event\":\"E\",\"packet\":{\"n\":2}}\n"
         );
+    }
+
+    #[test]
+    fn a_command_line_gives_its_routing_key_and_the_packet_bytes() {
+        let (event, body) = parse_command(br#"{"event":"SEND","packet":{"op":3, "d":{"x":1}}}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(event, "SEND");
+        assert_eq!(body, br#"{"op":3, "d":{"x":1}}"#);
+        assert!(parse_command(b"  \n").is_none());
+        assert!(parse_command(b"hello\n").unwrap().is_err());
+        assert!(parse_command(br#"{"packet":{}}"#).unwrap().is_err());
+    }
+
+    /// The end of stdin ends the commands quietly; what was read before still arrives.
+    #[tokio::test]
+    async fn commands_arrive_in_order_and_the_end_of_input_only_ends_them() {
+        let stdio = Stdio::start_on(Vec::new()).unwrap();
+        let input = b"{\"event\":\"0\",\"packet\":{\"op\":3}}\nnot json\n\n{\"event\":\"SEND\",\"packet\":{}}\n";
+        let mut source = stdio
+            .commands_from(std::io::Cursor::new(input.to_vec()), "gateway".into())
+            .unwrap();
+        let first = source.incoming.recv().await.unwrap();
+        assert_eq!(
+            (first.routing_key.as_str(), first.body.as_slice()),
+            ("0", br#"{"op":3}"#.as_slice())
+        );
+        assert_eq!(first.exchange, "gateway");
+        drop(first);
+        let second = source.incoming.recv().await.unwrap();
+        assert_eq!(second.routing_key, "SEND");
+        // A requeued command comes back.
+        second.settle.requeue().await;
+        drop(second);
+        let again = source.incoming.recv().await.unwrap();
+        assert_eq!(again.routing_key, "SEND");
+        drop(again);
+        assert!(source.incoming.recv().await.is_none());
     }
 }

@@ -162,7 +162,6 @@ fn recognised_but_unsupported_names_are_warned_about() {
             ("CLUSTERS", "2"),
             ("CORDIS_DEBUG", "true"),
             ("CORDIS_WS_READY_TIMEOUT", "1000"),
-            ("BROKER_TYPE", "stdio"),
             ("REDIS_POOL_SIZE", "5"),
             ("DEBUG", "true"),
         ],
@@ -174,7 +173,6 @@ fn recognised_but_unsupported_names_are_warned_about() {
         "CLUSTERS",
         "CORDIS_DEBUG",
         "CORDIS_WS_READY_TIMEOUT",
-        "BROKER_TYPE",
         "REDIS_POOL_SIZE",
     ] {
         assert!(
@@ -189,6 +187,42 @@ fn recognised_but_unsupported_names_are_warned_about() {
         &[("GATEHOUSE_PROFILE", "cordis"), ("DEBUG", "true")],
     );
     assert!(text(&cordis.stderr).contains("DEBUG (cordis 1.x)"));
+}
+
+/// Issue 14: Spectacles' `BROKER_TYPE` selects the output (`redis`; anything but `amqp` and
+/// `redis` is stdio, as in the Spectacles gateway), and `--stdio` selects stdio only when no
+/// other broker is configured.
+#[test]
+fn broker_type_selects_the_output() {
+    for (value, kind) in [
+        ("stdio", "Stdio"),
+        ("redis", "Redis"),
+        ("whatever", "Stdio"),
+        ("amqp", "Amqp"),
+    ] {
+        let out = gatehouse(&["config", "check"], &[("BROKER_TYPE", value)]);
+        let (stdout, logs) = (text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "{logs}");
+        assert!(broker_kind(&stdout).contains(kind), "{value}: {stdout}");
+        assert!(!logs.contains("BROKER_TYPE"), "{logs}");
+    }
+    let out = gatehouse(&["--stdio", "config", "check"], &[]);
+    assert!(broker_kind(&text(&out.stdout)).contains("Stdio"));
+    let out = gatehouse(&["--stdio", "config", "check"], &[("BROKER_TYPE", "redis")]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--stdio"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// The `broker: BrokerConfig { kind: ... }` part of `config check`'s output.
+fn broker_kind(check: &str) -> String {
+    let start = check
+        .find("broker: BrokerConfig")
+        .expect("the broker section");
+    check[start..].lines().take(4).collect()
 }
 
 /// twilight-dispatch's setup: a `.env` file in the working directory (the process

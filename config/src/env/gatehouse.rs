@@ -62,6 +62,21 @@ pub const TABLE: EnvTable = EnvTable {
             kind: EnvKind::Text,
         },
         EnvVar {
+            names: &["GATEHOUSE_BROKER_TYPE"],
+            path: &["broker", "type"],
+            kind: EnvKind::Text,
+        },
+        EnvVar {
+            names: &["GATEHOUSE_BROKER_STREAM_PREFIX"],
+            path: &["broker", "stream_prefix"],
+            kind: EnvKind::Text,
+        },
+        EnvVar {
+            names: &["GATEHOUSE_BROKER_MAX_LEN"],
+            path: &["broker", "max_len"],
+            kind: EnvKind::Integer,
+        },
+        EnvVar {
             names: &["REDIS_URL"],
             path: &["redis", "url"],
             kind: EnvKind::Text,

@@ -17,7 +17,7 @@
 //! | `BROKER_GROUP` | `profile.exchange` | spectacles profile only |
 //! | `BROKER_MESSAGE_TIMEOUT` | `profile.message_timeout_ms` | Go duration; spectacles profile only |
 //! | `DISCORD_EVENTS` | `profile.events`, `profile.declare_queues` | spectacles profile only |
-//! | `BROKER_TYPE` | (none) | only `amqp` is supported; other values are warned about |
+//! | `BROKER_TYPE` | `broker.type` | `amqp`, `redis` (Redis Streams); anything else is `stdio`, as in the original |
 //! | `REDIS_POOL_SIZE` | (none) | Gatehouse multiplexes one connection; warned about |
 
 use super::{EnvKind, EnvTable, EnvVar, Unsupported, parse_go_duration_ms};
@@ -72,20 +72,17 @@ pub const TABLE: EnvTable = EnvTable {
             path: &["metrics", "path"],
             kind: EnvKind::Text,
         },
-    ],
-    unsupported: &[
-        Unsupported {
-            name: "BROKER_TYPE",
-            fine: &["amqp"],
-            why: "Gatehouse publishes to AMQP only; the Spectacles gateway's standard input/output \
-                  broker is not supported",
-        },
-        Unsupported {
-            name: "REDIS_POOL_SIZE",
-            fine: &[],
-            why: "Gatehouse multiplexes one Redis connection, so there is no pool to size",
+        EnvVar {
+            names: &["BROKER_TYPE"],
+            path: &["broker", "type"],
+            kind: EnvKind::Converted(broker_type),
         },
     ],
+    unsupported: &[Unsupported {
+        name: "REDIS_POOL_SIZE",
+        fine: &[],
+        why: "Gatehouse multiplexes one Redis connection, so there is no pool to size",
+    }],
 };
 
 /// The names of the broker contract, read only with the spectacles profile.
@@ -125,6 +122,18 @@ fn shard_store_type(text: &str) -> Result<Option<toml::Value>, String> {
     Ok(Some(toml::Value::Boolean(
         text.eq_ignore_ascii_case("redis"),
     )))
+}
+
+/// `BROKER_TYPE` (and the file's `broker.type`): `amqp`, `redis` (Redis Streams, as
+/// `@spectacles/brokers`' `Redis` broker), and anything else standard input/output, as the
+/// Spectacles gateway does for every type but `amqp`.
+pub(crate) fn broker_type(text: &str) -> Result<Option<toml::Value>, String> {
+    let kind = match text.trim().to_ascii_lowercase().as_str() {
+        "amqp" => "amqp",
+        "redis" => "redis",
+        _ => "stdio",
+    };
+    Ok(Some(toml::Value::String(kind.to_owned())))
 }
 
 /// `BROKER_MESSAGE_TIMEOUT`: a Go duration (`2m`, `1m30s`). Go's gateway treats 0 as "the

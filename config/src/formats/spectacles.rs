@@ -8,7 +8,7 @@
 //! | `intents` (names; `GUILD_EMOJIS` included), `rawintents` | `discord.intents` (the raw bitfield wins) |
 //! | `shards.count`, `shards.ids` | `discord.shard_count`, `discord.shard_ids` |
 //! | `broker.group`, `broker.message_timeout` | `profile.exchange`, `profile.message_timeout_ms` |
-//! | `broker.type` | only `amqp` (anything else is warned about) |
+//! | `broker.type` | `broker.type`: `amqp`, `redis`, anything else `stdio` (as the original) |
 //! | `prometheus.address` (`:8080`), `prometheus.endpoint` | `metrics.address`, `metrics.path` |
 //! | `shard_store.type`, `shard_store.prefix` | `redis.enabled` (`redis`), `redis.key_prefix` |
 //! | `presence` (with the old `game`) | `discord.presence` (with `activities`) |
@@ -34,11 +34,20 @@ const OWN_KEYS: &[&str] = &[
     "presence",
 ];
 
+/// Keys of Gatehouse's `[broker]` that the Spectacles gateway's has not.
+const GATEHOUSE_BROKER_KEYS: &[&str] = &["stream_prefix", "max_len", "command_group"];
+
 /// Whether a TOML file is the Spectacles gateway's rather than Gatehouse's.
 pub fn looks_like(table: &toml::Table) -> bool {
-    let own = table
-        .keys()
-        .any(|k| OWN_KEYS.contains(&k.to_ascii_lowercase().as_str()));
+    // Gatehouse's own `[broker]` (issue 14) has keys the Spectacles one has not.
+    let gatehouse_broker = table
+        .get("broker")
+        .and_then(toml::Value::as_table)
+        .is_some_and(|b| GATEHOUSE_BROKER_KEYS.iter().any(|k| b.contains_key(*k)));
+    let own = table.keys().any(|k| {
+        let k = k.to_ascii_lowercase();
+        OWN_KEYS.contains(&k.as_str()) && !(k == "broker" && gatehouse_broker)
+    });
     let pool_size = table
         .get("redis")
         .and_then(|r| r.get("pool_size"))
@@ -110,12 +119,12 @@ fn translate_key(
         return Ok(());
     }
     match (section, key, value) {
-        ("broker", "type", toml::Value::String(t)) if t.eq_ignore_ascii_case("amqp") => {}
-        ("broker", "type", _) => warnings.push(
-            "broker.type (spectacles) has no effect: Gatehouse publishes to AMQP only; the \
-             standard input/output broker is not supported"
-                .to_owned(),
-        ),
+        ("broker", "type", toml::Value::String(t)) => {
+            let kind = crate::env::spectacles::broker_type(&t).map_err(ConfigError::File)?;
+            if let Some(kind) = kind {
+                set(out, &["broker", "type"], kind);
+            }
+        }
         ("broker", "message_timeout" | "messagetimeout", toml::Value::String(d)) => {
             let ms = crate::env::spectacles::message_timeout(&d)
                 .map_err(|e| ConfigError::File(format!("broker.message_timeout: {e}")))?;

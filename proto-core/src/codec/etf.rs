@@ -387,7 +387,7 @@ impl Converter<'_> {
 
     /// Writes `s` as a JSON string.
     fn string(&mut self, s: &str) {
-        super::write_json_string(self.out, s.as_bytes());
+        super::write_json_string(self.out, s);
     }
 }
 

@@ -37,7 +37,6 @@
 mod envelope;
 mod etf;
 mod etf_encode;
-mod json_text;
 mod limits;
 mod payload;
 mod zlib;
@@ -48,7 +47,13 @@ use std::ops::Range;
 use bytes::Bytes;
 
 pub use etf_encode::{EtfEncodeError, json_to_etf};
-pub(crate) use json_text::write_json_string;
+
+/// Appends `s` as a quoted JSON string, escaped as `serde_json` escapes it (for the converters
+/// that write JSON text: ETF to JSON here, msgpack to JSON in the profiles).
+pub(crate) fn write_json_string(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, s);
+}
 
 /// Transport compression negotiated in the gateway URL (`compress=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]

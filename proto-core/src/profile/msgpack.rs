@@ -2,8 +2,9 @@
 //! libraries speak msgpack (Spectacles and Cordis).
 //!
 //! Owns: JSON bytes -> msgpack (the hot path: one pass over the bytes, no intermediate tree,
-//! one output buffer) and msgpack -> JSON (commands from msgpack workers, a cold path). Does not
-//! decide which bodies are msgpack: the profiles do.
+//! one output buffer; hand-written, as it measured faster than `serde-transcode` + `rmp-serde`,
+//! see BENCHMARKS.md) and msgpack -> JSON (commands from msgpack workers, a cold path: `rmp-serde`
+//! reads, a serde visitor writes JSON). Does not decide which bodies are msgpack: the profiles do.
 //!
 //! What survives JSON -> msgpack:
 //! - strings, with escapes decoded to UTF-8 (`\uXXXX` pairs become one character; a lone
@@ -17,8 +18,8 @@
 //! Container headers are written as one placeholder byte and patched when the container closes;
 //! only containers with more than 15 entries need their contents moved (by 2 or 4 bytes).
 
-use rmp::Marker;
 use rmp::encode::ByteBuf;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::codec::write_json_string;
 
@@ -120,15 +121,28 @@ const STRING_STOP: [bool; 256] = {
 };
 
 /// Converts one msgpack value (the whole input) to compact JSON text.
+///
+/// `rmp-serde` reads the msgpack; [`JsonValue`] writes each value as JSON and refuses what JSON
+/// cannot hold: binary data, extension types, NaN and infinities, map keys other than strings
+/// and integers (integer keys become strings). Errors give the byte where reading stopped.
 pub fn msgpack_to_json(msgpack: &[u8]) -> Result<Vec<u8>, TranscodeError> {
-    let mut decoder = MsgpackToJson {
-        src: msgpack,
-        pos: 0,
+    let mut writer = JsonWriter {
         out: Vec::with_capacity(msgpack.len() * 2 + 16),
-        stack: Vec::new(),
+        failure: None,
     };
-    decoder.run()?;
-    Ok(decoder.out)
+    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(msgpack));
+    // rmp-serde counts open containers and refuses the one that reaches its limit.
+    de.set_max_depth(MAX_DEPTH + 1);
+    let result = JsonValue(&mut writer).deserialize(&mut de);
+    let at = usize::try_from(de.position()).unwrap_or(usize::MAX);
+    match result {
+        Ok(()) if at == msgpack.len() => Ok(writer.out),
+        Ok(()) => Err(TranscodeError::Msgpack {
+            at,
+            what: "trailing bytes after the value",
+        }),
+        Err(e) => Err(msgpack_error(e, at, writer.failure, msgpack.is_empty())),
+    }
 }
 
 /// Writes a msgpack map header for `len` entries (for profiles that build an envelope).
@@ -576,234 +590,225 @@ fn parse_u64(digits: &[u8]) -> Option<u64> {
     Some(value)
 }
 
-struct OpenFrame {
-    /// Items left: entries for arrays, keys plus values for maps.
-    remaining: u64,
-    is_map: bool,
-    first: bool,
-}
-
-struct MsgpackToJson<'a> {
-    src: &'a [u8],
-    pos: usize,
+/// Reads msgpack with `rmp-serde` and writes each value it is handed as JSON text; records why
+/// it refused a value, as serde errors carry only text.
+struct JsonWriter {
     out: Vec<u8>,
-    stack: Vec<OpenFrame>,
+    failure: Option<&'static str>,
 }
 
-impl MsgpackToJson<'_> {
-    fn err<T>(&self, at: usize, what: &'static str) -> Result<T, TranscodeError> {
-        Err(TranscodeError::Msgpack { at, what })
+impl JsonWriter {
+    fn refuse<E: de::Error>(&mut self, what: &'static str) -> E {
+        self.failure = Some(what);
+        E::custom(what)
     }
 
-    fn take(&mut self, n: usize) -> Result<&[u8], TranscodeError> {
-        match self.src.get(self.pos..self.pos.saturating_add(n)) {
-            Some(s) => {
-                self.pos += n;
-                Ok(s)
-            }
-            None => self.err(self.pos, "unexpected end of input"),
+    /// Writes a comma unless this is the container's first item; returns where the comma
+    /// went, to take it back when there is no item after all.
+    fn separator(&mut self, first: &mut bool) -> usize {
+        let at = self.out.len();
+        if !std::mem::take(first) {
+            self.out.push(b',');
         }
+        at
     }
 
-    fn take_array<const N: usize>(&mut self) -> Result<[u8; N], TranscodeError> {
-        let s = self.take(N)?;
-        let mut a = [0u8; N];
-        a.copy_from_slice(s);
-        Ok(a)
+    fn display(&mut self, v: impl std::fmt::Display) {
+        use std::io::Write as _;
+        // Writing into a Vec cannot fail.
+        let _ = write!(self.out, "{v}");
     }
 
-    fn run(&mut self) -> Result<(), TranscodeError> {
-        self.value(false)?;
-        while let Some(top) = self.stack.last_mut() {
-            if top.remaining == 0 {
-                self.out.push(if top.is_map { b'}' } else { b']' });
-                self.stack.pop();
-                continue;
-            }
-            let is_key = top.is_map && top.remaining % 2 == 0;
-            if top.is_map && !is_key {
-                self.out.push(b':');
-            } else if !top.first {
-                self.out.push(b',');
-            }
-            top.first = false;
-            top.remaining -= 1;
-            self.value(is_key)?;
-        }
-        if self.pos != self.src.len() {
-            return self.err(self.pos, "trailing bytes after the value");
-        }
-        Ok(())
-    }
-
-    fn value(&mut self, is_key: bool) -> Result<(), TranscodeError> {
-        let at = self.pos;
-        let [byte] = self.take_array::<1>()?;
-        let marker = Marker::from_u8(byte);
-        let is_string = matches!(
-            marker,
-            Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32
-        );
-        let is_integer = matches!(
-            marker,
-            Marker::FixPos(_)
-                | Marker::FixNeg(_)
-                | Marker::U8
-                | Marker::U16
-                | Marker::U32
-                | Marker::U64
-                | Marker::I8
-                | Marker::I16
-                | Marker::I32
-                | Marker::I64
-        );
-        if is_key && !is_string && !is_integer {
-            return self.err(at, "map keys must be strings");
-        }
-        if is_key && is_integer {
-            self.out.push(b'"');
-        }
-        match marker {
-            Marker::FixPos(n) => self.write_display(n),
-            Marker::FixNeg(n) => self.write_display(n),
-            Marker::U8 => {
-                let v = u8::from_be_bytes(self.take_array()?);
-                self.write_display(v);
-            }
-            Marker::U16 => {
-                let v = u16::from_be_bytes(self.take_array()?);
-                self.write_display(v);
-            }
-            Marker::U32 => {
-                let v = u32::from_be_bytes(self.take_array()?);
-                self.write_display(v);
-            }
-            Marker::U64 => {
-                let v = u64::from_be_bytes(self.take_array()?);
-                self.write_display(v);
-            }
-            Marker::I8 => {
-                let v = i8::from_be_bytes(self.take_array()?);
-                self.write_display(v);
-            }
-            Marker::I16 => {
-                let v = i16::from_be_bytes(self.take_array()?);
-                self.write_display(v);
-            }
-            Marker::I32 => {
-                let v = i32::from_be_bytes(self.take_array()?);
-                self.write_display(v);
-            }
-            Marker::I64 => {
-                let v = i64::from_be_bytes(self.take_array()?);
-                self.write_display(v);
-            }
-            Marker::Null => self.out.extend_from_slice(b"null"),
-            Marker::True => self.out.extend_from_slice(b"true"),
-            Marker::False => self.out.extend_from_slice(b"false"),
-            Marker::F32 => {
-                let v = f32::from_be_bytes(self.take_array()?);
-                self.write_float(at, f64::from(v))?;
-            }
-            Marker::F64 => {
-                let v = f64::from_be_bytes(self.take_array()?);
-                self.write_float(at, v)?;
-            }
-            Marker::FixStr(n) => self.string(usize::from(n))?,
-            Marker::Str8 => {
-                let n = u8::from_be_bytes(self.take_array()?);
-                self.string(usize::from(n))?;
-            }
-            Marker::Str16 => {
-                let n = u16::from_be_bytes(self.take_array()?);
-                self.string(usize::from(n))?;
-            }
-            Marker::Str32 => {
-                let n = u32::from_be_bytes(self.take_array()?);
-                self.string(n as usize)?;
-            }
-            Marker::FixArray(n) => self.open(at, u32::from(n), false)?,
-            Marker::Array16 => {
-                let n = u16::from_be_bytes(self.take_array()?);
-                self.open(at, u32::from(n), false)?;
-            }
-            Marker::Array32 => {
-                let n = u32::from_be_bytes(self.take_array()?);
-                self.open(at, n, false)?;
-            }
-            Marker::FixMap(n) => self.open(at, u32::from(n), true)?,
-            Marker::Map16 => {
-                let n = u16::from_be_bytes(self.take_array()?);
-                self.open(at, u32::from(n), true)?;
-            }
-            Marker::Map32 => {
-                let n = u32::from_be_bytes(self.take_array()?);
-                self.open(at, n, true)?;
-            }
-            Marker::Bin8 | Marker::Bin16 | Marker::Bin32 => {
-                return self.err(at, "binary data has no JSON form");
-            }
-            Marker::Ext8
-            | Marker::Ext16
-            | Marker::Ext32
-            | Marker::FixExt1
-            | Marker::FixExt2
-            | Marker::FixExt4
-            | Marker::FixExt8
-            | Marker::FixExt16 => return self.err(at, "extension types have no JSON form"),
-            Marker::Reserved => return self.err(at, "reserved marker 0xc1"),
-        }
-        if is_key && is_integer {
-            self.out.push(b'"');
-        }
-        Ok(())
-    }
-
-    fn write_display(&mut self, v: impl std::fmt::Display) {
-        self.out.extend_from_slice(v.to_string().as_bytes());
-    }
-
-    fn write_float(&mut self, at: usize, v: f64) -> Result<(), TranscodeError> {
+    fn float<E: de::Error>(&mut self, v: f64) -> Result<(), E> {
         if !v.is_finite() {
-            return self.err(at, "NaN and infinity have no JSON form");
+            return Err(self.refuse("NaN and infinity have no JSON form"));
         }
         // `{:?}` is the shortest text that parses back to the same f64, and it always has a
         // fraction or an exponent, so the value stays a float.
-        self.out.extend_from_slice(format!("{v:?}").as_bytes());
+        self.display(format_args!("{v:?}"));
+        Ok(())
+    }
+}
+
+/// The JSON of what `rmp-serde` read, for a failed [`msgpack_to_json`]: `at` is where reading
+/// stopped.
+fn msgpack_error(
+    error: rmp_serde::decode::Error,
+    at: usize,
+    failure: Option<&'static str>,
+    empty: bool,
+) -> TranscodeError {
+    use rmp_serde::decode::Error;
+    let eof = |e: &std::io::Error| e.kind() == std::io::ErrorKind::UnexpectedEof;
+    let what = match error {
+        Error::DepthLimitExceeded => return TranscodeError::TooDeep,
+        // A string's bytes that are not UTF-8 (rmp-serde offers them as bytes first, which the
+        // writer refuses, so this comes before `failure`).
+        Error::Utf8Error(_) => "string is not valid UTF-8",
+        _ if failure.is_some() => failure.unwrap_or_default(),
+        // A marker missing after the first one: a container declared more items than follow.
+        Error::InvalidMarkerRead(e) if eof(&e) && !empty => "length exceeds the input",
+        Error::InvalidMarkerRead(e) | Error::InvalidDataRead(e) if eof(&e) => {
+            "unexpected end of input"
+        }
+        Error::TypeMismatch(rmp::Marker::Reserved) => "reserved marker 0xc1",
+        _ => "malformed msgpack",
+    };
+    TranscodeError::Msgpack { at, what }
+}
+
+/// One msgpack value, written as JSON.
+struct JsonValue<'w>(&'w mut JsonWriter);
+
+/// One map key: a string, or an integer written as a string.
+struct JsonKey<'w>(&'w mut JsonWriter);
+
+impl<'de> DeserializeSeed<'de> for JsonValue<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for JsonKey<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for JsonValue<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a msgpack value with a JSON form")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.0.out.extend_from_slice(b"null");
         Ok(())
     }
 
-    fn open(&mut self, at: usize, len: u32, is_map: bool) -> Result<(), TranscodeError> {
-        if self.stack.len() >= MAX_DEPTH {
-            return Err(TranscodeError::TooDeep);
-        }
-        let items = if is_map {
-            u64::from(len) * 2
-        } else {
-            u64::from(len)
-        };
-        // Every item takes at least one byte: reject impossible lengths before looping.
-        if items > (self.src.len() - self.pos) as u64 {
-            return self.err(at, "length exceeds the input");
-        }
-        self.out.push(if is_map { b'{' } else { b'[' });
-        self.stack.push(OpenFrame {
-            remaining: items,
-            is_map,
-            first: true,
-        });
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.0
+            .out
+            .extend_from_slice(if v { b"true" } else { b"false" });
         Ok(())
     }
 
-    fn string(&mut self, len: usize) -> Result<(), TranscodeError> {
-        let at = self.pos;
-        self.take(len)?;
-        let bytes = &self.src[at..self.pos];
-        if std::str::from_utf8(bytes).is_err() {
-            return self.err(at, "string is not valid UTF-8");
-        }
-        write_json_string(&mut self.out, bytes);
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.0.display(v);
         Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.0.display(v);
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.0.float(v)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        write_json_string(&mut self.0.out, v);
+        Ok(())
+    }
+
+    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<(), E> {
+        Err(self.0.refuse("binary data has no JSON form"))
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, _: D) -> Result<(), D::Error> {
+        // How rmp-serde hands over an extension type.
+        Err(self.0.refuse("extension types have no JSON form"))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let w = self.0;
+        w.out.push(b'[');
+        let mut first = true;
+        loop {
+            let end = w.separator(&mut first);
+            if seq.next_element_seed(JsonValue(&mut *w))?.is_none() {
+                w.out.truncate(end);
+                break;
+            }
+        }
+        w.out.push(b']');
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let w = self.0;
+        w.out.push(b'{');
+        let mut first = true;
+        loop {
+            let end = w.separator(&mut first);
+            if map.next_key_seed(JsonKey(&mut *w))?.is_none() {
+                w.out.truncate(end);
+                break;
+            }
+            w.out.push(b':');
+            map.next_value_seed(JsonValue(&mut *w))?;
+        }
+        w.out.push(b'}');
+        Ok(())
+    }
+}
+
+const NOT_A_KEY: &str = "map keys must be strings (or integers)";
+
+impl<'de> Visitor<'de> for JsonKey<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string or integer map key")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        write_json_string(&mut self.0.out, v);
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.0.display(format_args!("\"{v}\""));
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.0.display(format_args!("\"{v}\""));
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Err(self.0.refuse(NOT_A_KEY))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Err(self.0.refuse(NOT_A_KEY))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Err(self.0.refuse(NOT_A_KEY))
+    }
+
+    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<(), E> {
+        Err(self.0.refuse(NOT_A_KEY))
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, _: D) -> Result<(), D::Error> {
+        Err(self.0.refuse(NOT_A_KEY))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(self.0.refuse(NOT_A_KEY))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(self.0.refuse(NOT_A_KEY))
     }
 }
 
@@ -1075,6 +1080,16 @@ mod tests {
         );
         let deep = [vec![0x91; MAX_DEPTH + 1], vec![0xc0]].concat();
         assert_eq!(msgpack_to_json(&deep), Err(TranscodeError::TooDeep));
+        let ok = [vec![0x91; MAX_DEPTH], vec![0xc0]].concat();
+        assert!(msgpack_to_json(&ok).is_ok());
+        // The reserved marker is refused inside containers too (a msgpack reader that reads it
+        // as nil would let it through).
+        assert!(
+            msgpack_to_json(&[0x81, 0xa1, b'a', 0xc1])
+                .unwrap_err()
+                .to_string()
+                .contains("reserved")
+        );
     }
 
     /// Pinned from a proptest failure: floats must round-trip bit for bit (the comparison needs

@@ -5,6 +5,7 @@ mod cluster;
 mod commands;
 mod etf;
 mod events;
+#[cfg(not(feature = "fuzzing"))]
 mod fake_gateway;
 mod handshake;
 mod lifecycle;
@@ -12,7 +13,13 @@ mod outbox;
 mod persistence;
 mod proptests;
 mod reshard;
+#[cfg(not(feature = "fuzzing"))]
+mod shard_ops;
+#[cfg(not(feature = "fuzzing"))]
 mod sim;
+// With the fuzz harness compiled in, the tests use its copy of the same files.
+#[cfg(feature = "fuzzing")]
+use crate::fuzzing::{fake_gateway, shard_ops, sim};
 
 use std::time::Instant;
 

@@ -1,48 +1,22 @@
 //! Property tests: arbitrary interleavings of server frames, commands, closes, restarts and
-//! time, checked against the protocol's invariants. Shrunk failures are pinned as named tests
+//! time, checked against the protocol's invariants (the operations and the invariants are in
+//! `shard_ops`, shared with the `shard` fuzz target). Shrunk failures are pinned as named tests
 //! at the bottom.
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use proptest::prelude::*;
-use serde_json::Value;
 
 use crate::identify::{BUCKET_PERIOD, IdentifyScheduler, RELEASE_WINDOW, SessionStartLimit};
-use crate::shard::{Action, UsageError};
 
 use super::cases;
-use super::sim::{Logged, Sim};
-
-#[derive(Clone, Debug)]
-enum Op {
-    /// Let this many milliseconds pass.
-    Run(u32),
-    ServerClose(Option<u16>),
-    Reconnect,
-    InvalidSession(bool),
-    RequestHeartbeat,
-    Dispatch(u8),
-    Commands {
-        count: u8,
-        size: u16,
-    },
-    DropAcks(bool),
-    FailConnects(u8),
-    WorkerReconnect,
-    Shutdown,
-    Garbage(Vec<u8>),
-    ExpireSessions,
-    RejectResumes(bool),
-    AutoConfirm(bool),
-    ProcessRestart,
-}
+use super::shard_ops::{CLOSE_CODES, FATAL_CLOSE_CODES, INTERVALS_MS, Op, run};
 
 fn close_code() -> impl Strategy<Value = Option<u16>> {
     prop_oneof![
         6 => Just(None),
-        10 => prop::sample::select(vec![1000u16, 1001, 1006, 4000, 4001, 4002, 4003, 4005, 4007, 4008, 4009, 4200, 4999]).prop_map(Some),
-        1 => prop::sample::select(vec![4004u16, 4010, 4011, 4012, 4013, 4014]).prop_map(Some),
+        10 => prop::sample::select(CLOSE_CODES.to_vec()).prop_map(Some),
+        1 => prop::sample::select(FATAL_CLOSE_CODES.to_vec()).prop_map(Some),
     ]
 }
 
@@ -68,256 +42,13 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn command(size: u16) -> Bytes {
-    let pad = "x".repeat(usize::from(size).saturating_sub(40));
-    Bytes::from(format!(
-        r#"{{"op":3,"d":{{"status":"online","pad":"{pad}"}}}}"#
-    ))
-}
-
-fn apply(sim: &mut Sim, op: &Op) {
-    let now = sim.now;
-    match op {
-        Op::Run(ms) => sim.advance(Duration::from_millis(u64::from(*ms))),
-        Op::ServerClose(code) => sim.gw.close(now, *code),
-        Op::Reconnect => sim.gw.send_op(now, 7, Value::Null),
-        Op::InvalidSession(b) => sim.gw.send_op(now, 9, Value::Bool(*b)),
-        Op::RequestHeartbeat => sim.gw.send_op(now, 1, Value::Null),
-        Op::Dispatch(n) => {
-            for _ in 0..*n {
-                sim.gw
-                    .dispatch(now, "MESSAGE_CREATE", serde_json::json!({"content": "hi"}));
-            }
-        }
-        Op::Commands { count, size } => {
-            for _ in 0..*count {
-                let packet = command(*size);
-                // The limit applies to the bytes sent: the ETF form on an ETF connection.
-                let len = if sim.shard.config().sends_binary() {
-                    crate::codec::json_to_etf(&packet).expect("encodes").len()
-                } else {
-                    packet.len()
-                };
-                let queued = sim.shard.queued_commands();
-                match sim.shard.send_command(now, packet) {
-                    Ok(()) => assert!(len <= 4096),
-                    Err(UsageError::PayloadTooLarge) => assert!(len > 4096),
-                    Err(UsageError::QueueFull) => {
-                        assert_eq!(queued, sim.shard.config().command_queue_capacity)
-                    }
-                    Err(UsageError::ShuttingDown) => {}
-                    Err(UsageError::Unencodable(e)) => panic!("valid JSON refused: {e}"),
-                }
-            }
-        }
-        Op::DropAcks(b) => sim.gw.drop_acks = *b,
-        Op::FailConnects(n) => sim.gw.fail_connects = u32::from(*n),
-        Op::WorkerReconnect => sim.shard.reconnect(now),
-        Op::Shutdown => sim.shard.shutdown(now),
-        Op::Garbage(bytes) => sim.deliver(bytes),
-        Op::ExpireSessions => sim.gw.expire_sessions(),
-        Op::RejectResumes(b) => sim.gw.reject_resumes = *b,
-        Op::AutoConfirm(on) => sim.confirm_delay = on.then_some(Duration::from_millis(5)),
-        Op::ProcessRestart => {
-            let snapshot = sim.trace.iter().rev().find_map(|(_, a)| match a {
-                Action::PersistSession(s) => Some(s.clone()),
-                _ => None,
-            });
-            sim.restart_process(snapshot);
-        }
-    }
-    sim.drain();
-}
-
-/// The opcode and `d` of a frame the shard sent (JSON text, or ETF when `etf`).
-fn op_of(bytes: &[u8], etf: bool) -> Option<(u64, Value)> {
-    let v: Value = if etf {
-        let mut decoder = crate::codec::Decoder::new(crate::codec::DecoderConfig {
-            compression: crate::codec::Compression::None,
-            encoding: crate::codec::Encoding::Etf,
-            max_payload: 1 << 20,
-        });
-        let payload = decoder.decode(bytes, true).ok()??;
-        serde_json::from_slice(&payload.bytes).ok()?
-    } else {
-        serde_json::from_slice(bytes).ok()?
-    };
-    Some((v["op"].as_u64()?, v["d"].clone()))
-}
-
-/// Every invariant, over the whole log.
-fn check(sim: &Sim, interval: Duration) {
-    let end = sim.elapsed();
-    // Per-connection bookkeeping, reset at every Connect.
-    let mut conn = 0usize;
-    let mut sends: Vec<Vec<Duration>> = vec![Vec::new()];
-    let mut hello_at: Option<Duration> = None;
-    let mut last_periodic: Option<Duration> = None;
-    let mut acked_since_periodic = true;
-    let mut open = false;
-    let mut last_s: Option<u64> = None;
-    let mut stopped = false;
-    let mut last_received_op: Option<u8> = None;
-    let etf = sim.shard.config().sends_binary();
-
-    let close_connection =
-        |hello_at: &mut Option<Duration>, last_periodic: &mut Option<Duration>, at: Duration| {
-            if let Some(h) = *hello_at {
-                let last = last_periodic.unwrap_or(h);
-                assert!(
-                    at - last <= interval,
-                    "heartbeat gap {:?} before the connection ended at {at:?}",
-                    at - last
-                );
-            }
-            *hello_at = None;
-            *last_periodic = None;
-        };
-
-    for (at, entry) in &sim.log {
-        let at = *at;
-        match entry {
-            Logged::Restarted { seq } => {
-                close_connection(&mut hello_at, &mut last_periodic, at);
-                open = false;
-                stopped = false;
-                last_s = *seq;
-            }
-            Logged::Connected => open = true,
-            Logged::Timeout | Logged::Granted { .. } | Logged::Confirmed => {}
-            Logged::Received { op, s, flag } => {
-                last_received_op = Some(*op);
-                if *op == 9 && *flag != Some(true) && open {
-                    last_s = None; // the session is gone
-                }
-                if *op == 0 && s.is_some() && open {
-                    last_s = *s;
-                }
-                if *op == 10 && hello_at.is_none() && open {
-                    hello_at = Some(at);
-                    acked_since_periodic = true;
-                }
-                if *op == 11 {
-                    acked_since_periodic = true;
-                }
-            }
-            Logged::Closed(code) => {
-                if open && matches!(code, Some(4003 | 4005 | 4007 | 4009)) {
-                    last_s = None; // the session is gone
-                }
-                close_connection(&mut hello_at, &mut last_periodic, at);
-                open = false;
-            }
-            Logged::Did(action) => {
-                assert!(!stopped, "action after Stopped: {action:?}");
-                match action {
-                    Action::Connect { .. } => {
-                        close_connection(&mut hello_at, &mut last_periodic, at);
-                        conn += 1;
-                        sends.push(Vec::new());
-                        open = false;
-                    }
-                    Action::Close(code) => {
-                        assert!(code.is_resumable(), "closed with {code:?}");
-                        close_connection(&mut hello_at, &mut last_periodic, at);
-                        open = false;
-                    }
-                    Action::Stopped(_) => {
-                        close_connection(&mut hello_at, &mut last_periodic, at);
-                        stopped = true;
-                    }
-                    Action::Send(bytes) => {
-                        sends[conn].push(at);
-                        let (op, d) = op_of(bytes, etf).expect("the shard sends its encoding");
-                        match op {
-                            6 => assert_eq!(
-                                d["seq"].as_u64(),
-                                last_s,
-                                "RESUME must carry the last sequence received"
-                            ),
-                            1 => {
-                                let requested = last_received_op.take() == Some(1);
-                                assert_eq!(
-                                    d.as_u64(),
-                                    last_s,
-                                    "heartbeat carries the last sequence"
-                                );
-                                if !requested {
-                                    let h = hello_at.expect("heartbeat only after HELLO");
-                                    let prev = last_periodic.unwrap_or(h);
-                                    assert!(
-                                        at - prev <= interval,
-                                        "heartbeats {:?} apart",
-                                        at - prev
-                                    );
-                                    assert!(
-                                        last_periodic.is_none() || acked_since_periodic,
-                                        "two unacked heartbeats at {at:?}"
-                                    );
-                                    last_periodic = Some(at);
-                                    acked_since_periodic = false;
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        // A heartbeat answers the op 1 it follows only within the same step.
-        if !matches!(entry, Logged::Received { .. } | Logged::Did(_)) {
-            last_received_op = None;
-        }
-    }
-    if !stopped && open {
-        close_connection(&mut hello_at, &mut last_periodic, end);
-    }
-    // Never more than 120 frames in any 60 s window of one connection.
-    for times in &sends {
-        for (i, t) in times.iter().enumerate() {
-            if let Some(later) = times.get(i + 120) {
-                assert!(
-                    *later - *t >= Duration::from_secs(60),
-                    "121 frames within {:?}",
-                    *later - *t
-                );
-            }
-        }
-    }
-    assert!(
-        sim.gw.violations.is_empty(),
-        "gateway saw: {:?}",
-        sim.gw.violations
-    );
-}
-
-fn run(seed: u64, interval_ms: u64, zlib: bool, etf: bool, ops: &[Op]) {
-    let mut config = super::sim::test_config(seed);
-    if zlib {
-        config.compression = crate::codec::Compression::ZlibStream;
-    }
-    if etf {
-        config.encoding = crate::codec::Encoding::Etf;
-    }
-    let mut sim = Sim::with_config(config, seed);
-    sim.gw.zlib_stream = zlib;
-    sim.gw.etf = etf;
-    sim.gw.heartbeat_interval_ms = interval_ms;
-    for op in ops {
-        apply(&mut sim, op);
-    }
-    sim.advance(Duration::from_secs(1));
-    check(&sim, Duration::from_millis(interval_ms));
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases(200)))]
 
     #[test]
     fn shard_keeps_its_invariants(
         seed: u64,
-        interval_ms in prop::sample::select(vec![1_000u64, 5_000, 41_250, 45_000]),
+        interval_ms in prop::sample::select(INTERVALS_MS.to_vec()),
         zlib: bool,
         etf: bool,
         ops in prop::collection::vec(op(), 1..40),

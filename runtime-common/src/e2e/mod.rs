@@ -9,6 +9,7 @@
 //!
 //! Needs RabbitMQ with the management API on 127.0.0.1 and Redis (`scripts/services.sh`).
 
+pub mod outputs;
 pub mod support;
 
 use std::collections::BTreeSet;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use async_rs::traits::{Reactor, RuntimeKit};
 use mock_gateway::{Fixture, FrameRecording, MockConfig, MockGateway, ReplayRate};
+pub use outputs::*;
 use support::{Capture, Gatehouse, RedisPrefix, Vhost, header_int};
 
 /// The end-to-end tests for one runtime binary, as `#[test]`-style async functions:
@@ -33,6 +35,10 @@ macro_rules! end_to_end_tests {
             a_restarted_process_resumes_with_the_persisted_sequence,
             a_broker_connection_loss_loses_no_event,
             commands_reach_the_shard_and_bad_ones_are_dead_lettered,
+            stdio_passes_packets_through_and_takes_commands_from_stdin,
+            stdio_loses_nothing_when_killed_and_restarted,
+            redis_streams_reach_spectacles_workers_and_their_commands_reach_the_shard,
+            redis_streams_lose_nothing_when_killed_and_restarted,
         );
         #[$test]
         #[ignore = "measurement; run explicitly in release with --ignored --nocapture"]

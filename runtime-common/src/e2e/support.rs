@@ -262,6 +262,32 @@ impl Gatehouse {
         (gatehouse, lines)
     }
 
+    /// [`Gatehouse::start`] with standard input piped (returned) and standard output as
+    /// lines on the returned channel (not echoed: they are the output under test).
+    pub fn start_piped(
+        binary: &Path,
+        env: &[(&str, String)],
+    ) -> (Self, std::process::ChildStdin, mpsc::Receiver<String>) {
+        let mut command = Self::command(binary, env);
+        command.stdout(Stdio::piped()).stdin(Stdio::piped());
+        let mut gatehouse = Self::spawn(command, binary);
+        let stdout = gatehouse.child.stdout.take().expect("piped stdout");
+        let stdin = gatehouse.child.stdin.take().expect("piped stdin");
+        let (lines_tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines_tx.send(line);
+            }
+        });
+        (gatehouse, stdin, lines)
+    }
+
+    /// Kills the process (SIGKILL: no clean shutdown) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     fn command(binary: &Path, env: &[(&str, String)]) -> Command {
         let mut command = Command::new(binary);
         command
@@ -454,5 +480,104 @@ pub fn http_get(url: &str) -> String {
             Err(e) if Instant::now() > deadline => panic!("GET {url}: {e}"),
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
+    }
+}
+
+/// A Redis database (1..=15) of the shared Redis held by this test alone: stream names are
+/// event names (`@spectacles/brokers` names them so, and its ioredis `keyPrefix` does not
+/// reach `XGROUP`), so a test of the Redis Streams output needs a database to itself. Held
+/// through a lock key in database 0 (`SET NX EX`), taken only while empty; every key in it is
+/// deleted and the lock released on drop.
+pub struct RedisDb {
+    /// The database's number.
+    pub db: u8,
+    lock: String,
+    owner: String,
+}
+
+impl RedisDb {
+    /// Takes the first free, empty database (waits up to 2 minutes for one).
+    pub fn take(tag: &str) -> Self {
+        let owner = unique(tag);
+        let client = redis::Client::open(RedisPrefix::url()).expect("Redis URL");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            let mut zero = client.get_connection().expect("Redis is running");
+            for db in 1..=15u8 {
+                let lock = format!("gh-test-redis-db-lock:{db}");
+                let taken: Option<String> = redis::cmd("SET")
+                    .arg(&lock)
+                    .arg(&owner)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(600)
+                    .query(&mut zero)
+                    .unwrap_or(None);
+                if taken.is_none() {
+                    continue;
+                }
+                let held = Self {
+                    db,
+                    lock,
+                    owner: owner.clone(),
+                };
+                let size: u64 = redis::cmd("DBSIZE")
+                    .query(&mut held.connection())
+                    .unwrap_or(1);
+                if size == 0 {
+                    return held;
+                }
+                // Someone else's data: leave it alone (drop releases only the lock).
+                held.release();
+                std::mem::forget(held);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("no free Redis database for the test");
+    }
+
+    /// The URL of the database.
+    pub fn url(&self) -> String {
+        format!(
+            "{}{}",
+            RedisPrefix::url().trim_end_matches('/'),
+            format_args!("/{}", self.db)
+        )
+    }
+
+    /// A connection to the database.
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .expect("Redis is running")
+    }
+
+    fn release(&self) {
+        let Ok(client) = redis::Client::open(RedisPrefix::url()) else {
+            return;
+        };
+        if let Ok(mut zero) = client.get_connection() {
+            let held: Option<String> = redis::cmd("GET")
+                .arg(&self.lock)
+                .query(&mut zero)
+                .unwrap_or(None);
+            if held.as_deref() == Some(self.owner.as_str()) {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&self.lock).query(&mut zero);
+            }
+        }
+    }
+}
+
+impl Drop for RedisDb {
+    fn drop(&mut self) {
+        let mut connection = self.connection();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*")
+            .query(&mut connection)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut connection);
+        }
+        self.release();
     }
 }
