@@ -602,7 +602,7 @@ impl<R: Runtime> cluster_mode::ShardSets for SetFactory<R> {
             bot: base.bot.clone(),
             router,
             shard_count: count,
-            broker: base.broker.clone(),
+            outputs: base.outputs.clone(),
             writer,
             identify,
             inputs,
