@@ -4,7 +4,7 @@
 //! ```sh
 //! cargo build --release -p runtime-tokio            # in the main workspace: target/release/gatehouse
 //! cd bench && cargo run --release -- e2e --events 60000 --rounds 2 --shards 1,16,256
-//! cd bench && cargo run --release -- memory --shards 10,1000 --compress zlib-stream,none
+//! cd bench && cargo run --release -- memory --shards 10,1000,2500 --compress zlib-stream,none
 //! cd bench && cargo run --release --features twilight-zlib -- twilight-memory --shards 10,1000
 //! cd bench && cargo run --release --features twilight -- twilight-memory --shards 10,1000
 //! ```
@@ -138,8 +138,13 @@ async fn main() -> Result<()> {
                     let idle =
                         memory::idle_shards(&binary, shards, compress, settle, &log_dir).await?;
                     println!(
-                        "{:>5} idle shards, {:<11}: VmRSS {:>8} KiB ({} heartbeating; load {})",
-                        idle.shards, idle.compress, idle.rss_kib, idle.heartbeating, idle.load
+                        "{:>5} idle shards, {:<11}: VmRSS {:>8} KiB, CPU {:.2}% of a core ({} heartbeating; load {})",
+                        idle.shards,
+                        idle.compress,
+                        idle.rss_kib,
+                        idle.cpu_percent,
+                        idle.heartbeating,
+                        idle.load
                     );
                     results.push(idle);
                 }

@@ -20,6 +20,8 @@ pub struct Idle {
     pub shards: u32,
     pub compress: String,
     pub rss_kib: u64,
+    /// CPU used while idle (user + system), in percent of one core, over the readings.
+    pub cpu_percent: f64,
     pub heartbeating: usize,
     pub load: String,
 }
@@ -66,10 +68,17 @@ pub async fn idle_shards(
             .count()
     });
     let mut readings = Vec::new();
+    let (ticks_before, started) = (services::cpu_ticks(gatehouse.pid()), Instant::now());
     for _ in 0..5 {
         readings.extend(services::rss_kib(gatehouse.pid()));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    // Idle CPU over the five readings and a further 15 s (`/proc/<pid>/stat`, 100 ticks/s).
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let ticks = services::cpu_ticks(gatehouse.pid())
+        .zip(ticks_before)
+        .map_or(0, |(after, before)| after.saturating_sub(before));
+    let cpu_percent = ticks as f64 / started.elapsed().as_secs_f64();
     readings.sort_unstable();
     let rss_kib = readings.get(readings.len() / 2).copied().unwrap_or(0);
     let violations = recorder.violations();
@@ -84,6 +93,7 @@ pub async fn idle_shards(
         shards,
         compress: compress.to_owned(),
         rss_kib,
+        cpu_percent,
         heartbeating,
         load: services::load_average(),
     })

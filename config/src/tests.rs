@@ -772,6 +772,21 @@ fn the_gateway_api_version_can_be_set() {
     assert!(Config::load("[discord]\napi_version = 3", env(&[])).is_err());
 }
 
+#[test]
+fn redis_sentinel_and_cluster_urls_are_refused_with_the_reason() {
+    for url in [
+        "redis+sentinel://s1:26379,s2:26379/mymaster",
+        "redis-cluster://n1:7000",
+    ] {
+        let error = Config::load("", env(&[("REDIS_URL", url)]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("redis.url"), "{error}");
+        assert!(error.contains("not supported"), "{error}");
+    }
+    assert!(Config::load("", env(&[("REDIS_URL", "redis://h:1/")])).is_ok());
+}
+
 /// Issue 14: the output is chosen by `broker.type` (Gatehouse's file), the Spectacles file's
 /// `broker.type` and `BROKER_TYPE` (anything but `amqp` and `redis` is stdio, as in the
 /// Spectacles gateway); nothing chosen is AMQP.

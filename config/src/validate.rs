@@ -16,6 +16,32 @@ use crate::model::*;
 use crate::raw::*;
 use crate::secret_url::{SecretUrl, redact_url};
 
+/// Redis Sentinel and Redis Cluster URLs, refused with the reason: the session store and
+/// cluster mode talk to one Redis (a connection manager on one address; cluster mode's Lua
+/// scripts touch several keys at once, which Redis Cluster allows only within one hash slot).
+fn refuse_redis_topologies(url: &str) -> Result<(), ConfigError> {
+    let scheme = url
+        .split("://")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let what = if scheme.contains("sentinel") {
+        "Redis Sentinel"
+    } else if scheme.contains("cluster") {
+        "Redis Cluster"
+    } else {
+        return Ok(());
+    };
+    Err(invalid(
+        "redis.url",
+        format!(
+            "{what} URLs are not supported: Gatehouse talks to one Redis (its primary). Point \
+             redis.url at the primary, or at a Sentinel-aware proxy (for example HAProxy \
+             checking `role:master`) so that a failover moves the address, not the URL"
+        ),
+    ))
+}
+
 impl RawConfig {
     /// The validated configuration, and warnings about values that were accepted but adapted.
     pub(crate) fn validate(self, warnings: &mut Vec<String>) -> Result<Config, ConfigError> {
@@ -36,6 +62,9 @@ impl RawConfig {
             .url
             .map(|url| redis_url_form(&url, warnings))
             .transpose()?;
+        if let Some(url) = &redis_url {
+            refuse_redis_topologies(url)?;
+        }
         let redis = RedisConfig {
             enabled: self.redis.enabled.unwrap_or(enabled_by_default),
             url: url_setting(

@@ -144,6 +144,35 @@ impl RedisStore {
         get_string(&mut connection, &key).await.map(Some)
     }
 
+    /// Sets field `field` of the hash `prefix + suffix`.
+    pub async fn hash_set(&self, suffix: &str, field: &str, value: &str) -> Result<(), RedisError> {
+        let mut connection = self.connection.clone();
+        let key = format!("{}{suffix}", self.prefix);
+        ctx(
+            format!("HSET {key}"),
+            redis::cmd("HSET")
+                .arg(&key)
+                .arg(field)
+                .arg(value)
+                .query_async::<()>(&mut connection)
+                .await,
+        )
+    }
+
+    /// Field `field` of the hash `prefix + suffix`, if set.
+    pub async fn hash_get(&self, suffix: &str, field: &str) -> Result<Option<String>, RedisError> {
+        let mut connection = self.connection.clone();
+        let key = format!("{}{suffix}", self.prefix);
+        ctx(
+            format!("HGET {key}"),
+            redis::cmd("HGET")
+                .arg(&key)
+                .arg(field)
+                .query_async(&mut connection)
+                .await,
+        )
+    }
+
     /// Deletes every key under the prefix; returns how many.
     pub async fn delete_all(&self) -> Result<usize, RedisError> {
         let keys = self.keys().await?;

@@ -77,6 +77,7 @@ fn cluster_scenarios() -> Vec<Arc<dyn Scenario>> {
         Case::Overlap,
         Case::Kill,
         Case::Rolling,
+        Case::Reshard,
     ]
     .into_iter()
     .map(|case| Arc::new(Cluster(case)) as Arc<dyn Scenario>)

@@ -252,7 +252,7 @@ async fn run_isolated(
     let mut mock = setup.mock.clone();
     mock.token = Some(shared.token.clone());
     mock.expected_intents = Some(setup.intents);
-    mock.required_shard_count = Some(setup.shard_count);
+    mock.required_shard_count = (!setup.any_shard_count).then_some(setup.shard_count);
     mock.shards = setup.shard_count;
     if mock.heartbeat_late_slack.is_none() {
         mock.heartbeat_late_slack = Some(crate::gateway::late_slack(mock.heartbeat_interval));

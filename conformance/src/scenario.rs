@@ -149,6 +149,9 @@ pub struct Setup {
     /// The mock gateway's behaviour. The runner sets the token, the expected intents and the
     /// shard count from the fields above.
     pub mock: MockConfig,
+    /// The mock accepts sessions of any shard count (a re-shard runs two at once); otherwise
+    /// IDENTIFY must use `shard_count`.
+    pub any_shard_count: bool,
 }
 
 /// Every intent that is not privileged (PROTOCOL.md section 12).
@@ -164,6 +167,7 @@ impl Default for Setup {
             encoding: Encoding::Json,
             body_encoding: None,
             mock: suite_defaults(),
+            any_shard_count: false,
         }
     }
 }

@@ -81,6 +81,18 @@ pub enum Command {
         #[arg(long, env = "GATEHOUSE_STATUS_JSON")]
         json: bool,
     },
+    /// Move the running cluster (cluster mode: `GATEHOUSE_CLUSTER`) to another shard count
+    /// without downtime: its processes bring the new shard set up beside the old one, switch
+    /// publishing to it once every new shard is READY with its guilds, then close the old set.
+    /// Returns once the request is recorded in Redis (`gatehouse status` shows the progress).
+    Reshard {
+        /// The new shard count.
+        #[arg(long, required_unless_present = "cancel")]
+        to: Option<u32>,
+        /// Give up a re-shard under way (the new set closes; the old one never stopped).
+        #[arg(long, conflicts_with = "to")]
+        cancel: bool,
+    },
     /// Check or show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -225,6 +237,10 @@ pub fn run_command(
                 );
             }
         }
+        Command::Reshard { to, cancel } => {
+            let config = config?;
+            writeln!(out, "{}", reshard(&config, *to, *cancel)?)?;
+        }
         Command::Healthcheck { url } => {
             let url = match url {
                 Some(url) => url.clone(),
@@ -249,6 +265,62 @@ pub fn run_command(
     match std::io::stdout().lock().write_all(&out) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
+    }
+}
+
+/// `gatehouse reshard`: records the target shard count (or drops it) in the cluster's counts
+/// in Redis, with the scripts the members use; returns what to tell the operator.
+fn reshard(config: &Config, to: Option<u32>, cancel: bool) -> anyhow::Result<String> {
+    use proto_core::cluster::{ClusterKeys, bot_id_from_token, scripts};
+    let name = config.cluster.name.as_deref().context(
+        "re-sharding needs cluster mode: set GATEHOUSE_CLUSTER (or cluster.name) to the cluster's name",
+    )?;
+    let url = &config.redis.url;
+    let client = crate::tls::redis_client(url.expose())
+        .map_err(|e| anyhow::anyhow!("invalid Redis URL {url}: {}", url.scrub(&e.to_string())))?;
+    let mut connection = client
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .map_err(|e| redis_error(e, url))?;
+    let keys = ClusterKeys::new(
+        &config.redis.key_prefix,
+        &bot_id_from_token(config.discord.token.expose()),
+        name,
+    );
+    if cancel {
+        let dropped: i64 = redis::cmd("EVAL")
+            .arg(scripts::CANCEL)
+            .arg(1)
+            .arg(keys.shard_counts())
+            .arg("")
+            .query(&mut connection)
+            .map_err(|e| redis_error(e, url))?;
+        return Ok(if dropped == 1 {
+            format!("cluster {name}: re-shard cancelled; the new shard set closes")
+        } else {
+            format!("cluster {name}: no re-shard was under way")
+        });
+    }
+    let to = to.context("--to N is required")?;
+    anyhow::ensure!(to > 0, "--to must be at least 1");
+    let reply: Vec<i64> = redis::cmd("EVAL")
+        .arg(scripts::RESHARD_REQUEST)
+        .arg(1)
+        .arg(keys.shard_counts())
+        .arg(to)
+        .query(&mut connection)
+        .map_err(|e| redis_error(e, url))?;
+    match reply.as_slice() {
+        [0, current, _] => Ok(format!(
+            "cluster {name}: re-sharding from {current} to {to} shards; the new set publishes once every shard is ready"
+        )),
+        [1, current, target] => anyhow::bail!(
+            "cluster {name}: a re-shard from {current} to {target} shards is under way; wait for it or `gatehouse reshard --cancel`"
+        ),
+        [2, ..] => Ok(format!("cluster {name}: already runs {to} shards")),
+        [3, ..] => anyhow::bail!(
+            "cluster {name}: no shard count recorded in Redis (is the cluster running, with this key prefix and bot token?)"
+        ),
+        other => anyhow::bail!("unexpected answer from Redis: {other:?}"),
     }
 }
 
@@ -303,7 +375,23 @@ fn read_statuses(config: &Config) -> anyhow::Result<Vec<ShardView>> {
     let mut connection = client
         .get_connection_with_timeout(Duration::from_secs(5))
         .map_err(|e| redis_error(e, url))?;
-    let pattern = KeyLayout::new(config.redis.key_prefix.clone()).status_pattern();
+    // In cluster mode each shard set keeps its statuses under its own prefix: show the
+    // cluster's current set.
+    let layout = match config.cluster.name.as_deref() {
+        Some(name) => {
+            let keys = proto_core::cluster::ClusterKeys::new(&config.redis.key_prefix, "", name);
+            let current: Option<u32> = connection
+                .hget(keys.shard_counts(), "current")
+                .map_err(|e| redis_error(e, url))?;
+            let prefix = &config.redis.key_prefix;
+            match current {
+                Some(count) => KeyLayout::new(crate::cluster::set_key_prefix(prefix, name, count)),
+                None => KeyLayout::new(prefix.clone()),
+            }
+        }
+        None => KeyLayout::new(config.redis.key_prefix.clone()),
+    };
+    let pattern = layout.status_pattern();
     let keys = connection
         .scan_match::<_, String>(&pattern)
         .map_err(|e| redis_error(e, url))?

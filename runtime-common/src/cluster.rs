@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::{AbortHandle, Either, select};
 use proto_core::cluster::{
     Claim, ClaimReply, ClusterKeys, ClusterNode, LeaseReply, LeaseRequest, LeaseTimings,
-    NodeAction, StopKind, scripts,
+    NodeAction, Reshard, ReshardAction, ReshardTimings, ShardCounts, StopKind, scripts,
 };
 use proto_core::identify::SessionStartLimit;
 use proto_core::shard::StopReason;
@@ -71,6 +71,18 @@ pub struct LiveShard {
     pub last_event_at_ms: Option<u64>,
     /// When this was written (ms since the Unix epoch).
     pub updated_at_ms: u64,
+}
+
+/// The key prefix the shard set of `count` keeps its sessions and statuses under, in cluster
+/// `cluster` (`<prefix>:cluster:<name>:set:<count>`, so that two sets running at once during a
+/// re-shard never overwrite each other's sessions).
+pub fn set_key_prefix(prefix: &str, cluster: &str, count: u32) -> String {
+    let prefix = if prefix.is_empty() {
+        proto_core::store::EMPTY_PREFIX_NAMESPACE
+    } else {
+        prefix
+    };
+    format!("{prefix}:cluster:{cluster}:set:{count}")
 }
 
 /// The key of a shard's live figures (`<prefix>:cluster:<name>:live:<shard>`).
@@ -239,14 +251,84 @@ impl ClusterStore {
         }
     }
 
-    /// Refreshes this member's key and lists the live members.
+    /// Reads the cluster's shard counts, recording `default` as the current count when no
+    /// member did yet. `None` when Redis cannot be asked.
+    pub(crate) async fn counts<R: Runtime>(&mut self, rt: &R, default: u32) -> Option<ShardCounts> {
+        let mut eval = eval(scripts::COUNTS_READ, 1);
+        eval.arg(self.keys.shard_counts()).arg(default);
+        let mut connection = self.connect(rt).await?;
+        match within(rt, eval.query_async::<Vec<i64>>(&mut connection)).await {
+            Some(Ok(reply)) => scripts::decode_counts(&reply),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the cluster's shard counts");
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Runs a script on the counts hash with `args`; `None` when Redis cannot be asked.
+    async fn counts_script<R: Runtime, T: redis::FromRedisValue>(
+        &mut self,
+        rt: &R,
+        script: &str,
+        args: &[String],
+    ) -> Option<T> {
+        let mut eval = eval(script, 1);
+        eval.arg(self.keys.shard_counts());
+        for arg in args {
+            eval.arg(arg);
+        }
+        let mut connection = self.connect(rt).await?;
+        match within(rt, eval.query_async::<T>(&mut connection)).await {
+            Some(Ok(reply)) => Some(reply),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "re-shard call failed in Redis");
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Marks `shards` of the set of `count` ready for `ttl`, and counts the ready marks of
+    /// the set of `target` (`None`: Redis could not be asked).
+    async fn ready<R: Runtime>(
+        &mut self,
+        rt: &R,
+        count: u32,
+        shards: &[u32],
+        target: u32,
+        ttl: Duration,
+    ) -> Option<u32> {
+        let mut pipe = redis::pipe();
+        for &shard in shards {
+            pipe.cmd("SET")
+                .arg(self.keys.ready(count, shard))
+                .arg(&self.member)
+                .arg("PX")
+                .arg(ttl.as_millis() as u64)
+                .ignore();
+        }
+        let keys: Vec<String> = (0..target).map(|s| self.keys.ready(target, s)).collect();
+        pipe.cmd("EXISTS").arg(keys);
+        let mut connection = self.connect(rt).await?;
+        match within(rt, pipe.query_async::<(u32,)>(&mut connection)).await {
+            Some(Ok((ready,))) => Some(ready),
+            _ => None,
+        }
+    }
+
+    /// Refreshes this member's key (its value names the shard sets it runs) and lists the
+    /// live members with their sets.
     async fn refresh_members<R: Runtime>(
         &mut self,
         rt: &R,
         ttl: Duration,
-    ) -> Result<Vec<String>, String> {
+        sets: &[u32],
+    ) -> Result<Vec<(String, Vec<u32>)>, String> {
         let key = self.keys.member(&self.member);
         let pattern = self.keys.member_pattern();
+        let value = member_value(crate::status::epoch_ms(rt.wall_clock()), sets);
         let Some(mut connection) = self.connect(rt).await else {
             return Err("cannot connect".to_owned());
         };
@@ -254,7 +336,7 @@ impl ClusterStore {
         let call = async move {
             redis::cmd("SET")
                 .arg(&key)
-                .arg(crate::status::epoch_ms(rt.wall_clock()))
+                .arg(value)
                 .arg("PX")
                 .arg(ttl.as_millis() as u64)
                 .query_async::<()>(connection)
@@ -276,12 +358,23 @@ impl ClusterStore {
                 }
                 cursor = next;
             }
-            Ok::<_, redis::RedisError>(keys)
+            let values: Vec<Option<String>> = if keys.is_empty() {
+                Vec::new()
+            } else {
+                redis::cmd("MGET")
+                    .arg(&keys)
+                    .query_async(connection)
+                    .await?
+            };
+            Ok::<_, redis::RedisError>(keys.into_iter().zip(values).collect::<Vec<_>>())
         };
         match within(rt, call).await {
-            Some(Ok(keys)) => Ok(keys
+            Some(Ok(entries)) => Ok(entries
                 .iter()
-                .filter_map(|k| self.keys.member_of_key(k).map(str::to_owned))
+                .filter_map(|(k, v)| {
+                    let member = self.keys.member_of_key(k)?.to_owned();
+                    Some((member, member_sets(v.as_deref()?)))
+                })
                 .collect()),
             Some(Err(e)) => Err(e.to_string()),
             None => Err("timed out".to_owned()),
@@ -326,6 +419,30 @@ impl ClusterStore {
     }
 }
 
+/// A member key's value: when it was written, and the shard sets the member runs
+/// (`<ms>;4,8`).
+fn member_value(now_ms: u64, sets: &[u32]) -> String {
+    let sets: Vec<String> = sets.iter().map(u32::to_string).collect();
+    format!("{now_ms};{}", sets.join(","))
+}
+
+/// The shard sets a member key's value names (none for a value without them).
+fn member_sets(value: &str) -> Vec<u32> {
+    value
+        .split_once(';')
+        .map(|(_, sets)| sets.split(',').filter_map(|c| c.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Opens the shard sets of the process (one per shard count; a re-shard runs two at once).
+pub(crate) trait ShardSets: Send + Sync {
+    /// One set's launcher.
+    type Host: ShardHost;
+    /// Opens the set of `count` shards, publishing or warming. Its shards' ends are reported
+    /// on the done channel with `count`.
+    fn open(&self, count: u32, publishing: bool) -> Self::Host;
+}
+
 /// What the cluster task needs from the process: starting a shard and talking to it.
 pub(crate) trait ShardHost: Send + Sync {
     /// Loads shard `number`'s session and starts its task; its end is reported on the done
@@ -335,6 +452,10 @@ pub(crate) trait ShardHost: Send + Sync {
     fn send(&self, number: u32, input: ShardInput);
     /// Waits until the session snapshots queued so far are in Redis.
     fn flush(&self) -> impl Future<Output = ()> + Send;
+    /// Starts publishing the set's events (the shards running and those started later).
+    fn publish(&self);
+    /// Whether shard `number` is READY with every guild arrived.
+    fn arrived(&self, number: u32) -> bool;
 }
 
 /// The cluster task's settings.
@@ -348,40 +469,120 @@ pub(crate) struct Settings {
     pub(crate) shutdown_timeout: Duration,
 }
 
-/// Runs this process as a member of the cluster until `shutdown` (then hands every shard
-/// over) or until a shard stops for good on its own (then hands the others over and returns
-/// why).
-pub(crate) async fn run<R: Runtime, H: ShardHost>(
-    rt: R,
+/// The cluster's current shard count (recording `configured` when no member did yet): a
+/// re-shard may have changed it since this process's configuration was written. Retries for
+/// a few seconds while Redis is away, then goes with `configured`.
+pub(crate) async fn agreed_count<R: Runtime>(
+    rt: &R,
+    mut store: ClusterStore,
+    configured: u32,
+) -> u32 {
+    for _ in 0..5 {
+        if let Some(counts) = store.counts(rt, configured).await {
+            if counts.current != configured {
+                tracing::warn!(
+                    configured,
+                    cluster = counts.current,
+                    "the cluster runs another shard count than configured (a re-shard): using the cluster's"
+                );
+            }
+            return counts.current;
+        }
+        rt.sleep(Duration::from_secs(1)).await;
+    }
+    tracing::warn!(
+        configured,
+        "cannot read the cluster's shard count from Redis; assuming the configured one"
+    );
+    configured
+}
+
+/// One shard set running here.
+struct SetRun<H> {
     host: H,
+    node: ClusterNode,
+    aborts: HashMap<u32, AbortHandle>,
+    /// Retired (or shutting down): every shard is being handed over; dropped once done.
+    closing: bool,
+}
+
+impl<H: ShardHost> SetRun<H> {
+    /// Does what the set's node asks, until it asks nothing more.
+    async fn drive<R: Runtime>(
+        &mut self,
+        rt: &R,
+        store: &mut ClusterStore,
+        count: u32,
+        ttl: Duration,
+    ) {
+        while let Some(action) = self.node.poll_action(rt.now()) {
+            match action {
+                NodeAction::Lease { shard, request } => {
+                    let reply = store.lease(rt, count, shard, request, ttl).await;
+                    self.node.handle_lease_reply(rt.now(), shard, reply);
+                }
+                NodeAction::Start(shard) => {
+                    tracing::info!(shard, shard_count = count, "lease held: starting the shard");
+                    self.aborts.insert(shard, self.host.start(shard).await);
+                }
+                NodeAction::Stop {
+                    shard,
+                    kind: StopKind::HandOver,
+                } => {
+                    tracing::info!(shard, shard_count = count, "handing the shard over");
+                    self.host.send(shard, ShardInput::Shutdown);
+                }
+                NodeAction::Stop {
+                    shard,
+                    kind: StopKind::LeaseLost,
+                } => {
+                    tracing::error!(
+                        shard,
+                        shard_count = count,
+                        "lost the shard's lease (Redis unreachable or another member took it): \
+                         stopping it at once, publishing nothing more for it"
+                    );
+                    if let Some(abort) = self.aborts.remove(&shard) {
+                        abort.abort();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs this process as a member of the cluster until `shutdown` (then hands every shard
+/// over) or until a shard of the publishing set stops for good on its own (then hands the
+/// others over and returns why). Runs the shard sets the cluster's counts name (`Reshard`):
+/// the current one, and during a re-shard the target beside it.
+pub(crate) async fn run<R: Runtime, S: ShardSets>(
+    rt: R,
+    sets_factory: S,
     mut store: ClusterStore,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send,
-    mut done: mpsc::UnboundedReceiver<(u32, Option<StopReason>)>,
+    mut done: mpsc::UnboundedReceiver<(u32, u32, Option<StopReason>)>,
 ) -> Result<(), StopReason> {
     let timings = settings.timings;
-    // Announce this member and give processes starting at the same time a moment to do the
-    // same, so that the first placement already counts them.
-    let _ = store.refresh_members(&rt, timings.ttl).await;
-    rt.sleep(timings.renew_after.min(Duration::from_secs(1)))
-        .await;
-    let mut node = ClusterNode::new(
-        store.member().to_owned(),
-        settings.shard_count,
-        settings
-            .explicit
-            .as_ref()
-            .map(|ids| ids.iter().copied().collect()),
-        timings,
-        rt.now(),
-    );
+    let poll = timings.renew_after.min(Duration::from_secs(1));
+    // Announce this member (with the sets it will run) and give processes starting at the
+    // same time a moment to do the same, so that the first placement already counts them.
+    let first = store.counts(&rt, settings.shard_count).await;
+    let announced: Vec<u32> = first
+        .iter()
+        .flat_map(|c| [Some(c.current), c.pending()])
+        .flatten()
+        .collect();
+    let _ = store.refresh_members(&rt, timings.ttl, &announced).await;
+    rt.sleep(poll).await;
     tracing::info!(
         cluster = settings.name,
         member = store.member(),
         lease = ?timings.ttl,
         "joined the cluster"
     );
-    let mut aborts: HashMap<u32, AbortHandle> = HashMap::new();
+    let mut reshard = Reshard::new(ReshardTimings::new(poll));
+    let mut sets: BTreeMap<u32, SetRun<S::Host>> = BTreeMap::new();
     let mut next_refresh = rt.now();
     let mut live = LiveTracker::default();
     let mut fatal = None;
@@ -390,72 +591,106 @@ pub(crate) async fn run<R: Runtime, H: ShardHost>(
     let mut shutdown_seen = false;
     loop {
         let now = rt.now();
-        if now >= next_refresh {
-            next_refresh = now + timings.renew_after.min(Duration::from_secs(1));
+        let refresh = now >= next_refresh;
+        if refresh {
+            next_refresh = now + poll;
+            if give_up_at.is_none()
+                && let Some(counts) = store.counts(&rt, settings.shard_count).await
+            {
+                reshard.handle_counts(rt.now(), counts);
+            }
+        }
+        reshard.handle_timeout(rt.now());
+        apply_reshard(
+            &rt,
+            &mut reshard,
+            &mut sets,
+            &sets_factory,
+            &mut store,
+            &settings,
+        )
+        .await;
+        if refresh {
             if give_up_at.is_none() {
-                match store.refresh_members(&rt, timings.ttl).await {
-                    Ok(members) => node.handle_members(rt.now(), members),
+                let running: Vec<u32> = sets
+                    .iter()
+                    .filter(|(_, set)| !set.closing)
+                    .map(|(&count, _)| count)
+                    .collect();
+                match store.refresh_members(&rt, timings.ttl, &running).await {
+                    Ok(members) => {
+                        for (count, set) in sets.iter_mut().filter(|(_, set)| !set.closing) {
+                            let of_set = members
+                                .iter()
+                                .filter(|(_, sets)| sets.contains(count))
+                                .map(|(member, _)| member.clone());
+                            set.node.handle_members(rt.now(), of_set);
+                        }
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "cannot refresh the cluster membership in Redis")
                     }
                 }
-            }
-            let values = live.report(
-                &settings,
-                store.member(),
-                node.running(),
-                (rt.now(), rt.wall_clock()),
-            );
-            store.write_live(&rt, values, timings.ttl).await;
-        }
-        node.handle_timeout(rt.now());
-        while let Some(action) = node.poll_action(rt.now()) {
-            match action {
-                NodeAction::Lease { shard, request } => {
-                    let reply = store
-                        .lease(&rt, settings.shard_count, shard, request, timings.ttl)
-                        .await;
-                    node.handle_lease_reply(rt.now(), shard, reply);
-                }
-                NodeAction::Start(shard) => {
-                    tracing::info!(shard, "lease held: starting the shard");
-                    aborts.insert(shard, host.start(shard).await);
-                }
-                NodeAction::Stop {
-                    shard,
-                    kind: StopKind::HandOver,
-                } => {
-                    tracing::info!(shard, "handing the shard over to another member");
-                    host.send(shard, ShardInput::Shutdown);
-                }
-                NodeAction::Stop {
-                    shard,
-                    kind: StopKind::LeaseLost,
-                } => {
-                    tracing::error!(
-                        shard,
-                        "lost the shard's lease (Redis unreachable or another member took it): \
-                         stopping it at once, publishing nothing more for it"
-                    );
-                    if let Some(abort) = aborts.remove(&shard) {
-                        abort.abort();
+                if let Some(target) = reshard.counts().and_then(|c| c.pending()) {
+                    let arrived: Vec<u32> = sets
+                        .get(&target)
+                        .filter(|set| !set.closing)
+                        .map(|set| {
+                            set.node
+                                .running()
+                                .filter(|&n| set.host.arrived(n))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    if let Some(ready) = store
+                        .ready(&rt, target, &arrived, target, timings.ttl)
+                        .await
+                    {
+                        reshard.handle_ready(rt.now(), target, ready);
                     }
                 }
             }
+            if let Some(current) = reshard.counts().map(|c| c.current)
+                && let Some(set) = sets.get(&current)
+            {
+                let values = live.report(
+                    &settings,
+                    store.member(),
+                    set.node.running(),
+                    (rt.now(), rt.wall_clock()),
+                );
+                store.write_live(&rt, values, timings.ttl).await;
+            }
         }
-        if node.is_done() {
+        for (&count, set) in sets.iter_mut() {
+            set.node.handle_timeout(rt.now());
+            set.drive(&rt, &mut store, count, timings.ttl).await;
+        }
+        sets.retain(|count, set| {
+            let finished = set.closing && set.node.is_done();
+            if finished {
+                tracing::info!(shard_count = count, "shard set closed here");
+            }
+            !finished
+        });
+        if give_up_at.is_some() && sets.is_empty() {
             break;
         }
         if give_up_at.is_some_and(|t| rt.now() >= t) {
             tracing::warn!("shards did not hand over in time; stopping them");
-            for abort in aborts.values() {
+            for abort in sets.values().flat_map(|set| set.aborts.values()) {
                 abort.abort();
             }
             break;
         }
-        let deadline = [node.poll_timeout(), Some(next_refresh), give_up_at]
-            .into_iter()
-            .flatten()
+        let deadline = sets
+            .values()
+            .filter_map(|set| set.node.poll_timeout())
+            .chain(
+                [reshard.poll_timeout(), Some(next_refresh), give_up_at]
+                    .into_iter()
+                    .flatten(),
+            )
             .min()
             .unwrap_or(next_refresh);
         let sleep = rt.sleep_until(deadline);
@@ -480,25 +715,37 @@ pub(crate) async fn run<R: Runtime, H: ShardHost>(
         if shutdown_seen && give_up_at.is_none() {
             tracing::info!("leaving the cluster: handing every shard over");
             give_up_at = Some(rt.now() + settings.shutdown_timeout);
-            store.leave(&rt).await;
-            node.shutdown(rt.now());
+            leave(&rt, &mut store, &mut sets).await;
         }
         match event {
-            Some(Some((shard, reason))) => {
-                aborts.remove(&shard);
+            Some(Some((count, shard, reason))) => {
+                let Some(set) = sets.get_mut(&count) else {
+                    continue;
+                };
+                set.aborts.remove(&shard);
                 // The shard's last session snapshot must be in Redis before another member
                 // may take the lease and resume it.
-                host.flush().await;
-                if let Some(reason @ StopReason::Fatal { .. }) = reason {
-                    tracing::error!(shard, %reason, "shard stopped for good; leaving the cluster");
-                    fatal = Some(reason);
-                    if give_up_at.is_none() {
-                        give_up_at = Some(rt.now() + settings.shutdown_timeout);
-                        store.leave(&rt).await;
-                        node.shutdown(rt.now());
-                    }
+                set.host.flush().await;
+                set.node.handle_stopped(rt.now(), shard);
+                let Some(reason @ StopReason::Fatal { .. }) = reason else {
+                    continue;
+                };
+                if reshard.counts().and_then(|c| c.pending()) == Some(count) {
+                    tracing::error!(
+                        shard,
+                        shard_count = count,
+                        %reason,
+                        "a shard of the new shard set stopped for good: giving the re-shard up"
+                    );
+                    reshard.handle_failed(rt.now(), count);
+                    continue;
                 }
-                node.handle_stopped(rt.now(), shard);
+                tracing::error!(shard, %reason, "shard stopped for good; leaving the cluster");
+                fatal = Some(reason);
+                if give_up_at.is_none() {
+                    give_up_at = Some(rt.now() + settings.shutdown_timeout);
+                    leave(&rt, &mut store, &mut sets).await;
+                }
             }
             Some(None) => break,
             None => {}
@@ -507,6 +754,109 @@ pub(crate) async fn run<R: Runtime, H: ShardHost>(
     store.leave(&rt).await;
     tracing::info!("left the cluster");
     fatal.map_or(Ok(()), Err)
+}
+
+/// Leaves the cluster: the member key goes (the others rebalance at once) and every set
+/// hands its shards over.
+async fn leave<R: Runtime, H: ShardHost>(
+    rt: &R,
+    store: &mut ClusterStore,
+    sets: &mut BTreeMap<u32, SetRun<H>>,
+) {
+    store.leave(rt).await;
+    for set in sets.values_mut() {
+        set.closing = true;
+        set.node.shutdown(rt.now());
+    }
+}
+
+/// Does what the re-shard decisions ask: open a set, let it publish, switch or cancel in
+/// Redis, close a set.
+async fn apply_reshard<R: Runtime, S: ShardSets>(
+    rt: &R,
+    reshard: &mut Reshard,
+    sets: &mut BTreeMap<u32, SetRun<S::Host>>,
+    factory: &S,
+    store: &mut ClusterStore,
+    settings: &Settings,
+) {
+    while let Some(action) = reshard.poll_action(rt.now()) {
+        match action {
+            ReshardAction::Run { count, publishing } => {
+                if publishing {
+                    tracing::info!(shard_count = count, "running the cluster's shard set");
+                } else {
+                    tracing::info!(
+                        shard_count = count,
+                        "re-shard: bringing the new shard set up beside the old one (not publishing yet)"
+                    );
+                }
+                // Explicit shard ids name shards of the configured count; any other set is
+                // placed automatically.
+                let explicit = settings
+                    .explicit
+                    .as_ref()
+                    .filter(|_| count == settings.shard_count)
+                    .map(|ids| ids.iter().copied().collect());
+                let node = ClusterNode::new(
+                    store.member().to_owned(),
+                    count,
+                    explicit,
+                    settings.timings,
+                    rt.now(),
+                );
+                // A set still closing here from before is stopped now (it is wanted again,
+                // from scratch).
+                if let Some(old) = sets.remove(&count) {
+                    old.aborts.values().for_each(AbortHandle::abort);
+                }
+                sets.insert(
+                    count,
+                    SetRun {
+                        host: factory.open(count, publishing),
+                        node,
+                        aborts: HashMap::new(),
+                        closing: false,
+                    },
+                );
+            }
+            ReshardAction::Publish(count) => {
+                tracing::info!(
+                    shard_count = count,
+                    "re-shard: the new shard set publishes now"
+                );
+                if let Some(set) = sets.get(&count) {
+                    set.host.publish();
+                }
+            }
+            ReshardAction::Switch { from, to } => {
+                let args = [
+                    from.to_string(),
+                    to.to_string(),
+                    store.keys.ready_prefix(to),
+                ];
+                if store
+                    .counts_script::<_, i64>(rt, scripts::SWITCH, &args)
+                    .await
+                    == Some(1)
+                {
+                    tracing::info!(from, to, "re-shard: every new shard is ready; switched");
+                }
+            }
+            ReshardAction::Cancel { to } => {
+                let _ = store
+                    .counts_script::<_, i64>(rt, scripts::CANCEL, &[to.to_string()])
+                    .await;
+            }
+            ReshardAction::Retire(count) => {
+                tracing::info!(shard_count = count, "re-shard: closing the old shard set");
+                if let Some(set) = sets.get_mut(&count) {
+                    set.closing = true;
+                    set.node.shutdown(rt.now());
+                }
+            }
+        }
+    }
 }
 
 /// Turns the process's live status registry into the live keys of the shards running here,

@@ -6,8 +6,11 @@
 //! with a resumable code and wait for their confirms, then the broker closes). Does not own
 //! any per-shard or per-message behaviour (the other modules).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gatehouse_config::{Config, ConfigError};
@@ -124,6 +127,22 @@ pub async fn run_with_gateway<R: Runtime>(
     });
     // Cluster mode needs Redis (the configuration refuses it without).
     let clustered = config.cluster.name.clone().filter(|_| shared.is_some());
+    // In cluster mode the cluster's shard count in Redis wins (a re-shard changes it); the
+    // first member records the configured one.
+    let (cluster, router) = match (&clustered, &shared) {
+        (Some(_), Some(shared)) => {
+            let count =
+                cluster_mode::agreed_count(&rt, shared.clone(), cluster.shard_count()).await;
+            if count == cluster.shard_count() {
+                (cluster, router)
+            } else {
+                let cluster = proto_core::profile::ClusterInfo::new(count, 0..count)?;
+                let router = Router::new(&config.profile, &cluster)?;
+                (cluster, router)
+            }
+        }
+        _ => (cluster, router),
+    };
     // In cluster mode each shard's session is loaded when its lease is held.
     let at_start: &[u32] = if clustered.is_some() {
         &[]
@@ -234,7 +253,7 @@ pub async fn run_with_gateway<R: Runtime>(
         }
         None => crate::session_store::StoreWriter::discarding(),
     };
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u32, Option<StopReason>)>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u32, u32, Option<StopReason>)>();
     let seed_base = config
         .discord
         .seed
@@ -255,6 +274,9 @@ pub async fn run_with_gateway<R: Runtime>(
         store_policy,
         resume: config.discord.resume,
         process_shards: cluster.owned().len(),
+        publishing: Arc::new(AtomicBool::new(true)),
+        command_inputs: None,
+        arrived: Arc::default(),
     };
 
     let commands = outputs.commands(
@@ -276,6 +298,13 @@ pub async fn run_with_gateway<R: Runtime>(
     );
 
     if let (Some(name), Some(shared)) = (clustered, shared) {
+        let sets = SetFactory {
+            launcher,
+            limit: session_start_limit,
+            shared: shared.clone(),
+            prefix: config.redis.key_prefix.clone(),
+            cluster: name.clone(),
+        };
         let settings = cluster_mode::Settings {
             name,
             prefix: config.redis.key_prefix.clone(),
@@ -288,7 +317,7 @@ pub async fn run_with_gateway<R: Runtime>(
         };
         let result = cluster_mode::run(
             rt.clone(),
-            launcher,
+            sets,
             shared,
             settings,
             shutdown.as_mut(),
@@ -310,7 +339,7 @@ pub async fn run_with_gateway<R: Runtime>(
     let shutdown_requested = loop {
         match futures_util::future::select(shutdown.as_mut(), Box::pin(done_rx.recv())).await {
             futures_util::future::Either::Left(_) => break true,
-            futures_util::future::Either::Right((Some((number, reason)), _)) => {
+            futures_util::future::Either::Right((Some((_, number, reason)), _)) => {
                 let reason = reason.unwrap_or(StopReason::Shutdown);
                 tracing::warn!(shard = number, %reason, "shard stopped");
                 running -= 1;
@@ -379,7 +408,8 @@ struct Launcher<R: Runtime> {
     writer: StoreWriter,
     identify: IdentifyClient,
     inputs: ShardInputs,
-    done: mpsc::UnboundedSender<(u32, Option<StopReason>)>,
+    /// Where each shard's end is reported: (shard count, shard, why).
+    done: mpsc::UnboundedSender<(u32, u32, Option<StopReason>)>,
     seed_base: u64,
     /// Where sessions are loaded from (none without Redis).
     store: Option<SessionStore<R>>,
@@ -390,6 +420,13 @@ struct Launcher<R: Runtime> {
     /// The shards this process may run (cluster mode: all of the bot's or the explicit ones),
     /// which share its bound on unconfirmed bytes.
     process_shards: usize,
+    /// Whether the set's shards publish (cluster mode: a re-shard's new set warms up first).
+    publishing: Arc<AtomicBool>,
+    /// Cluster mode: where worker commands look shards up (the publishing sets' shards are
+    /// registered there; `inputs` is the set's own).
+    command_inputs: Option<ShardInputs>,
+    /// Per shard running: whether its guilds arrived.
+    arrived: Arc<Mutex<HashMap<u32, Arc<AtomicBool>>>>,
 }
 
 impl<R: Runtime> Launcher<R> {
@@ -402,7 +439,7 @@ impl<R: Runtime> Launcher<R> {
     ) -> futures_util::future::AbortHandle {
         let shard_id = ShardId::new(number, self.shard_count)
             .expect("only shards below the count are started");
-        let shard_config = shard_config(
+        let mut shard_config = shard_config(
             &self.config,
             &self.bot,
             &self.router,
@@ -411,9 +448,19 @@ impl<R: Runtime> Launcher<R> {
             self.seed_base ^ u64::from(number),
             self.process_shards,
         );
+        shard_config.publishing = self.publishing.load(Ordering::SeqCst);
         let shard = Shard::new(shard_config, self.rt.now());
         let (tx, rx) = mpsc::unbounded_channel();
-        let ticket = self.inputs.insert(number, tx);
+        let ticket = self.inputs.insert(number, tx.clone());
+        let commands = self.command_inputs.clone();
+        if let Some(commands) = commands.as_ref().filter(|_| shard.publishing()) {
+            commands.insert_channel(number, tx.clone());
+        }
+        let arrived = Arc::new(AtomicBool::new(false));
+        self.arrived
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(number, arrived.clone());
         let io = ShardIo {
             rt: self.rt.clone(),
             inputs: rx,
@@ -425,14 +472,19 @@ impl<R: Runtime> Launcher<R> {
                 confirm_timeout: Duration::from_secs(self.config.limits.confirm_timeout_secs),
                 unroutable: self.router.unroutable(),
             },
+            guilds_arrived: Some(arrived),
         };
         let done = self.done.clone();
         let inputs = self.inputs.clone();
+        let count = self.shard_count;
         let (task, abort) = futures_util::future::abortable(shard_task::run(shard, io));
         self.rt.spawn(async move {
             let reason = task.await.ok();
             inputs.remove(number, ticket);
-            let _ = done.send((number, reason));
+            if let Some(commands) = commands {
+                commands.remove_channel(number, &tx);
+            }
+            let _ = done.send((count, number, reason));
         });
         abort
     }
@@ -469,6 +521,94 @@ impl<R: Runtime> ShardHost for Launcher<R> {
 
     async fn flush(&self) {
         self.writer.flush().await;
+    }
+
+    fn publish(&self) {
+        self.publishing.store(true, Ordering::SeqCst);
+        for (number, tx) in self.inputs.entries() {
+            let _ = tx.send(ShardInput::Publish(true));
+            if let Some(commands) = &self.command_inputs {
+                commands.insert_channel(number, tx);
+            }
+        }
+    }
+
+    fn arrived(&self, number: u32) -> bool {
+        self.arrived
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&number)
+            .is_some_and(|flag| flag.load(Ordering::Relaxed))
+    }
+}
+
+/// Cluster mode: opens each shard set the cluster runs (one per shard count; two at once
+/// during a re-shard), each with its own router, identify coordinator (sharing the bot's
+/// limits through Redis), session keys and shard inputs.
+struct SetFactory<R: Runtime> {
+    /// The process's launcher; each set's is derived from it.
+    launcher: Launcher<R>,
+    limit: proto_core::identify::SessionStartLimit,
+    shared: ClusterStore,
+    prefix: String,
+    cluster: String,
+}
+
+impl<R: Runtime> cluster_mode::ShardSets for SetFactory<R> {
+    type Host = Launcher<R>;
+
+    fn open(&self, count: u32, publishing: bool) -> Launcher<R> {
+        let base = &self.launcher;
+        let router = proto_core::profile::ClusterInfo::new(count, 0..count)
+            .and_then(|info| Router::new(&base.config.profile, &info))
+            .unwrap_or_else(|e| {
+            tracing::error!(error = %e, shard_count = count, "the profile refuses this shard count; routing as for the first one");
+            base.router.clone()
+        });
+        let inputs = ShardInputs::new(true);
+        let identify = identify::start(
+            &base.rt,
+            self.limit,
+            inputs.clone(),
+            Default::default(),
+            Some(self.shared.clone()),
+        );
+        let set_prefix = cluster_mode::set_key_prefix(&self.prefix, &self.cluster, count);
+        let store = base
+            .config
+            .redis
+            .enabled
+            .then(|| SessionStore::open(&base.rt, &base.config.redis.url, &set_prefix).ok())
+            .flatten();
+        let writer = match &store {
+            Some(store) => store.another().start_writer(
+                base.config.profile.kind,
+                count,
+                base.store_policy.retry,
+                Vec::new(),
+            ),
+            None => StoreWriter::discarding(),
+        };
+        Launcher {
+            rt: base.rt.clone(),
+            config: base.config.clone(),
+            bot: base.bot.clone(),
+            router,
+            shard_count: count,
+            outputs: base.outputs.clone(),
+            writer,
+            identify,
+            inputs,
+            done: base.done.clone(),
+            seed_base: base.seed_base,
+            store,
+            store_policy: base.store_policy,
+            resume: base.resume,
+            process_shards: count as usize,
+            publishing: Arc::new(AtomicBool::new(publishing)),
+            command_inputs: Some(base.inputs.clone()),
+            arrived: Arc::default(),
+        }
     }
 }
 

@@ -27,6 +27,8 @@ pub enum ShardInput {
     IdentifyGranted,
     /// Shut down (closing with a resumable code).
     Shutdown,
+    /// Start or stop publishing dispatches (cluster mode's re-shard).
+    Publish(bool),
 }
 
 /// A cheap-to-clone handle on the map.
@@ -72,6 +74,44 @@ impl ShardInputs {
         if inner.shards.get(&number).is_some_and(|(t, _)| *t == ticket) {
             inner.shards.remove(&number);
         }
+    }
+
+    /// Registers shard `number`'s channel unless it is there already (a re-shard's new set
+    /// starts taking commands: each channel is registered once).
+    pub(crate) fn insert_channel(&self, number: u32, sender: mpsc::UnboundedSender<ShardInput>) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if inner
+            .shards
+            .get(&number)
+            .is_some_and(|(_, s)| s.same_channel(&sender))
+        {
+            return;
+        }
+        inner.next += 1;
+        let ticket = inner.next;
+        inner.shards.insert(number, (ticket, sender));
+    }
+
+    /// Unregisters shard `number` if its registration is still `sender`'s channel.
+    pub(crate) fn remove_channel(&self, number: u32, sender: &mpsc::UnboundedSender<ShardInput>) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if inner
+            .shards
+            .get(&number)
+            .is_some_and(|(_, s)| s.same_channel(sender))
+        {
+            inner.shards.remove(&number);
+        }
+    }
+
+    /// Every registered shard and its channel.
+    pub(crate) fn entries(&self) -> Vec<(u32, mpsc::UnboundedSender<ShardInput>)> {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        inner
+            .shards
+            .iter()
+            .map(|(&n, (_, s))| (n, s.clone()))
+            .collect()
     }
 
     /// Shard `number`'s channel, if it runs here.

@@ -13,6 +13,7 @@
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,8 @@ pub(crate) struct ShardIo<R: Runtime> {
     pub(crate) max_message: usize,
     /// The outbox's settings (confirm timeout, what an unroutable event becomes).
     pub(crate) outbox: OutboxConfig,
+    /// Set while every guild READY listed has arrived (cluster mode's re-shard reads it).
+    pub(crate) guilds_arrived: Option<Arc<AtomicBool>>,
 }
 
 /// Why the loop woke up.
@@ -320,6 +323,7 @@ impl<R: Runtime> ShardTask<R> {
                 }
             }
             ShardInput::Shutdown => self.shard.shutdown(now),
+            ShardInput::Publish(on) => self.shard.set_publishing(on),
         }
     }
 
@@ -356,6 +360,9 @@ impl<R: Runtime> ShardTask<R> {
         while let Some(event) = self.shard.poll_event() {
             self.metrics.event(&event);
             log_event(&event);
+        }
+        if let Some(flag) = &self.io.guilds_arrived {
+            flag.store(self.shard.guilds_arrived(), Ordering::Relaxed);
         }
     }
 

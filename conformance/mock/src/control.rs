@@ -69,6 +69,33 @@ impl Control {
         Self { shared }
     }
 
+    /// Sends a dispatch of guild `guild_id` as Discord does: to every session whose shard
+    /// owns the guild (`(guild_id >> 22) % num_shards`), whatever its shard count, so that two
+    /// shard sets running at once (a re-shard) both get it. `d` must be one JSON value. Returns
+    /// how many sessions got it; [`ControlError::NoSession`] when none did.
+    pub fn inject_guild_dispatch(
+        &self,
+        guild_id: u64,
+        event: &str,
+        d: impl Into<Bytes>,
+    ) -> Result<usize, ControlError> {
+        let d: Bytes = d.into();
+        if event.is_empty() {
+            return Err(ControlError::InvalidDispatch("empty event name".into()));
+        }
+        let raw: &RawValue =
+            serde_json::from_slice(&d).map_err(|e| ControlError::InvalidDispatch(e.to_string()))?;
+        let config = &self.shared.config;
+        match self
+            .shared
+            .state()
+            .inject_guild(config, guild_id, event, raw.get().as_bytes())
+        {
+            0 => Err(ControlError::NoSession(format!("guild {guild_id}"))),
+            n => Ok(n),
+        }
+    }
+
     /// The next `count` WebSocket connections get op 7 Reconnect in place of HELLO (Discord may
     /// do this at any point, even before HELLO). They are then left open until the client
     /// closes them (or the heartbeat timeout does).

@@ -453,6 +453,30 @@ impl SessionTable {
         Some(seq)
     }
 
+    /// Appends a dispatch of guild `guild` to every session that Discord's rule routes it to
+    /// (`(guild_id >> 22) % num_shards == shard_id`), whatever their shard counts: sessions
+    /// with different shard counts run at once during a re-shard, and each gets the guild's
+    /// events. Sessions not attached get it on RESUME. Returns how many sessions got it.
+    pub(crate) fn inject_guild(
+        &mut self,
+        config: &MockConfig,
+        guild: u64,
+        event: &str,
+        raw_d: &[u8],
+    ) -> usize {
+        let mut delivered = 0;
+        for session in self.sessions.values_mut() {
+            if session.invalidated || !routes_to(Some(guild), session.shard) {
+                continue;
+            }
+            let seq = session.last_seq + 1;
+            let json = frames::dispatch_frame(event, seq, raw_d);
+            session.push_entry(Arc::from(event), json, config.history_limit_bytes, 0);
+            delivered += 1;
+        }
+        delivered
+    }
+
     /// Pauses or resumes the fixture replay of a session.
     pub(crate) fn set_paused(&mut self, target: SessionTarget, paused: bool) -> bool {
         let Some(session_id) = self.session_of(target).map(str::to_owned) else {

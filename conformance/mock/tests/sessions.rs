@@ -325,3 +325,75 @@ fn many_shards_connect_at_once() {
     });
     assert!(recorder.violations().is_empty());
 }
+
+#[test]
+fn sessions_of_two_shard_counts_at_once_each_get_their_guilds() {
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.routing = ShardRouting::ByGuild;
+    config.start_paused = true;
+    let mock = start(config);
+    let query = "v=10&encoding=json";
+    // The old set (2 shards) and the new one (4 shards), live at the same time.
+    let mut old: Vec<TestClient> = (0..2)
+        .map(|s| connect_ready(&mock, query, [s, 2]).0)
+        .collect();
+    let mut new: Vec<TestClient> = (0..4)
+        .map(|s| connect_ready(&mock, query, [s, 4]).0)
+        .collect();
+    let control = mock.control();
+    // Guild ids whose `>> 22` is 0..8: each goes to shard (g % 2) of 2 and (g % 4) of 4.
+    for g in 0..8u64 {
+        let guild = g << 22;
+        let d = format!(r#"{{"guild_id":"{guild}","n":{g}}}"#);
+        assert_eq!(
+            control
+                .inject_guild_dispatch(guild, "MESSAGE_CREATE", d)
+                .unwrap(),
+            2,
+            "one session of each shard count"
+        );
+    }
+    for (count, clients) in [(2u64, &mut old), (4, &mut new)] {
+        for (shard, client) in clients.iter_mut().enumerate() {
+            let got: Vec<u64> = recv_n(client, (8 / count) as usize)
+                .iter()
+                .map(|f| json(f)["d"]["n"].as_u64().unwrap())
+                .collect();
+            let want: Vec<u64> = (0..8).filter(|g| g % count == shard as u64).collect();
+            assert_eq!(got, want, "shard {shard} of {count}");
+        }
+    }
+    let none = control.inject_guild_dispatch(0, "", "{}");
+    assert!(none.is_err());
+}
+
+#[test]
+fn closing_an_old_set_session_leaves_the_new_set_session_of_the_same_shard_id_alone() {
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.routing = ShardRouting::ByGuild;
+    config.start_paused = true;
+    let mock = start(config);
+    let query = "v=10&encoding=json";
+    let (mut old, _) = connect_ready(&mock, query, [2, 4]);
+    let (mut new, _) = connect_ready(&mock, query, [2, 8]);
+    old.close(4000).unwrap();
+    let recorder = mock.recorder();
+    recorder.wait_until(T, |r| r.connections[0].close.is_some());
+    let control = mock.control();
+    for n in 0..3u64 {
+        let guild = 2 << 22;
+        let d = format!(r#"{{"guild_id":"{guild}","n":{n}}}"#);
+        // The old session is detached but resumable: it keeps receiving, and so does the new.
+        assert_eq!(
+            control
+                .inject_guild_dispatch(guild, "MESSAGE_CREATE", d)
+                .unwrap(),
+            2
+        );
+    }
+    let got: Vec<u64> = recv_n(&mut new, 3)
+        .iter()
+        .map(|f| json(f)["d"]["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, [0, 1, 2]);
+}

@@ -10,6 +10,10 @@
 //!   RESUMED, 0 events missing.
 //! - `cluster-rolling-restart`: each process in turn gets SIGTERM (it hands its shards over)
 //!   and is started again, under load: every hand-over RESUMEs, 0 events missing.
+//! - `cluster-reshard`: the cluster runs 4 shards under load (guild events, routed as Discord
+//!   does to every session owning the guild, whatever its shard count); the re-shard to 8 is
+//!   asked for in Redis (what `gatehouse reshard --to 8` records): the 8 shards come up beside
+//!   the 4, publishing switches, the 4 close; 0 guild events missing.
 //!
 //! Every case checks, from the mock's recording, that no shard ever had two live sessions at
 //! once and that no identify rule was broken. Load and counting are the fault scenarios'
@@ -34,6 +38,21 @@ const LEASE_MS: u64 = 3_000;
 const LEAD: Duration = Duration::from_secs(10);
 /// How long the shards of a stopped or killed process may take to run elsewhere again.
 const TAKEOVER: Duration = Duration::from_secs(40);
+/// `cluster-reshard`: from 4 shards to this many.
+const RESHARD_FROM: u32 = 4;
+/// See [`RESHARD_FROM`].
+const RESHARD_TO: u32 = 8;
+/// How long the re-shard may take (the new set identifies, warms up, switches, the old closes).
+const RESHARD_TIME: Duration = Duration::from_secs(90);
+
+/// The shards the case starts with.
+fn shards(case: Case) -> u32 {
+    if case == Case::Reshard {
+        RESHARD_FROM
+    } else {
+        SHARDS
+    }
+}
 
 /// Which cluster case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +65,8 @@ pub enum Case {
     Kill,
     /// Every process restarted in turn under load.
     Rolling,
+    /// Re-sharding from 4 to 8 shards under load.
+    Reshard,
 }
 
 /// See the module docs.
@@ -58,6 +79,7 @@ impl Scenario for Cluster {
             Case::Overlap => "cluster-overlap".into(),
             Case::Kill => "cluster-sigkill".into(),
             Case::Rolling => "cluster-rolling-restart".into(),
+            Case::Reshard => "cluster-reshard".into(),
         }
     }
 
@@ -73,6 +95,9 @@ impl Scenario for Cluster {
                 "one of three processes SIGKILLed under load: shards taken over and resumed, 0 missing".into()
             }
             Case::Rolling => "rolling restart of three processes under load: 0 missing".into(),
+            Case::Reshard => {
+                "re-sharding three processes from 4 to 8 shards under load: 0 guild events missing".into()
+            }
         }
     }
 
@@ -84,11 +109,14 @@ impl Scenario for Cluster {
     fn setup(&self, _profile: Profile) -> Setup {
         let concurrency = match self.0 {
             Case::Start(n) => n,
+            Case::Reshard => RESHARD_TO,
             _ => SHARDS,
         };
-        Setup::default()
-            .with_shards(SHARDS)
-            .with_max_concurrency(concurrency)
+        let mut setup = Setup::default()
+            .with_shards(shards(self.0))
+            .with_max_concurrency(concurrency);
+        setup.any_shard_count = self.0 == Case::Reshard;
+        setup
     }
 
     fn budget(&self) -> Duration {
@@ -96,6 +124,7 @@ impl Scenario for Cluster {
             Case::Start(_) | Case::Overlap => Duration::from_secs(150),
             Case::Kill => fault::budget(Duration::from_secs(200), LEAD * 2),
             Case::Rolling => fault::budget(Duration::from_secs(420), LEAD * 4),
+            Case::Reshard => fault::budget(Duration::from_secs(240), LEAD * 2),
         }
     }
 
@@ -169,7 +198,7 @@ async fn run(ctx: &mut Context, case: Case) -> Result<(), Failure> {
 }
 
 async fn scenario(ctx: &mut Context, case: Case, others: &mut Others) -> Result<(), Failure> {
-    let load = matches!(case, Case::Kill | Case::Rolling);
+    let load = matches!(case, Case::Kill | Case::Rolling | Case::Reshard);
     let worker_url = ctx.env.amqp_url.clone();
     let counter = if load {
         Some(FaultRun::workers(ctx, &worker_url).await?)
@@ -184,13 +213,19 @@ async fn scenario(ctx: &mut Context, case: Case, others: &mut Others) -> Result<
     }
     let rounds = SHARDS.div_ceil(ctx.gateway.config().max_concurrency.max(1));
     let startup = crate::contract::STARTUP_BUDGET + ctx.gateway.config().identify_window * rounds;
-    every_shard_live(ctx, "the cluster started", startup).await?;
+    every_shard_live(ctx, "the cluster started", startup, shards(case)).await?;
     let Some(counter) = counter else {
         // Let the cluster settle (placement, hand-overs) and look again.
         ctx.observe(Duration::from_secs(5)).await?;
-        return every_shard_live(ctx, "the cluster settled", startup).await;
+        return every_shard_live(ctx, "the cluster settled", startup, SHARDS).await;
     };
-    let mut run = FaultRun::with(ctx, counter, rss);
+    let mut run = if case == Case::Reshard {
+        // Guilds 0..16 << 22: each lands on every shard of 4 and of 8 (twice over).
+        let load = fault::Load::by_guild(ctx.gateway.control(), 16, fault::marker_prefix(ctx));
+        FaultRun::with_load(counter, rss, load)
+    } else {
+        FaultRun::with(ctx, counter, rss)
+    };
     let ready_at = Instant::now();
     run.note(ctx.observe(scaled(LEAD)).await);
     match case {
@@ -198,7 +233,7 @@ async fn scenario(ctx: &mut Context, case: Case, others: &mut Others) -> Result<
             if let Some(mut victim) = others.processes[MEMBERS - 2].take() {
                 victim.kill().await;
             }
-            run.note(every_shard_live(ctx, "a member was SIGKILLed", TAKEOVER).await);
+            run.note(every_shard_live(ctx, "a member was SIGKILLed", TAKEOVER, SHARDS).await);
             run.note(ctx.observe(scaled(LEAD)).await);
         }
         Case::Rolling => {
@@ -209,7 +244,7 @@ async fn scenario(ctx: &mut Context, case: Case, others: &mut Others) -> Result<
                     process.stop(crate::contract::STOP_GRACE).await;
                 }
                 let why = format!("member {index} was stopped");
-                run.note(every_shard_live(ctx, &why, TAKEOVER).await);
+                run.note(every_shard_live(ctx, &why, TAKEOVER, SHARDS).await);
                 if index == 0 {
                     run.note(ctx.start_implementation());
                 } else {
@@ -218,10 +253,21 @@ async fn scenario(ctx: &mut Context, case: Case, others: &mut Others) -> Result<
                 // The new process takes its share back (hand-overs) before the next stop.
                 run.note(ctx.observe(scaled(LEAD)).await);
                 let why = format!("member {index} was started again");
-                run.note(every_shard_live(ctx, &why, TAKEOVER).await);
+                run.note(every_shard_live(ctx, &why, TAKEOVER, SHARDS).await);
             }
         }
+        Case::Reshard => {
+            run.note(reshard(ctx).await);
+            run.note(ctx.observe(scaled(LEAD)).await);
+        }
         Case::Start(_) | Case::Overlap => {}
+    }
+    if case == Case::Reshard {
+        // The new set identifies by design: the fresh-identify check below does not apply.
+        if let Some(exited) = others.exited() {
+            run.problem(exited);
+        }
+        return run.finish(ctx).await.map(drop);
     }
     let identified = ctx.gateway.recorder().read(|r| {
         r.identifies
@@ -241,9 +287,67 @@ async fn scenario(ctx: &mut Context, case: Case, others: &mut Others) -> Result<
     run.finish(ctx).await.map(drop)
 }
 
-/// Waits until every shard has a live session.
-async fn every_shard_live(ctx: &mut Context, why: &str, timeout: Duration) -> Result<(), Failure> {
-    let shards: Vec<u32> = (0..SHARDS).collect();
+/// Asks for the re-shard in Redis (as `gatehouse reshard --to 8` does) and waits until the
+/// cluster switched to 8 shards, every one of them live, and no session of 4 shards is left.
+async fn reshard(ctx: &mut Context) -> Result<(), Failure> {
+    let counts = ":cluster:conformance:shards";
+    let current = ctx
+        .redis
+        .hash_get(counts, "current")
+        .await
+        .map_err(|e| Failure::error(e.to_string()))?;
+    if current.as_deref() != Some("4") {
+        return Err(Failure::fail(format!(
+            "the cluster recorded the shard count {current:?} in Redis, not 4"
+        )));
+    }
+    ctx.redis
+        .hash_set(counts, "target", &RESHARD_TO.to_string())
+        .await
+        .map_err(|e| Failure::error(e.to_string()))?;
+    ctx.wait_for_async(
+        "the cluster to switch to 8 shards",
+        RESHARD_TIME,
+        |c: &Context| {
+            Box::pin(async move {
+                let current = c.redis.hash_get(counts, "current").await.ok().flatten();
+                (current.as_deref() == Some("8")).then_some(())
+            })
+        },
+    )
+    .await?;
+    let recorder = ctx.gateway.recorder();
+    ctx.wait_for(
+        "every shard of 8 live and every session of 4 closed",
+        RESHARD_TIME,
+        |_| {
+            recorder.read(|r| {
+                let live = |count: u32| {
+                    r.connections
+                        .iter()
+                        .filter(|c| c.close.is_none())
+                        .filter_map(|c| c.shard)
+                        .filter(|s| s[1] == count)
+                        .map(|s| s[0])
+                        .collect::<std::collections::BTreeSet<u32>>()
+                };
+                (live(RESHARD_TO).len() == RESHARD_TO as usize && live(RESHARD_FROM).is_empty())
+                    .then_some(())
+            })
+        },
+    )
+    .await
+    .map(drop)
+}
+
+/// Waits until every one of `count` shards has a live session.
+async fn every_shard_live(
+    ctx: &mut Context,
+    why: &str,
+    timeout: Duration,
+    count: u32,
+) -> Result<(), Failure> {
+    let shards: Vec<u32> = (0..count).collect();
     let recorder = ctx.gateway.recorder();
     ctx.wait_for(
         &format!("a live session of every shard after {why}"),
@@ -284,7 +388,7 @@ fn double_sessions(rec: &Recording, since: Instant) -> Vec<String> {
             started.entry(resume.connection.0).or_insert(resume.at);
         }
     }
-    let mut per_shard: BTreeMap<u32, Vec<(Instant, Option<Instant>)>> = BTreeMap::new();
+    let mut per_shard: BTreeMap<[u32; 2], Vec<(Instant, Option<Instant>)>> = BTreeMap::new();
     for connection in &rec.connections {
         let (Some(shard), Some(&from)) = (connection.shard, started.get(&connection.id.0)) else {
             continue;
@@ -293,7 +397,7 @@ fn double_sessions(rec: &Recording, since: Instant) -> Vec<String> {
             continue;
         }
         let until = connection.close.as_ref().map(|c| c.at);
-        per_shard.entry(shard[0]).or_default().push((from, until));
+        per_shard.entry(shard).or_default().push((from, until));
     }
     let mut problems = Vec::new();
     for (shard, mut sessions) in per_shard {
@@ -302,7 +406,7 @@ fn double_sessions(rec: &Recording, since: Instant) -> Vec<String> {
             let (earlier, later) = (pair[0], pair[1]);
             if earlier.1.is_none_or(|end| end > later.0) {
                 problems.push(format!(
-                    "shard {shard} had two live sessions at once (a second one started {} after the first while it was still open)",
+                    "shard {shard:?} had two live sessions at once (a second one started {} after the first while it was still open)",
                     crate::scenarios::ms(later.0 - earlier.0)
                 ));
                 break;

@@ -102,6 +102,42 @@ pub struct Load {
 impl Load {
     /// Starts injecting on `shards`; markers start with `prefix`.
     pub fn start(control: Control, shards: Vec<u32>, prefix: String) -> Self {
+        // The bot's shards: at least the loaded ones (guild ids route to them).
+        let count = shards.iter().max().map_or(1, |max| max + 1);
+        Self::spawn(move |n| {
+            shards
+                .iter()
+                .map(|&shard| {
+                    let marker = format!("{prefix}{shard}:{n}");
+                    let guild = guild_on_shard(shard, count.max(SHARDS));
+                    let d = load_d(guild, u64::from(shard), n, &marker);
+                    let sent = control.shard(shard).inject_dispatch(LOAD_EVENT, d).is_ok();
+                    (marker, sent)
+                })
+                .collect()
+        })
+    }
+
+    /// Starts injecting into guilds `0 << 22 ..= (guilds - 1) << 22` as Discord routes them:
+    /// to every session that owns the guild, whatever its shard count (a re-shard runs two
+    /// shard sets at once). Markers start with `prefix`.
+    pub fn by_guild(control: Control, guilds: u64, prefix: String) -> Self {
+        Self::spawn(move |n| {
+            (0..guilds)
+                .map(|g| {
+                    let marker = format!("{prefix}g{g}:{n}");
+                    let guild = (g << 22) | 1;
+                    let d = load_d(guild, g, n, &marker);
+                    let sent = control.inject_guild_dispatch(guild, LOAD_EVENT, d).is_ok();
+                    (marker, sent)
+                })
+                .collect()
+        })
+    }
+
+    /// Runs `inject(n)` for tick `n` at [`load_rate`]: the markers it sent, and whether the
+    /// mock took each.
+    fn spawn(mut inject: impl FnMut(u64) -> Vec<(String, bool)> + Send + 'static) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(Mutex::new(Vec::new()));
         let refused = Arc::new(AtomicU64::new(0));
@@ -111,19 +147,14 @@ impl Load {
                 let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / load_rate()));
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut n: u64 = 0;
-                // The bot's shards: at least the loaded ones (guild ids route to them).
-                let count = shards.iter().max().map_or(1, |max| max + 1);
                 while !stop.load(Ordering::SeqCst) {
                     tick.tick().await;
                     n += 1;
-                    for &shard in &shards {
-                        let marker = format!("{prefix}{shard}:{n}");
-                        let d = load_d(shard, count, n, &marker);
-                        match control.shard(shard).inject_dispatch(LOAD_EVENT, d) {
-                            Ok(_) => sent.lock().expect("load lock").push(marker),
-                            Err(_) => {
-                                refused.fetch_add(1, Ordering::SeqCst);
-                            }
+                    for (marker, ok) in inject(n) {
+                        if ok {
+                            sent.lock().expect("load lock").push(marker);
+                        } else {
+                            refused.fetch_add(1, Ordering::SeqCst);
                         }
                     }
                 }
@@ -152,11 +183,10 @@ impl Load {
     }
 }
 
-fn load_d(shard: u32, shard_count: u32, n: u64, marker: &str) -> Vec<u8> {
-    let guild = guild_on_shard(shard, shard_count.max(SHARDS));
+fn load_d(guild: u64, salt: u64, n: u64, marker: &str) -> Vec<u8> {
     format!(
         r#"{{"id":"{id}","channel_id":"{channel}","guild_id":"{guild}","author":{{"id":"80351110224678912","username":"load","discriminator":"0"}},"content":"fault load {n}","nonce":"{marker}","tts":false,"mentions":[],"attachments":[],"embeds":[]}}"#,
-        id = 1_100_000_000_000_000_000u64 + n * 2 + u64::from(shard),
+        id = 1_100_000_000_000_000_000u64 + n * 64 + salt,
         channel = guild + 1,
     )
     .into_bytes()
@@ -646,6 +676,11 @@ impl FaultRun {
             ctx.setup.shard_ids.clone(),
             marker_prefix(ctx),
         );
+        Self::with_load(counter, rss, load)
+    }
+
+    /// The run with a load of the caller's.
+    pub fn with_load(counter: Counter, rss: RssSampler, load: Load) -> Self {
         Self {
             load: Some(load),
             counter,
@@ -945,7 +980,7 @@ mod tests {
 
     #[test]
     fn markers_are_found_in_every_profile_body() {
-        let d = load_d(1, SHARDS, 7, "load:p:1:7");
+        let d = load_d(guild_on_shard(1, SHARDS), 1, 7, "load:p:1:7");
         let frame = format!(
             r#"{{"t":"MESSAGE_CREATE","s":9,"op":0,"d":{}}}"#,
             String::from_utf8_lossy(&d)

@@ -12,6 +12,8 @@
 //! - [`placement`]: which shards a process should run ([`fair_share`]) and the node that
 //!   combines placement and leases ([`ClusterNode`]): take a fair share, take over a dead
 //!   member's shards, hand shards over on shutdown.
+//! - [`reshard`]: moving the cluster to another shard count without a gap ([`Reshard`]):
+//!   warm the new set beside the old one, switch once it is ready, then close the old one.
 //! - [`ClusterKeys`]: the key names.
 //!
 //! Keys (prefix `gatehouse` by default, `<bot>` the bot's user id, `<name>` the cluster name):
@@ -22,15 +24,22 @@
 //! - `<prefix>:cluster:<name>:member:<member>`: a live process (expires unless refreshed).
 //! - `<prefix>:cluster:<name>:lease:<shard_count>:<shard>`: the member running that shard
 //!   (expires unless renewed).
+//! - `<prefix>:cluster:<name>:shards`: a hash, `current` the shard count that publishes and,
+//!   while a re-shard is under way, `target` the count being brought up beside it (no
+//!   expiry; written only by the scripts in [`scripts`]).
+//! - `<prefix>:cluster:<name>:ready:<shard_count>:<shard>`: a shard of the target set is READY
+//!   and every guild READY listed has arrived (the member running it; expires unless renewed).
 
 pub mod identify;
 pub mod lease;
 pub mod placement;
+pub mod reshard;
 pub mod scripts;
 
 pub use identify::{Claim, ClaimReply, IdentifyStep, SharedIdentify};
 pub use lease::{LeaseChange, LeaseReply, LeaseRequest, LeaseTimings, ShardLease};
 pub use placement::{ClusterNode, NodeAction, StopKind, fair_share};
+pub use reshard::{Reshard, ReshardAction, ReshardTimings, ShardCounts};
 
 use base64::Engine;
 
@@ -99,6 +108,22 @@ impl ClusterKeys {
     pub fn lease(&self, shard_count: u32, shard: u32) -> String {
         format!("{}:lease:{shard_count}:{shard}", self.cluster)
     }
+
+    /// The cluster's shard counts (a hash: `current`, `target`).
+    pub fn shard_counts(&self) -> String {
+        format!("{}:shards", self.cluster)
+    }
+
+    /// The ready mark of shard `shard` of the set of `shard_count` shards.
+    pub fn ready(&self, shard_count: u32, shard: u32) -> String {
+        format!("{}{shard}", self.ready_prefix(shard_count))
+    }
+
+    /// The ready marks' common start for the set of `shard_count` (the switch script appends
+    /// the shard numbers).
+    pub fn ready_prefix(&self, shard_count: u32) -> String {
+        format!("{}:ready:{shard_count}:", self.cluster)
+    }
 }
 
 #[cfg(test)]
@@ -134,5 +159,7 @@ mod tests {
         assert_eq!(keys.member_of_key("gh:cluster:red:member:a-1"), None);
         assert_eq!(keys.member_pattern(), "gh:cluster:blue:member:*");
         assert_eq!(keys.lease(8, 5), "gh:cluster:blue:lease:8:5");
+        assert_eq!(keys.shard_counts(), "gh:cluster:blue:shards");
+        assert_eq!(keys.ready(8, 5), "gh:cluster:blue:ready:8:5");
     }
 }

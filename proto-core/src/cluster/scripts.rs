@@ -78,6 +78,80 @@ pub fn decode_identify_claim(reply: &[i64]) -> ClaimReply {
     }
 }
 
+/// Reads the shard counts, recording `ARGV[1]` as the current count when there is none yet
+/// (the first member of a cluster): `KEYS[1]` the counts hash. Returns `{current, target}`
+/// (`target` 0 when there is none).
+pub const COUNTS_READ: &str = r"
+redis.call('HSETNX', KEYS[1], 'current', ARGV[1])
+local c = redis.call('HGET', KEYS[1], 'current')
+local t = redis.call('HGET', KEYS[1], 'target')
+return {tonumber(c) or 0, tonumber(t or '0') or 0}
+";
+
+/// Asks for a re-shard (`gatehouse reshard --to N`): `KEYS[1]` the counts hash; `ARGV[1]`
+/// the new count. Returns `{code, current, target}`: code 0 the target is set, 1 another
+/// re-shard is under way (nothing changed), 2 the cluster already runs that count, 3 no
+/// cluster has recorded its counts yet.
+pub const RESHARD_REQUEST: &str = r"
+local c = redis.call('HGET', KEYS[1], 'current')
+if not c then
+  return {3, 0, 0}
+end
+local t = redis.call('HGET', KEYS[1], 'target')
+if c == ARGV[1] then
+  return {2, tonumber(c), tonumber(t or '0')}
+end
+if t and t ~= c and t ~= ARGV[1] then
+  return {1, tonumber(c), tonumber(t)}
+end
+redis.call('HSET', KEYS[1], 'target', ARGV[1])
+return {0, tonumber(c), tonumber(ARGV[1])}
+";
+
+/// Switches to the target, only if the counts are still `ARGV[1]` with target `ARGV[2]` and
+/// every shard of the target has its ready mark (`ARGV[3]` followed by the shard number):
+/// `KEYS[1]` the counts hash. Returns 1 when switched (or already switched), 0 otherwise.
+pub const SWITCH: &str = r"
+local c = redis.call('HGET', KEYS[1], 'current')
+if c == ARGV[2] then
+  return 1
+end
+if c ~= ARGV[1] or redis.call('HGET', KEYS[1], 'target') ~= ARGV[2] then
+  return 0
+end
+for shard = 0, tonumber(ARGV[2]) - 1 do
+  if redis.call('EXISTS', ARGV[3] .. shard) == 0 then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], 'current', ARGV[2])
+redis.call('HDEL', KEYS[1], 'target')
+return 1
+";
+
+/// Drops the target `ARGV[1]` if it is still the target (a failed re-shard, or
+/// `gatehouse reshard --cancel` with `ARGV[1]` empty for any target): `KEYS[1]` the counts
+/// hash. Returns 1 when dropped.
+pub const CANCEL: &str = r"
+local t = redis.call('HGET', KEYS[1], 'target')
+if t and (ARGV[1] == '' or t == ARGV[1]) then
+  redis.call('HDEL', KEYS[1], 'target')
+  return 1
+end
+return 0
+";
+
+/// What [`COUNTS_READ`] answered, if it is a count.
+pub fn decode_counts(reply: &[i64]) -> Option<super::ShardCounts> {
+    match reply {
+        [current, target] if *current > 0 => Some(super::ShardCounts {
+            current: u32::try_from(*current).ok()?,
+            target: u32::try_from(*target).ok().filter(|&t| t > 0),
+        }),
+        _ => None,
+    }
+}
+
 /// What [`LEASE_CLAIM`] or [`LEASE_RELEASE`] answered.
 pub fn decode_lease(reply: i64) -> LeaseReply {
     if reply == 1 {
@@ -115,5 +189,14 @@ mod tests {
         assert_eq!(decode_identify_claim(&[7]), ClaimReply::Unavailable);
         assert_eq!(decode_lease(1), LeaseReply::Granted);
         assert_eq!(decode_lease(0), LeaseReply::Taken);
+        assert_eq!(
+            decode_counts(&[4, 8]),
+            Some(super::super::ShardCounts {
+                current: 4,
+                target: Some(8)
+            })
+        );
+        assert_eq!(decode_counts(&[4, 0]).and_then(|c| c.target), None);
+        assert_eq!(decode_counts(&[0, 0]), None);
     }
 }

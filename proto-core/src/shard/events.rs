@@ -42,6 +42,9 @@ pub enum ShardEvent {
         /// Whether it will RESUME (true) or IDENTIFY afresh (false).
         resume: bool,
     },
+    /// Every guild READY listed as unavailable has arrived (GUILD_CREATE), or the session
+    /// was taken over by RESUME (Discord replays what was missed).
+    GuildsArrived,
     /// A dispatch could not be turned into a message and was not published. It still counts
     /// as handled: the confirmed sequence moves past it, so it is never replayed.
     DispatchDropped {

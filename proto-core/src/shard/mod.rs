@@ -39,6 +39,7 @@
 mod close_code;
 mod confirms;
 mod events;
+mod guilds;
 mod heartbeat;
 mod packets;
 mod timers;
@@ -148,6 +149,10 @@ pub struct ShardConfig {
     pub hello_timeout: Duration,
     /// How long [`Shard::shutdown`] waits for outstanding publisher confirms.
     pub shutdown_grace: Duration,
+    /// Whether dispatches are published (false: they are received and counted as handled,
+    /// but not published; cluster mode's new shard set while it warms up). See
+    /// [`Shard::set_publishing`].
+    pub publishing: bool,
 }
 
 impl ShardConfig {
@@ -181,6 +186,7 @@ impl ShardConfig {
             max_unconfirmed_bytes: defaults::MAX_UNCONFIRMED_BYTES,
             hello_timeout: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(5),
+            publishing: true,
         }
     }
 
@@ -454,6 +460,7 @@ pub struct Shard {
     disconnect: Option<DisconnectReason>,
     out: VecDeque<Action>,
     events: EventQueue,
+    guilds: guilds::GuildArrival,
 }
 
 impl Shard {
@@ -492,6 +499,7 @@ impl Shard {
             disconnect: None,
             out: VecDeque::new(),
             events: EventQueue::default(),
+            guilds: guilds::GuildArrival::default(),
             config,
         };
         shard.connect();
@@ -503,6 +511,24 @@ impl Shard {
     /// The configuration.
     pub fn config(&self) -> &ShardConfig {
         &self.config
+    }
+
+    /// Whether READY (or a RESUMED) came and every guild READY listed as unavailable has
+    /// arrived (see [`ShardEvent::GuildsArrived`]).
+    pub fn guilds_arrived(&self) -> bool {
+        self.guilds.arrived()
+    }
+
+    /// Whether dispatches are published now.
+    pub fn publishing(&self) -> bool {
+        self.config.publishing
+    }
+
+    /// Starts or stops publishing dispatches (cluster mode: a new shard set warms up without
+    /// publishing, then publishes once the cluster switched to it). Dispatches received while
+    /// not publishing count as handled: their sequence is confirmed, they are never replayed.
+    pub fn set_publishing(&mut self, publishing: bool) {
+        self.config.publishing = publishing;
     }
 
     /// The coarse state.
@@ -915,6 +941,9 @@ impl Shard {
                 self.events.push(ShardEvent::Ready {
                     session: session.clone(),
                 });
+                if self.guilds.ready(payload.data()) {
+                    self.events.push(ShardEvent::GuildsArrived);
+                }
                 self.session = Some(session);
                 // A new session numbers its dispatches from scratch.
                 self.confirms.new_session(0);
@@ -927,9 +956,16 @@ impl Shard {
                     self.events.push(ShardEvent::Resumed {
                         sequence: self.last_seq,
                     });
+                    if self.guilds.resumed() {
+                        self.events.push(ShardEvent::GuildsArrived);
+                    }
                 }
             }
-            _ => {}
+            event => {
+                if self.guilds.dispatch(event, payload.data()) {
+                    self.events.push(ShardEvent::GuildsArrived);
+                }
+            }
         }
         if became_active && self.phase.socket_open() {
             self.phase = Phase::Active;
@@ -945,6 +981,12 @@ impl Shard {
     }
 
     fn publish(&mut self, payload: &Payload, seq: u64) {
+        if !self.config.publishing {
+            if self.confirms.skipped(seq) {
+                self.confirmed_advanced(self.now);
+            }
+            return;
+        }
         let session_id = self.session.as_ref().map_or("", |s| s.id.as_str());
         let ctx = DispatchContext {
             shard: self.config.shard,

@@ -10,8 +10,13 @@ use crate::shard::{Action, DisconnectReason, Session, ShardEvent, ShardState};
 use super::fake_gateway::RESUME_URL;
 use super::sim::{Logged, Sim, test_config};
 
+/// The events besides `GuildsArrived` (checked on its own).
 fn events(sim: &Sim) -> Vec<ShardEvent> {
-    sim.events.iter().map(|(_, e)| e.clone()).collect()
+    sim.events
+        .iter()
+        .map(|(_, e)| e.clone())
+        .filter(|e| *e != ShardEvent::GuildsArrived)
+        .collect()
 }
 
 #[test]
@@ -27,6 +32,11 @@ fn ready_reconnecting_and_resumed_are_reported() {
             }
         }]
     );
+    // READY's guilds arrived (the fake gateway sends a GUILD_CREATE for each), once.
+    let arrived = sim
+        .events_matching(|e| *e == ShardEvent::GuildsArrived)
+        .len();
+    assert_eq!(arrived, 1);
     let now = sim.now;
     sim.gw.send_op(now, 7, Value::Null);
     let mark = sim.mark();
@@ -171,4 +181,32 @@ fn a_grant_for_a_connection_that_closed_is_not_used() {
         "{:?}",
         sim.trace
     );
+}
+
+#[test]
+fn a_warming_shard_publishes_nothing_until_told_then_everything_after() {
+    let mut config = test_config(71);
+    config.publishing = false;
+    let mut sim = Sim::with_config(config, 71);
+    sim.until_active();
+    let publishes = |sim: &Sim| {
+        sim.trace
+            .iter()
+            .filter(|(_, a)| matches!(a, Action::Publish { .. }))
+            .count()
+    };
+    assert_eq!(
+        publishes(&sim),
+        0,
+        "READY and the GUILD_CREATEs are not published"
+    );
+    assert!(sim.shard.guilds_arrived());
+    // What it received counts as handled: a RESUME would not replay it.
+    assert!(sim.shard.confirmed_sequence() >= 3);
+    sim.shard.set_publishing(true);
+    let now = sim.now;
+    sim.gw.send_op(now, 7, Value::Null);
+    let mark = sim.mark();
+    sim.until_active_since(mark);
+    assert!(publishes(&sim) >= 1, "RESUMED is published once publishing");
 }

@@ -12,6 +12,7 @@ mod lifecycle;
 mod outbox;
 mod persistence;
 mod proptests;
+mod reshard;
 #[cfg(not(feature = "fuzzing"))]
 mod shard_ops;
 #[cfg(not(feature = "fuzzing"))]

@@ -265,6 +265,43 @@ fn a_command_for_another_node_is_not_validated_here() {
     );
 }
 
+#[test]
+fn explicit_ranges_of_one_cluster_get_their_own_command_queues() {
+    // Cluster mode with the predecessors' explicit ranges: three processes, overlapping.
+    let ranges: [&[u32]; 3] = [&[0, 1, 2, 3], &[2, 3, 4, 5], &[0, 2, 4]];
+    let routers: Vec<Router> = ranges.iter().map(|owned| native(6, owned)).collect();
+    let queues: Vec<String> = routers
+        .iter()
+        .map(|r| {
+            let consumed: Vec<String> = r
+                .topology()
+                .queues
+                .into_iter()
+                .filter(|q| q.consume_commands)
+                .map(|q| q.name)
+                .collect();
+            assert_eq!(consumed.len(), 1);
+            consumed[0].clone()
+        })
+        .collect();
+    assert_eq!(queues[0], "gateway.commands.shards-0-3");
+    assert_eq!(queues[1], "gateway.commands.shards-2-5");
+    assert!(queues[2].starts_with("gateway.commands.shards-0-4-"));
+    // Every shard's routing key is bound to the queue of every process that may run it, so a
+    // command reaches whichever holds the lease (the others put it back).
+    for shard in 0..6u32 {
+        let key = format!("shard.{shard}");
+        for (router, owned) in routers.iter().zip(ranges) {
+            let bound = router
+                .topology()
+                .bindings
+                .iter()
+                .any(|b| b.exchange == "gateway.commands" && b.routing_key == key);
+            assert_eq!(bound, owned.contains(&shard), "shard {shard} on {owned:?}");
+        }
+    }
+}
+
 proptest! {
     /// `guild.<id>` reaches exactly the shard `(id >> 22) % count`, on the node that owns it.
     #[test]

@@ -1,0 +1,332 @@
+//! Simulations of re-sharding: several members (each a [`Reshard`]) on one simulated store
+//! holding the shard counts and the ready marks, driven by arbitrary interleavings of time,
+//! re-shard requests, cancels, failing new sets, deaths and new members. Each member reads the
+//! store at its own moments, at least every `poll`.
+//!
+//! Checked: no guild is ever without a publishing shard (outside the `poll` after a member
+//! died or joined: shards then move between members, handed over and RESUMED, which the lease
+//! simulations cover); the switch
+//! happens only once every shard of the target is ready; and once the requests stop, every
+//! member runs exactly the current set, publishing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+
+use crate::cluster::fair_share;
+use crate::cluster::reshard::{Reshard, ReshardAction, ReshardTimings, ShardCounts};
+
+const POLL: Duration = Duration::from_millis(1_000);
+/// How long a set runs on its owner before its shards are ready (READY and every guild).
+const WARM: Duration = Duration::from_millis(2_500);
+/// Counts used: every guild position repeats every 24 (their least common multiple).
+const COUNTS: [u32; 5] = [2, 3, 4, 6, 8];
+
+#[derive(Clone, Debug)]
+enum Op {
+    Run(u32),
+    Poll(usize),
+    Reshard(usize),
+    Cancel,
+    Fail(usize),
+    Kill(usize),
+    Start,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (0u32..1_500).prop_map(Op::Run),
+        3 => (0usize..8).prop_map(Op::Poll),
+        2 => (0usize..COUNTS.len()).prop_map(Op::Reshard),
+        1 => Just(Op::Cancel),
+        1 => (0usize..8).prop_map(Op::Fail),
+        1 => (0usize..8).prop_map(Op::Kill),
+        1 => Just(Op::Start),
+    ]
+}
+
+struct Member {
+    name: String,
+    reshard: Reshard,
+    alive: bool,
+    /// When it last read the store, and when it reads next (at most `POLL` later).
+    next_poll: Instant,
+    /// Per running set: since when, and the members running it as last seen.
+    sets: BTreeMap<u32, (Instant, BTreeSet<String>)>,
+    /// Whether it has read the store once.
+    joined: bool,
+}
+
+struct Sim {
+    now: Instant,
+    counts: ShardCounts,
+    members: Vec<Member>,
+    /// The latest death or start (shards move between members for a `POLL`).
+    last_death: Option<Instant>,
+    switches: usize,
+}
+
+impl Sim {
+    /// Members running set `count` right now (the store's per-set membership).
+    fn runners(&self, count: u32) -> BTreeSet<String> {
+        self.members
+            .iter()
+            .filter(|m| m.alive && m.sets.contains_key(&count))
+            .map(|m| m.name.clone())
+            .collect()
+    }
+
+    /// The shards of the target marked ready: each owner marks its share once it ran it for
+    /// [`WARM`].
+    fn ready(&self, target: u32) -> u32 {
+        let mut ready = BTreeSet::new();
+        for m in self.members.iter().filter(|m| m.alive) {
+            if let Some((since, runners)) = m.sets.get(&target)
+                && self.now >= *since + WARM
+            {
+                ready.extend(fair_share(runners, &m.name, target));
+            }
+        }
+        ready.len() as u32
+    }
+
+    fn poll(&mut self, i: usize) {
+        if !self.members[i].alive {
+            return;
+        }
+        let now = self.now;
+        let counts = self.counts;
+        self.members[i].joined = true;
+        self.members[i].next_poll = now + POLL;
+        self.members[i].reshard.handle_counts(now, counts);
+        self.drain(i);
+        if let Some(target) = counts.pending() {
+            let ready = self.ready(target);
+            self.members[i].reshard.handle_ready(now, target, ready);
+            self.drain(i);
+        }
+        // The membership of each set running here, as read with the counts.
+        let views: Vec<(u32, BTreeSet<String>)> = self.members[i]
+            .sets
+            .keys()
+            .map(|&c| (c, self.runners(c)))
+            .collect();
+        for (c, view) in views {
+            if let Some(set) = self.members[i].sets.get_mut(&c) {
+                set.1 = view;
+            }
+        }
+    }
+
+    fn drain(&mut self, i: usize) {
+        let now = self.now;
+        while let Some(action) = self.members[i].reshard.poll_action(now) {
+            match action {
+                ReshardAction::Run { count, .. } => {
+                    let mut view = self.runners(count);
+                    view.insert(self.members[i].name.clone());
+                    self.members[i].sets.insert(count, (now, view));
+                }
+                ReshardAction::Publish(_) => {}
+                ReshardAction::Switch { from, to } => {
+                    if self.counts.current == from && self.counts.pending() == Some(to) {
+                        assert_eq!(
+                            self.ready(to),
+                            to,
+                            "switched before every shard of {to} was ready"
+                        );
+                        self.counts = ShardCounts {
+                            current: to,
+                            target: None,
+                        };
+                        self.switches += 1;
+                    }
+                }
+                ReshardAction::Cancel { to } => {
+                    if self.counts.pending() == Some(to) {
+                        self.counts.target = None;
+                    }
+                }
+                ReshardAction::Retire(count) => {
+                    self.members[i].sets.remove(&count);
+                }
+            }
+        }
+    }
+
+    /// Every guild position has a publishing shard, unless a member died within `POLL`.
+    fn check_coverage(&self) {
+        if self.last_death.is_some_and(|t| self.now < t + POLL) {
+            return;
+        }
+        if !self.members.iter().any(|m| m.alive && m.joined) {
+            return;
+        }
+        for guild in 0..24u32 {
+            let covered = self.members.iter().filter(|m| m.alive).any(|m| {
+                m.sets.iter().any(|(&count, (_, view))| {
+                    m.reshard.publishing(count)
+                        && fair_share(view, &m.name, count).contains(&(guild % count))
+                })
+            });
+            assert!(
+                covered,
+                "guild position {guild} has no publishing shard at {:?} (counts {:?}, sets {:?})",
+                self.now - crate::tests::epoch(),
+                self.counts,
+                self.members
+                    .iter()
+                    .filter(|m| m.alive)
+                    .map(|m| (
+                        m.name.clone(),
+                        m.reshard.sets().collect::<Vec<_>>(),
+                        m.sets.clone()
+                    ))
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+
+    /// Lets time pass until `until`: members read the store when due and close sets when due.
+    fn advance(&mut self, until: Instant) {
+        loop {
+            let next = self
+                .members
+                .iter()
+                .filter(|m| m.alive)
+                .flat_map(|m| [Some(m.next_poll), m.reshard.poll_timeout()])
+                .flatten()
+                .min()
+                .filter(|t| *t <= until);
+            let Some(t) = next else { break };
+            self.now = t.max(self.now);
+            for i in 0..self.members.len() {
+                if !self.members[i].alive {
+                    continue;
+                }
+                if self.members[i].next_poll <= self.now {
+                    self.poll(i);
+                }
+                self.members[i].reshard.handle_timeout(self.now);
+                self.drain(i);
+            }
+            self.check_coverage();
+        }
+        self.now = until.max(self.now);
+    }
+
+    fn start(&mut self) {
+        let name = format!("m{:02}", self.members.len());
+        self.members.push(Member {
+            name,
+            reshard: Reshard::new(ReshardTimings::new(POLL)),
+            alive: true,
+            next_poll: self.now,
+            sets: BTreeMap::new(),
+            joined: false,
+        });
+    }
+}
+
+fn run(initial: usize, ops: &[Op]) -> usize {
+    let t0 = crate::tests::epoch();
+    let mut sim = Sim {
+        now: t0,
+        counts: ShardCounts {
+            current: 4,
+            target: None,
+        },
+        members: Vec::new(),
+        last_death: None,
+        switches: 0,
+    };
+    for _ in 0..initial {
+        sim.start();
+    }
+    sim.last_death = Some(t0);
+    for op in ops {
+        match *op {
+            Op::Run(n) => sim.advance(sim.now + Duration::from_millis(u64::from(n))),
+            Op::Poll(i) => {
+                let i = i % sim.members.len();
+                sim.poll(i);
+                sim.check_coverage();
+            }
+            Op::Reshard(c) => {
+                // `gatehouse reshard --to N`: refused while another target is pending.
+                if sim.counts.pending().is_none() {
+                    sim.counts.target = Some(COUNTS[c]);
+                }
+            }
+            Op::Cancel => sim.counts.target = None,
+            Op::Fail(i) => {
+                let i = i % sim.members.len();
+                if let Some(target) = sim.counts.pending()
+                    && sim.members[i].alive
+                    && sim.members[i].sets.contains_key(&target)
+                {
+                    sim.members[i].reshard.handle_failed(sim.now, target);
+                    sim.drain(i);
+                }
+            }
+            Op::Kill(i) => {
+                let i = i % sim.members.len();
+                let alive = sim.members.iter().filter(|m| m.alive).count();
+                if sim.members[i].alive && alive > 1 {
+                    sim.members[i].alive = false;
+                    sim.last_death = Some(sim.now);
+                }
+            }
+            Op::Start => {
+                if sim.members.len() < 8 {
+                    sim.start();
+                    sim.last_death = Some(sim.now);
+                }
+            }
+        }
+    }
+    // Liveness: requests stop; a pending re-shard completes, then the old set closes.
+    let end = sim.now + WARM + POLL * 6 + ReshardTimings::new(POLL).overlap;
+    sim.advance(end);
+    if sim.counts.pending().is_some() {
+        // Still pending only if a member failed it meanwhile; that cancel was applied.
+        sim.advance(sim.now + WARM + POLL * 4);
+    }
+    assert_eq!(sim.counts.pending(), None, "the re-shard never completed");
+    sim.advance(sim.now + POLL * 2 + ReshardTimings::new(POLL).overlap);
+    for m in sim.members.iter().filter(|m| m.alive) {
+        assert_eq!(
+            m.reshard.sets().collect::<Vec<_>>(),
+            vec![(sim.counts.current, true)],
+            "{} runs other sets than the current one",
+            m.name
+        );
+    }
+    sim.switches
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn resharding_never_leaves_a_guild_unpublished(
+        initial in 1usize..4,
+        ops in prop::collection::vec(op(), 0..80),
+    ) {
+        run(initial, &ops);
+    }
+}
+
+#[test]
+fn four_to_eight_with_three_members() {
+    let ops = [
+        Op::Run(3_000),
+        Op::Reshard(4),
+        Op::Run(1_200),
+        Op::Run(1_200),
+        Op::Run(1_200),
+        Op::Run(1_200),
+    ];
+    assert_eq!(run(3, &ops), 1);
+}
