@@ -48,10 +48,7 @@ fuzz_target!(|data: &[u8]| {
         ..ProfileConfig::default()
     };
     let owned = vec![1, 2];
-    let cluster = ClusterInfo {
-        shard_count: 4,
-        owned: owned.clone(),
-    };
+    let cluster = ClusterInfo::new(4, owned.iter().copied()).expect("valid shards");
     let router = Router::new(&config, &cluster).expect("a valid profile");
     let delivery = CommandDelivery {
         exchange,
