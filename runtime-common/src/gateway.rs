@@ -182,7 +182,7 @@ pub async fn run_with_gateway<R: Runtime>(
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let outputs = Outputs::start(&rt, &config, &router, &cluster.owned(), stop_rx.clone())?;
+    let outputs = Outputs::start(&rt, &config, &router, cluster.owned(), stop_rx.clone())?;
 
     if let Some(broker) = outputs
         .amqp()
@@ -283,8 +283,8 @@ pub async fn run_with_gateway<R: Runtime>(
         &rt,
         &config,
         &router,
-        &cluster.owned(),
-        crate::commands::prefetch(&cluster.owned(), config.limits.command_queue_capacity),
+        cluster.owned(),
+        crate::commands::prefetch(cluster.owned(), config.limits.command_queue_capacity),
         stop_rx.clone(),
     )?;
     crate::commands::start(
