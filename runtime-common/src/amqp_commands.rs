@@ -180,7 +180,10 @@ impl Republish for AmqpRepublish {
         let link = self.0.current();
         Box::pin(async move {
             match link {
-                Some(link) => link.publish_confirmed(&publication).await,
+                Some(link) => link
+                    .publish_confirmed(&publication)
+                    .await
+                    .map_err(|e| e.to_string()),
                 None => Err("not connected".into()),
             }
         })

@@ -99,10 +99,39 @@ impl Output for Link {
     }
 }
 
+/// Why a call to RabbitMQ failed, in the words logged (never with the URL's secrets).
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// A lapin call failed.
+    #[error(transparent)]
+    Amqp(#[from] lapin::Error),
+    /// Declaring one object of the topology (`what`: which one) failed.
+    #[error("{what}: {source}")]
+    Declare {
+        /// The object, e.g. `declaring queue "gateway"`.
+        what: String,
+        /// lapin's error.
+        source: lapin::Error,
+    },
+    /// Opening the connection failed (lapin's text, scrubbed: it may quote the URL).
+    #[error("{0}")]
+    Connect(String),
+    /// No connection within the connect timeout (in seconds).
+    #[error("no connection within {0} s")]
+    Timeout(u64),
+    /// The broker nacked a message.
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+}
+
 impl Link {
     /// Declares what the profile wants declared before the first publication of `event`
     /// (Retsu's `gateway:<EVENT>` queue), once per event name and connection.
-    pub async fn ensure_event_topology(&self, router: &Router, event: &str) -> Result<(), String> {
+    pub async fn ensure_event_topology(
+        &self,
+        router: &Router,
+        event: &str,
+    ) -> Result<(), BrokerError> {
         if self
             .declared_events
             .lock()
@@ -164,12 +193,12 @@ impl Link {
 
     /// Publishes and waits for the broker's ack (for the rare messages outside the shards'
     /// outboxes: forwarded commands and dead letters).
-    pub async fn publish_confirmed(&self, publication: &Publication) -> Result<(), String> {
-        let confirm = self.publish(publication).await.map_err(|e| e.to_string())?;
+    pub async fn publish_confirmed(&self, publication: &Publication) -> Result<(), BrokerError> {
+        let confirm = self.publish(publication).await?;
         match confirm.await {
             Ok(c) if c.is_ack() => Ok(()),
-            Ok(_) => Err("the broker refused the message (nack)".into()),
-            Err(e) => Err(e.to_string()),
+            Ok(_) => Err(BrokerError::Nacked),
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -179,11 +208,13 @@ impl publisher::PublishLink for Link {
         self.generation
     }
 
+    type Error = BrokerError;
+
     fn ensure_event_topology(
         &self,
         router: &Router,
         event: &str,
-    ) -> impl Future<Output = Result<(), String>> + Send {
+    ) -> impl Future<Output = Result<(), BrokerError>> + Send {
         Link::ensure_event_topology(self, router, event)
     }
 
@@ -311,10 +342,9 @@ async fn supervise<R: Runtime>(
         futures_util::pin_mut!(connecting, timeout);
         let connected = match futures_util::future::select(connecting, timeout).await {
             futures_util::future::Either::Left((result, _)) => result,
-            futures_util::future::Either::Right(_) => Err(format!(
-                "no connection within {} s",
-                CONNECT_TIMEOUT.as_secs()
-            )),
+            futures_util::future::Either::Right(_) => {
+                Err(BrokerError::Timeout(CONNECT_TIMEOUT.as_secs()))
+            }
         };
         match connected {
             Ok((link, requests)) => {
@@ -447,7 +477,7 @@ async fn wait_until_lost<R: Runtime>(
 async fn connect<R: Runtime>(
     rt: &R,
     settings: &BrokerSettings,
-) -> Result<(Link, mpsc::UnboundedReceiver<PublishRequest>), String> {
+) -> Result<(Link, mpsc::UnboundedReceiver<PublishRequest>), BrokerError> {
     let properties = ConnectionProperties::default()
         .with_connection_name(settings.connection_name.clone().into());
     let connection = Connection::connect_with_config(
@@ -458,21 +488,14 @@ async fn connect<R: Runtime>(
     )
     .await
     // lapin's URI errors may quote the URL.
-    .map_err(|e| settings.url.scrub(&e.to_string()))?;
-    let declare = connection
-        .create_channel()
-        .await
-        .map_err(|e| e.to_string())?;
+    .map_err(|e| BrokerError::Connect(settings.url.scrub(&e.to_string())))?;
+    let declare = connection.create_channel().await?;
     let command_queues = declare_topology(&declare, &settings.topology).await?;
     let _ = declare.close(200, "declared".into()).await;
-    let publish = connection
-        .create_channel()
-        .await
-        .map_err(|e| e.to_string())?;
+    let publish = connection.create_channel().await?;
     publish
         .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let (requests, requests_rx) = publisher::channel();
     let clock = rt.clone();
     let link = Link {
@@ -493,7 +516,7 @@ async fn connect<R: Runtime>(
 pub async fn declare_topology(
     channel: &Channel,
     topology: &Topology,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, BrokerError> {
     for exchange in &topology.exchanges {
         let kind = match exchange.kind {
             ExchangeKind::Direct => lapin::ExchangeKind::Direct,
@@ -513,7 +536,10 @@ pub async fn declare_topology(
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| format!("declaring exchange {:?}: {e}", exchange.name))?;
+            .map_err(|source| BrokerError::Declare {
+                what: format!("declaring exchange {:?}", exchange.name),
+                source,
+            })?;
     }
     let mut last_queue = String::new();
     let mut command_queues = Vec::new();
@@ -531,7 +557,10 @@ pub async fn declare_topology(
                 field_table(&queue.arguments),
             )
             .await
-            .map_err(|e| format!("declaring queue {:?}: {e}", queue.name))?;
+            .map_err(|source| BrokerError::Declare {
+                what: format!("declaring queue {:?}", queue.name),
+                source,
+            })?;
         last_queue = declared.name().as_str().to_owned();
         if queue.consume_commands {
             command_queues.push(last_queue.clone());
@@ -552,7 +581,10 @@ pub async fn declare_topology(
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| format!("binding {queue:?} to {:?}: {e}", binding.exchange))?;
+            .map_err(|source| BrokerError::Declare {
+                what: format!("binding {queue:?} to {:?}", binding.exchange),
+                source,
+            })?;
     }
     Ok(command_queues)
 }

@@ -114,6 +114,20 @@ impl std::fmt::Debug for ClusterStore {
     }
 }
 
+/// Why refreshing this member's key and reading the others' failed (logged).
+#[derive(Debug, thiserror::Error)]
+enum MembershipError {
+    /// No connection to Redis.
+    #[error("cannot connect")]
+    Unreachable,
+    /// A Redis call failed.
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    /// The calls did not finish within the call timeout.
+    #[error("timed out")]
+    TimedOut,
+}
+
 async fn within<R: Runtime, T>(rt: &R, call: impl Future<Output = T>) -> Option<T> {
     within_for(rt, CALL_TIMEOUT, call).await
 }
@@ -325,12 +339,12 @@ impl ClusterStore {
         rt: &R,
         ttl: Duration,
         sets: &[u32],
-    ) -> Result<Vec<(String, Vec<u32>)>, String> {
+    ) -> Result<Vec<(String, Vec<u32>)>, MembershipError> {
         let key = self.keys.member(&self.member);
         let pattern = self.keys.member_pattern();
         let value = member_value(crate::status::epoch_ms(rt.wall_clock()), sets);
         let Some(mut connection) = self.connect(rt).await else {
-            return Err("cannot connect".to_owned());
+            return Err(MembershipError::Unreachable);
         };
         let connection = &mut connection;
         let call = async move {
@@ -376,8 +390,8 @@ impl ClusterStore {
                     Some((member, member_sets(v.as_deref()?)))
                 })
                 .collect()),
-            Some(Err(e)) => Err(e.to_string()),
-            None => Err("timed out".to_owned()),
+            Some(Err(e)) => Err(e.into()),
+            None => Err(MembershipError::TimedOut),
         }
     }
 

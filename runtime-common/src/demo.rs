@@ -193,7 +193,7 @@ async fn count<R: Runtime>(
     rt: &R,
     counter: &Counter,
     ready: &mut Option<oneshot::Sender<()>>,
-) -> Result<(), String> {
+) -> Result<(), crate::broker::BrokerError> {
     let properties =
         ConnectionProperties::default().with_connection_name("gatehouse demo counter".into());
     let connection = Connection::connect_with_config(
@@ -202,12 +202,8 @@ async fn count<R: Runtime>(
         crate::tls::amqp(),
         rt.amqp_runtime(),
     )
-    .await
-    .map_err(|e| e.to_string())?;
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(|e| e.to_string())?;
+    .await?;
+    let channel = connection.create_channel().await?;
     crate::broker::declare_topology(&channel, &counter.topology).await?;
     let mut consumer = consume_routed(
         &channel,
@@ -216,8 +212,7 @@ async fn count<R: Runtime>(
         "gatehouse-demo",
         true,
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     if let Some(ready) = ready.take() {
         let _ = ready.send(());
     }

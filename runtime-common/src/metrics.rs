@@ -222,7 +222,7 @@ pub(crate) fn record_amqp_connected(connected: bool, reconnect: bool) {
 }
 
 /// Records the outcome of one Redis write (for the failure count and the status page).
-pub(crate) fn record_redis_write(result: Result<(), String>) {
+pub(crate) fn record_redis_write<E: std::fmt::Display>(result: Result<(), E>) {
     if result.is_err() {
         counter!(REDIS_WRITE_FAILURES).increment(1);
     }

@@ -43,12 +43,15 @@ pub(crate) trait PublishLink: Send + Sync + 'static {
     /// Increases with every connection, so a failure report names the link it saw fail.
     fn generation(&self) -> u64;
 
+    /// Why declaring a per-event topology failed (logged).
+    type Error: std::fmt::Display + Send;
+
     /// Declares the per-event topology the profile wants before `event`'s first publication.
     fn ensure_event_topology(
         &self,
         router: &Router,
         event: &str,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Publishes one event, mandatory; the confirm resolves when the broker answers.
     fn publish_event(

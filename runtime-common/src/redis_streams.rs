@@ -130,15 +130,31 @@ async fn connect<R: Runtime>(
     rt.redis_connection(client.clone(), config).await
 }
 
+/// The Redis URL cannot be used (the text scrubbed of its secrets).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct BadUrl(String);
+
+/// Why the publisher drops its connection and publishes again (logged).
+#[derive(Debug, thiserror::Error)]
+enum AppendFailure {
+    /// A shard reported an acknowledgement overdue on this connection.
+    #[error("a shard saw an acknowledgement overdue")]
+    Overdue,
+    /// The pipeline failed (Redis's text, scrubbed of the URL's secrets).
+    #[error("{0}")]
+    Redis(String),
+}
+
 impl RedisStreams {
     /// Starts the publisher task; it runs until `stop`.
     pub(crate) fn start<R: Runtime>(
         rt: &R,
         settings: StreamSettings,
         stop: watch::Receiver<bool>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BadUrl> {
         let client = crate::tls::redis_client(settings.url.expose())
-            .map_err(|e| settings.url.scrub(&e.to_string()))?;
+            .map_err(|e| BadUrl(settings.url.scrub(&e.to_string())))?;
         let (appends, inbox) = mpsc::unbounded_channel();
         let (announce, current) = watch::channel(None);
         let (failures, failed) = mpsc::unbounded_channel();
@@ -250,7 +266,7 @@ async fn publish<R: Runtime>(
         let failure = match next {
             Some(failure) => failure
                 .filter(|g| *g == generation)
-                .map(|_| "a shard saw an acknowledgement overdue".to_owned()),
+                .map(|_| AppendFailure::Overdue),
             None => append(&conn, &settings, generation, &mut batch).await.err(),
         };
         if let Some(reason) = failure {
@@ -278,7 +294,7 @@ async fn append(
     settings: &StreamSettings,
     generation: u64,
     batch: &mut Vec<Append>,
-) -> Result<(), String> {
+) -> Result<(), AppendFailure> {
     let (current, stale): (Vec<Append>, Vec<Append>) =
         batch.drain(..).partition(|a| a.generation == generation);
     for append in stale {
@@ -311,7 +327,7 @@ async fn append(
             result: outcome.clone(),
         });
     }
-    result.map(drop)
+    result.map(drop).map_err(AppendFailure::Redis)
 }
 
 /// `XADD <stream> [MAXLEN ~ n] * data <body>`.

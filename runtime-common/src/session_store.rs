@@ -54,7 +54,7 @@ impl<R: Runtime> RedisLink<R> {
         Ok(connection)
     }
 
-    async fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
+    async fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, RedisFault> {
         let result = match self.connection().await {
             Ok(mut connection) => connection.get(key).await,
             Err(e) => Err(e),
@@ -62,7 +62,7 @@ impl<R: Runtime> RedisLink<R> {
         self.forget_on_error(result)
     }
 
-    async fn set_all(&mut self, values: &[KeyValue]) -> Result<(), String> {
+    async fn set_all(&mut self, values: &[KeyValue]) -> Result<(), RedisFault> {
         let result = match self.connection().await {
             Ok(mut connection) => connection.mset(values).await,
             Err(e) => Err(e),
@@ -72,13 +72,19 @@ impl<R: Runtime> RedisLink<R> {
 
     /// Drops the connection after a failure (the next attempt opens a new one), and turns the
     /// error into text without secrets.
-    fn forget_on_error<T>(&mut self, result: redis::RedisResult<T>) -> Result<T, String> {
+    fn forget_on_error<T>(&mut self, result: redis::RedisResult<T>) -> Result<T, RedisFault> {
         result.map_err(|e| {
             self.connection = None;
-            self.url.scrub(&e.to_string())
+            RedisFault(self.url.scrub(&e.to_string()))
         })
     }
 }
+
+/// A failed Redis call (an outage, not a configuration error), as text with the URL's secrets
+/// scrubbed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+struct RedisFault(String);
 
 /// The session store of one process: its Redis client and key layout.
 pub struct SessionStore<R: Runtime> {
@@ -171,14 +177,14 @@ impl<R: Runtime> SessionStore<R> {
                             let key = self.keys.session(number);
                             match self.link.get(&key).await {
                                 Ok(bytes) => {
-                                    crate::status::global().redis_write(Ok(()));
+                                    crate::status::global().redis_write(Ok::<(), RedisFault>(()));
                                     let snapshot =
                                         bytes.and_then(|b| store::decode_session(&b, ids[&number]));
                                     load.handle_read(self.link.rt.now(), number, snapshot);
                                 }
                                 Err(e) => {
-                                    crate::status::global().redis_write(Err(e.clone()));
-                                    load.handle_read_failed(self.link.rt.now(), e);
+                                    crate::status::global().redis_write(Err(&e));
+                                    load.handle_read_failed(self.link.rt.now(), e.0);
                                     break;
                                 }
                             }
@@ -281,7 +287,7 @@ async fn write_loop<R: Runtime>(
             let now = link.rt.now();
             match &result {
                 Ok(()) => sync.handle_written(now),
-                Err(e) => sync.handle_write_failed(now, e.clone()),
+                Err(e) => sync.handle_write_failed(now, e.0.clone()),
             }
             std::iter::from_fn(|| sync.poll_event()).for_each(log_event);
             if result.is_err() {

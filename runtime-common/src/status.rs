@@ -112,6 +112,11 @@ pub struct Snapshot {
     pub changes: Vec<StateChange>,
 }
 
+/// Why the process is not ready: the reasons in words, joined by `; ` (what `/readyz` answers).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotReady(pub String);
+
 #[derive(Debug)]
 struct ShardEntry {
     cell: Arc<ShardCell>,
@@ -299,9 +304,9 @@ impl Registry {
     }
 
     /// Records the outcome of a Redis write (`Err` with the error's text).
-    pub fn redis_write(&self, result: Result<(), String>) {
+    pub fn redis_write<E: std::fmt::Display>(&self, result: Result<(), E>) {
         let mut inner = self.inner.lock().expect("not poisoned");
-        inner.redis_error = result.err();
+        inner.redis_error = result.err().map(|e| e.to_string());
     }
 
     /// Records the broker's and Redis' URLs (shown redacted).
@@ -313,12 +318,12 @@ impl Registry {
 
     /// `Ok` when every shard of this process is active and the broker connected; otherwise
     /// why not, in words.
-    pub fn readiness(&self) -> Result<(), String> {
+    pub fn readiness(&self) -> Result<(), NotReady> {
         let inner = self.inner.lock().expect("not poisoned");
         self.readiness_of(&inner)
     }
 
-    fn readiness_of(&self, inner: &Inner) -> Result<(), String> {
+    fn readiness_of(&self, inner: &Inner) -> Result<(), NotReady> {
         let mut reasons = Vec::new();
         if inner.shards.is_empty() {
             reasons.push("no shard has started yet".to_owned());
@@ -334,7 +339,7 @@ impl Registry {
         if reasons.is_empty() {
             Ok(())
         } else {
-            Err(reasons.join("; "))
+            Err(NotReady(reasons.join("; ")))
         }
     }
 
@@ -343,7 +348,7 @@ impl Registry {
     /// not make the figure noisy).
     pub fn snapshot(&self, now: Instant) -> Snapshot {
         let mut inner = self.inner.lock().expect("not poisoned");
-        let not_ready = self.readiness_of(&inner).err();
+        let not_ready = self.readiness_of(&inner).err().map(|e| e.0);
         let shards = inner
             .shards
             .values_mut()
@@ -390,21 +395,28 @@ mod tests {
         let registry = Registry::default();
         assert_eq!(
             registry.readiness(),
-            Err("no shard has started yet; not connected to RabbitMQ".into())
+            Err(NotReady(
+                "no shard has started yet; not connected to RabbitMQ".into()
+            ))
         );
         let zero = registry.shard(0, Instant::now());
         let one = registry.shard(1, Instant::now());
         let at = UNIX_EPOCH + Duration::from_secs(100);
         registry.state_changed(&zero, "active", "READY".into(), at);
         registry.set_broker_connected(true);
-        assert_eq!(registry.readiness(), Err("shard 1 is starting".into()));
+        assert_eq!(
+            registry.readiness(),
+            Err(NotReady("shard 1 is starting".into()))
+        );
         registry.state_changed(&one, "active", "READY".into(), at);
         assert_eq!(registry.readiness(), Ok(()));
         registry.state_changed(&one, "disconnected", "zombie".into(), at);
         registry.set_broker_connected(false);
         assert_eq!(
             registry.readiness(),
-            Err("shard 1 is disconnected; not connected to RabbitMQ".into())
+            Err(NotReady(
+                "shard 1 is disconnected; not connected to RabbitMQ".into()
+            ))
         );
     }
 
