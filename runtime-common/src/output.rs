@@ -41,8 +41,11 @@ pub(crate) trait Output: Send + Sync + std::fmt::Debug {
     fn generation(&self) -> u64;
 
     /// Whether the output pushes back now (an AMQP resource alarm); the outbox then holds
-    /// publications back instead of timing them out.
-    fn is_blocked(&self) -> bool;
+    /// publications back instead of timing them out. Outputs that never push back keep the
+    /// default.
+    fn is_blocked(&self) -> bool {
+        false
+    }
 
     /// Takes one publication without waiting; its outcome goes to `reply` once the output has
     /// it for sure (or failed). False when the output can no longer take anything.

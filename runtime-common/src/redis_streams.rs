@@ -91,10 +91,6 @@ impl Output for Generation {
         self.generation
     }
 
-    fn is_blocked(&self) -> bool {
-        false
-    }
-
     fn submit(
         &self,
         id: PublishId,

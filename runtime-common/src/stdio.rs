@@ -299,10 +299,6 @@ impl Output for ShardOutput {
         GENERATION
     }
 
-    fn is_blocked(&self) -> bool {
-        false
-    }
-
     fn submit(
         &self,
         id: PublishId,
