@@ -284,7 +284,10 @@ impl PrivateRabbit {
 
     /// Starts a node that can join a cluster: nodes started with the same Erlang `cookie` may
     /// cluster ([`PrivateRabbit::join`]).
-    pub async fn start_with_cookie(label: &str, cookie: Option<&str>) -> Result<Self, ServiceError> {
+    pub async fn start_with_cookie(
+        label: &str,
+        cookie: Option<&str>,
+    ) -> Result<Self, ServiceError> {
         let port = free_port().map_err(|e| err(format!("no free port: {e}")))?;
         let dist_port = free_port().map_err(|e| err(format!("no free port: {e}")))?;
         let dir = private_dir("rabbitmq", label)

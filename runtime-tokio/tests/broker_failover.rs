@@ -60,7 +60,10 @@ async fn declare_worker_queue(url: &str) {
         .await
         .unwrap();
     let mut arguments = FieldTable::default();
-    arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     channel
         .queue_declare(
             WORKER_QUEUE.into(),
@@ -123,7 +126,9 @@ async fn a_killed_node_loses_no_event_and_gatehouse_fails_over_to_the_next_addre
     b.join(&a).await.expect("B joins A's cluster");
     c.join(&a).await.expect("C joins A's cluster");
     let clustered = begun.elapsed();
-    println!("three private nodes started (in parallel) in {started:?}, clustered at {clustered:?}");
+    println!(
+        "three private nodes started (in parallel) in {started:?}, clustered at {clustered:?}"
+    );
 
     // The worker's quorum queue is declared through A (its leader there), consumed through C.
     declare_worker_queue(&c.amqp_url()).await;
