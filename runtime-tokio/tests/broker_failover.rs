@@ -131,7 +131,7 @@ async fn a_killed_node_loses_no_event_and_gatehouse_fails_over_to_the_next_addre
     );
 
     // The worker's quorum queue is declared through A (its leader there), consumed through C.
-    declare_worker_queue(&c.amqp_url()).await;
+    declare_worker_queue(&a.amqp_url()).await;
     let worker = connect(&c.amqp_url()).await;
     let channel = worker.create_channel().await.unwrap();
     channel
