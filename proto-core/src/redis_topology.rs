@@ -312,6 +312,49 @@ pub fn cluster_key_prefix(prefix: &str) -> String {
     }
 }
 
+/// The Redis Cluster hash slot of `key` (CRC16-XMODEM of its hash tag, or of the whole key,
+/// modulo 16384), as the servers compute it.
+pub fn hash_slot(key: &[u8]) -> u16 {
+    let hashed = match std::str::from_utf8(key).ok().and_then(hash_tag) {
+        Some(tag) => tag.as_bytes(),
+        None => tag_bytes(key).unwrap_or(key),
+    };
+    crc16(hashed) % 16384
+}
+
+/// [`hash_tag`] on bytes that are not UTF-8.
+fn tag_bytes(key: &[u8]) -> Option<&[u8]> {
+    let open = key.iter().position(|b| *b == b'{')?;
+    let close = key[open + 1..].iter().position(|b| *b == b'}')?;
+    Some(&key[open + 1..open + 1 + close]).filter(|tag| !tag.is_empty())
+}
+
+fn crc16(bytes: &[u8]) -> u16 {
+    bytes.iter().fold(0u16, |crc, byte| {
+        (0..8).fold(crc ^ (u16::from(*byte) << 8), |crc, _| {
+            if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            }
+        })
+    })
+}
+
+/// On a Redis Cluster, the one slot whose node holds every key `SCAN … MATCH pattern` can
+/// find: the slot of the pattern's hash tag, when the pattern has one without glob characters
+/// (every key of a deployment is under its prefix's tag, [`cluster_key_prefix`]). `None`: the
+/// keys may be on any node.
+pub fn scan_slot(pattern: &str) -> Option<u16> {
+    let tag = hash_tag(pattern)?;
+    let open = pattern.find('{')?;
+    // A glob before the tag could match keys with another first `{`.
+    if pattern[..open].contains(['*', '?', '[', '\\']) || tag.contains(['*', '?', '[', '\\']) {
+        return None;
+    }
+    Some(hash_slot(pattern.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,6 +473,25 @@ mod tests {
         assert_eq!(hash_tag("{gatehouse}:session:0"), Some("gatehouse"));
         assert_eq!(hash_tag("{}:a"), None);
         assert_eq!(hash_tag("a"), None);
+    }
+
+    #[test]
+    fn hash_slots_are_the_servers() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(hash_slot(b"foo"), 12182);
+        assert_eq!(hash_slot(b"bar"), 5061);
+        assert_eq!(
+            hash_slot(b"{user1000}.following"),
+            hash_slot(b"{user1000}.followers")
+        );
+        assert_eq!(hash_slot(b"{gatehouse}:session:0"), hash_slot(b"gatehouse"));
+        assert_eq!(hash_slot(b"foo{}{bar}"), hash_slot(b"foo{}{bar}"));
+        assert_eq!(scan_slot("{bot}:status:*"), Some(hash_slot(b"bot")));
+        assert_eq!(scan_slot("{bot}:cluster:*:live:*"), Some(hash_slot(b"bot")));
+        assert_eq!(scan_slot("bot:status:*"), None);
+        assert_eq!(scan_slot("*{bot}:status:*"), None);
+        assert_eq!(scan_slot("{b*t}:status:*"), None);
     }
 
     proptest::proptest! {

@@ -17,10 +17,12 @@ use std::time::Duration;
 
 use proto_core::redis_topology::{
     CallFault, RedisTopology, SentinelOrder, SentinelTarget, is_primary_role, needs_new_primary,
+    scan_slot,
 };
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{Arg, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
 use crate::runtime::Runtime;
 use crate::tls::TlsRoots;
@@ -300,7 +302,10 @@ impl ConnectionLike for RedisConnection {
         Box::pin(async move {
             let result = match &mut self.conn {
                 Conn::Single(conn) => conn.req_packed_command(cmd).await,
-                Conn::Cluster(conn) => conn.req_packed_command(cmd).await,
+                Conn::Cluster(conn) => match scan_route(cmd) {
+                    Some(route) => conn.route_command(cmd.clone(), route).await,
+                    None => conn.req_packed_command(cmd).await,
+                },
             };
             self.observe(result)
         })
@@ -325,6 +330,165 @@ impl ConnectionLike for RedisConnection {
         match &self.conn {
             Conn::Single(conn) => conn.get_db(),
             Conn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// For `SCAN … MATCH <pattern>` on a Redis Cluster: the node holding the slot of the
+/// pattern's hash tag (the client would ask a random node); see
+/// `proto_core::redis_topology::scan_slot`.
+fn scan_route(cmd: &Cmd) -> Option<RoutingInfo> {
+    let args: Vec<&[u8]> = cmd
+        .args_iter()
+        .filter_map(|a| match a {
+            Arg::Simple(bytes) => Some(bytes),
+            _ => None,
+        })
+        .collect();
+    if !args.first()?.eq_ignore_ascii_case(b"SCAN") {
+        return None;
+    }
+    let at = args.iter().position(|a| a.eq_ignore_ascii_case(b"MATCH"))?;
+    let pattern = std::str::from_utf8(args.get(at + 1)?).ok()?;
+    let slot = scan_slot(pattern)?;
+    Some(RoutingInfo::SingleNode(
+        SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master)),
+    ))
+}
+
+/// A blocking connection from [`RedisTarget::blocking_connection`], for the one-shot
+/// commands (`gatehouse status`, `gatehouse reshard`).
+pub enum BlockingConnection {
+    /// One server, or the primary the Sentinels named.
+    Single(redis::Connection),
+    /// A Redis Cluster.
+    Cluster(Box<redis::cluster::ClusterConnection>),
+}
+
+impl RedisTarget {
+    /// A blocking connection (through Sentinel: to the primary the Sentinels name now).
+    pub fn blocking_connection(&self, timeout: Duration) -> RedisResult<BlockingConnection> {
+        match &*self.inner {
+            Inner::Single(client) => Ok(BlockingConnection::Single(
+                client.get_connection_with_timeout(timeout)?,
+            )),
+            Inner::Sentinel {
+                target,
+                sentinels,
+                order,
+                roots,
+            } => {
+                let asked = order.lock().expect("sentinel order").order().to_vec();
+                let mut last_error = None;
+                for index in asked {
+                    let found = (|| {
+                        let mut asking = sentinels[index].get_connection_with_timeout(timeout)?;
+                        let address: Option<(String, u16)> = redis::cmd("SENTINEL")
+                            .arg("GET-MASTER-ADDR-BY-NAME")
+                            .arg(&target.master_name)
+                            .query(&mut asking)?;
+                        let (host, port) = address.ok_or_else(|| {
+                            RedisError::from((
+                                ErrorKind::MasterNameNotFoundBySentinel,
+                                "the Sentinel does not monitor this master name",
+                            ))
+                        })?;
+                        let client =
+                            crate::tls::redis_client_with(&target.primary_url(&host, port), roots)?;
+                        let mut conn = client.get_connection_with_timeout(timeout)?;
+                        let role: Vec<Value> = redis::cmd("ROLE").query(&mut conn)?;
+                        match role.first() {
+                            Some(Value::BulkString(b))
+                                if is_primary_role(&String::from_utf8_lossy(b)) =>
+                            {
+                                Ok(conn)
+                            }
+                            _ => Err(RedisError::from((
+                                ErrorKind::Client,
+                                "the server the Sentinel named is not a primary",
+                            ))),
+                        }
+                    })();
+                    match found {
+                        Ok(conn) => {
+                            order.lock().expect("sentinel order").handle_answered(index);
+                            return Ok(BlockingConnection::Single(conn));
+                        }
+                        Err(e) => last_error = Some(e),
+                    }
+                }
+                Err(last_error.unwrap_or_else(|| {
+                    RedisError::from((ErrorKind::EmptySentinelList, "no Sentinel in the URL"))
+                }))
+            }
+            Inner::Cluster { nodes, roots } => {
+                let timeouts = Timeouts {
+                    connect: timeout,
+                    response: timeout,
+                };
+                Ok(BlockingConnection::Cluster(Box::new(
+                    cluster_client(nodes, roots, Some(timeouts))?.get_connection()?,
+                )))
+            }
+        }
+    }
+}
+
+impl redis::ConnectionLike for BlockingConnection {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn req_command(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+        match self {
+            Self::Single(c) => c.req_command(cmd),
+            Self::Cluster(c) => match scan_route(cmd) {
+                Some(route) => c.route_command(cmd, route),
+                None => c.req_command(cmd),
+            },
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+
+    fn supports_pipelining(&self) -> bool {
+        match self {
+            Self::Single(c) => c.supports_pipelining(),
+            Self::Cluster(c) => c.supports_pipelining(),
+        }
+    }
+
+    fn check_connection(&mut self) -> bool {
+        match self {
+            Self::Single(c) => c.check_connection(),
+            Self::Cluster(c) => c.check_connection(),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        match self {
+            Self::Single(c) => c.is_open(),
+            Self::Cluster(c) => c.is_open(),
         }
     }
 }

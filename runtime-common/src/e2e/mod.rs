@@ -41,6 +41,7 @@ macro_rules! end_to_end_tests {
             redis_streams_reach_spectacles_workers_and_their_commands_reach_the_shard,
             redis_streams_lose_nothing_when_killed_and_restarted,
             sessions_survive_a_sentinel_failover,
+            cluster_mode_runs_on_a_redis_cluster,
         );
         #[$test]
         #[ignore = "measurement; run explicitly in release with --ignored --nocapture"]
@@ -637,5 +638,91 @@ pub async fn sessions_survive_a_sentinel_failover<K: Kit>(rt: async_rs::Runtime<
         .await,
         "the restarted process writes its status to the promoted primary"
     );
+    assert!(second.interrupt_and_wait(Duration::from_secs(30)));
+}
+
+/// Issue 10 item 8, Redis Cluster: with a `redis+cluster://` URL, cluster mode
+/// (`GATEHOUSE_CLUSTER`: leases, identify claims, placement, their multi-key scripts) runs two
+/// shards on a three-primary Redis Cluster, every key of the deployment under one hash tag
+/// (so on one node); after a clean stop, the next process of the cluster RESUMEs both.
+/// Private `redis-server` instances; skipped without them.
+pub async fn cluster_mode_runs_on_a_redis_cluster<K: Kit>(rt: async_rs::Runtime<K>, binary: &Path) {
+    if !redis_ha::redis_server_available("cluster_mode_runs_on_a_redis_cluster") {
+        return;
+    }
+    let deployment = redis_ha::ClusterDeployment::start();
+    let vhost = Vhost::create("rcluster");
+    let prefix = support::unique("rcluster");
+    let fixture = Fixture::basic();
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.fixture = fixture.clone();
+    config.shards = 2;
+    let mock = MockGateway::start(config).expect("start the mock gateway");
+    let mut capture = Capture::topic(rt.clone(), &vhost.amqp_url(), "gateway").await;
+    let env = vec![
+        ("DISCORD_TOKEN", TOKEN.to_owned()),
+        ("GATEHOUSE_API_BASE", mock.api_base()),
+        ("AMQP_URL", vhost.amqp_url()),
+        ("REDIS_URL", deployment.url()),
+        ("GATEHOUSE_REDIS_PREFIX", prefix.clone()),
+        ("GATEHOUSE_CLUSTER", "green".to_owned()),
+        ("GATEHOUSE_CLUSTER_LEASE_MS", "3000".to_owned()),
+    ];
+
+    let mut first = Gatehouse::start(binary, &env);
+    assert!(
+        eventually(&rt, || mock.recorder().identifies().len() == 2).await,
+        "both shards identify"
+    );
+    // Every dispatch of both shards arrives (as (shard, sequence)).
+    let sent = |shard: u32| mock.recorder().sent_dispatches(shard).len();
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline
+        && (sent(0) == 0 || sent(1) == 0 || seen.len() < sent(0) + sent(1))
+    {
+        if let Some(delivery) = capture.next(Duration::from_secs(2)).await
+            && let (Some(shard), Some(seq)) = (
+                header_int(&delivery, "x-shard-id"),
+                header_int(&delivery, "x-sequence"),
+            )
+        {
+            seen.insert((shard, seq));
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        sent(0) + sent(1),
+        "every dispatch of both shards arrived"
+    );
+    assert!(first.interrupt_and_wait(Duration::from_secs(30)));
+    for shard in 0..2 {
+        let last = seen
+            .iter()
+            .filter(|(s, _)| *s == i64::from(shard))
+            .map(|(_, seq)| *seq)
+            .max()
+            .expect("dispatches of the shard");
+        let key = format!("{{{prefix}}}:cluster:green:set:2:session:{shard}");
+        let stored = deployment
+            .get(&key)
+            .expect("the shard's snapshot, under the tag");
+        let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+        assert_eq!(stored["sequence"], last, "shard {shard}'s snapshot");
+    }
+    let counts = deployment.key_counts();
+    assert_eq!(
+        counts.iter().filter(|n| **n > 0).count(),
+        1,
+        "every key of the deployment is on one node: {counts:?}"
+    );
+
+    let mut second = Gatehouse::start(binary, &env);
+    let resumed = mock
+        .recorder()
+        .wait_resume(2, Duration::from_secs(60))
+        .expect("the next process RESUMEs both shards");
+    assert!(resumed.seq.is_some());
+    assert_eq!(mock.recorder().identifies().len(), 2, "no new IDENTIFY");
     assert!(second.interrupt_and_wait(Duration::from_secs(30)));
 }
