@@ -7,7 +7,7 @@
 //! them (reading a key, forcing a failover). Does not own any assertion (the scenarios in the
 //! parent module). The shared Redis on 6379 is not used.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -48,7 +48,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(dir: &PathBuf, name: &str, args: &[String], sentinel_config: Option<&str>) -> Self {
+    fn start(dir: &Path, name: &str, args: &[String], sentinel_config: Option<&str>) -> Self {
         let port = free_port();
         let dir = dir.join(name);
         std::fs::create_dir_all(&dir).expect("create the instance's directory");
