@@ -772,19 +772,51 @@ fn the_gateway_api_version_can_be_set() {
     assert!(Config::load("[discord]\napi_version = 3", env(&[])).is_err());
 }
 
+/// Issue 10 item 8: Sentinel and Redis Cluster URLs are accepted; on a Redis Cluster the key
+/// prefix becomes one hash tag, elsewhere it stays as configured.
 #[test]
-fn redis_sentinel_and_cluster_urls_are_refused_with_the_reason() {
+fn redis_sentinel_and_cluster_urls_are_accepted() {
+    let sentinel = Config::load(
+        "",
+        env(&[
+            (
+                "REDIS_URL",
+                "redis+sentinel://:pw@s1:26379,s2:26379/mymaster/2",
+            ),
+            ("GATEHOUSE_REDIS_PREFIX", "bot"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(sentinel.redis.key_prefix, "bot");
+    assert!(!sentinel.redis.url.redacted().contains("pw"));
+    let cluster = Config::load(
+        "",
+        env(&[
+            ("REDIS_URL", "redis+cluster://n1:7000,n2:7001"),
+            ("GATEHOUSE_REDIS_PREFIX", "bot"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(cluster.redis.key_prefix, "{bot}");
     for url in [
-        "redis+sentinel://s1:26379,s2:26379/mymaster",
+        "redis+sentinel://s1:26379,s2:26379",
         "redis-cluster://n1:7000",
+        "redis+cluster://n1:7000/3",
     ] {
         let error = Config::load("", env(&[("REDIS_URL", url)]))
             .unwrap_err()
             .to_string();
         assert!(error.contains("redis.url"), "{error}");
-        assert!(error.contains("not supported"), "{error}");
     }
-    assert!(Config::load("", env(&[("REDIS_URL", "redis://h:1/")])).is_ok());
+    let plain = Config::load(
+        "",
+        env(&[
+            ("REDIS_URL", "redis://h:1/"),
+            ("GATEHOUSE_REDIS_PREFIX", "bot"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(plain.redis.key_prefix, "bot");
 }
 
 /// Issue 14: the output is chosen by `broker.type` (Gatehouse's file), the Spectacles file's

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use proto_core::profile::ProfileKind;
+use proto_core::redis_topology::RedisTopology;
 use proto_core::secret::Secret;
 use proto_core::shard::defaults;
 
@@ -16,30 +17,10 @@ use crate::model::*;
 use crate::raw::*;
 use crate::secret_url::{SecretUrl, redact_url};
 
-/// Redis Sentinel and Redis Cluster URLs, refused with the reason: the session store and
-/// cluster mode talk to one Redis (a connection manager on one address; cluster mode's Lua
-/// scripts touch several keys at once, which Redis Cluster allows only within one hash slot).
-fn refuse_redis_topologies(url: &str) -> Result<(), ConfigError> {
-    let scheme = url
-        .split("://")
-        .next()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let what = if scheme.contains("sentinel") {
-        "Redis Sentinel"
-    } else if scheme.contains("cluster") {
-        "Redis Cluster"
-    } else {
-        return Ok(());
-    };
-    Err(invalid(
-        "redis.url",
-        format!(
-            "{what} URLs are not supported: Gatehouse talks to one Redis (its primary). Point \
-             redis.url at the primary, or at a Sentinel-aware proxy (for example HAProxy \
-             checking `role:master`) so that a failover moves the address, not the URL"
-        ),
-    ))
+/// The topology a Redis URL names (one server, Sentinel, Redis Cluster), or why its
+/// Sentinel or Cluster form is malformed (see `proto_core::redis_topology`).
+fn redis_topology(url: &str) -> Result<RedisTopology, ConfigError> {
+    RedisTopology::parse(url).map_err(|e| invalid("redis.url", e.to_string()))
 }
 
 impl RawConfig {
@@ -55,16 +36,23 @@ impl RawConfig {
             .url
             .map(|url| redis_url_form(&url, warnings))
             .transpose()?;
-        if let Some(url) = &redis_url {
-            refuse_redis_topologies(url)?;
-        }
+        let topology = redis_url.as_deref().map(redis_topology).transpose()?;
         let redis = RedisConfig {
             enabled: self.redis.enabled.unwrap_or(enabled_by_default),
             url: url_setting(
                 "redis.url",
                 redis_url,
                 DEFAULT_REDIS_URL,
-                &["redis", "rediss", "unix", "redis+unix"],
+                &[
+                    "redis",
+                    "rediss",
+                    "unix",
+                    "redis+unix",
+                    "redis+sentinel",
+                    "rediss+sentinel",
+                    "redis+cluster",
+                    "rediss+cluster",
+                ],
             )?,
             key_prefix: {
                 let prefix = self
@@ -74,7 +62,12 @@ impl RawConfig {
                 if prefix.chars().any(char::is_whitespace) {
                     return Err(invalid("redis.key_prefix", "must contain no whitespace"));
                 }
-                prefix
+                // On a Redis Cluster every key of the deployment goes under one hash tag;
+                // elsewhere the prefix stays as configured (the predecessors' key names).
+                match &topology {
+                    Some(topology) => topology.key_prefix(&prefix),
+                    None => prefix,
+                }
             },
             identify_anyway_after: self
                 .redis

@@ -61,6 +61,7 @@ pub mod intents;
 pub mod outbox;
 pub mod profile;
 pub mod ratelimit;
+pub mod redis_topology;
 pub mod rng;
 pub mod secret;
 pub mod session;
