@@ -285,6 +285,15 @@ impl ClusterStore {
         }
     }
 
+    /// Records `to` as the cluster's target count (the script `gatehouse reshard --to` runs):
+    /// `true` once recorded or already under way.
+    async fn request_reshard<R: Runtime>(&mut self, rt: &R, to: u32) -> bool {
+        let reply: Option<Vec<i64>> = self
+            .counts_script(rt, scripts::RESHARD_REQUEST, &[to.to_string()])
+            .await;
+        matches!(reply.as_deref(), Some([0, ..] | [2, ..]))
+    }
+
     /// Runs a script on the counts hash with `args`; `None` when Redis cannot be asked.
     async fn counts_script<R: Runtime, T: redis::FromRedisValue>(
         &mut self,
@@ -488,16 +497,28 @@ pub(crate) struct Settings {
 }
 
 /// The cluster's current shard count (recording `configured` when no member did yet): a
-/// re-shard may have changed it since this process's configuration was written. Retries for
-/// a few seconds while Redis is away, then goes with `configured`.
+/// re-shard may have changed it since this process's configuration was written. A shard
+/// count set explicitly (`explicit`) that differs from the cluster's asks for a re-shard to
+/// it ([`ShardCounts::requested_by_configuration`]); the process starts with the cluster's
+/// count, and the re-shard brings the new set up. Retries for a few seconds while Redis is
+/// away, then goes with `configured`.
 pub(crate) async fn agreed_count<R: Runtime>(
     rt: &R,
     mut store: ClusterStore,
     configured: u32,
+    explicit: Option<u32>,
 ) -> u32 {
     for _ in 0..5 {
         if let Some(counts) = store.counts(rt, configured).await {
-            if counts.current != configured {
+            if let Some(to) = counts.requested_by_configuration(explicit) {
+                if store.request_reshard(rt, to).await {
+                    tracing::warn!(
+                        configured = to,
+                        cluster = counts.current,
+                        "the configured shard count differs from the cluster's: re-sharding to it (`gatehouse reshard --cancel` stops it)"
+                    );
+                }
+            } else if counts.current != configured {
                 tracing::warn!(
                     configured,
                     cluster = counts.current,

@@ -131,8 +131,13 @@ pub async fn run_with_gateway<R: Runtime>(
     // first member records the configured one.
     let (cluster, router) = match (&clustered, &shared) {
         (Some(_), Some(shared)) => {
-            let count =
-                cluster_mode::agreed_count(&rt, shared.clone(), cluster.shard_count()).await;
+            let count = cluster_mode::agreed_count(
+                &rt,
+                shared.clone(),
+                cluster.shard_count(),
+                config.discord.shard_count,
+            )
+            .await;
             if count == cluster.shard_count() {
                 (cluster, router)
             } else {

@@ -47,6 +47,20 @@ impl ShardCounts {
     pub fn pending(&self) -> Option<u32> {
         self.target.filter(|&t| t != self.current && t > 0)
     }
+
+    /// The re-shard a starting member asks for, given the shard count its configuration sets
+    /// explicitly (`None`: it takes Discord's recommendation, which is never acted on alone,
+    /// as it moves with the bot's growth): the configured count when it differs from the
+    /// cluster's and no other re-shard is under way. So a changed shard count rolled out to
+    /// the members brings the new set up as `gatehouse reshard --to N` does (the first
+    /// restarted member asks; the others find it asked).
+    pub fn requested_by_configuration(&self, configured: Option<u32>) -> Option<u32> {
+        let configured = configured.filter(|&c| c > 0 && c != self.current)?;
+        match self.pending() {
+            None => Some(configured),
+            Some(_) => None,
+        }
+    }
 }
 
 /// How the re-shard is timed.
@@ -268,6 +282,23 @@ mod tests {
 
     fn counts(current: u32, target: Option<u32>) -> ShardCounts {
         ShardCounts { current, target }
+    }
+
+    #[test]
+    fn a_changed_configured_count_asks_for_a_reshard_once() {
+        // Configured explicitly and different: asked for.
+        assert_eq!(counts(4, None).requested_by_configuration(Some(8)), Some(8));
+        // The same count, Discord's recommendation, or another re-shard under way: not.
+        assert_eq!(counts(4, None).requested_by_configuration(Some(4)), None);
+        assert_eq!(counts(4, None).requested_by_configuration(None), None);
+        assert_eq!(counts(4, Some(6)).requested_by_configuration(Some(8)), None);
+        // Already asked (by another member): nothing more to ask.
+        assert_eq!(counts(4, Some(8)).requested_by_configuration(Some(8)), None);
+        // A finished re-shard's leftover target is no re-shard under way.
+        assert_eq!(
+            counts(8, Some(8)).requested_by_configuration(Some(16)),
+            Some(16)
+        );
     }
 
     #[test]

@@ -43,6 +43,7 @@ macro_rules! end_to_end_tests {
             redis_streams_lose_nothing_when_killed_and_restarted,
             sessions_survive_a_sentinel_failover,
             cluster_mode_runs_on_a_redis_cluster,
+            a_changed_shard_count_reshards_the_cluster,
         );
         #[$test]
         #[ignore = "measurement; run explicitly in release with --ignored --nocapture"]
@@ -774,4 +775,72 @@ pub(crate) fn presence_reached_shard_0(mock: &MockGateway, wanted: &str) -> bool
                 .map(|_| ())
         })
         .is_some()
+}
+
+/// Issue 10 item 5, "or a changed shard count in cluster mode": a process of a cluster that
+/// runs 1 shard, started with `SHARD_COUNT=2`, asks for the re-shard itself (the `target` in
+/// Redis); alone in the cluster, it brings the 2 shards up beside the old one, switches once
+/// both are READY with their guilds (`current` becomes 2), and closes the old set. Without
+/// the rule the cluster's count wins and nothing changes.
+pub async fn a_changed_shard_count_reshards_the_cluster<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    let redis = RedisPrefix::new("reshard-config");
+    let vhost = Vhost::create("reshard-config");
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.fixture = Fixture::basic();
+    config.shards = 1;
+    let mock = MockGateway::start(config).expect("start the mock gateway");
+    let env = |count: &str| {
+        vec![
+            ("DISCORD_TOKEN", TOKEN.to_owned()),
+            ("GATEHOUSE_API_BASE", mock.api_base()),
+            ("AMQP_URL", vhost.amqp_url()),
+            ("REDIS_URL", RedisPrefix::url()),
+            ("GATEHOUSE_REDIS_PREFIX", redis.prefix.clone()),
+            ("GATEHOUSE_CLUSTER", "blue".to_owned()),
+            ("GATEHOUSE_CLUSTER_LEASE_MS", "3000".to_owned()),
+            ("SHARD_COUNT", count.to_owned()),
+        ]
+    };
+    let counts_key = format!("{}:cluster:blue:shards", redis.prefix);
+    let count = |field: &str| -> Option<String> {
+        let client = redis::Client::open(RedisPrefix::url()).ok()?;
+        let mut connection = client.get_connection().ok()?;
+        redis::cmd("HGET")
+            .arg(&counts_key)
+            .arg(field)
+            .query(&mut connection)
+            .ok()?
+    };
+
+    let mut first = Gatehouse::start(binary, &env("1"));
+    assert!(
+        eventually(&rt, || mock.recorder().identifies().len() == 1).await,
+        "the one shard identifies"
+    );
+    assert_eq!(count("current").as_deref(), Some("1"));
+    assert!(first.interrupt_and_wait(Duration::from_secs(30)));
+
+    let mut second = Gatehouse::start(binary, &env("2"));
+    assert!(
+        eventually(&rt, || count("current").as_deref() == Some("2")).await,
+        "the configured count becomes the cluster's (target {:?})",
+        count("target")
+    );
+    let new_set: BTreeSet<u32> = mock
+        .recorder()
+        .identifies()
+        .iter()
+        .filter_map(|i| i.shard)
+        .filter(|[_, of]| *of == 2)
+        .map(|[shard, _]| shard)
+        .collect();
+    assert_eq!(
+        new_set,
+        BTreeSet::from([0, 1]),
+        "both shards of 2 identified"
+    );
+    assert!(second.interrupt_and_wait(Duration::from_secs(30)));
 }
