@@ -112,14 +112,47 @@ pub enum OutboxEvent {
         /// The wait before it is sent again (`None`: confirmed).
         retry_in: Option<Duration>,
     },
-    /// No confirm arrived within the confirm timeout: the link must be closed and replaced
-    /// (everything in flight on it waits for the next one).
+    /// The link must be closed and replaced (everything in flight on it waits for the next
+    /// one).
     LinkFailed {
         /// The link.
         link: u64,
-        /// Why, for the logs.
-        reason: String,
+        /// Why.
+        reason: LinkFailure,
     },
+}
+
+/// Why the outbox gave a link up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkFailure {
+    /// No confirm arrived within the confirm timeout.
+    ConfirmTimeout(Duration),
+    /// The broker nacked one publication [`NACKS_TO_FAIL_LINK`] times in a row on it.
+    RepeatedNacks,
+}
+
+impl LinkFailure {
+    /// A short name, for metric labels: `timeout` or `nacked`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ConfirmTimeout(_) => "timeout",
+            Self::RepeatedNacks => "nacked",
+        }
+    }
+}
+
+impl std::fmt::Display for LinkFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ConfirmTimeout(timeout) => {
+                write!(f, "no publisher confirm within {} s", timeout.as_secs_f64())
+            }
+            Self::RepeatedNacks => write!(
+                f,
+                "the broker nacked one publication {NACKS_TO_FAIL_LINK} times in a row on this connection"
+            ),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -268,9 +301,7 @@ impl Outbox {
                     self.handle_link_failed(link);
                     self.events.push_back(OutboxEvent::LinkFailed {
                         link,
-                        reason: format!(
-                            "the broker nacked one publication {NACKS_TO_FAIL_LINK} times in a row on this connection"
-                        ),
+                        reason: LinkFailure::RepeatedNacks,
                     });
                 }
             }
@@ -339,11 +370,10 @@ impl Outbox {
             && deadline <= now
             && self.blocked_link != Some(link)
         {
-            let secs = self.config.confirm_timeout.as_secs_f64();
             self.handle_link_failed(link);
             self.events.push_back(OutboxEvent::LinkFailed {
                 link,
-                reason: format!("no publisher confirm within {secs} s"),
+                reason: LinkFailure::ConfirmTimeout(self.config.confirm_timeout),
             });
         }
     }
@@ -541,7 +571,10 @@ mod tests {
                         got[..],
                         [
                             OutboxEvent::Nacked { .. },
-                            OutboxEvent::LinkFailed { link: 1, .. }
+                            OutboxEvent::LinkFailed {
+                                link: 1,
+                                reason: LinkFailure::RepeatedNacks
+                            }
                         ]
                     ),
                     "{got:?}"
@@ -610,7 +643,10 @@ mod tests {
         outbox.handle_timeout(due);
         assert!(matches!(
             events(&mut outbox)[..],
-            [OutboxEvent::LinkFailed { link: 7, .. }]
+            [OutboxEvent::LinkFailed {
+                link: 7,
+                reason: LinkFailure::ConfirmTimeout(_)
+            }]
         ));
         assert!(!outbox.has_sendable(7), "never again on the failed link");
         assert!(outbox.take_sendable(due, 7, 10).is_empty());

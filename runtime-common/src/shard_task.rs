@@ -272,7 +272,7 @@ impl<R: Runtime> ShardTask<R> {
                     }
                 }
                 OutboxEvent::LinkFailed { link, reason } => {
-                    metrics::record_confirms("timeout", 1);
+                    metrics::record_confirms(reason.label(), 1);
                     tracing::warn!(%reason, link, "the broker link failed; publishing again on the next one");
                     self.failed_link = Some(link);
                     self.io.output.report_failure(link);
