@@ -492,3 +492,39 @@ impl redis::ConnectionLike for BlockingConnection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scans_of_a_tagged_pattern_go_to_the_tags_slot_and_nothing_else_is_rerouted() {
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(0)
+            .arg("MATCH")
+            .arg("{bot}:status:*")
+            .arg("COUNT")
+            .arg(500);
+        let slot = proto_core::redis_topology::hash_slot(b"bot");
+        assert_eq!(
+            scan_route(&scan),
+            Some(RoutingInfo::SingleNode(
+                SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master))
+            ))
+        );
+        let mut untagged = redis::cmd("SCAN");
+        untagged.arg(0).arg("MATCH").arg("bot:status:*");
+        assert_eq!(scan_route(&untagged), None);
+        assert_eq!(scan_route(redis::cmd("GET").arg("{bot}:status:0")), None);
+    }
+
+    #[test]
+    fn sentinel_and_cluster_urls_open_without_connecting() {
+        let roots = TlsRoots::default();
+        let sentinel = RedisTarget::open_with("redis+sentinel://127.0.0.1:1/m", &roots).unwrap();
+        assert!(!sentinel.is_cluster());
+        let cluster = RedisTarget::open_with("redis+cluster://127.0.0.1:1", &roots).unwrap();
+        assert!(cluster.is_cluster());
+        assert!(RedisTarget::open_with("redis+sentinel://127.0.0.1:1", &roots).is_err());
+    }
+}

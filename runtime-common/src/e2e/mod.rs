@@ -559,6 +559,26 @@ fn stored_sequence(deployment: &redis_ha::SentinelDeployment, port: u16, key: &s
     serde_json::from_str::<serde_json::Value>(&stored).ok()?["sequence"].as_i64()
 }
 
+/// `gatehouse status` with `env`: its standard output (panics if it fails).
+fn status_output(binary: &Path, env: &[(&str, String)]) -> String {
+    let mut command = std::process::Command::new(binary);
+    command
+        .arg("status")
+        .env_clear()
+        .current_dir(support::empty_dir("status"));
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let out = command.output().expect("run gatehouse status");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "gatehouse status failed: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Polls `check` every 100 ms for up to a minute (a liveness wait, not a timed assertion).
 async fn eventually<K: Kit>(rt: &async_rs::Runtime<K>, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -645,6 +665,11 @@ pub async fn sessions_survive_a_sentinel_failover<K: Kit>(rt: async_rs::Runtime<
         "Gatehouse writes the snapshot to the new primary"
     );
     assert!(first.interrupt_and_wait(Duration::from_secs(30)));
+    let status = status_output(binary, &env);
+    assert!(
+        status.contains("stopped"),
+        "`gatehouse status` through Sentinel:\n{status}"
+    );
 
     // The new primary dies; the Sentinels promote the old one (its replica since the
     // failover, holding the snapshot by replication).
@@ -743,6 +768,12 @@ pub async fn cluster_mode_runs_on_a_redis_cluster<K: Kit>(rt: async_rs::Runtime<
         let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
         assert_eq!(stored["sequence"], last, "shard {shard}'s snapshot");
     }
+    let status = status_output(binary, &env);
+    assert_eq!(
+        status.matches("stopped").count(),
+        2,
+        "`gatehouse status` on the Redis Cluster shows both shards:\n{status}"
+    );
     let counts = deployment.key_counts();
     assert_eq!(
         counts.iter().filter(|n| **n > 0).count(),
