@@ -12,6 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Instant;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -35,6 +36,8 @@ pub(crate) struct PublishRequest {
     pub(crate) publication: Arc<Publication>,
     /// Where the outcome goes.
     pub(crate) reply: mpsc::UnboundedSender<PublishReport>,
+    /// When it entered the shard's outbox, for the hand-off histogram.
+    pub(crate) pushed_at: Option<Instant>,
 }
 
 /// What the publisher needs from one broker connection (`broker::Link` in the process; the
@@ -114,6 +117,7 @@ pub(crate) async fn run<L: PublishLink>(
 ) {
     let (confirms_tx, mut confirms_rx) = mpsc::unbounded_channel::<ConfirmFuture>();
     let generation = link.generation();
+    let handoff = crate::metrics::handoff_histogram();
     let publish = async {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -128,7 +132,18 @@ pub(crate) async fn run<L: PublishLink>(
             let started = {
                 let publishes = batch
                     .iter()
-                    .map(|r| link.publish_event(&r.publication))
+                    .map(|r| {
+                        let publish = link.publish_event(&r.publication);
+                        let (pushed_at, handoff) = (r.pushed_at, &handoff);
+                        async move {
+                            let result = publish.await;
+                            // lapin has written the frames: Gatehouse's share is done.
+                            if let Some(at) = pushed_at {
+                                handoff.record(at.elapsed().as_secs_f64());
+                            }
+                            result
+                        }
+                    })
                     .collect();
                 start_in_order(publishes).await
             };

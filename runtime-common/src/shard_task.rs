@@ -467,7 +467,8 @@ impl<R: Runtime> ShardTask<R> {
             .outbox
             .take_sendable(now, link.generation(), usize::MAX)
         {
-            if !link.submit(id, publication, &self.reply) {
+            let pushed_at = self.outbox.pushed_at(id).unwrap_or(now);
+            if !link.submit_pushed_at(id, publication, &self.reply, pushed_at) {
                 self.link_failed(link.generation(), "lost", "the link's publisher is gone");
                 break;
             }
