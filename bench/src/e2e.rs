@@ -123,7 +123,7 @@ pub struct GatehouseRun<'a> {
     pub fixture: &'a Fixture,
     pub shards: u32,
     pub compress: &'a str,
-    /// `GATEHOUSE_PROFILE` (`native`, `twilight-dispatch`, ...).
+    /// `GATEHOUSE_PROFILE` (`gatehouse`: the native one, `twilight-dispatch`, ...).
     pub profile: &'a str,
     pub log_dir: &'a Path,
 }

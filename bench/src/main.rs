@@ -82,6 +82,8 @@ async fn main() -> Result<()> {
         "gatehouse",
         concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/gatehouse"),
     ));
+    // Absolute, because `gatehouse` runs in the temp dir.
+    let binary = std::fs::canonicalize(&binary).unwrap_or(binary);
     let log_dir = PathBuf::from(args.get("log-dir", &std::env::temp_dir().to_string_lossy()));
     println!(
         "machine: {} cores, load average {}",
@@ -97,10 +99,17 @@ async fn main() -> Result<()> {
             let compress = args.get("compress", "zlib-stream");
             let fixture_name = args.get("fixture", "basic");
             let skip_ceiling = args.get("ceiling", "yes") == "no";
-            // GATEHOUSE_PROFILE of the gatehouse runs, one run per profile and shard count.
-            let profiles: Vec<String> = args.list("profiles", "native")?;
+            // GATEHOUSE_PROFILE of the gatehouse runs (`gatehouse` is the native one), one run
+            // per profile and shard count.
+            let profiles: Vec<String> = args.list("profiles", "gatehouse")?;
             // The twilight-dispatch-style pipeline (needs the `twilight` features), one shard.
             let twilight_dispatch = args.get("twilight-dispatch", "no") == "yes";
+            // `--gatehouse a,b`: each gatehouse run once per binary, in this order.
+            let binaries: Vec<PathBuf> = binary
+                .to_string_lossy()
+                .split(',')
+                .map(|b| std::fs::canonicalize(b).unwrap_or_else(|_| PathBuf::from(b)))
+                .collect();
             let mut scaling_rows = Vec::new();
             for round in 1..=rounds {
                 println!("-- round {round}");
@@ -123,13 +132,16 @@ async fn main() -> Result<()> {
                     #[cfg(not(feature = "twilight"))]
                     bail!("--twilight-dispatch yes needs --features twilight-zlib (or twilight)");
                 }
-                for profile in &profiles {
+                for (binary, profile) in binaries
+                    .iter()
+                    .flat_map(|b| profiles.iter().map(move |p| (b, p)))
+                {
                     for &shards in &shard_counts {
                         // The same number of events in total, spread over the shards.
                         let per_shard = (events / shards as usize).max(1);
                         let corpus = e2e::corpus(&fixture_name, per_shard)?;
                         let run = e2e::through_gatehouse(&e2e::GatehouseRun {
-                            binary: &binary,
+                            binary,
                             fixture: &corpus,
                             shards,
                             compress: &compress,
@@ -137,6 +149,9 @@ async fn main() -> Result<()> {
                             log_dir: &log_dir,
                         })
                         .await?;
+                        if binaries.len() > 1 {
+                            println!("{}:", binary.display());
+                        }
                         run.print();
                         if let Some(ceiling) = ceiling {
                             println!(
@@ -156,7 +171,7 @@ async fn main() -> Result<()> {
                                 }
                             );
                         }
-                        if profile == "native" {
+                        if profile == "gatehouse" && binary == &binaries[0] {
                             scaling_rows.push((round, shards, run));
                         }
                     }

@@ -27,6 +27,12 @@ use crate::output::PublishReport;
 /// Publications started together before awaiting any of them.
 const MAX_BATCH: usize = 256;
 
+/// Publications in flight on one link at most (published, confirm not yet handled). lapin
+/// keeps unconfirmed publications in a map that it scans whole on every multiple ack, so an
+/// unbounded number in flight (every shard's window together) costs more per confirm as the
+/// shard count grows; past this cap the publisher waits for confirms before publishing more.
+const MAX_IN_FLIGHT: usize = 4096;
+
 /// One publication for a link's publisher.
 #[derive(Debug)]
 pub(crate) struct PublishRequest {
@@ -118,9 +124,18 @@ pub(crate) async fn run<L: PublishLink>(
     let (confirms_tx, mut confirms_rx) = mpsc::unbounded_channel::<ConfirmFuture>();
     let generation = link.generation();
     let handoff = crate::metrics::handoff_histogram();
+    let in_flight_cap = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let publish = async {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            // One permit per publication, released when its confirm has been reported.
+            let Ok(mut permits) = in_flight_cap
+                .clone()
+                .acquire_many_owned(batch.len() as u32)
+                .await
+            else {
+                return;
+            };
             if let Some(router) = &event_router {
                 for request in &batch {
                     let event = &request.publication.routing_key;
@@ -149,6 +164,7 @@ pub(crate) async fn run<L: PublishLink>(
             };
             for (request, result) in batch.drain(..).zip(started) {
                 let PublishRequest { id, reply, .. } = request;
+                let permit = permits.split(1);
                 let link = link.clone();
                 let routing_key = request.publication.routing_key.clone();
                 let confirm: ConfirmFuture = Box::pin(async move {
@@ -169,6 +185,7 @@ pub(crate) async fn run<L: PublishLink>(
                         id,
                         result,
                     });
+                    drop(permit);
                 });
                 let _ = confirms_tx.send(confirm);
             }
