@@ -7,10 +7,19 @@
 //! cd bench && cargo run --release -- memory --shards 10,1000,2500 --compress zlib-stream,none
 //! cd bench && cargo run --release --features twilight-zlib -- twilight-memory --shards 10,1000
 //! cd bench && cargo run --release --features twilight -- twilight-memory --shards 10,1000
+//! # added latency: gatehouse's two histograms beside plain lapin, persistent or transient
+//! cd bench && cargo run --release -- latency --rate 3500 --seconds 20 --transient yes --charts charts
+//! # the twilight-dispatch-style pipeline beside gatehouse (native and twilight-dispatch profiles)
+//! cd bench && cargo run --release --features twilight-zlib -- e2e --twilight-dispatch yes \
+//!     --profiles gatehouse,twilight-dispatch
+//! # memory.svg from the memory.csv that `memory`/`twilight-memory --charts charts` append to
+//! cd bench && cargo run --release -- charts --charts charts
 //! ```
 //!
-//! Options: `--gatehouse <path>` (default `../target/release/gatehouse`), `--fixture <name or
-//! .jsonl>` (default `basic`), `--log-dir <dir>` (default the temp dir). Needs RabbitMQ with the
+//! Options: `--gatehouse <path>` (default `../target/release/gatehouse`; `e2e` takes a comma
+//! list and runs each binary in turn), `--fixture <name or .jsonl>` (default `basic`),
+//! `--log-dir <dir>` (default the temp dir), `--charts <dir>` (write SVG charts and their CSV
+//! there: `e2e` with several shard counts, `latency`, `memory`). Needs RabbitMQ with the
 //! management API on 127.0.0.1 (guest/guest) and Redis (`scripts/services.sh`).
 
 mod charts;
