@@ -78,7 +78,7 @@ pub enum OutboxEvent {
     Confirmed {
         /// The publication's id.
         id: PublishId,
-        /// The publication (its routing key is the event name in most profiles).
+        /// The publication (`Publication::event` names its event).
         publication: Arc<Publication>,
         /// When it was pushed.
         pushed_at: Instant,
@@ -214,7 +214,7 @@ impl Outbox {
         if !matches!(entry.state, State::Sent { link: l, .. } if l == link) {
             return;
         }
-        let routing_key = entry.publication.routing_key.clone();
+        let routing_key = entry.publication.routing_key().to_owned();
         let refuse = |entry: &mut Entry| {
             let retry_in = RETRY_BASE
                 .saturating_mul(1 << entry.refusals.min(16))
@@ -427,12 +427,12 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::MessageProperties;
+    use crate::profile::{MessageKey, MessageProperties};
 
     fn publication(key: &str) -> Publication {
         Publication {
             exchange: "gateway".into(),
-            routing_key: key.into(),
+            key: MessageKey::Event(key.into()),
             body: bytes::Bytes::from_static(b"{}"),
             properties: MessageProperties::persistent(),
         }

@@ -202,7 +202,7 @@ impl Link {
         self.publish
             .basic_publish(
                 ShortString::from(publication.exchange.as_str()),
-                ShortString::from(publication.routing_key.as_str()),
+                ShortString::from(publication.routing_key()),
                 options,
                 &publication.body,
                 basic_properties(&publication.properties, (self.wall_clock)()),

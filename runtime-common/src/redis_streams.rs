@@ -28,8 +28,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, watch};
 
 use crate::output::{
-    BoxFuture, CommandSource, INCOMING_CAPACITY, Incoming, Output, OutputClient, PublishReport,
-    Republish, Republished, Settle,
+    BoxFuture, CommandSource, INCOMING_CAPACITY, Incoming, Output, OutputClient, OutputError,
+    PublishReport, Republish, Republished, Settle,
 };
 use crate::runtime::Runtime;
 
@@ -102,7 +102,7 @@ impl Output for Generation {
                 stream: stream_name(
                     &self.prefix,
                     &publication.exchange,
-                    &publication.routing_key,
+                    publication.routing_key(),
                 ),
                 headers: Vec::new(),
                 body: publication.body.clone(),
@@ -297,7 +297,7 @@ async fn append(
         let _ = append.reply.send(PublishReport {
             link: append.generation,
             id: append.id,
-            result: Err("published on an earlier Redis connection".into()),
+            result: Err(OutputError::Superseded("Redis")),
         });
     }
     if current.is_empty() {
@@ -315,7 +315,10 @@ async fn append(
         .query_async(&mut conn.clone())
         .await
         .map_err(|e| settings.url.scrub(&e.to_string()));
-    let outcome = result.as_ref().map(|_| Confirm::Ack).map_err(Clone::clone);
+    let outcome = result
+        .as_ref()
+        .map(|_| Confirm::Ack)
+        .map_err(|e| OutputError::Client(e.clone()));
     for append in current {
         let _ = append.reply.send(PublishReport {
             link: append.generation,
@@ -346,7 +349,7 @@ impl Republish for RedisStreams {
         &self,
         publication: Publication,
         kind: Republished,
-    ) -> BoxFuture<Result<(), String>> {
+    ) -> BoxFuture<Result<(), OutputError>> {
         let generation = self.current.borrow().as_ref().map(|o| o.generation());
         let (reply, mut report) = mpsc::unbounded_channel();
         let (stream, headers) = match kind {
@@ -354,7 +357,7 @@ impl Republish for RedisStreams {
                 stream_name(
                     &self.settings.prefix,
                     &publication.exchange,
-                    &publication.routing_key,
+                    publication.routing_key(),
                 ),
                 Vec::new(),
             ),
@@ -381,12 +384,12 @@ impl Republish for RedisStreams {
         Box::pin(async move {
             match sent {
                 Some(Ok(())) => {}
-                _ => return Err("not connected to Redis".into()),
+                _ => return Err(OutputError::NotConnected("Redis")),
             }
             match report.recv().await {
                 Some(PublishReport { result: Ok(_), .. }) => Ok(()),
                 Some(PublishReport { result: Err(e), .. }) => Err(e),
-                None => Err("the Redis publisher stopped".into()),
+                None => Err(OutputError::Stopped("the Redis publisher stopped")),
             }
         })
     }

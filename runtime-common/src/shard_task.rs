@@ -233,7 +233,7 @@ impl<R: Runtime> ShardTask<R> {
                     metrics::record_confirms("nack", 1);
                 }
             }
-            Err(reason) => self.link_failed(report.link, "lost", &reason),
+            Err(reason) => self.link_failed(report.link, "lost", &reason.to_string()),
         }
     }
 
@@ -248,7 +248,7 @@ impl<R: Runtime> ShardTask<R> {
                     pushed_at,
                 } => {
                     self.metrics
-                        .published(&publication.routing_key, now - pushed_at);
+                        .published(publication.event().unwrap_or_default(), now - pushed_at);
                     self.shard.handle_published(now, id);
                 }
                 OutboxEvent::Nacked {

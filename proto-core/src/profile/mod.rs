@@ -222,17 +222,45 @@ pub enum Unroutable {
     Hold,
 }
 
+/// What a publication is, and so its routing key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageKey {
+    /// A dispatch. Every profile routes a dispatch by its event name (`MESSAGE_CREATE`), so the
+    /// name is the routing key; metrics, logs and the stdio and Redis Streams outputs read it
+    /// through [`Publication::event`].
+    Event(String),
+    /// Anything else (a dead-lettered or forwarded worker command), with its routing key.
+    Other(String),
+}
+
 /// One message to publish.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Publication {
     /// The exchange.
     pub exchange: String,
-    /// The routing key.
-    pub routing_key: String,
+    /// What it is, and its routing key.
+    pub key: MessageKey,
     /// The body.
     pub body: Bytes,
     /// The properties.
     pub properties: MessageProperties,
+}
+
+impl Publication {
+    /// The routing key.
+    pub fn routing_key(&self) -> &str {
+        match &self.key {
+            MessageKey::Event(key) | MessageKey::Other(key) => key,
+        }
+    }
+
+    /// The event name, when this publication is a dispatch.
+    pub fn event(&self) -> Option<&str> {
+        match &self.key {
+            MessageKey::Event(event) => Some(event),
+            MessageKey::Other(_) => None,
+        }
+    }
 }
 
 /// What a shard knows about a dispatch besides its payload.
