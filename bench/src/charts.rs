@@ -134,10 +134,7 @@ pub fn line_chart(
         if s.points.len() <= 12 {
             for p in &points {
                 let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
-                let _ = writeln!(
-                    svg,
-                    r#"<circle cx="{x}" cy="{y}" r="3" fill="{colour}"/>"#
-                );
+                let _ = writeln!(svg, r#"<circle cx="{x}" cy="{y}" r="3" fill="{colour}"/>"#);
             }
         }
         let ly = TOP + 14.0 + 18.0 * i as f64;
@@ -335,8 +332,10 @@ pub fn append_memory(
 /// of each point).
 pub fn memory(dir: &Path) -> Result<()> {
     let text = std::fs::read_to_string(dir.join("memory.csv"))?;
-    let mut readings: std::collections::BTreeMap<(String, String), std::collections::BTreeMap<u32, u64>> =
-        Default::default();
+    let mut readings: std::collections::BTreeMap<
+        (String, String),
+        std::collections::BTreeMap<u32, u64>,
+    > = Default::default();
     for line in text.lines().skip(1) {
         let fields: Vec<&str> = line.split(',').collect();
         if let [client, compress, shards, rss, ..] = fields[..]

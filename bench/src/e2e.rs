@@ -166,7 +166,11 @@ pub fn gatehouse_env(
 
 /// Queue depth and the client's CPU between the 5% and 95% marks, until `expected` messages
 /// arrived (or none for 60 s): `(messages, steady rate, whole rate, CPU-s per million)`.
-async fn measure_client(sink: &Sink, expected: u64, pid: u32) -> Result<(u64, f64, f64, Option<f64>)> {
+async fn measure_client(
+    sink: &Sink,
+    expected: u64,
+    pid: u32,
+) -> Result<(u64, f64, f64, Option<f64>)> {
     let (lo, hi) = (expected / 20, expected - expected / 20);
     let (mut cpu_lo, mut cpu_hi) = (None, None);
     let samples = watch_depth(sink, expected, Duration::from_secs(60), |_, n| {

@@ -84,6 +84,26 @@ impl Args {
     }
 }
 
+/// One run of the twilight-dispatch-style pipeline: its steady rate and CPU per million.
+#[cfg(feature = "twilight")]
+async fn twilight_dispatch_reference(
+    fixture_name: &str,
+    events: usize,
+) -> Result<Option<(f64, Option<f64>)>> {
+    let corpus = e2e::corpus(fixture_name, events)?;
+    let run = e2e::through_twilight_dispatch(&corpus).await?;
+    run.print();
+    Ok(Some((run.steady_rate, run.cpu_per_million)))
+}
+
+#[cfg(not(feature = "twilight"))]
+async fn twilight_dispatch_reference(
+    _fixture_name: &str,
+    _events: usize,
+) -> Result<Option<(f64, Option<f64>)>> {
+    bail!("--twilight-dispatch yes needs --features twilight-zlib (or twilight)")
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> Result<()> {
     let args = Args::parse()?;
@@ -129,18 +149,11 @@ async fn main() -> Result<()> {
                     run.print();
                     ceiling = Some(run.steady_rate);
                 }
-                let mut reference = None;
-                if twilight_dispatch {
-                    #[cfg(feature = "twilight")]
-                    {
-                        let corpus = e2e::corpus(&fixture_name, events)?;
-                        let run = e2e::through_twilight_dispatch(&corpus).await?;
-                        run.print();
-                        reference = Some((run.steady_rate, run.cpu_per_million));
-                    }
-                    #[cfg(not(feature = "twilight"))]
-                    bail!("--twilight-dispatch yes needs --features twilight-zlib (or twilight)");
-                }
+                let reference = if twilight_dispatch {
+                    twilight_dispatch_reference(&fixture_name, events).await?
+                } else {
+                    None
+                };
                 for (binary, profile) in binaries
                     .iter()
                     .flat_map(|b| profiles.iter().map(move |p| (b, p)))
@@ -262,9 +275,8 @@ async fn main() -> Result<()> {
                 );
                 lapin_latencies = Some(latencies);
             }
-            let run =
-                e2e::latency_at_rate(&binary, &corpus, rate, &compress, !transient, &log_dir)
-                    .await?;
+            let run = e2e::latency_at_rate(&binary, &corpus, rate, &compress, !transient, &log_dir)
+                .await?;
             for (what, buckets) in [
                 ("frame arrival -> broker confirm", &run.confirm),
                 ("frame arrival -> lapin hand-off", &run.handoff),
