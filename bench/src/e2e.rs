@@ -123,6 +123,8 @@ pub struct GatehouseRun<'a> {
     pub fixture: &'a Fixture,
     pub shards: u32,
     pub compress: &'a str,
+    /// `GATEHOUSE_PROFILE` (`gatehouse`: the native one, `twilight-dispatch`, ...).
+    pub profile: &'a str,
     pub log_dir: &'a Path,
 }
 
@@ -162,6 +164,33 @@ pub fn gatehouse_env(
     ]
 }
 
+/// Queue depth and the client's CPU between the 5% and 95% marks, until `expected` messages
+/// arrived (or none for 60 s): `(messages, steady rate, whole rate, CPU-s per million)`.
+async fn measure_client(
+    sink: &Sink,
+    expected: u64,
+    pid: u32,
+) -> Result<(u64, f64, f64, Option<f64>)> {
+    let (lo, hi) = (expected / 20, expected - expected / 20);
+    let (mut cpu_lo, mut cpu_hi) = (None, None);
+    let samples = watch_depth(sink, expected, Duration::from_secs(60), |_, n| {
+        if n >= lo && cpu_lo.is_none() {
+            cpu_lo = Some((n, services::cpu_seconds(pid)));
+        }
+        if n >= hi && cpu_hi.is_none() {
+            cpu_hi = Some((n, services::cpu_seconds(pid)));
+        }
+    })
+    .await?;
+    let messages = samples.last().map_or(0, |s| s.1);
+    let (steady_rate, whole_rate) = rates(&samples, expected);
+    let cpu_per_million = match (cpu_lo, cpu_hi) {
+        (Some((n0, c0)), Some((n1, c1))) if n1 > n0 => Some((c1 - c0) / (n1 - n0) as f64 * 1e6),
+        _ => None,
+    };
+    Ok((messages, steady_rate, whole_rate, cpu_per_million))
+}
+
 /// mock -> gatehouse -> RabbitMQ; every shard replays the whole fixture (plus READY).
 pub async fn through_gatehouse(settings: &GatehouseRun<'_>) -> Result<Run> {
     let vhost = Vhost::create("e2e");
@@ -171,33 +200,16 @@ pub async fn through_gatehouse(settings: &GatehouseRun<'_>) -> Result<Run> {
     let expected = per_shard * u64::from(settings.shards);
     let mock = MockGateway::start(mock_config(settings.shards, settings.fixture.clone()))?;
     let load_before = services::load_average();
-    let log: PathBuf = settings
-        .log_dir
-        .join(format!("gatehouse-e2e-{}-shards.log", settings.shards));
-    let gatehouse = Gatehouse::start(
-        settings.binary,
-        &gatehouse_env(&mock, settings.shards, settings.compress, &vhost, &redis),
-        &log,
-    )?;
-    let pid = gatehouse.pid();
-    let (lo, hi) = (expected / 20, expected - expected / 20);
-    let (mut cpu_lo, mut cpu_hi) = (None, None);
-    let samples = watch_depth(&sink, expected, Duration::from_secs(60), |_, n| {
-        if n >= lo && cpu_lo.is_none() {
-            cpu_lo = Some((n, services::cpu_seconds(pid)));
-        }
-        if n >= hi && cpu_hi.is_none() {
-            cpu_hi = Some((n, services::cpu_seconds(pid)));
-        }
-    })
-    .await?;
+    let log: PathBuf = settings.log_dir.join(format!(
+        "gatehouse-e2e-{}-shards-{}.log",
+        settings.shards, settings.profile
+    ));
+    let mut env = gatehouse_env(&mock, settings.shards, settings.compress, &vhost, &redis);
+    env.push(("GATEHOUSE_PROFILE", settings.profile.to_owned()));
+    let gatehouse = Gatehouse::start(settings.binary, &env, &log)?;
+    let (messages, steady_rate, whole_rate, cpu_per_million) =
+        measure_client(&sink, expected, gatehouse.pid()).await?;
     let load_after = services::load_average();
-    let messages = samples.last().map_or(0, |s| s.1);
-    let (steady_rate, whole_rate) = rates(&samples, expected);
-    let cpu_per_million = match (cpu_lo, cpu_hi) {
-        (Some((n0, c0)), Some((n1, c1))) if n1 > n0 => Some((c1 - c0) / (n1 - n0) as f64 * 1e6),
-        _ => None,
-    };
     drop(gatehouse);
     drop(mock);
     if messages < expected {
@@ -208,8 +220,45 @@ pub async fn through_gatehouse(settings: &GatehouseRun<'_>) -> Result<Run> {
     }
     Ok(Run {
         what: format!(
-            "gatehouse, {} shard(s), {}",
-            settings.shards, settings.compress
+            "gatehouse {}, {} shard(s), {}",
+            settings.profile, settings.shards, settings.compress
+        ),
+        messages,
+        steady_rate,
+        whole_rate,
+        cpu_per_million,
+        load_before,
+        load_after,
+    })
+}
+
+/// mock -> a twilight-dispatch-style pipeline (twilight-gateway + lapin, transient, no
+/// confirms; `twilight::run_dispatch_pipeline`, a child process) -> RabbitMQ, one shard, into
+/// the same kind of sink as `through_gatehouse`. The compression is the build's
+/// (`twilight-zlib`: zlib-stream).
+#[cfg(feature = "twilight")]
+pub async fn through_twilight_dispatch(fixture: &Fixture) -> Result<Run> {
+    let vhost = Vhost::create("e2e-twilight");
+    let sink = Sink::declare(&vhost.amqp_url(), "gateway").await?;
+    let expected = fixture.len() as u64 + 1;
+    let mut config = mock_config(1, fixture.clone());
+    config.token = None;
+    config.required_shard_count = None;
+    let mock = MockGateway::start(config)?;
+    let load_before = services::load_average();
+    let child = crate::twilight::start_dispatch_pipeline(&mock.ws_url(), &vhost.amqp_url())?;
+    let (messages, steady_rate, whole_rate, cpu_per_million) =
+        measure_client(&sink, expected, child.pid()).await?;
+    let load_after = services::load_average();
+    drop(child);
+    drop(mock);
+    if messages < expected {
+        eprintln!("warning: only {messages} of {expected} messages arrived");
+    }
+    Ok(Run {
+        what: format!(
+            "twilight-dispatch style, 1 shard, {}",
+            crate::twilight::COMPRESSION
         ),
         messages,
         steady_rate,
@@ -324,20 +373,84 @@ pub async fn plain_lapin(bodies: &[(String, Vec<u8>)], window: usize) -> Result<
     })
 }
 
+/// Cumulative histogram buckets: `(upper bound in seconds, observations at or below it)`.
+pub type Buckets = Vec<(f64, u64)>;
+
+/// What `latency_at_rate` read from `gatehouse`'s metrics endpoint.
+pub struct LatencyRun {
+    /// `gatehouse_publish_latency_seconds`: frame arrival -> broker confirm.
+    pub confirm: Buckets,
+    /// `gatehouse_publish_handoff_seconds`: frame arrival -> frames written by lapin.
+    pub handoff: Buckets,
+    pub load_before: String,
+    pub load_after: String,
+}
+
+/// The cumulative buckets of histogram `name` in a Prometheus text page.
+pub fn histogram_buckets(text: &str, name: &str) -> Buckets {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let mut buckets = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(prefix.as_str()) else {
+            continue;
+        };
+        let Some((bound, count)) = rest.split_once("\"}") else {
+            continue;
+        };
+        let bound = if bound == "+Inf" {
+            f64::INFINITY
+        } else {
+            bound.parse().unwrap_or(f64::NAN)
+        };
+        buckets.push((bound, count.trim().parse().unwrap_or(0)));
+    }
+    buckets
+}
+
+/// The `q` quantile of cumulative buckets, interpolated linearly inside its bucket (as
+/// Prometheus' `histogram_quantile` does), with the bucket's bounds: `(estimate, lower, upper)`
+/// in seconds.
+pub fn bucket_quantile(buckets: &[(f64, u64)], q: f64) -> Option<(f64, f64, f64)> {
+    let total = buckets.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let (mut lower, mut below) = (0.0, 0u64);
+    for &(bound, count) in buckets {
+        if count as f64 >= rank {
+            if !bound.is_finite() {
+                return Some((lower, lower, bound));
+            }
+            let inside = (count - below) as f64;
+            let share = if inside > 0.0 {
+                (rank - below as f64) / inside
+            } else {
+                1.0
+            };
+            return Some((lower + (bound - lower) * share, lower, bound));
+        }
+        (lower, below) = (bound, count);
+    }
+    None
+}
+
 /// Added latency at a fixed rate: the mock sends `rate` dispatches per second on one shard,
-/// and `gatehouse`'s own histogram (`gatehouse_publish_latency_seconds`: from the frame's
-/// arrival to the broker's confirm) is read from its metrics endpoint at the end. Returns the
-/// cumulative bucket counts `(upper bound in seconds, observations at or below it)`.
+/// and `gatehouse`'s own histograms (`gatehouse_publish_latency_seconds`: from the frame's
+/// arrival to the broker's confirm; `gatehouse_publish_handoff_seconds`: to lapin's hand-off)
+/// are read from its metrics endpoint at the end. With `durable` false the sink queue is
+/// transient, so the broker confirms without a disk sync.
 pub async fn latency_at_rate(
     binary: &Path,
     fixture: &Fixture,
     rate: f64,
     compress: &str,
+    durable: bool,
     log_dir: &Path,
-) -> Result<(Vec<(f64, u64)>, String, String)> {
+) -> Result<LatencyRun> {
     let vhost = Vhost::create("latency");
     let redis = RedisPrefix::new("latency");
-    let sink = Sink::declare(&vhost.amqp_url(), "gateway").await?;
+    let sink = Sink::declare_with(&vhost.amqp_url(), "gateway", durable).await?;
     let mut config = mock_config(1, fixture.clone());
     config.rate = ReplayRate::PerSecond(rate);
     config.poll_interval = Duration::from_millis(1);
@@ -362,33 +475,30 @@ pub async fn latency_at_rate(
         .call()?
         .body_mut()
         .read_to_string()?;
-    let mut buckets = Vec::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("gatehouse_publish_latency_seconds_bucket{le=\"") else {
-            continue;
-        };
-        let Some((bound, count)) = rest.split_once("\"}") else {
-            continue;
-        };
-        let bound = if bound == "+Inf" {
-            f64::INFINITY
-        } else {
-            bound.parse().unwrap_or(f64::NAN)
-        };
-        buckets.push((bound, count.trim().parse().unwrap_or(0)));
-    }
-    if buckets.is_empty() {
+    let confirm = histogram_buckets(&text, "gatehouse_publish_latency_seconds");
+    if confirm.is_empty() {
         bail!("no latency histogram in {text}");
     }
-    Ok((buckets, load_before, load_after))
+    let handoff = histogram_buckets(&text, "gatehouse_publish_handoff_seconds");
+    Ok(LatencyRun {
+        confirm,
+        handoff,
+        load_before,
+        load_after,
+    })
 }
 
 /// The broker's own confirm latency at a fixed rate: a plain lapin publisher sends `bodies` at
 /// `rate` per second (paced every millisecond) with the native properties and records, for
 /// each message, the time from `basic_publish` to its confirm. Returns the sorted latencies.
-pub async fn plain_lapin_latency(bodies: &[(String, Vec<u8>)], rate: f64) -> Result<Vec<Duration>> {
+/// With `transient`, the messages are transient (delivery mode 1) and so is the queue.
+pub async fn plain_lapin_latency(
+    bodies: &[(String, Vec<u8>)],
+    rate: f64,
+    transient: bool,
+) -> Result<Vec<Duration>> {
     let vhost = Vhost::create("ceiling-latency");
-    let _sink = Sink::declare(&vhost.amqp_url(), "gateway").await?;
+    let _sink = Sink::declare_with(&vhost.amqp_url(), "gateway", !transient).await?;
     let connection = Connection::connect_with_runtime(
         &vhost.amqp_url(),
         ConnectionProperties::default(),
@@ -422,7 +532,7 @@ pub async fn plain_lapin_latency(bodies: &[(String, Vec<u8>)], rate: f64) -> Res
             headers.insert("x-shard-count".into(), AMQPValue::LongLongInt(1));
             headers.insert("x-sequence".into(), AMQPValue::LongLongInt(seq));
             let properties = BasicProperties::default()
-                .with_delivery_mode(2)
+                .with_delivery_mode(if transient { 1 } else { 2 })
                 .with_content_type("application/json".into())
                 .with_message_id(format!("s:{seq}").into())
                 .with_timestamp(0)

@@ -7,12 +7,22 @@
 //! cd bench && cargo run --release -- memory --shards 10,1000,2500 --compress zlib-stream,none
 //! cd bench && cargo run --release --features twilight-zlib -- twilight-memory --shards 10,1000
 //! cd bench && cargo run --release --features twilight -- twilight-memory --shards 10,1000
+//! # added latency: gatehouse's two histograms beside plain lapin, persistent or transient
+//! cd bench && cargo run --release -- latency --rate 3500 --seconds 20 --transient yes --charts charts
+//! # the twilight-dispatch-style pipeline beside gatehouse (native and twilight-dispatch profiles)
+//! cd bench && cargo run --release --features twilight-zlib -- e2e --twilight-dispatch yes \
+//!     --profiles gatehouse,twilight-dispatch
+//! # memory.svg from the memory.csv that `memory`/`twilight-memory --charts charts` append to
+//! cd bench && cargo run --release -- charts --charts charts
 //! ```
 //!
-//! Options: `--gatehouse <path>` (default `../target/release/gatehouse`), `--fixture <name or
-//! .jsonl>` (default `basic`), `--log-dir <dir>` (default the temp dir). Needs RabbitMQ with the
+//! Options: `--gatehouse <path>` (default `../target/release/gatehouse`; `e2e` takes a comma
+//! list and runs each binary in turn), `--fixture <name or .jsonl>` (default `basic`),
+//! `--log-dir <dir>` (default the temp dir), `--charts <dir>` (write SVG charts and their CSV
+//! there: `e2e` with several shard counts, `latency`, `memory`). Needs RabbitMQ with the
 //! management API on 127.0.0.1 (guest/guest) and Redis (`scripts/services.sh`).
 
+mod charts;
 mod e2e;
 mod memory;
 mod services;
@@ -74,6 +84,26 @@ impl Args {
     }
 }
 
+/// One run of the twilight-dispatch-style pipeline: its steady rate and CPU per million.
+#[cfg(feature = "twilight")]
+async fn twilight_dispatch_reference(
+    fixture_name: &str,
+    events: usize,
+) -> Result<Option<(f64, Option<f64>)>> {
+    let corpus = e2e::corpus(fixture_name, events)?;
+    let run = e2e::through_twilight_dispatch(&corpus).await?;
+    run.print();
+    Ok(Some((run.steady_rate, run.cpu_per_million)))
+}
+
+#[cfg(not(feature = "twilight"))]
+async fn twilight_dispatch_reference(
+    _fixture_name: &str,
+    _events: usize,
+) -> Result<Option<(f64, Option<f64>)>> {
+    bail!("--twilight-dispatch yes needs --features twilight-zlib (or twilight)")
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> Result<()> {
     let args = Args::parse()?;
@@ -81,6 +111,8 @@ async fn main() -> Result<()> {
         "gatehouse",
         concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/gatehouse"),
     ));
+    // Absolute, because `gatehouse` runs in the temp dir.
+    let binary = std::fs::canonicalize(&binary).unwrap_or(binary);
     let log_dir = PathBuf::from(args.get("log-dir", &std::env::temp_dir().to_string_lossy()));
     println!(
         "machine: {} cores, load average {}",
@@ -96,6 +128,18 @@ async fn main() -> Result<()> {
             let compress = args.get("compress", "zlib-stream");
             let fixture_name = args.get("fixture", "basic");
             let skip_ceiling = args.get("ceiling", "yes") == "no";
+            // GATEHOUSE_PROFILE of the gatehouse runs (`gatehouse` is the native one), one run
+            // per profile and shard count.
+            let profiles: Vec<String> = args.list("profiles", "gatehouse")?;
+            // The twilight-dispatch-style pipeline (needs the `twilight` features), one shard.
+            let twilight_dispatch = args.get("twilight-dispatch", "no") == "yes";
+            // `--gatehouse a,b`: each gatehouse run once per binary, in this order.
+            let binaries: Vec<PathBuf> = binary
+                .to_string_lossy()
+                .split(',')
+                .map(|b| std::fs::canonicalize(b).unwrap_or_else(|_| PathBuf::from(b)))
+                .collect();
+            let mut scaling_rows = Vec::new();
             for round in 1..=rounds {
                 println!("-- round {round}");
                 let mut ceiling = None;
@@ -105,27 +149,60 @@ async fn main() -> Result<()> {
                     run.print();
                     ceiling = Some(run.steady_rate);
                 }
-                for &shards in &shard_counts {
-                    // The same number of events in total, spread over the shards.
-                    let per_shard = (events / shards as usize).max(1);
-                    let corpus = e2e::corpus(&fixture_name, per_shard)?;
-                    let run = e2e::through_gatehouse(&e2e::GatehouseRun {
-                        binary: &binary,
-                        fixture: &corpus,
-                        shards,
-                        compress: &compress,
-                        log_dir: &log_dir,
-                    })
-                    .await?;
-                    run.print();
-                    if let Some(ceiling) = ceiling {
-                        println!(
-                            "{:<34} {:.1}% of this round's plain lapin",
-                            "",
-                            100.0 * run.steady_rate / ceiling
-                        );
+                let reference = if twilight_dispatch {
+                    twilight_dispatch_reference(&fixture_name, events).await?
+                } else {
+                    None
+                };
+                for (binary, profile) in binaries
+                    .iter()
+                    .flat_map(|b| profiles.iter().map(move |p| (b, p)))
+                {
+                    for &shards in &shard_counts {
+                        // The same number of events in total, spread over the shards.
+                        let per_shard = (events / shards as usize).max(1);
+                        let corpus = e2e::corpus(&fixture_name, per_shard)?;
+                        let run = e2e::through_gatehouse(&e2e::GatehouseRun {
+                            binary,
+                            fixture: &corpus,
+                            shards,
+                            compress: &compress,
+                            profile,
+                            log_dir: &log_dir,
+                        })
+                        .await?;
+                        if binaries.len() > 1 {
+                            println!("{}:", binary.display());
+                        }
+                        run.print();
+                        if let Some(ceiling) = ceiling {
+                            println!(
+                                "{:<34} {:.1}% of this round's plain lapin",
+                                "",
+                                100.0 * run.steady_rate / ceiling
+                            );
+                        }
+                        if let Some((rate, cpu)) = reference {
+                            println!(
+                                "{:<34} {:.2}x the twilight-dispatch pipeline's msg/s, {} its CPU per event",
+                                "",
+                                run.steady_rate / rate,
+                                match (run.cpu_per_million, cpu) {
+                                    (Some(a), Some(b)) => format!("{:.2}x", a / b),
+                                    _ => "-".into(),
+                                }
+                            );
+                        }
+                        if profile == "gatehouse" && binary == &binaries[0] {
+                            scaling_rows.push((round, shards, run));
+                        }
                     }
                 }
+            }
+            if let Some(dir) = args.options.get("charts")
+                && shard_counts.len() > 1
+            {
+                charts::scaling(std::path::Path::new(dir), &scaling_rows)?;
             }
         }
         "memory" => {
@@ -146,6 +223,16 @@ async fn main() -> Result<()> {
                         idle.heartbeating,
                         idle.load
                     );
+                    if let Some(dir) = args.options.get("charts") {
+                        charts::append_memory(
+                            std::path::Path::new(dir),
+                            "gatehouse",
+                            compress,
+                            idle.shards,
+                            idle.rss_kib,
+                            &idle.load,
+                        )?;
+                    }
                     results.push(idle);
                 }
                 if let (Some(small), Some(large)) = (results.first(), results.last())
@@ -166,38 +253,68 @@ async fn main() -> Result<()> {
             let rate: f64 = args.number("rate", 3000.0)?;
             let seconds: f64 = args.number("seconds", 20.0)?;
             let compress = args.get("compress", "zlib-stream");
+            // Transient: a non-durable sink queue (and transient messages from plain lapin),
+            // so the broker confirms without syncing to disk.
+            let transient = args.get("transient", "no") == "yes";
             let corpus = e2e::corpus(&args.get("fixture", "basic"), (rate * seconds) as usize)?;
+            let kind = if transient { "transient" } else { "persistent" };
+            let mut lapin_latencies = None;
             if args.get("ceiling", "yes") != "no" {
                 let load = services::load_average();
                 let latencies =
-                    e2e::plain_lapin_latency(&e2e::dispatch_bodies(&corpus), rate).await?;
+                    e2e::plain_lapin_latency(&e2e::dispatch_bodies(&corpus), rate, transient)
+                        .await?;
                 let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
                 println!(
-                    "plain lapin at {rate:.0}/s, publish -> confirm: p50 {:?}, p90 {:?}, p99 {:?}, max {:?} (load {load} -> {})",
+                    "plain lapin at {rate:.0}/s, {kind}, publish -> confirm: p50 {:?}, p90 {:?}, p99 {:?}, max {:?} (load {load} -> {})",
                     at(0.5),
                     at(0.9),
                     at(0.99),
                     at(1.0),
                     services::load_average()
                 );
+                lapin_latencies = Some(latencies);
             }
-            let (buckets, load_before, load_after) =
-                e2e::latency_at_rate(&binary, &corpus, rate, &compress, &log_dir).await?;
-            let total = buckets.last().map_or(0, |b| b.1).max(1);
-            println!(
-                "{} events at {rate:.0}/s, frame arrival -> broker confirm (load {load_before} -> {load_after}):",
-                total
-            );
-            for (bound, count) in &buckets {
+            let run = e2e::latency_at_rate(&binary, &corpus, rate, &compress, !transient, &log_dir)
+                .await?;
+            for (what, buckets) in [
+                ("frame arrival -> broker confirm", &run.confirm),
+                ("frame arrival -> lapin hand-off", &run.handoff),
+            ] {
+                let total = buckets.last().map_or(0, |b| b.1).max(1);
+                let quantile = |q: f64| {
+                    e2e::bucket_quantile(buckets, q).map_or("-".to_owned(), |(e, lo, hi)| {
+                        format!("{:.3} ms ({:.2}-{:.2})", e * 1e3, lo * 1e3, hi * 1e3)
+                    })
+                };
                 println!(
-                    "  <= {:>8} ms: {:>6.2}%",
-                    if bound.is_finite() {
-                        format!("{:.1}", bound * 1e3)
-                    } else {
-                        "inf".into()
-                    },
-                    100.0 * *count as f64 / total as f64
+                    "gatehouse {kind}, {total} events at {rate:.0}/s, {what} (load {} -> {}): p50 {}, p90 {}, p99 {}",
+                    run.load_before,
+                    run.load_after,
+                    quantile(0.5),
+                    quantile(0.9),
+                    quantile(0.99)
                 );
+                for (bound, count) in buckets {
+                    println!(
+                        "  <= {:>8} ms: {:>6.2}%",
+                        if bound.is_finite() {
+                            format!("{:.2}", bound * 1e3)
+                        } else {
+                            "inf".into()
+                        },
+                        100.0 * *count as f64 / total as f64
+                    );
+                }
+            }
+            if let Some(dir) = args.options.get("charts") {
+                charts::latency_cdf(
+                    std::path::Path::new(dir),
+                    kind,
+                    rate,
+                    lapin_latencies.as_deref(),
+                    &run,
+                )?;
             }
         }
         #[cfg(feature = "twilight")]
@@ -235,6 +352,16 @@ async fn main() -> Result<()> {
                     twilight::COMPRESSION,
                     services::load_average()
                 );
+                if let Some(dir) = args.options.get("charts") {
+                    charts::append_memory(
+                        std::path::Path::new(dir),
+                        "twilight-gateway",
+                        twilight::COMPRESSION,
+                        shards,
+                        rss,
+                        &services::load_average(),
+                    )?;
+                }
                 results.push((shards, rss));
             }
             if let (Some(small), Some(large)) = (results.first(), results.last())
@@ -246,6 +373,13 @@ async fn main() -> Result<()> {
                     (large.1 as f64 - small.1 as f64) / f64::from(large.0 - small.0)
                 );
             }
+        }
+        #[cfg(feature = "twilight")]
+        "twilight-dispatch-pipeline" => {
+            twilight::run_dispatch_pipeline(args.get("url", ""), args.get("amqp", "")).await?;
+        }
+        "charts" => {
+            charts::memory(std::path::Path::new(&args.get("charts", "charts")))?;
         }
         other => bail!("unknown command {other:?}: use `e2e`, `latency` or `memory`"),
     }

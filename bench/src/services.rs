@@ -31,6 +31,13 @@ pub struct Sink {
 
 impl Sink {
     pub async fn declare(amqp_url: &str, exchange: &str) -> Result<Self> {
+        Self::declare_with(amqp_url, exchange, true).await
+    }
+
+    /// The same with a queue that is `durable` or not. RabbitMQ writes a persistent message
+    /// to disk only in a durable queue: with a transient queue the broker confirms without a
+    /// disk sync, whatever the messages' delivery mode.
+    pub async fn declare_with(amqp_url: &str, exchange: &str, durable: bool) -> Result<Self> {
         let connection = Connection::connect_with_runtime(
             amqp_url,
             ConnectionProperties::default(),
@@ -54,7 +61,7 @@ impl Sink {
             .queue_declare(
                 queue.as_str().into(),
                 QueueDeclareOptions {
-                    durable: true,
+                    durable,
                     ..Default::default()
                 },
                 FieldTable::default(),

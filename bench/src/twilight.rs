@@ -3,7 +3,9 @@
 //! `memory`'s. Built only with the `twilight` (no compression) or `twilight-zlib` feature.
 //!
 //! Owns: the twilight client (`twilight-shards`, run as a child process so that its memory is
-//! its own) and the scenario around it. Does not own the mock settings (`e2e::mock_config`).
+//! its own) and the scenario around it, and the twilight-dispatch-style pipeline (issue 13,
+//! item 2: `twilight-dispatch-pipeline`, a child of `e2e --twilight-dispatch yes`). Does not
+//! own the mock settings (`e2e::mock_config`).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -47,7 +49,7 @@ pub async fn run_shards(url: String, shards: u32) -> Result<()> {
     Ok(())
 }
 
-struct ChildGuard(Child);
+pub struct ChildGuard(Child);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
@@ -203,4 +205,93 @@ pub fn rate(fixture: &Fixture, typed: bool) -> Result<()> {
         bail!("twilight client: {status}");
     }
     Ok(())
+}
+
+/// twilight-dispatch's envelope (`src/models.rs` `PayloadInfo`): `d` is parsed into a value
+/// and written out again; `s` is dropped; its `old` needs a cache and is never set here.
+#[derive(serde::Deserialize, serde::Serialize)]
+struct PayloadInfo {
+    op: u8,
+    t: Option<String>,
+    d: serde_json::Value,
+}
+
+/// The child of `e2e --twilight-dispatch yes`: one twilight-gateway shard on `url` publishing
+/// every dispatch to `amqp_url` the way chamburr/twilight-dispatch does (`src/handler.rs`
+/// `outgoing`): one task per event that parses the raw payload into `PayloadInfo`, serialises
+/// it again and `basic_publish`es it to the `gateway` exchange with the event name as routing
+/// key and default properties (transient), on a channel without publisher confirms; a publish
+/// error is only logged. (twilight-dispatch parses with `simd_json`; this uses `serde_json`,
+/// the parser the bench already has.) Runs until killed.
+pub async fn run_dispatch_pipeline(url: String, amqp_url: String) -> Result<()> {
+    use lapin::options::BasicPublishOptions;
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+    let connection = Connection::connect_with_runtime(
+        &amqp_url,
+        ConnectionProperties::default(),
+        async_rs::Runtime::tokio_current(),
+    )
+    .await?;
+    let channel = connection.create_channel().await?;
+    let config = ConfigBuilder::new(services::TOKEN.to_owned(), Intents::GUILDS)
+        .proxy_url(url)
+        .queue(InMemoryQueue::new(0, 0, Duration::ZERO, 0))
+        .build();
+    let mut shard = Shard::with_config(ShardId::ONE, config);
+    while let Some(message) = shard.next().await {
+        let text = match message {
+            Ok(Message::Text(text)) => text,
+            Ok(_) => continue,
+            Err(e) => bail!("twilight: {e}"),
+        };
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            let Ok(payload) = serde_json::from_str::<PayloadInfo>(&text) else {
+                eprintln!("could not decode a payload");
+                return;
+            };
+            let Some(kind) = payload.t.as_deref() else {
+                return;
+            };
+            let Ok(body) = serde_json::to_vec(&payload) else {
+                eprintln!("could not serialise a payload");
+                return;
+            };
+            if let Err(e) = channel
+                .basic_publish(
+                    "gateway".into(),
+                    kind.into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    BasicProperties::default(),
+                )
+                .await
+            {
+                eprintln!("failed to publish an event: {e}");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// The pipeline's child process for one e2e run (killed on drop).
+pub fn start_dispatch_pipeline(ws_url: &str, amqp_url: &str) -> Result<ChildGuard> {
+    let child = Command::new(std::env::current_exe()?)
+        .args([
+            "twilight-dispatch-pipeline",
+            "--url",
+            ws_url,
+            "--amqp",
+            amqp_url,
+        ])
+        .stdin(Stdio::null())
+        .spawn()?;
+    Ok(ChildGuard(child))
+}
+
+impl ChildGuard {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
 }

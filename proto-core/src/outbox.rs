@@ -217,6 +217,12 @@ impl Outbox {
         self.entries.is_empty()
     }
 
+    /// When publication `id` was pushed, while it is unconfirmed (for the runtime's
+    /// hand-off latency metric).
+    pub fn pushed_at(&self, id: PublishId) -> Option<Instant> {
+        self.entries.get(&id).map(|entry| entry.pushed_at)
+    }
+
     /// Whether [`Outbox::take_sendable`] would return something for `link`.
     pub fn has_sendable(&self, link: u64) -> bool {
         !self.unsent.is_empty() && self.failed_link != Some(link)

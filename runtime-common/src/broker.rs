@@ -96,6 +96,25 @@ impl Output for Link {
                 id,
                 publication,
                 reply: reply.clone(),
+                pushed_at: None,
+            })
+            .is_ok()
+    }
+
+    /// The same; the publisher records the time from `pushed_at` to lapin's hand-off.
+    fn submit_pushed_at(
+        &self,
+        id: PublishId,
+        publication: Arc<Publication>,
+        reply: &mpsc::UnboundedSender<PublishReport>,
+        pushed_at: std::time::Instant,
+    ) -> bool {
+        self.publisher
+            .send(PublishRequest {
+                id,
+                publication,
+                reply: reply.clone(),
+                pushed_at: Some(pushed_at),
             })
             .is_ok()
     }

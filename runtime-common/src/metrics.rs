@@ -24,6 +24,10 @@ pub const PUBLISH_CONFIRMS: &str = "gatehouse_publish_confirms_total";
 pub const EVENTS_UNROUTABLE: &str = "gatehouse_events_unroutable_total";
 /// Seconds from a dispatch's arrival to the broker's confirm.
 pub const PUBLISH_LATENCY: &str = "gatehouse_publish_latency_seconds";
+/// Seconds from a dispatch's arrival to lapin's hand-off of its publication: `basic_publish`
+/// has returned, i.e. lapin's I/O loop has written the message's frames to the connection
+/// (Gatehouse's own share of the latency; the rest, to the confirm, is the broker's).
+pub const PUBLISH_HANDOFF: &str = "gatehouse_publish_handoff_seconds";
 /// Publications waiting for a confirm (or for the broker), per shard.
 pub const UNCONFIRMED: &str = "gatehouse_unconfirmed_publications";
 /// Bytes of the bodies of those publications, per shard.
@@ -252,13 +256,26 @@ pub fn install(binary: &str) -> std::io::Result<PrometheusHandle> {
     Ok(handle)
 }
 
+/// The bounds (seconds) of both publishing latency histograms.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// The hand-off latency histogram (one handle per publisher task).
+pub(crate) fn handoff_histogram() -> metrics::Histogram {
+    histogram!(PUBLISH_HANDOFF)
+}
+
 fn build_recorder() -> std::io::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(PUBLISH_LATENCY.to_owned()),
-            &[
-                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-            ],
+            LATENCY_BUCKETS,
+        )
+        .expect("the bucket list is not empty")
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(PUBLISH_HANDOFF.to_owned()),
+            LATENCY_BUCKETS,
         )
         .expect("the bucket list is not empty")
         .install_recorder()
@@ -274,6 +291,10 @@ fn describe() {
     describe_histogram!(
         PUBLISH_LATENCY,
         "Seconds from dispatch arrival to broker confirm"
+    );
+    describe_histogram!(
+        PUBLISH_HANDOFF,
+        "Seconds from dispatch arrival to its frames written to the broker connection"
     );
     describe_gauge!(UNCONFIRMED, "Publications not yet confirmed");
     describe_gauge!(

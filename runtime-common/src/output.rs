@@ -17,6 +17,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use proto_core::outbox::Confirm;
 use proto_core::profile::Publication;
@@ -73,6 +74,20 @@ pub(crate) trait Output: Send + Sync + std::fmt::Debug {
         publication: Arc<Publication>,
         reply: &mpsc::UnboundedSender<PublishReport>,
     ) -> bool;
+
+    /// [`Output::submit`], told when the publication entered the shard's outbox (its
+    /// dispatch's arrival), for outputs that measure their hand-off latency
+    /// (`gatehouse_publish_handoff_seconds`); the others keep this default.
+    fn submit_pushed_at(
+        &self,
+        id: PublishId,
+        publication: Arc<Publication>,
+        reply: &mpsc::UnboundedSender<PublishReport>,
+        pushed_at: Instant,
+    ) -> bool {
+        let _ = pushed_at;
+        self.submit(id, publication, reply)
+    }
 }
 
 /// The shards' view of the configured output: its current connection (if any), waking on a

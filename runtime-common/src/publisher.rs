@@ -12,6 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Instant;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -26,6 +27,12 @@ use crate::output::{OutputError, PublishReport};
 /// Publications started together before awaiting any of them.
 const MAX_BATCH: usize = 256;
 
+/// Publications in flight on one link at most (published, confirm not yet handled). lapin
+/// keeps unconfirmed publications in a map that it scans whole on every multiple ack, so an
+/// unbounded number in flight (every shard's window together) costs more per confirm as the
+/// shard count grows; past this cap the publisher waits for confirms before publishing more.
+const MAX_IN_FLIGHT: usize = 4096;
+
 /// One publication for a link's publisher.
 #[derive(Debug)]
 pub(crate) struct PublishRequest {
@@ -35,6 +42,8 @@ pub(crate) struct PublishRequest {
     pub(crate) publication: Arc<Publication>,
     /// Where the outcome goes.
     pub(crate) reply: mpsc::UnboundedSender<PublishReport>,
+    /// When it entered the shard's outbox, for the hand-off histogram.
+    pub(crate) pushed_at: Option<Instant>,
 }
 
 /// What the publisher needs from one broker connection (`broker::Link` in the process; the
@@ -114,9 +123,19 @@ pub(crate) async fn run<L: PublishLink>(
 ) {
     let (confirms_tx, mut confirms_rx) = mpsc::unbounded_channel::<ConfirmFuture>();
     let generation = link.generation();
+    let handoff = crate::metrics::handoff_histogram();
+    let in_flight_cap = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let publish = async {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            // One permit per publication, released when its confirm has been reported.
+            let Ok(mut permits) = in_flight_cap
+                .clone()
+                .acquire_many_owned(batch.len() as u32)
+                .await
+            else {
+                return;
+            };
             if let Some(router) = &event_router {
                 for request in &batch {
                     let Some(event) = request.publication.event() else {
@@ -130,12 +149,24 @@ pub(crate) async fn run<L: PublishLink>(
             let started = {
                 let publishes = batch
                     .iter()
-                    .map(|r| link.publish_event(&r.publication))
+                    .map(|r| {
+                        let publish = link.publish_event(&r.publication);
+                        let (pushed_at, handoff) = (r.pushed_at, &handoff);
+                        async move {
+                            let result = publish.await;
+                            // lapin has written the frames: Gatehouse's share is done.
+                            if let Some(at) = pushed_at {
+                                handoff.record(at.elapsed().as_secs_f64());
+                            }
+                            result
+                        }
+                    })
                     .collect();
                 start_in_order(publishes).await
             };
             for (request, result) in batch.drain(..).zip(started) {
                 let PublishRequest { id, reply, .. } = request;
+                let permit = permits.split(1);
                 let link = link.clone();
                 let event = request.publication.event().map(str::to_owned);
                 let confirm: ConfirmFuture = Box::pin(async move {
@@ -156,6 +187,7 @@ pub(crate) async fn run<L: PublishLink>(
                         id,
                         result,
                     });
+                    drop(permit);
                 });
                 let _ = confirms_tx.send(confirm);
             }

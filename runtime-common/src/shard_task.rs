@@ -39,6 +39,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Messages handled back to back (when already received) before publishing and looking at
 /// timers and other inputs.
 const MAX_BURST: usize = 64;
+/// Publisher reports handled in one turn of the loop at most.
+const MAX_REPORTS: usize = 1024;
 /// How long to wait for the peer's answer to our close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -199,15 +201,14 @@ impl<R: Runtime> ShardTask<R> {
                 self.outbox_events(now);
             }
             Wake::Report(report) => {
-                match report.result {
-                    Ok(confirm) => {
-                        self.outbox
-                            .handle_confirm(now, report.link, report.id, confirm);
-                        if confirm == Confirm::Nack {
-                            metrics::record_confirms("nack", 1);
-                        }
+                self.handle_report(now, report);
+                // Every report already here is handled in the same turn: one outbox drain, one
+                // publish and one status look for all of them instead of one per confirm.
+                for _ in 1..MAX_REPORTS {
+                    match self.reports.try_recv() {
+                        Ok(report) => self.handle_report(now, report),
+                        Err(_) => break,
                     }
-                    Err(reason) => self.link_failed(report.link, "lost", &reason.to_string()),
                 }
                 self.outbox_events(now);
             }
@@ -220,6 +221,20 @@ impl<R: Runtime> ShardTask<R> {
         }
         self.metrics
             .unconfirmed(self.shard.unconfirmed(), self.shard.unconfirmed_bytes());
+    }
+
+    /// Gives one publisher report to the outbox (its events are drained by the caller).
+    fn handle_report(&mut self, now: Instant, report: PublishReport) {
+        match report.result {
+            Ok(confirm) => {
+                self.outbox
+                    .handle_confirm(now, report.link, report.id, confirm);
+                if confirm == Confirm::Nack {
+                    metrics::record_confirms("nack", 1);
+                }
+            }
+            Err(reason) => self.link_failed(report.link, "lost", &reason.to_string()),
+        }
     }
 
     /// Acts on what the outbox reports: confirms to the shard, overdue confirms to the broker
@@ -467,7 +482,8 @@ impl<R: Runtime> ShardTask<R> {
             .outbox
             .take_sendable(now, link.generation(), usize::MAX)
         {
-            if !link.submit(id, publication, &self.reply) {
+            let pushed_at = self.outbox.pushed_at(id).unwrap_or(now);
+            if !link.submit_pushed_at(id, publication, &self.reply, pushed_at) {
                 self.link_failed(link.generation(), "lost", "the link's publisher is gone");
                 break;
             }
