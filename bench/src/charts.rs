@@ -14,6 +14,8 @@ use anyhow::Result;
 use crate::e2e::{LatencyRun, Run};
 
 const WIDTH: f64 = 640.0;
+/// The legend's room right of the plot, beyond `WIDTH` (long series names).
+const LEGEND_EXTRA: f64 = 130.0;
 const HEIGHT: f64 = 400.0;
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 180.0;
@@ -63,7 +65,8 @@ pub fn line_chart(
     let mut svg = String::new();
     let _ = writeln!(
         svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="12">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{HEIGHT}" font-family="sans-serif" font-size="12">"#,
+        WIDTH + LEGEND_EXTRA
     );
     let _ = writeln!(
         svg,
