@@ -18,6 +18,10 @@
 //!    after it saw the switch, then closes it for good. As every member sees the store at
 //!    least every [`ReshardTimings::poll`], an overlap of at least that long means some set
 //!    publishes every guild at every moment: no gap, only duplicates during the overlap.
+//!    The overlap is counted in time, but events are sent in order: each shard of the old
+//!    set closes only once it has read what the gateway sent it so far ([`Retiring`]), so a
+//!    shard reading its socket seconds behind (the old set carries more guilds per shard when
+//!    the count grows, on a busy machine) still publishes what the new set saw while warming.
 //!
 //! Failure: the store unreachable changes nothing (no switch without the store; the old set
 //! keeps publishing). A member dying while warming: its shards of the new set are taken over
@@ -74,6 +78,45 @@ impl ReshardTimings {
     }
 }
 
+/// How long a shard of a closing set may keep reading to catch up before it closes anyway
+/// (a shard that cannot keep up with its guilds for that long would lose events anyway).
+pub const RETIRE_CATCH_UP: Duration = Duration::from_secs(30);
+
+/// One shard of a set being closed for good ([`ReshardAction::Retire`]): when it may close.
+///
+/// Closing a shard drops what it has not read yet: events the gateway already sent it (in
+/// the socket or still queued at the gateway for it). The new set's shards saw those events
+/// too, but while warming when they were sent before the switch, so they did not publish
+/// them. The shard therefore closes once it has caught up (its socket had nothing more to
+/// read, after the close was asked for: everything sent until about then is handled, and
+/// the new set publishes whatever comes later), or at the latest [`RETIRE_CATCH_UP`] after.
+/// Measured before this rule (the set closed at the end of the overlap, whatever the shard
+/// had not read): 4 `cluster-reshard` runs of 15 lost 9 to 1,870 events on a loaded machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retiring {
+    deadline: Instant,
+}
+
+impl Retiring {
+    /// Closing was asked for at `now`.
+    pub fn new(now: Instant) -> Self {
+        Self {
+            deadline: now + RETIRE_CATCH_UP,
+        }
+    }
+
+    /// Whether the shard closes now; `caught_up`: its socket had nothing more to read since
+    /// closing was asked for.
+    pub fn should_close(&self, now: Instant, caught_up: bool) -> bool {
+        caught_up || now >= self.deadline
+    }
+
+    /// When it closes even if it never caught up.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
 /// What the process must do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReshardAction {
@@ -98,8 +141,8 @@ pub enum ReshardAction {
         /// The target to drop.
         to: u32,
     },
-    /// Close the set of `count` for good: its shards close with a non-resumable code and
-    /// their stored sessions are dropped (nobody runs that set again).
+    /// Close the set of `count` for good: each of its shards closes once it caught up
+    /// ([`Retiring`]), and nobody runs that set again.
     Retire(u32),
 }
 
