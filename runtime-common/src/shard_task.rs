@@ -533,8 +533,8 @@ impl<R: Runtime> ShardTask<R> {
             self.retiring.map(|r| r.deadline()),
         ]
         .into_iter()
-            .flatten()
-            .min();
+        .flatten()
+        .min();
         match (deadline, &self.sleep) {
             (None, _) => self.sleep = None,
             (Some(d), Some((current, _))) if *current == d => {}

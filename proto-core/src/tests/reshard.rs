@@ -380,7 +380,11 @@ fn lost_with_lag(lag: Lag, retiring: bool) -> usize {
             }
         }
         if old_open {
-            let rate = if step < lag.slow_until { lag.old_slow } else { 4 };
+            let rate = if step < lag.slow_until {
+                lag.old_slow
+            } else {
+                4
+            };
             let read = (rate as usize).min(old_queue.len());
             published.extend(old_queue.drain(..read));
             if step >= retire_at {
@@ -433,6 +437,9 @@ fn a_shard_seconds_behind_is_not_closed_before_it_caught_up() {
         old_slow: 0,
         slow_until: 1_500,
     };
-    assert!(lost_with_lag(lag, false) > 0, "the old rule loses events here");
+    assert!(
+        lost_with_lag(lag, false) > 0,
+        "the old rule loses events here"
+    );
     assert_eq!(lost_with_lag(lag, true), 0);
 }
