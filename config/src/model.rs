@@ -154,8 +154,14 @@ impl DiscordConfig {
 /// The broker side of the configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AmqpConfig {
-    /// The AMQP URL (`amqp://` or `amqps://`), with credentials.
+    /// The first AMQP URL (`amqp://` or `amqps://`), with credentials: the one address when
+    /// only one is configured.
     pub url: SecretUrl,
+    /// Every AMQP address, in the configured order (`urls[0]` is `url`): a RabbitMQ cluster's
+    /// nodes, tried round-robin when a connection fails or is lost
+    /// (`proto_core::broker_failover`). `amqp.urls = [..]`, or several URLs separated by
+    /// commas in `amqp.url` / `AMQP_URL`.
+    pub urls: Vec<SecretUrl>,
 }
 
 /// Which output events are published to and commands read from (`[broker]`).

@@ -823,3 +823,88 @@ fn the_broker_type_selects_the_output() {
     // Gatehouse's own file names only its three outputs.
     assert!(Config::load("[discord]\n[broker]\ntype = \"kafka\"\n", |_| None).is_err());
 }
+
+#[test]
+fn several_amqp_urls_from_the_environment_or_the_file() {
+    // One URL: unchanged, the list has it alone.
+    let config = Config::load("", env(&[("AMQP_URL", "amqp://u:p@h:5672/v")])).unwrap();
+    assert_eq!(config.amqp.url.expose(), "amqp://u:p@h:5672/v");
+    assert_eq!(config.amqp.urls, vec![config.amqp.url.clone()]);
+    let defaults = Config::load("", env(&[])).unwrap();
+    assert_eq!(defaults.amqp.urls.len(), 1);
+
+    // A comma-separated list, in order; a comma inside a password does not split.
+    let config = Config::load(
+        "",
+        env(&[(
+            "AMQP_URL",
+            "amqp://u:p,w@a:5672/%2f, amqps://u:s3cret@b:5671/%2f,amqp://c",
+        )]),
+    )
+    .unwrap();
+    let urls: Vec<&str> = config.amqp.urls.iter().map(|u| u.expose()).collect();
+    assert_eq!(
+        urls,
+        [
+            "amqp://u:p,w@a:5672/%2f",
+            "amqps://u:s3cret@b:5671/%2f",
+            "amqp://c"
+        ]
+    );
+    assert_eq!(config.amqp.url.expose(), "amqp://u:p,w@a:5672/%2f");
+    // Every URL is shown redacted.
+    let shown = format!("{:?}", config.amqp);
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("p,w"),
+        "{shown}"
+    );
+
+    // The file's list; AMQP_URL wins over it, with a warning.
+    let file = "[amqp]\nurls = [\"amqp://a:5672\", \"amqp://b:5673\"]\n";
+    let config = Config::load(file, env(&[])).unwrap();
+    let urls: Vec<&str> = config.amqp.urls.iter().map(|u| u.expose()).collect();
+    assert_eq!(urls, ["amqp://a:5672", "amqp://b:5673"]);
+    let loaded = Config::load_reporting(file, env(&[("AMQP_URL", "amqp://c")])).unwrap();
+    assert_eq!(loaded.config.amqp.urls.len(), 1);
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.contains("amqp.urls is ignored")),
+        "{:?}",
+        loaded.warnings
+    );
+
+    // Each URL is checked, and a bad one is named without its password.
+    let err = Config::load(
+        "",
+        env(&[("AMQP_URL", "amqp://a,amqp://u:hunter2@b,amqpx://c")]),
+    );
+    assert!(err.is_ok(), "amqpx://c is part of the second URL: {err:?}");
+    let err = Config::load(
+        "[amqp]\nurls = [\"amqp://a\", \"http://u:hunter2@b\"]\n",
+        env(&[]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("amqp.urls") && !err.contains("hunter2"),
+        "{err}"
+    );
+    let err = Config::load("[amqp]\nurls = []\n", env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("empty"), "{err}");
+}
+
+#[test]
+fn the_queue_type_from_the_file_or_the_environment() {
+    use proto_core::profile::QueueType;
+    let config = Config::load("", env(&[])).unwrap();
+    assert_eq!(config.profile.queue_type, QueueType::Classic);
+    let config = Config::load("[profile]\nqueue_type = \"quorum\"\n", env(&[])).unwrap();
+    assert_eq!(config.profile.queue_type, QueueType::Quorum);
+    let config = Config::load("", env(&[("GATEHOUSE_QUEUE_TYPE", "quorum")])).unwrap();
+    assert_eq!(config.profile.queue_type, QueueType::Quorum);
+    assert!(Config::load("", env(&[("GATEHOUSE_QUEUE_TYPE", "stream")])).is_err());
+}

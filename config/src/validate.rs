@@ -47,14 +47,7 @@ impl RawConfig {
     pub(crate) fn validate(self, warnings: &mut Vec<String>) -> Result<Config, ConfigError> {
         let kind = self.profile.kind;
         let discord = self.discord.validate(kind)?;
-        let amqp = AmqpConfig {
-            url: url_setting(
-                "amqp.url",
-                self.amqp.url,
-                DEFAULT_AMQP_URL,
-                &["amqp", "amqps"],
-            )?,
-        };
+        let amqp = amqp_urls(self.amqp, warnings)?;
         // Cordis uses Redis only "if provided": without a URL, the cordis profile runs without.
         let enabled_by_default = kind != ProfileKind::Cordis || self.redis.url.is_some();
         let redis_url = self
@@ -462,6 +455,60 @@ pub(crate) fn redis_url_form(url: &str, warnings: &mut Vec<String>) -> Result<St
         if tls { "rediss" } else { "redis" },
         database.unwrap_or(0)
     ))
+}
+
+/// `amqp.url` (one URL, or several separated by commas) or `amqp.urls` (a list); `url` wins
+/// when both are set (the environment's `AMQP_URL` writes `url`), with a warning.
+fn amqp_urls(raw: RawAmqp, warnings: &mut Vec<String>) -> Result<AmqpConfig, ConfigError> {
+    let schemes = &["amqp", "amqps"];
+    let (key, texts) = match (raw.url, raw.urls) {
+        (Some(url), urls) => {
+            if urls.is_some() {
+                warnings.push(
+                    "amqp.urls is ignored: amqp.url (or AMQP_URL) is set too, and wins".to_owned(),
+                );
+            }
+            ("amqp.url", split_amqp_urls(&url))
+        }
+        (None, Some(urls)) => {
+            if urls.is_empty() {
+                return Err(invalid(
+                    "amqp.urls",
+                    "the list is empty (leave it out for the default URL)",
+                ));
+            }
+            ("amqp.urls", urls)
+        }
+        (None, None) => ("amqp.url", vec![DEFAULT_AMQP_URL.to_owned()]),
+    };
+    let urls = texts
+        .into_iter()
+        .map(|url| url_setting(key, Some(url), DEFAULT_AMQP_URL, schemes))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AmqpConfig {
+        url: urls[0].clone(),
+        urls,
+    })
+}
+
+/// Several AMQP URLs in one value (`AMQP_URL=amqp://a:5672,amqp://b:5673`): split at each
+/// comma that is followed (after blanks) by `amqp://` or `amqps://`, so that a comma inside a
+/// URL (a password may hold one) never splits it. One URL comes back whole, unchanged.
+pub(crate) fn split_amqp_urls(text: &str) -> Vec<String> {
+    let mut urls = Vec::new();
+    let mut start = 0;
+    for (comma, _) in text.match_indices(',') {
+        let next = text[comma + 1..].trim_start().to_ascii_lowercase();
+        if next.starts_with("amqp://") || next.starts_with("amqps://") {
+            urls.push(text[start..comma].trim().to_owned());
+            start = comma + 1;
+        }
+    }
+    if urls.is_empty() {
+        return vec![text.to_owned()];
+    }
+    urls.push(text[start..].trim().to_owned());
+    urls
 }
 
 fn url_setting(

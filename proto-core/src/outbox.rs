@@ -3,7 +3,11 @@
 //!
 //! Owns: which publications wait to be sent, which are in flight on which broker link, and what
 //! every outcome does to them: an ack confirms; a nack waits a back-off and is sent again
-//! (without disturbing the link or other publications); a message the broker returned as
+//! (without disturbing the link or other publications), except that the
+//! [`NACKS_TO_FAIL_LINK`]th nack in a row of one publication on the same link fails that link
+//! (RabbitMQ 3.10 was seen nacking every publication, for over a minute, on a channel opened
+//! while a quorum queue elected a new leader after its node was killed; a new connection
+//! works); a message the broker returned as
 //! unroutable is confirmed or held per [`Unroutable`]; a link that fails (a publish error, a
 //! lost connection, or no confirm within [`OutboxConfig::confirm_timeout`] while the broker does
 //! not block the link) sends everything unconfirmed on it again on the next link (at least
@@ -40,6 +44,9 @@ const RETRY_BASE: Duration = Duration::from_millis(250);
 
 /// The longest wait before a nacked (or held) publication is sent again.
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// The nacks in a row of one publication on one link after which the link is failed (and
+/// replaced: the runtime reconnects, to the next broker address if there are several).
+pub const NACKS_TO_FAIL_LINK: u32 = 3;
 
 /// Settings of an [`Outbox`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +140,8 @@ struct Entry {
     state: State,
     /// Refusals so far (for the back-off).
     refusals: u32,
+    /// The link of the latest nack and the nacks in a row on it.
+    nacks: (u64, u32),
 }
 
 /// One shard's unconfirmed publications. See the module docs.
@@ -192,6 +201,7 @@ impl Outbox {
                 pushed_at: now,
                 state: State::Unsent,
                 refusals: 0,
+                nacks: (0, 0),
             },
         );
         self.unsent.insert(id);
@@ -243,12 +253,26 @@ impl Outbox {
             }
             (Confirm::Nack, _) => {
                 let retry_in = refuse(entry);
+                entry.nacks = match entry.nacks {
+                    (l, n) if l == link => (link, n.saturating_add(1)),
+                    _ => (link, 1),
+                };
+                let fail_link = entry.nacks.1 >= NACKS_TO_FAIL_LINK;
                 self.retries.insert((now + retry_in, id));
                 self.events.push_back(OutboxEvent::Nacked {
                     id,
                     routing_key,
                     retry_in,
                 });
+                if fail_link && self.failed_link != Some(link) {
+                    self.handle_link_failed(link);
+                    self.events.push_back(OutboxEvent::LinkFailed {
+                        link,
+                        reason: format!(
+                            "the broker nacked one publication {NACKS_TO_FAIL_LINK} times in a row on this connection"
+                        ),
+                    });
+                }
             }
         }
         self.prune();
@@ -494,6 +518,48 @@ mod tests {
         assert!(matches!(
             events(&mut outbox)[..],
             [OutboxEvent::Nacked { retry_in, .. }] if retry_in == RETRY_BASE * 2
+        ));
+    }
+
+    #[test]
+    fn the_third_nack_in_a_row_on_one_link_fails_the_link() {
+        let t0 = crate::tests::epoch();
+        let mut outbox = filled(t0, 2, OutboxConfig::default());
+        let mut now = t0;
+        outbox.take_sendable(now, 1, 10);
+        for round in 1..=NACKS_TO_FAIL_LINK {
+            outbox.handle_confirm(now, 1, PublishId(0), Confirm::Nack);
+            let got = events(&mut outbox);
+            if round < NACKS_TO_FAIL_LINK {
+                assert!(matches!(got[..], [OutboxEvent::Nacked { .. }]), "{got:?}");
+                now = outbox.poll_timeout().unwrap();
+                outbox.handle_timeout(now);
+                assert_eq!(ids(&outbox.take_sendable(now, 1, 10)), [0]);
+            } else {
+                assert!(
+                    matches!(
+                        got[..],
+                        [
+                            OutboxEvent::Nacked { .. },
+                            OutboxEvent::LinkFailed { link: 1, .. }
+                        ]
+                    ),
+                    "{got:?}"
+                );
+            }
+        }
+        // Publication 1, in flight on the failed link, is sent again on the next one; 0 too,
+        // after its back-off; nothing more goes to link 1.
+        assert!(!outbox.has_sendable(1));
+        assert_eq!(ids(&outbox.take_sendable(now, 2, 10)), [1]);
+        let later = outbox.poll_timeout().unwrap();
+        outbox.handle_timeout(later);
+        assert_eq!(ids(&outbox.take_sendable(later, 2, 10)), [0]);
+        // On the new link the count starts again: one nack is just a nack.
+        outbox.handle_confirm(later, 2, PublishId(0), Confirm::Nack);
+        assert!(matches!(
+            events(&mut outbox)[..],
+            [OutboxEvent::Nacked { .. }]
         ));
     }
 

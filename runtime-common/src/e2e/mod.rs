@@ -35,6 +35,7 @@ macro_rules! end_to_end_tests {
             a_restarted_process_resumes_with_the_persisted_sequence,
             a_broker_connection_loss_loses_no_event,
             commands_reach_the_shard_and_bad_ones_are_dead_lettered,
+            quorum_queues_carry_commands_and_dead_letters,
             stdio_passes_packets_through_and_takes_commands_from_stdin,
             stdio_loses_nothing_when_killed_and_restarted,
             redis_streams_reach_spectacles_workers_and_their_commands_reach_the_shard,
@@ -289,13 +290,36 @@ pub async fn commands_reach_the_shard_and_bad_ones_are_dead_lettered<K: Kit>(
     rt: async_rs::Runtime<K>,
     binary: &Path,
 ) {
-    let vhost = Vhost::create("commands");
-    let redis = RedisPrefix::new("commands");
+    commands_and_dead_letters(rt, binary, "commands", None).await;
+}
+
+/// With `GATEHOUSE_QUEUE_TYPE=quorum` the command queue and the dead-letter queue Gatehouse
+/// declares are quorum queues (the management API says so), and commands and dead letters
+/// still flow through them as in the classic case.
+pub async fn quorum_queues_carry_commands_and_dead_letters<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    commands_and_dead_letters(rt, binary, "quorum", Some("quorum")).await;
+}
+
+async fn commands_and_dead_letters<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+    tag: &str,
+    queue_type: Option<&str>,
+) {
+    let vhost = Vhost::create(tag);
+    let redis = RedisPrefix::new(tag);
     let mut config = MockConfig::for_tests(TOKEN);
     config.fixture = Fixture::basic();
     let mock = MockGateway::start(config).expect("start the mock gateway");
     let mut capture = Capture::topic(rt, &vhost.amqp_url(), "gateway").await;
-    let mut gatehouse = Gatehouse::start(binary, &gatehouse_env(&mock, &vhost, &redis));
+    let mut env = gatehouse_env(&mock, &vhost, &redis);
+    if let Some(queue_type) = queue_type {
+        env.push(("GATEHOUSE_QUEUE_TYPE", queue_type.to_owned()));
+    }
+    let mut gatehouse = Gatehouse::start(binary, &env);
     // READY arrived: the shard is active and the command topology is declared.
     capture.next(Duration::from_secs(30)).await.expect("READY");
 
@@ -310,18 +334,10 @@ pub async fn commands_reach_the_shard_and_bad_ones_are_dead_lettered<K: Kit>(
         .publish("gateway.commands", "shard.0", presence)
         .await;
 
-    let received = mock
-        .recorder()
-        .wait_for(Duration::from_secs(30), |recording| {
-            recording
-                .shard_connections(0)
-                .flat_map(|c| c.received.iter())
-                .find(|f| f.op == Some(3))
-                .map(|f| f.json.clone())
-        });
-    let received = received.expect("the presence update reached the gateway");
-    let received: serde_json::Value = serde_json::from_slice(&received).unwrap();
-    assert_eq!(received["d"]["status"], "idle");
+    assert!(
+        presence_reached_shard_0(&mock, "idle"),
+        "the presence update reached the gateway"
+    );
 
     let dead = capture
         .drain_queue("gateway.commands.dlx", 2, Duration::from_secs(30))
@@ -342,6 +358,22 @@ pub async fn commands_reach_the_shard_and_bad_ones_are_dead_lettered<K: Kit>(
         gatehouse.is_running(),
         "bad commands do not stop the gateway"
     );
+    // The queues Gatehouse declared (the capture's own queue is server-named and exclusive).
+    let declared: Vec<(String, String)> = vhost
+        .queues()
+        .into_iter()
+        .filter(|q| q.name.starts_with("gateway.commands"))
+        .map(|q| (q.name, q.queue_type))
+        .collect();
+    assert_eq!(
+        declared.len(),
+        2,
+        "the command and dead-letter queues: {declared:?}"
+    );
+    let expected = queue_type.unwrap_or("classic");
+    for (name, kind) in &declared {
+        assert_eq!(kind, expected, "{name} is a {expected} queue");
+    }
     assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)));
 }
 
@@ -514,4 +546,21 @@ pub async fn end_to_end_rate<K: Kit>(rt: async_rs::Runtime<K>, binary: &Path) {
         binary.display(),
         received as f64 / elapsed.as_secs_f64()
     );
+}
+
+/// Whether shard 0 sent a presence update (op 3) with status `wanted` within 30 s.
+pub(crate) fn presence_reached_shard_0(mock: &MockGateway, wanted: &str) -> bool {
+    mock.recorder()
+        .wait_for(Duration::from_secs(30), |recording| {
+            recording
+                .shard_connections(0)
+                .flat_map(|c| c.received.iter())
+                .filter(|f| f.op == Some(3))
+                .find(|f| {
+                    serde_json::from_slice::<serde_json::Value>(&f.json).unwrap()["d"]["status"]
+                        == wanted
+                })
+                .map(|_| ())
+        })
+        .is_some()
 }
