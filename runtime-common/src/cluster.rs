@@ -543,6 +543,9 @@ struct SetRun<H> {
     aborts: HashMap<u32, AbortHandle>,
     /// Retired (or shutting down): every shard is being handed over; dropped once done.
     closing: bool,
+    /// Retired for good by the re-shard: its shards close once caught up
+    /// ([`ShardInput::Retire`]) instead of at once.
+    retiring: bool,
 }
 
 impl<H: ShardHost> SetRun<H> {
@@ -568,8 +571,17 @@ impl<H: ShardHost> SetRun<H> {
                     shard,
                     kind: StopKind::HandOver,
                 } => {
-                    tracing::info!(shard, shard_count = count, "handing the shard over");
-                    self.host.send(shard, ShardInput::Shutdown);
+                    if self.retiring {
+                        tracing::info!(
+                            shard,
+                            shard_count = count,
+                            "closing the shard once it caught up (its set is retired)"
+                        );
+                        self.host.send(shard, ShardInput::Retire);
+                    } else {
+                        tracing::info!(shard, shard_count = count, "handing the shard over");
+                        self.host.send(shard, ShardInput::Shutdown);
+                    }
                 }
                 NodeAction::Stop {
                     shard,
@@ -856,6 +868,7 @@ async fn apply_reshard<R: Runtime, S: ShardSets>(
                         node,
                         aborts: HashMap::new(),
                         closing: false,
+                        retiring: false,
                     },
                 );
             }
@@ -891,6 +904,7 @@ async fn apply_reshard<R: Runtime, S: ShardSets>(
                 tracing::info!(shard_count = count, "re-shard: closing the old shard set");
                 if let Some(set) = sets.get_mut(&count) {
                     set.closing = true;
+                    set.retiring = true;
                     set.node.shutdown(rt.now());
                 }
             }

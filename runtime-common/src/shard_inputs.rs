@@ -27,6 +27,9 @@ pub enum ShardInput {
     IdentifyGranted,
     /// Shut down (closing with a resumable code).
     Shutdown,
+    /// Shut down once caught up (a re-shard's old set closing for good: the shard first
+    /// reads what the gateway already sent it, `proto_core::cluster::Retiring`).
+    Retire,
     /// Start or stop publishing dispatches (cluster mode's re-shard).
     Publish(bool),
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
+use proto_core::cluster::Retiring;
 use proto_core::outbox::{Confirm, Outbox, OutboxConfig, OutboxEvent};
 use proto_core::shard::{Action, CloseCode, FrameKind, Shard, ShardEvent, ShardState, StopReason};
 use proto_core::store::{self, ShardStatus};
@@ -103,8 +104,10 @@ pub(crate) async fn run<R: Runtime>(shard: Shard, io: ShardIo<R>) -> StopReason 
         inputs_open: true,
         burst: 0,
         metrics: metrics::ShardMetrics::new(number, started),
+        retiring: None,
+        caught_up: false,
     };
-    let span = tracing::info_span!("shard", shard = number);
+    let span = tracing::info_span!("shard", shard = number, of = total);
     task.run().instrument(span).await
 }
 
@@ -141,6 +144,10 @@ struct ShardTask<R: Runtime> {
     inputs_open: bool,
     burst: usize,
     metrics: metrics::ShardMetrics,
+    /// Closing once caught up ([`ShardInput::Retire`]).
+    retiring: Option<Retiring>,
+    /// Whether the socket had nothing more to read since the shard was asked to retire.
+    caught_up: bool,
 }
 
 impl<R: Runtime> ShardTask<R> {
@@ -162,6 +169,9 @@ impl<R: Runtime> ShardTask<R> {
                 Some(wake) => wake,
                 None => {
                     self.burst = 0;
+                    if self.retire_due() {
+                        continue;
+                    }
                     self.publish();
                     self.report_state();
                     self.wait().await
@@ -315,15 +325,47 @@ impl<R: Runtime> ShardTask<R> {
 
     /// The next message if one is already waiting and the current burst allows another.
     fn ready_message(&mut self) -> Option<Wake> {
-        if self.burst == 0 || self.burst >= MAX_BURST || self.shard.should_pause_reading() {
+        // A retiring shard looks even after a wait: whether it caught up.
+        let looking = self.retiring.is_some() && !self.caught_up;
+        if (self.burst == 0 && !looking)
+            || self.burst >= MAX_BURST
+            || self.shard.should_pause_reading()
+        {
             return None;
         }
         let ws = self.ws.as_mut()?;
-        match ws.next().now_or_never()? {
+        let Some(next) = ws.next().now_or_never() else {
+            // Nothing more to read: everything the gateway sent so far is handled.
+            self.caught_up |= self.retiring.is_some();
+            return None;
+        };
+        match next {
             Some(Ok(message)) => Some(Wake::Message(message)),
             Some(Err(e)) => Some(Wake::SocketEnded(Some(e.to_string()))),
             None => Some(Wake::SocketEnded(None)),
         }
+    }
+
+    /// A retiring shard that caught up (or waited long enough) shuts down now.
+    fn retire_due(&mut self) -> bool {
+        let now = self.io.rt.now();
+        let Some(retiring) = self.retiring else {
+            return false;
+        };
+        if !retiring.should_close(now, self.caught_up) {
+            return false;
+        }
+        self.retiring = None;
+        if self.caught_up {
+            tracing::info!("caught up with the gateway: closing (its shard set is retired)");
+        } else {
+            tracing::warn!(
+                "did not catch up with the gateway in time: closing anyway (its shard set is \
+                 retired; what it has not read is lost unless the new set published it)"
+            );
+        }
+        self.shard.shutdown(now);
+        true
     }
 
     fn handle_input(&mut self, now: Instant, input: ShardInput) {
@@ -337,7 +379,16 @@ impl<R: Runtime> ShardTask<R> {
                     self.io.identify.release(self.number);
                 }
             }
-            ShardInput::Shutdown => self.shard.shutdown(now),
+            ShardInput::Shutdown => {
+                self.retiring = None;
+                self.shard.shutdown(now);
+            }
+            ShardInput::Retire => {
+                if self.retiring.is_none() {
+                    self.retiring = Some(Retiring::new(now));
+                    self.caught_up = false;
+                }
+            }
             ShardInput::Publish(on) => self.shard.set_publishing(on),
         }
     }
@@ -492,10 +543,14 @@ impl<R: Runtime> ShardTask<R> {
     }
 
     async fn wait(&mut self) -> Wake {
-        let deadline = [self.shard.poll_timeout(), self.outbox.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min();
+        let deadline = [
+            self.shard.poll_timeout(),
+            self.outbox.poll_timeout(),
+            self.retiring.map(|r| r.deadline()),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         match (deadline, &self.sleep) {
             (None, _) => self.sleep = None,
             (Some(d), Some((current, _))) if *current == d => {}

@@ -9,7 +9,7 @@
 //! Owns the zero-loss judgement. The faults themselves live in the `fault_*` scenario files;
 //! the proxy in [`crate::proxy`], private RabbitMQ/Redis in [`crate::private_services`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -97,6 +97,9 @@ pub struct Load {
     task: tokio::task::JoinHandle<()>,
     sent: Arc<Mutex<Vec<String>>>,
     refused: Arc<AtomicU64>,
+    /// When each tick was sent (tick `n` at index `n - 1`), to line missing events up with
+    /// the implementation's logs.
+    ticks: Arc<Mutex<Vec<std::time::SystemTime>>>,
 }
 
 impl Load {
@@ -141,8 +144,10 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(Mutex::new(Vec::new()));
         let refused = Arc::new(AtomicU64::new(0));
+        let ticks = Arc::new(Mutex::new(Vec::new()));
         let task = {
-            let (stop, sent, refused) = (stop.clone(), sent.clone(), refused.clone());
+            let (stop, sent, refused, ticks) =
+                (stop.clone(), sent.clone(), refused.clone(), ticks.clone());
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / load_rate()));
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -150,6 +155,10 @@ impl Load {
                 while !stop.load(Ordering::SeqCst) {
                     tick.tick().await;
                     n += 1;
+                    ticks
+                        .lock()
+                        .expect("load lock")
+                        .push(std::time::SystemTime::now());
                     for (marker, ok) in inject(n) {
                         if ok {
                             sent.lock().expect("load lock").push(marker);
@@ -165,6 +174,7 @@ impl Load {
             task,
             sent,
             refused,
+            ticks,
         }
     }
 
@@ -176,10 +186,16 @@ impl Load {
     /// Stops the load; returns every marker sent and how many injections the mock refused (no
     /// live session: the shard's session was invalidated).
     pub async fn stop(self) -> (Vec<String>, u64) {
+        self.stop_with_ticks().await.0
+    }
+
+    /// [`Load::stop`], with when each tick was sent (tick `n` at index `n - 1`).
+    pub async fn stop_with_ticks(self) -> ((Vec<String>, u64), Vec<std::time::SystemTime>) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.task.await;
         let sent = std::mem::take(&mut *self.sent.lock().expect("load lock"));
-        (sent, self.refused.load(Ordering::SeqCst))
+        let ticks = std::mem::take(&mut *self.ticks.lock().expect("load lock"));
+        ((sent, self.refused.load(Ordering::SeqCst)), ticks)
     }
 }
 
@@ -709,9 +725,9 @@ impl FaultRun {
     /// then a little longer for duplicates, and judges: pass only with nothing missing and no
     /// problem. The figures go to stderr and, with [`FIGURES_ENV`], to a JSON-lines file.
     pub async fn finish(mut self, ctx: &mut Context) -> Result<Figures, Failure> {
-        let (sent, refused) = match self.load.take() {
-            Some(load) => load.stop().await,
-            None => (Vec::new(), 0),
+        let ((sent, refused), ticks) = match self.load.take() {
+            Some(load) => load.stop_with_ticks().await,
+            None => ((Vec::new(), 0), Vec::new()),
         };
         let deadline = Instant::now() + drain();
         while Instant::now() < deadline && !self.counter.has_all(&sent) {
@@ -766,6 +782,9 @@ impl FaultRun {
             if let Some(e) = self.counter.last_error() {
                 text.push_str(&format!("; the workers' last broker error: {e}"));
             }
+            let groups = missing_by_source(&missing, &ticks);
+            eprintln!("missing events by source: {groups}");
+            text.push_str(&format!("; by source: {groups}"));
             self.problems.insert(0, text);
         }
         if refused > 0 {
@@ -786,6 +805,50 @@ impl FaultRun {
             )))
         }
     }
+}
+
+/// The missing markers grouped by source (the load's shard or `g<guild>`): how many, and
+/// the first and last tick with its wall-clock time (UTC), e.g.
+/// `g2 x12 ticks 40 (13:02:01.250) ..= 51 (13:02:04.000)`.
+fn missing_by_source(missing: &[&String], ticks: &[std::time::SystemTime]) -> String {
+    let mut groups: BTreeMap<String, (usize, u64, u64)> = BTreeMap::new();
+    for marker in missing {
+        let Some((head, n)) = short(marker).split_once(':') else {
+            continue;
+        };
+        let Ok(n) = n.parse::<u64>() else { continue };
+        let entry = groups.entry(head.to_owned()).or_insert((0, n, n));
+        entry.0 += 1;
+        entry.1 = entry.1.min(n);
+        entry.2 = entry.2.max(n);
+    }
+    let at = |n: u64| {
+        let Some(t) = ticks.get((n as usize).wrapping_sub(1)) else {
+            return "?".to_owned();
+        };
+        let ms = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let day = ms % 86_400_000;
+        format!(
+            "{:02}:{:02}:{:02}.{:03}",
+            day / 3_600_000,
+            day / 60_000 % 60,
+            day / 1000 % 60,
+            day % 1000
+        )
+    };
+    groups
+        .iter()
+        .map(|(head, (count, first, last))| {
+            format!(
+                "{head} x{count} ticks {first} ({}) ..= {last} ({})",
+                at(*first),
+                at(*last)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `<shard>:<n>` of a marker.
