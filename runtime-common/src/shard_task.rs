@@ -389,7 +389,7 @@ impl<R: Runtime> ShardTask<R> {
                     self.caught_up = false;
                 }
             }
-            ShardInput::Publish(on) => self.shard.set_publishing(on),
+            ShardInput::Publish(on) => self.shard.set_publishing(now, on),
         }
     }
 

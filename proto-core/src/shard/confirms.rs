@@ -30,7 +30,7 @@ pub(crate) struct Confirms {
     /// and everything after it.
     current: VecDeque<Entry>,
     current_unconfirmed: usize,
-    /// Unconfirmed publications of earlier sessions, with their sizes.
+    /// Unconfirmed publications of earlier sessions and replayed ones, with their sizes.
     stale: BTreeMap<u64, usize>,
     /// The bytes of every unconfirmed publication, of this session and earlier ones.
     unconfirmed_bytes: usize,
@@ -60,6 +60,14 @@ impl Confirms {
             skipped: false,
         });
         self.current_unconfirmed += 1;
+    }
+
+    /// A publication `id` of `bytes` whose sequence is already confirmed (a warming shard's
+    /// replay): it counts as unconfirmed (backpressure, shutdown) until its confirm, but never
+    /// holds the confirmed sequence back nor moves it.
+    pub(crate) fn replayed(&mut self, id: u64, bytes: usize) {
+        self.unconfirmed_bytes += bytes;
+        self.stale.insert(id, bytes);
     }
 
     /// A dispatch was not published (the profile dropped it): confirmed at once. Returns

@@ -42,6 +42,7 @@ mod events;
 mod guilds;
 mod heartbeat;
 mod packets;
+mod replay;
 mod timers;
 
 use std::collections::VecDeque;
@@ -62,11 +63,13 @@ use crate::sharding::ShardId;
 
 pub use close_code::{CloseReaction, close_code_name};
 pub use events::{EVENT_QUEUE_CAPACITY, ShardEvent};
+pub use replay::ReplayLimits;
 pub use timers::Timer;
 
 use confirms::Confirms;
 use events::EventQueue;
 use heartbeat::Heartbeat;
+use replay::Replay;
 use timers::TimerTable;
 
 /// The gateway API version the shard speaks unless [`ShardConfig::api_version`] says otherwise.
@@ -153,6 +156,10 @@ pub struct ShardConfig {
     /// but not published; cluster mode's new shard set while it warms up). See
     /// [`Shard::set_publishing`].
     pub publishing: bool,
+    /// While not publishing, how much of what would have been published is kept, to be
+    /// published first when publishing starts (default: nothing). See
+    /// [`Shard::set_publishing`].
+    pub replay: ReplayLimits,
 }
 
 impl ShardConfig {
@@ -187,6 +194,7 @@ impl ShardConfig {
             hello_timeout: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(5),
             publishing: true,
+            replay: ReplayLimits::default(),
         }
     }
 
@@ -461,6 +469,8 @@ pub struct Shard {
     out: VecDeque<Action>,
     events: EventQueue,
     guilds: guilds::GuildArrival,
+    /// While not publishing: what would have been published lately (see `config.replay`).
+    replay: Replay,
 }
 
 impl Shard {
@@ -500,6 +510,7 @@ impl Shard {
             out: VecDeque::new(),
             events: EventQueue::default(),
             guilds: guilds::GuildArrival::default(),
+            replay: Replay::default(),
             config,
         };
         shard.connect();
@@ -524,11 +535,35 @@ impl Shard {
         self.config.publishing
     }
 
-    /// Starts or stops publishing dispatches (cluster mode: a new shard set warms up without
-    /// publishing, then publishes once the cluster switched to it). Dispatches received while
-    /// not publishing count as handled: their sequence is confirmed, they are never replayed.
-    pub fn set_publishing(&mut self, publishing: bool) {
+    /// Starts or stops publishing dispatches at `now` (cluster mode: a new shard set warms up
+    /// without publishing, then publishes once the cluster switched to it). Dispatches
+    /// received while not publishing count as handled: their sequence is confirmed at once.
+    /// But what they would have published within [`ShardConfig::replay`] (the last `window`
+    /// before `now`, at most `max_events` and `max_bytes`, the newest kept) is published
+    /// first when publishing starts, as [`Action::Publish`] with fresh ids: the old set may
+    /// have closed before reading them. These may duplicate what the old set published
+    /// (workers deduplicate on the event's own id). Their confirms count for backpressure
+    /// and shutdown but never move the confirmed sequence (already past them).
+    pub fn set_publishing(&mut self, now: Instant, publishing: bool) {
+        let now = self.clock(now);
+        let was = self.config.publishing;
         self.config.publishing = publishing;
+        if !publishing || was {
+            self.replay.clear();
+            return;
+        }
+        let limits = self.config.replay;
+        for (seq, publication) in self.replay.take(&limits, now) {
+            let id = self.next_publish_id;
+            self.next_publish_id += 1;
+            self.confirms.replayed(id, publication.body.len());
+            self.out.push_back(Action::Publish {
+                id: PublishId(id),
+                seq,
+                publication,
+            });
+        }
+        self.paused_since_heartbeat |= self.over_limits();
     }
 
     /// The coarse state.
@@ -981,17 +1016,23 @@ impl Shard {
     }
 
     fn publish(&mut self, payload: &Payload, seq: u64) {
-        if !self.config.publishing {
-            if self.confirms.skipped(seq) {
-                self.confirmed_advanced(self.now);
-            }
-            return;
-        }
         let session_id = self.session.as_ref().map_or("", |s| s.id.as_str());
         let ctx = DispatchContext {
             shard: self.config.shard,
             session_id,
         };
+        if !self.config.publishing {
+            if !self.config.replay.window.is_zero()
+                && let Ok(Some(publication)) = self.config.router.try_route_dispatch(&ctx, payload)
+            {
+                self.replay
+                    .keep(&self.config.replay, self.now, seq, publication);
+            }
+            if self.confirms.skipped(seq) {
+                self.confirmed_advanced(self.now);
+            }
+            return;
+        }
         let routed = self.config.router.try_route_dispatch(&ctx, payload);
         let routed = routed.unwrap_or_else(|reason| {
             // Not publishable (for example not transcodable to msgpack): handled as dropped,

@@ -203,7 +203,7 @@ fn a_warming_shard_publishes_nothing_until_told_then_everything_after() {
     assert!(sim.shard.guilds_arrived());
     // What it received counts as handled: a RESUME would not replay it.
     assert!(sim.shard.confirmed_sequence() >= 3);
-    sim.shard.set_publishing(true);
+    sim.shard.set_publishing(sim.now, true);
     let now = sim.now;
     sim.gw.send_op(now, 7, Value::Null);
     let mark = sim.mark();
