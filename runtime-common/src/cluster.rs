@@ -465,9 +465,10 @@ fn member_sets(value: &str) -> Vec<u32> {
 pub(crate) trait ShardSets: Send + Sync {
     /// One set's launcher.
     type Host: ShardHost;
-    /// Opens the set of `count` shards, publishing or warming. Its shards' ends are reported
-    /// on the done channel with `count`.
-    fn open(&self, count: u32, publishing: bool) -> Self::Host;
+    /// Opens the set of `count` shards, publishing or warming (then each shard keeps what it
+    /// received within `replay` to publish it when the set starts publishing). Its shards'
+    /// ends are reported on the done channel with `count`.
+    fn open(&self, count: u32, publishing: bool, replay: Duration) -> Self::Host;
 }
 
 /// What the cluster task needs from the process: starting a shard and talking to it.
@@ -831,6 +832,7 @@ async fn apply_reshard<R: Runtime, S: ShardSets>(
     store: &mut ClusterStore,
     settings: &Settings,
 ) {
+    let replay = reshard.timings().replay;
     while let Some(action) = reshard.poll_action(rt.now()) {
         match action {
             ReshardAction::Run { count, publishing } => {
@@ -864,7 +866,7 @@ async fn apply_reshard<R: Runtime, S: ShardSets>(
                 sets.insert(
                     count,
                     SetRun {
-                        host: factory.open(count, publishing),
+                        host: factory.open(count, publishing, replay),
                         node,
                         aborts: HashMap::new(),
                         closing: false,

@@ -280,6 +280,7 @@ pub async fn run_with_gateway<R: Runtime>(
         resume: config.discord.resume,
         process_shards: cluster.owned().len(),
         publishing: Arc::new(AtomicBool::new(true)),
+        replay: Duration::ZERO,
         command_inputs: None,
         arrived: Arc::default(),
     };
@@ -427,6 +428,9 @@ struct Launcher<R: Runtime> {
     process_shards: usize,
     /// Whether the set's shards publish (cluster mode: a re-shard's new set warms up first).
     publishing: Arc<AtomicBool>,
+    /// While not publishing, how much of what each shard received it keeps to publish when
+    /// told to ([`proto_core::shard::ReplayLimits::window`]).
+    replay: Duration,
     /// Cluster mode: where worker commands look shards up (the publishing sets' shards are
     /// registered there; `inputs` is the set's own).
     command_inputs: Option<ShardInputs>,
@@ -454,6 +458,7 @@ impl<R: Runtime> Launcher<R> {
             self.process_shards,
         );
         shard_config.publishing = self.publishing.load(Ordering::SeqCst);
+        shard_config.replay.window = self.replay;
         let shard = Shard::new(shard_config, self.rt.now());
         let (tx, rx) = mpsc::unbounded_channel();
         let ticket = self.inputs.insert(number, tx.clone());
@@ -562,7 +567,7 @@ struct SetFactory<R: Runtime> {
 impl<R: Runtime> cluster_mode::ShardSets for SetFactory<R> {
     type Host = Launcher<R>;
 
-    fn open(&self, count: u32, publishing: bool) -> Launcher<R> {
+    fn open(&self, count: u32, publishing: bool, replay: Duration) -> Launcher<R> {
         let base = &self.launcher;
         let router = proto_core::profile::ClusterInfo::new(count, 0..count)
             .and_then(|info| Router::new(&base.config.profile, &info))
@@ -611,6 +616,7 @@ impl<R: Runtime> cluster_mode::ShardSets for SetFactory<R> {
             resume: base.resume,
             process_shards: count as usize,
             publishing: Arc::new(AtomicBool::new(publishing)),
+            replay,
             command_inputs: Some(base.inputs.clone()),
             arrived: Arc::default(),
         }

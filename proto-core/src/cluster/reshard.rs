@@ -75,6 +75,10 @@ pub struct ReshardTimings {
     /// How long the old set keeps publishing after this member saw the switch (at least
     /// `poll`, see the module docs).
     pub overlap: Duration,
+    /// How much of what a warming shard received it publishes when its set starts publishing
+    /// (the overlap: [`crate::shard::ShardConfig::replay`]), for the old set's shards that
+    /// close behind the gateway ([`Retiring`]).
+    pub replay: Duration,
 }
 
 impl ReshardTimings {
@@ -85,9 +89,11 @@ impl ReshardTimings {
     /// ([`Retiring`]): what it has not read when it closes is lost unless the new set
     /// published it.
     pub fn new(poll: Duration) -> Self {
+        let overlap = poll * 2 + Duration::from_secs(5);
         Self {
             poll,
-            overlap: poll * 2 + Duration::from_secs(5),
+            overlap,
+            replay: overlap,
         }
     }
 }
@@ -189,6 +195,11 @@ impl Reshard {
             sets: BTreeMap::new(),
             actions: VecDeque::new(),
         }
+    }
+
+    /// The timings.
+    pub fn timings(&self) -> ReshardTimings {
+        self.timings
     }
 
     /// The counts as last read from the store.

@@ -45,8 +45,7 @@ pub(crate) struct Replay {
 impl Replay {
     /// Keeps a publication received at `now`, then drops what the limits no longer allow.
     pub(crate) fn keep(&mut self, limits: &ReplayLimits, now: Instant, seq: u64, p: Publication) {
-        if limits.window.is_zero() || limits.max_events == 0 || p.body.len() > limits.max_bytes
-        {
+        if limits.window.is_zero() || limits.max_events == 0 || p.body.len() > limits.max_bytes {
             self.prune(limits, now);
             return;
         }
@@ -58,8 +57,7 @@ impl Replay {
     fn prune(&mut self, limits: &ReplayLimits, now: Instant) {
         while let Some((at, _, p)) = self.kept.front() {
             let expired = now.saturating_duration_since(*at) > limits.window;
-            if !expired && self.kept.len() <= limits.max_events && self.bytes <= limits.max_bytes
-            {
+            if !expired && self.kept.len() <= limits.max_events && self.bytes <= limits.max_bytes {
                 break;
             }
             self.bytes -= p.body.len();

@@ -210,3 +210,56 @@ fn a_warming_shard_publishes_nothing_until_told_then_everything_after() {
     sim.until_active_since(mark);
     assert!(publishes(&sim) >= 1, "RESUMED is published once publishing");
 }
+
+#[test]
+fn a_warming_shard_replays_only_its_newest_publications_within_the_limits() {
+    let mut config = test_config(72);
+    config.publishing = false;
+    config.replay.window = Duration::from_secs(7);
+    config.replay.max_events = 3;
+    let mut sim = Sim::with_config(config, 72);
+    sim.until_active();
+    let mark = sim.mark();
+    // Two events more than 7 s before publishing starts, then five within it.
+    for i in 0..7u64 {
+        let now = sim.now;
+        sim.gw.dispatch(
+            now,
+            "MESSAGE_CREATE",
+            serde_json::json!({"id": i.to_string()}),
+        );
+        sim.advance(if i == 1 {
+            Duration::from_secs(8)
+        } else {
+            Duration::from_millis(100)
+        });
+    }
+    let last = sim.shard.last_sequence().unwrap_or(0);
+    let confirmed = sim.shard.confirmed_sequence();
+    assert_eq!(
+        confirmed, last,
+        "warming: everything received counts as handled"
+    );
+    let now = sim.now;
+    sim.shard.set_publishing(now, true);
+    sim.advance(Duration::from_secs(1));
+    let replayed: Vec<u64> = sim
+        .since(mark)
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Action::Publish { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        replayed,
+        vec![last - 2, last - 1, last],
+        "the newest 3, in order"
+    );
+    assert_eq!(
+        sim.shard.confirmed_sequence(),
+        confirmed,
+        "replays never move it"
+    );
+    assert_eq!(sim.shard.unconfirmed(), 0, "their confirms were taken");
+}

@@ -454,8 +454,8 @@ fn a_shard_seconds_behind_is_not_closed_before_it_caught_up() {
 /// Returns (events nobody published, whether the new shard's confirmed sequence ever went
 /// backwards or stayed behind what it received).
 fn lost_with_replay(replay: Duration, lag: Duration, switch: Duration) -> (usize, bool) {
-    use crate::shard::Action;
     use super::sim::{Sim, test_config};
+    use crate::shard::Action;
 
     const TICK: Duration = Duration::from_millis(100);
     let overlap = ReshardTimings::new(POLL).overlap;
@@ -477,8 +477,11 @@ fn lost_with_replay(replay: Duration, lag: Duration, switch: Duration) -> (usize
             sim.shard.set_publishing(now, true);
         }
         let now = sim.now;
-        sim.gw
-            .dispatch(now, "MESSAGE_CREATE", serde_json::json!({"id": sent.len().to_string()}));
+        sim.gw.dispatch(
+            now,
+            "MESSAGE_CREATE",
+            serde_json::json!({"id": sent.len().to_string()}),
+        );
         sim.advance(TICK);
         let seq = sim.shard.last_sequence().unwrap_or(0);
         sent.push((now, seq));
