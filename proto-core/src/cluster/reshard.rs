@@ -22,6 +22,11 @@
 //!    set closes only once it has read what the gateway sent it so far ([`Retiring`]), so a
 //!    shard reading its socket seconds behind (the old set carries more guilds per shard when
 //!    the count grows, on a busy machine) still publishes what the new set saw while warming.
+//!    And as an empty socket is no proof that the gateway has nothing more for it, each shard
+//!    of the new set publishes first, when it starts publishing, what it would have published
+//!    in the last [`ReshardTimings::replay`] while warming
+//!    ([`crate::shard::Shard::set_publishing`]): an old shard closing up to the overlap plus
+//!    the replay behind the new one loses nothing; the price is more duplicates.
 //!
 //! Failure: the store unreachable changes nothing (no switch without the store; the old set
 //! keeps publishing). A member dying while warming: its shards of the new set are taken over
@@ -113,9 +118,9 @@ pub const RETIRE_CATCH_UP: Duration = Duration::from_secs(30);
 /// Limit: "nothing more to read" is this side's view. A gateway that itself sends behind
 /// (the conformance mock on a starved machine hands out its backlog in batches) leaves the
 /// socket empty between batches, and the shard closes with events still queued for it at the
-/// gateway: one `cluster-reshard` run of 13 lost 1,474 events that way. A sound barrier (the
-/// new set keeping its warm-up events for a while and publishing them at the switch) is not
-/// done yet.
+/// gateway (one `cluster-reshard` run of 13 lost 1,474 events that way). The new set's replay
+/// ([`ReshardTimings::replay`]) covers those, as long as the old shard is no further behind
+/// than the overlap plus the replay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retiring {
     deadline: Instant,
