@@ -548,7 +548,7 @@ impl Shard {
         let now = self.clock(now);
         let was = self.config.publishing;
         self.config.publishing = publishing;
-        if !publishing || was {
+        if !publishing || was || matches!(self.phase, Phase::ShuttingDown | Phase::Stopped) {
             self.replay.clear();
             return;
         }

@@ -39,6 +39,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(Op::RejectResumes),
         2 => any::<bool>().prop_map(Op::AutoConfirm),
         1 => Just(Op::ProcessRestart),
+        1 => any::<bool>().prop_map(Op::Publishing),
     ]
 }
 

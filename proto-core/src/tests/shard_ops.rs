@@ -48,6 +48,8 @@ pub(crate) enum Op {
     RejectResumes(bool),
     AutoConfirm(bool),
     ProcessRestart,
+    /// Cluster mode's re-shard: stop (warm) or start publishing (replaying what was kept).
+    Publishing(bool),
 }
 
 fn command(size: u16) -> Bytes {
@@ -100,6 +102,7 @@ fn apply(sim: &mut Sim, op: &Op) {
         Op::ExpireSessions => sim.gw.expire_sessions(),
         Op::RejectResumes(b) => sim.gw.reject_resumes = *b,
         Op::AutoConfirm(on) => sim.confirm_delay = on.then_some(Duration::from_millis(5)),
+        Op::Publishing(on) => sim.shard.set_publishing(now, *on),
         Op::ProcessRestart => {
             let snapshot = sim.trace.iter().rev().find_map(|(_, a)| match a {
                 Action::PersistSession(s) => Some(s.clone()),
@@ -282,6 +285,10 @@ pub(crate) fn run(seed: u64, interval_ms: u64, zlib: bool, etf: bool, ops: &[Op]
     if etf {
         config.encoding = crate::codec::Encoding::Etf;
     }
+    // Small replay limits, so that warming and publishing again prune and replay.
+    config.replay.window = Duration::from_secs(7);
+    config.replay.max_events = 16;
+    config.replay.max_bytes = 4096;
     let mut sim = Sim::with_config(config, seed);
     sim.gw.zlib_stream = zlib;
     sim.gw.etf = etf;
@@ -338,8 +345,8 @@ impl<'a> arbitrary::Arbitrary<'a> for Op {
                 _ => Some(*u.choose(&FATAL_CLOSE_CODES)?),
             })
         };
-        // Cumulative weights: 20, 4, 3, 2, 2, 3, 4, 5, 2, 1, 1, 1, 1, 1, 1, 2, 1.
-        Ok(match u.int_in_range(0..=53u8)? {
+        // Cumulative weights: 20, 4, 3, 2, 2, 3, 4, 5, 2, 1, 1, 1, 1, 1, 1, 2, 1, 1.
+        Ok(match u.int_in_range(0..=54u8)? {
             0..=19 => Op::Run(u.int_in_range(0..=129_999)?),
             20..=23 => Op::Run(u.int_in_range(0..=1_999)?),
             24..=26 => Op::ServerClose(close(u)?),
@@ -366,7 +373,8 @@ impl<'a> arbitrary::Arbitrary<'a> for Op {
             49 => Op::ExpireSessions,
             50 => Op::RejectResumes(u.arbitrary()?),
             51..=52 => Op::AutoConfirm(u.arbitrary()?),
-            _ => Op::ProcessRestart,
+            53 => Op::ProcessRestart,
+            _ => Op::Publishing(u.arbitrary()?),
         })
     }
 }
