@@ -657,6 +657,11 @@ fn log_event(event: &ShardEvent) {
             tracing::warn!(seq, event, %reason, "dispatch not published")
         }
         ShardEvent::UnknownOpcode { op } => tracing::debug!(op, "ignored unknown opcode"),
+        ShardEvent::PublishingStarted { replayed, from_seq } => tracing::info!(
+            replayed,
+            ?from_seq,
+            "publishing; first what was received in the replay window while warming"
+        ),
         other => tracing::debug!(?other, "shard event"),
     }
 }

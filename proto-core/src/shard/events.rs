@@ -60,6 +60,14 @@ pub enum ShardEvent {
         /// The opcode.
         op: u8,
     },
+    /// Publishing started ([`super::Shard::set_publishing`]); first the publications kept
+    /// while not publishing (within [`super::ShardConfig::replay`]).
+    PublishingStarted {
+        /// How many were kept and are published again.
+        replayed: usize,
+        /// The sequence of the oldest of them.
+        from_seq: Option<u64>,
+    },
 }
 
 /// A FIFO of at most [`EVENT_QUEUE_CAPACITY`] events that drops the oldest when full.

@@ -553,7 +553,10 @@ impl Shard {
             return;
         }
         let limits = self.config.replay;
+        let (mut replayed, mut from_seq) = (0, None);
         for (seq, publication) in self.replay.take(&limits, now) {
+            replayed += 1;
+            from_seq.get_or_insert(seq);
             let id = self.next_publish_id;
             self.next_publish_id += 1;
             self.confirms.replayed(id, publication.body.len());
@@ -564,6 +567,8 @@ impl Shard {
             });
         }
         self.paused_since_heartbeat |= self.over_limits();
+        self.events
+            .push(ShardEvent::PublishingStarted { replayed, from_seq });
     }
 
     /// The coarse state.

@@ -262,4 +262,9 @@ fn a_warming_shard_replays_only_its_newest_publications_within_the_limits() {
         "replays never move it"
     );
     assert_eq!(sim.shard.unconfirmed(), 0, "their confirms were taken");
+    assert!(sim.events.iter().any(|(_, e)| *e
+        == ShardEvent::PublishingStarted {
+            replayed: 3,
+            from_seq: Some(last - 2)
+        }));
 }
