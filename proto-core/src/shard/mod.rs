@@ -541,7 +541,8 @@ impl Shard {
     /// But what they would have published within [`ShardConfig::replay`] (the last `window`
     /// before `now`, at most `max_events` and `max_bytes`, the newest kept) is published
     /// first when publishing starts, as [`Action::Publish`] with fresh ids: the old set may
-    /// have closed before reading them. These may duplicate what the old set published
+    /// have closed before reading them. A session's start (READY, RESUMED, the GUILD_CREATEs
+    /// until [`Shard::guilds_arrived`]) is not kept. These may duplicate what the old set published
     /// (workers deduplicate on the event's own id). Their confirms count for backpressure
     /// and shutdown but never move the confirmed sequence (already past them).
     pub fn set_publishing(&mut self, now: Instant, publishing: bool) {
@@ -962,6 +963,13 @@ impl Shard {
         let seq = self.last_seq.unwrap_or(0);
         let mut became_active = false;
         let mut new_session = false;
+        // A session's start (READY, RESUMED, and the GUILD_CREATEs of the guilds READY listed)
+        // is never replayed: workers have those guilds from the old set.
+        let replayable = match payload.event_name() {
+            Some("READY" | "RESUMED") => false,
+            Some("GUILD_CREATE" | "GUILD_DELETE") => self.guilds.arrived(),
+            _ => true,
+        };
         match payload.event_name() {
             Some("READY") => {
                 let Some(ready) = packets::ready_fields(payload.data()) else {
@@ -1011,7 +1019,7 @@ impl Shard {
             self.phase = Phase::Active;
             self.attempts = 0;
         }
-        self.publish(payload, seq);
+        self.publish(payload, seq, replayable);
         if new_session {
             self.persist(now);
         }
@@ -1020,14 +1028,15 @@ impl Shard {
         }
     }
 
-    fn publish(&mut self, payload: &Payload, seq: u64) {
+    fn publish(&mut self, payload: &Payload, seq: u64, replayable: bool) {
         let session_id = self.session.as_ref().map_or("", |s| s.id.as_str());
         let ctx = DispatchContext {
             shard: self.config.shard,
             session_id,
         };
         if !self.config.publishing {
-            if !self.config.replay.window.is_zero()
+            if replayable
+                && !self.config.replay.window.is_zero()
                 && let Ok(Some(publication)) = self.config.router.try_route_dispatch(&ctx, payload)
             {
                 self.replay

@@ -268,3 +268,34 @@ fn a_warming_shard_replays_only_its_newest_publications_within_the_limits() {
             from_seq: Some(last - 2)
         }));
 }
+
+#[test]
+fn a_warming_shard_never_replays_its_session_start() {
+    let mut config = test_config(73);
+    config.publishing = false;
+    config.replay.window = Duration::from_secs(60);
+    let mut sim = Sim::with_config(config, 73);
+    sim.until_active();
+    assert!(sim.shard.guilds_arrived());
+    let now = sim.now;
+    sim.gw
+        .dispatch(now, "MESSAGE_CREATE", serde_json::json!({"id": "1"}));
+    sim.advance(Duration::from_millis(100));
+    let last = sim.shard.last_sequence();
+    let mark = sim.mark();
+    let now = sim.now;
+    sim.shard.set_publishing(now, true);
+    sim.advance(Duration::from_secs(1));
+    let replayed: Vec<u64> = sim
+        .since(mark)
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Action::Publish { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    // The fake READY lists no guild, so its GUILD_CREATEs (2 and 3) are guilds joined later:
+    // events like any other. READY (1) is not replayed.
+    assert_eq!(replayed, vec![2, 3, last.unwrap_or(0)]);
+    assert_eq!(last, Some(4));
+}
