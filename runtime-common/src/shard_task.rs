@@ -333,7 +333,8 @@ impl<R: Runtime> ShardTask<R> {
             match action {
                 Action::Connect { url } => self.connect(&url).await,
                 Action::Send(bytes) => self.send(bytes).await,
-                Action::Close(code) => self.close(code).await,
+                // Boxed: it holds a second socket while closing (see `connect`).
+                Action::Close(code) => Box::pin(self.close(code)).await,
                 Action::RequestIdentify => self.io.identify.request(self.number),
                 Action::Publish {
                     id, publication, ..
@@ -373,9 +374,11 @@ impl<R: Runtime> ShardTask<R> {
             self.metrics.reconnect();
         }
         tracing::info!(url, "connecting to the gateway");
-        let connect = self.io.rt.connect_websocket(url, self.io.max_message);
+        // Boxed: the connect future (DNS, TCP, TLS, the WebSocket handshake) is several times
+        // larger than the rest of the shard's loop, and held inline it would size every
+        // shard's task for its whole life (BENCHMARKS.md section 4: memory per idle shard).
+        let connect = Box::pin(self.io.rt.connect_websocket(url, self.io.max_message));
         let timeout = self.io.rt.sleep(CONNECT_TIMEOUT);
-        futures_util::pin_mut!(connect);
         let result = match futures_util::future::select(connect, Box::pin(timeout)).await {
             futures_util::future::Either::Left((result, _)) => result.map_err(|e| e.to_string()),
             futures_util::future::Either::Right(_) => Err("timed out".to_owned()),
