@@ -100,6 +100,7 @@ pub(crate) async fn run<R: Runtime>(shard: Shard, io: ShardIo<R>) -> StopReason 
         connects: 0,
         inputs_open: true,
         burst: 0,
+        input_at: None,
         metrics: metrics::ShardMetrics::new(number, started),
     };
     let span = tracing::info_span!("shard", shard = number);
@@ -138,6 +139,8 @@ struct ShardTask<R: Runtime> {
     connects: u64,
     inputs_open: bool,
     burst: usize,
+    /// When the input being handled arrived (the clock read once per input).
+    input_at: Option<Instant>,
     metrics: metrics::ShardMetrics,
 }
 
@@ -169,6 +172,7 @@ impl<R: Runtime> ShardTask<R> {
                 self.burst += 1;
             }
             let now = self.io.rt.now();
+            self.input_at = Some(now);
             self.handle_wake(now, wake);
         }
     }
@@ -218,8 +222,6 @@ impl<R: Runtime> ShardTask<R> {
                 self.shard.shutdown(now);
             }
         }
-        self.metrics
-            .unconfirmed(self.shard.unconfirmed(), self.shard.unconfirmed_bytes());
     }
 
     /// Acts on what the outbox reports: confirms to the shard, overdue confirms to the broker
@@ -329,6 +331,8 @@ impl<R: Runtime> ShardTask<R> {
 
     /// Executes actions until the shard has none left.
     async fn drain(&mut self) {
+        // The publications of an input count from when it arrived (read once, in `run`).
+        let arrived = self.input_at.take();
         while let Some(action) = self.shard.poll_action() {
             match action {
                 Action::Connect { url } => self.connect(&url).await,
@@ -338,7 +342,10 @@ impl<R: Runtime> ShardTask<R> {
                 Action::RequestIdentify => self.io.identify.request(self.number),
                 Action::Publish {
                     id, publication, ..
-                } => self.outbox.push(self.io.rt.now(), id, publication),
+                } => {
+                    let now = arrived.unwrap_or_else(|| self.io.rt.now());
+                    self.outbox.push(now, id, publication);
+                }
                 Action::PersistSession(snapshot) => self.io.store.save_session(&snapshot),
                 Action::Stopped(reason) => {
                     match &reason {
@@ -538,6 +545,9 @@ impl<R: Runtime> ShardTask<R> {
 
     /// Writes the status to Redis and the state gauge when the coarse state changed.
     fn report_state(&mut self) {
+        // Once per burst (before every wait), not per message: the gauges are sampled anyway.
+        self.metrics
+            .unconfirmed(self.shard.unconfirmed(), self.shard.unconfirmed_bytes());
         self.metrics.observe(&self.shard);
         let state = self.shard.state();
         if self.last_state != Some(state) {
