@@ -69,7 +69,15 @@ enum Wake {
 }
 
 /// Drives `shard` until it reports `Stopped`; returns why it stopped.
-pub(crate) async fn run<R: Runtime>(shard: Shard, io: ShardIo<R>) -> StopReason {
+///
+/// Not an `async fn`: one would keep its arguments (the shard and its I/O) in the future beside
+/// the task they are moved into, doubling what every shard's task holds for its whole life
+/// (BENCHMARKS.md section 4: memory per idle shard). The task is built here, and the future
+/// holds only it.
+pub(crate) fn run<R: Runtime>(
+    shard: Shard,
+    io: ShardIo<R>,
+) -> impl Future<Output = StopReason> + Send + 'static {
     let number = shard.config().shard.number();
     let total = shard.config().shard.total();
     let binary_frames = shard.config().sends_binary();
@@ -103,8 +111,10 @@ pub(crate) async fn run<R: Runtime>(shard: Shard, io: ShardIo<R>) -> StopReason 
         input_at: None,
         metrics: metrics::ShardMetrics::new(number, started),
     };
-    let span = tracing::info_span!("shard", shard = number);
-    task.run().instrument(span).await
+    async move {
+        let span = tracing::info_span!("shard", shard = number);
+        task.run().instrument(span).await
+    }
 }
 
 type LinkWait = Pin<Box<dyn Future<Output = ()> + Send>>;
