@@ -154,8 +154,14 @@ impl DiscordConfig {
 /// The broker side of the configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AmqpConfig {
-    /// The AMQP URL (`amqp://` or `amqps://`), with credentials.
+    /// The first AMQP URL (`amqp://` or `amqps://`), with credentials: the one address when
+    /// only one is configured.
     pub url: SecretUrl,
+    /// Every AMQP address, in the configured order (`urls[0]` is `url`): a RabbitMQ cluster's
+    /// nodes, tried round-robin when a connection fails or is lost
+    /// (`proto_core::broker_failover`). `amqp.urls = [..]`, or several URLs separated by
+    /// commas in `amqp.url` / `AMQP_URL`.
+    pub urls: Vec<SecretUrl>,
 }
 
 /// Which output events are published to and commands read from (`[broker]`).
@@ -201,9 +207,13 @@ pub struct RedisConfig {
     /// Whether sessions are kept in Redis. Without Redis they live in memory, and a restart
     /// identifies every shard afresh (a start-up line warns).
     pub enabled: bool,
-    /// The Redis URL (`redis://`, `rediss://` or `unix://`), with credentials.
+    /// The Redis URL (`redis://`, `rediss://`, `unix://`, a Sentinel URL
+    /// `redis+sentinel://…/<master-name>` or a Redis Cluster URL `redis+cluster://…`; see
+    /// `proto_core::redis_topology`), with credentials.
     pub url: SecretUrl,
-    /// The prefix of every key Gatehouse writes (see `proto_core::store`).
+    /// The prefix of every key Gatehouse writes (see `proto_core::store`). With a Redis
+    /// Cluster URL, the configured prefix wrapped in a hash tag (`{gatehouse}`), so that every
+    /// key lands in one hash slot (`proto_core::redis_topology::cluster_key_prefix`).
     pub key_prefix: String,
     /// At start, how long a shard whose session snapshot cannot be read (Redis unreachable)
     /// waits before it starts a new session anyway, losing what Discord would have replayed.

@@ -82,6 +82,7 @@ pub(crate) enum RawShardIds {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct RawAmqp {
     pub(crate) url: Option<String>,
+    pub(crate) urls: Option<Vec<String>>,
 }
 
 /// `[broker]`: which output events go to and commands come from (issue 14).

@@ -772,19 +772,51 @@ fn the_gateway_api_version_can_be_set() {
     assert!(Config::load("[discord]\napi_version = 3", env(&[])).is_err());
 }
 
+/// Issue 10 item 8: Sentinel and Redis Cluster URLs are accepted; on a Redis Cluster the key
+/// prefix becomes one hash tag, elsewhere it stays as configured.
 #[test]
-fn redis_sentinel_and_cluster_urls_are_refused_with_the_reason() {
+fn redis_sentinel_and_cluster_urls_are_accepted() {
+    let sentinel = Config::load(
+        "",
+        env(&[
+            (
+                "REDIS_URL",
+                "redis+sentinel://:pw@s1:26379,s2:26379/mymaster/2",
+            ),
+            ("GATEHOUSE_REDIS_PREFIX", "bot"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(sentinel.redis.key_prefix, "bot");
+    assert!(!sentinel.redis.url.redacted().contains("pw"));
+    let cluster = Config::load(
+        "",
+        env(&[
+            ("REDIS_URL", "redis+cluster://n1:7000,n2:7001"),
+            ("GATEHOUSE_REDIS_PREFIX", "bot"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(cluster.redis.key_prefix, "{bot}");
     for url in [
-        "redis+sentinel://s1:26379,s2:26379/mymaster",
+        "redis+sentinel://s1:26379,s2:26379",
         "redis-cluster://n1:7000",
+        "redis+cluster://n1:7000/3",
     ] {
         let error = Config::load("", env(&[("REDIS_URL", url)]))
             .unwrap_err()
             .to_string();
         assert!(error.contains("redis.url"), "{error}");
-        assert!(error.contains("not supported"), "{error}");
     }
-    assert!(Config::load("", env(&[("REDIS_URL", "redis://h:1/")])).is_ok());
+    let plain = Config::load(
+        "",
+        env(&[
+            ("REDIS_URL", "redis://h:1/"),
+            ("GATEHOUSE_REDIS_PREFIX", "bot"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(plain.redis.key_prefix, "bot");
 }
 
 /// Issue 14: the output is chosen by `broker.type` (Gatehouse's file), the Spectacles file's
@@ -822,4 +854,89 @@ fn the_broker_type_selects_the_output() {
     assert!(Config::load("[broker]\nmax_len = 0\n", |_| None).is_err());
     // Gatehouse's own file names only its three outputs.
     assert!(Config::load("[discord]\n[broker]\ntype = \"kafka\"\n", |_| None).is_err());
+}
+
+#[test]
+fn several_amqp_urls_from_the_environment_or_the_file() {
+    // One URL: unchanged, the list has it alone.
+    let config = Config::load("", env(&[("AMQP_URL", "amqp://u:p@h:5672/v")])).unwrap();
+    assert_eq!(config.amqp.url.expose(), "amqp://u:p@h:5672/v");
+    assert_eq!(config.amqp.urls, vec![config.amqp.url.clone()]);
+    let defaults = Config::load("", env(&[])).unwrap();
+    assert_eq!(defaults.amqp.urls.len(), 1);
+
+    // A comma-separated list, in order; a comma inside a password does not split.
+    let config = Config::load(
+        "",
+        env(&[(
+            "AMQP_URL",
+            "amqp://u:p,w@a:5672/%2f, amqps://u:s3cret@b:5671/%2f,amqp://c",
+        )]),
+    )
+    .unwrap();
+    let urls: Vec<&str> = config.amqp.urls.iter().map(|u| u.expose()).collect();
+    assert_eq!(
+        urls,
+        [
+            "amqp://u:p,w@a:5672/%2f",
+            "amqps://u:s3cret@b:5671/%2f",
+            "amqp://c"
+        ]
+    );
+    assert_eq!(config.amqp.url.expose(), "amqp://u:p,w@a:5672/%2f");
+    // Every URL is shown redacted.
+    let shown = format!("{:?}", config.amqp);
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("p,w"),
+        "{shown}"
+    );
+
+    // The file's list; AMQP_URL wins over it, with a warning.
+    let file = "[amqp]\nurls = [\"amqp://a:5672\", \"amqp://b:5673\"]\n";
+    let config = Config::load(file, env(&[])).unwrap();
+    let urls: Vec<&str> = config.amqp.urls.iter().map(|u| u.expose()).collect();
+    assert_eq!(urls, ["amqp://a:5672", "amqp://b:5673"]);
+    let loaded = Config::load_reporting(file, env(&[("AMQP_URL", "amqp://c")])).unwrap();
+    assert_eq!(loaded.config.amqp.urls.len(), 1);
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.contains("amqp.urls is ignored")),
+        "{:?}",
+        loaded.warnings
+    );
+
+    // Each URL is checked, and a bad one is named without its password.
+    let err = Config::load(
+        "",
+        env(&[("AMQP_URL", "amqp://a,amqp://u:hunter2@b,amqpx://c")]),
+    );
+    assert!(err.is_ok(), "amqpx://c is part of the second URL: {err:?}");
+    let err = Config::load(
+        "[amqp]\nurls = [\"amqp://a\", \"http://u:hunter2@b\"]\n",
+        env(&[]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("amqp.urls") && !err.contains("hunter2"),
+        "{err}"
+    );
+    let err = Config::load("[amqp]\nurls = []\n", env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("empty"), "{err}");
+}
+
+#[test]
+fn the_queue_type_from_the_file_or_the_environment() {
+    use proto_core::profile::QueueType;
+    let config = Config::load("", env(&[])).unwrap();
+    assert_eq!(config.profile.queue_type, QueueType::Classic);
+    let config = Config::load("[profile]\nqueue_type = \"quorum\"\n", env(&[])).unwrap();
+    assert_eq!(config.profile.queue_type, QueueType::Quorum);
+    let config = Config::load("", env(&[("GATEHOUSE_QUEUE_TYPE", "quorum")])).unwrap();
+    assert_eq!(config.profile.queue_type, QueueType::Quorum);
+    assert!(Config::load("", env(&[("GATEHOUSE_QUEUE_TYPE", "stream")])).is_err());
 }

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use proto_core::profile::ProfileKind;
+use proto_core::redis_topology::RedisTopology;
 use proto_core::secret::Secret;
 use proto_core::shard::defaults;
 
@@ -16,30 +17,10 @@ use crate::model::*;
 use crate::raw::*;
 use crate::secret_url::{SecretUrl, redact_url};
 
-/// Redis Sentinel and Redis Cluster URLs, refused with the reason: the session store and
-/// cluster mode talk to one Redis (a connection manager on one address; cluster mode's Lua
-/// scripts touch several keys at once, which Redis Cluster allows only within one hash slot).
-fn refuse_redis_topologies(url: &str) -> Result<(), ConfigError> {
-    let scheme = url
-        .split("://")
-        .next()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let what = if scheme.contains("sentinel") {
-        "Redis Sentinel"
-    } else if scheme.contains("cluster") {
-        "Redis Cluster"
-    } else {
-        return Ok(());
-    };
-    Err(invalid(
-        "redis.url",
-        format!(
-            "{what} URLs are not supported: Gatehouse talks to one Redis (its primary). Point \
-             redis.url at the primary, or at a Sentinel-aware proxy (for example HAProxy \
-             checking `role:master`) so that a failover moves the address, not the URL"
-        ),
-    ))
+/// The topology a Redis URL names (one server, Sentinel, Redis Cluster), or why its
+/// Sentinel or Cluster form is malformed (see `proto_core::redis_topology`).
+fn redis_topology(url: &str) -> Result<RedisTopology, ConfigError> {
+    RedisTopology::parse(url).map_err(|e| invalid("redis.url", e.to_string()))
 }
 
 impl RawConfig {
@@ -47,14 +28,7 @@ impl RawConfig {
     pub(crate) fn validate(self, warnings: &mut Vec<String>) -> Result<Config, ConfigError> {
         let kind = self.profile.kind;
         let discord = self.discord.validate(kind)?;
-        let amqp = AmqpConfig {
-            url: url_setting(
-                "amqp.url",
-                self.amqp.url,
-                DEFAULT_AMQP_URL,
-                &["amqp", "amqps"],
-            )?,
-        };
+        let amqp = amqp_urls(self.amqp, warnings)?;
         // Cordis uses Redis only "if provided": without a URL, the cordis profile runs without.
         let enabled_by_default = kind != ProfileKind::Cordis || self.redis.url.is_some();
         let redis_url = self
@@ -62,16 +36,23 @@ impl RawConfig {
             .url
             .map(|url| redis_url_form(&url, warnings))
             .transpose()?;
-        if let Some(url) = &redis_url {
-            refuse_redis_topologies(url)?;
-        }
+        let topology = redis_url.as_deref().map(redis_topology).transpose()?;
         let redis = RedisConfig {
             enabled: self.redis.enabled.unwrap_or(enabled_by_default),
             url: url_setting(
                 "redis.url",
                 redis_url,
                 DEFAULT_REDIS_URL,
-                &["redis", "rediss", "unix", "redis+unix"],
+                &[
+                    "redis",
+                    "rediss",
+                    "unix",
+                    "redis+unix",
+                    "redis+sentinel",
+                    "rediss+sentinel",
+                    "redis+cluster",
+                    "rediss+cluster",
+                ],
             )?,
             key_prefix: {
                 let prefix = self
@@ -81,7 +62,12 @@ impl RawConfig {
                 if prefix.chars().any(char::is_whitespace) {
                     return Err(invalid("redis.key_prefix", "must contain no whitespace"));
                 }
-                prefix
+                // On a Redis Cluster every key of the deployment goes under one hash tag;
+                // elsewhere the prefix stays as configured (the predecessors' key names).
+                match &topology {
+                    Some(topology) => topology.key_prefix(&prefix),
+                    None => prefix,
+                }
             },
             identify_anyway_after: self
                 .redis
@@ -462,6 +448,60 @@ pub(crate) fn redis_url_form(url: &str, warnings: &mut Vec<String>) -> Result<St
         if tls { "rediss" } else { "redis" },
         database.unwrap_or(0)
     ))
+}
+
+/// `amqp.url` (one URL, or several separated by commas) or `amqp.urls` (a list); `url` wins
+/// when both are set (the environment's `AMQP_URL` writes `url`), with a warning.
+fn amqp_urls(raw: RawAmqp, warnings: &mut Vec<String>) -> Result<AmqpConfig, ConfigError> {
+    let schemes = &["amqp", "amqps"];
+    let (key, texts) = match (raw.url, raw.urls) {
+        (Some(url), urls) => {
+            if urls.is_some() {
+                warnings.push(
+                    "amqp.urls is ignored: amqp.url (or AMQP_URL) is set too, and wins".to_owned(),
+                );
+            }
+            ("amqp.url", split_amqp_urls(&url))
+        }
+        (None, Some(urls)) => {
+            if urls.is_empty() {
+                return Err(invalid(
+                    "amqp.urls",
+                    "the list is empty (leave it out for the default URL)",
+                ));
+            }
+            ("amqp.urls", urls)
+        }
+        (None, None) => ("amqp.url", vec![DEFAULT_AMQP_URL.to_owned()]),
+    };
+    let urls = texts
+        .into_iter()
+        .map(|url| url_setting(key, Some(url), DEFAULT_AMQP_URL, schemes))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AmqpConfig {
+        url: urls[0].clone(),
+        urls,
+    })
+}
+
+/// Several AMQP URLs in one value (`AMQP_URL=amqp://a:5672,amqp://b:5673`): split at each
+/// comma that is followed (after blanks) by `amqp://` or `amqps://`, so that a comma inside a
+/// URL (a password may hold one) never splits it. One URL comes back whole, unchanged.
+pub(crate) fn split_amqp_urls(text: &str) -> Vec<String> {
+    let mut urls = Vec::new();
+    let mut start = 0;
+    for (comma, _) in text.match_indices(',') {
+        let next = text[comma + 1..].trim_start().to_ascii_lowercase();
+        if next.starts_with("amqp://") || next.starts_with("amqps://") {
+            urls.push(text[start..comma].trim().to_owned());
+            start = comma + 1;
+        }
+    }
+    if urls.is_empty() {
+        return vec![text.to_owned()];
+    }
+    urls.push(text[start..].trim().to_owned());
+    urls
 }
 
 fn url_setting(

@@ -267,14 +267,42 @@ pub struct PrivateRabbit {
 }
 
 impl PrivateRabbit {
+    /// Whether RabbitMQ's server scripts are installed (tests that need private nodes skip
+    /// with a message otherwise).
+    pub fn available() -> bool {
+        let server = rabbitmq_bin("rabbitmq-server");
+        server.is_absolute() && server.exists()
+            || std::env::var_os("PATH").is_some_and(|path| {
+                std::env::split_paths(&path).any(|dir| dir.join("rabbitmq-server").exists())
+            })
+    }
+
     /// Starts a node and waits until it accepts AMQP connections (at most 90 s).
     pub async fn start(label: &str) -> Result<Self, ServiceError> {
+        Self::start_with_cookie(label, None).await
+    }
+
+    /// Starts a node that can join a cluster: nodes started with the same Erlang `cookie` may
+    /// cluster ([`PrivateRabbit::join`]).
+    pub async fn start_with_cookie(
+        label: &str,
+        cookie: Option<&str>,
+    ) -> Result<Self, ServiceError> {
         let port = free_port().map_err(|e| err(format!("no free port: {e}")))?;
         let dist_port = free_port().map_err(|e| err(format!("no free port: {e}")))?;
         let dir = private_dir("rabbitmq", label)
             .map_err(|e| err(format!("cannot create a directory for RabbitMQ: {e}")))?;
         let home = dir.join("home");
         std::fs::create_dir_all(&home).map_err(|e| err(e.to_string()))?;
+        if let Some(cookie) = cookie {
+            use std::os::unix::fs::PermissionsExt;
+            let path = home.join(".erlang.cookie");
+            std::fs::write(&path, cookie)
+                .and_then(|()| {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400))
+                })
+                .map_err(|e| err(format!("cannot write the Erlang cookie: {e}")))?;
+        }
         std::fs::write(dir.join("rabbitmq.conf"), "loopback_users = none\n")
             .and_then(|()| std::fs::write(dir.join("enabled_plugins"), "[].\n"))
             .and_then(|()| std::fs::write(dir.join("rabbitmq-env.conf"), ""))
@@ -375,6 +403,25 @@ impl PrivateRabbit {
                 )));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Makes this node a member of `other`'s cluster (both started with the same cookie):
+    /// `stop_app`, `join_cluster`, `start_app`, then waits for AMQP again.
+    pub async fn join(&mut self, other: &PrivateRabbit) -> Result<(), ServiceError> {
+        self.ctl(&["stop_app"]).await?;
+        self.ctl(&["join_cluster", other.node()]).await?;
+        self.ctl(&["start_app"]).await?;
+        self.wait_amqp(Duration::from_secs(60)).await
+    }
+
+    /// Kills the node at once (SIGKILL to its process group: a crashed machine, as its
+    /// clients and cluster peers see it). Its directory stays until the handle is dropped.
+    pub fn kill(&mut self) {
+        if let Some((mut child, pgid)) = self.child.take() {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            let _ = child.wait();
+            unregister(pgid);
         }
     }
 

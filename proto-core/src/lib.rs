@@ -17,6 +17,8 @@
 //! and Redis clients; they do what the core's actions say and feed back what happened.
 //!
 //! Modules, one line each on what it owns:
+//! - [`broker_failover`]: which AMQP address to connect to next (round-robin over the
+//!   configured list) and the back-off before it.
 //! - [`cluster`]: cluster mode's rules (identify limits across processes, shard leases,
 //!   placement), with Redis as the storage only.
 //! - [`codec`]: transport decompression (zlib-stream, zstd-stream, payload zlib), JSON envelope
@@ -49,6 +51,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod broker_failover;
 pub mod cluster;
 pub mod codec;
 pub mod command;
@@ -58,6 +61,7 @@ pub mod intents;
 pub mod outbox;
 pub mod profile;
 pub mod ratelimit;
+pub mod redis_topology;
 pub mod rng;
 pub mod secret;
 pub mod session;

@@ -3,7 +3,11 @@
 //!
 //! Owns: which publications wait to be sent, which are in flight on which broker link, and what
 //! every outcome does to them: an ack confirms; a nack waits a back-off and is sent again
-//! (without disturbing the link or other publications); a message the broker returned as
+//! (without disturbing the link or other publications), except that the
+//! [`NACKS_TO_FAIL_LINK`]th nack in a row of one publication on the same link fails that link
+//! (RabbitMQ 3.10 was seen nacking every publication, for over a minute, on a channel opened
+//! while a quorum queue elected a new leader after its node was killed; a new connection
+//! works); a message the broker returned as
 //! unroutable is confirmed or held per [`Unroutable`]; a link that fails (a publish error, a
 //! lost connection, or no confirm within [`OutboxConfig::confirm_timeout`] while the broker does
 //! not block the link) sends everything unconfirmed on it again on the next link (at least
@@ -40,6 +44,9 @@ const RETRY_BASE: Duration = Duration::from_millis(250);
 
 /// The longest wait before a nacked (or held) publication is sent again.
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// The nacks in a row of one publication on one link after which the link is failed (and
+/// replaced: the runtime reconnects, to the next broker address if there are several).
+pub const NACKS_TO_FAIL_LINK: u32 = 3;
 
 /// Settings of an [`Outbox`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,7 +85,7 @@ pub enum OutboxEvent {
     Confirmed {
         /// The publication's id.
         id: PublishId,
-        /// The publication (its routing key is the event name in most profiles).
+        /// The publication (`Publication::event` names its event).
         publication: Arc<Publication>,
         /// When it was pushed.
         pushed_at: Instant,
@@ -105,14 +112,47 @@ pub enum OutboxEvent {
         /// The wait before it is sent again (`None`: confirmed).
         retry_in: Option<Duration>,
     },
-    /// No confirm arrived within the confirm timeout: the link must be closed and replaced
-    /// (everything in flight on it waits for the next one).
+    /// The link must be closed and replaced (everything in flight on it waits for the next
+    /// one).
     LinkFailed {
         /// The link.
         link: u64,
-        /// Why, for the logs.
-        reason: String,
+        /// Why.
+        reason: LinkFailure,
     },
+}
+
+/// Why the outbox gave a link up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkFailure {
+    /// No confirm arrived within the confirm timeout.
+    ConfirmTimeout(Duration),
+    /// The broker nacked one publication [`NACKS_TO_FAIL_LINK`] times in a row on it.
+    RepeatedNacks,
+}
+
+impl LinkFailure {
+    /// A short name, for metric labels: `timeout` or `nacked`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ConfirmTimeout(_) => "timeout",
+            Self::RepeatedNacks => "nacked",
+        }
+    }
+}
+
+impl std::fmt::Display for LinkFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ConfirmTimeout(timeout) => {
+                write!(f, "no publisher confirm within {} s", timeout.as_secs_f64())
+            }
+            Self::RepeatedNacks => write!(
+                f,
+                "the broker nacked one publication {NACKS_TO_FAIL_LINK} times in a row on this connection"
+            ),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +173,8 @@ struct Entry {
     state: State,
     /// Refusals so far (for the back-off).
     refusals: u32,
+    /// The link of the latest nack and the nacks in a row on it.
+    nacks: (u64, u32),
 }
 
 /// One shard's unconfirmed publications. See the module docs.
@@ -192,6 +234,7 @@ impl Outbox {
                 pushed_at: now,
                 state: State::Unsent,
                 refusals: 0,
+                nacks: (0, 0),
             },
         );
         self.unsent.insert(id);
@@ -208,7 +251,7 @@ impl Outbox {
         if !matches!(entry.state, State::Sent { link: l, .. } if l == link) {
             return;
         }
-        let routing_key = entry.publication.routing_key.clone();
+        let routing_key = entry.publication.routing_key().to_owned();
         let refuse = |entry: &mut Entry| {
             let retry_in = RETRY_BASE
                 .saturating_mul(1 << entry.refusals.min(16))
@@ -243,12 +286,24 @@ impl Outbox {
             }
             (Confirm::Nack, _) => {
                 let retry_in = refuse(entry);
+                entry.nacks = match entry.nacks {
+                    (l, n) if l == link => (link, n.saturating_add(1)),
+                    _ => (link, 1),
+                };
+                let fail_link = entry.nacks.1 >= NACKS_TO_FAIL_LINK;
                 self.retries.insert((now + retry_in, id));
                 self.events.push_back(OutboxEvent::Nacked {
                     id,
                     routing_key,
                     retry_in,
                 });
+                if fail_link && self.failed_link != Some(link) {
+                    self.handle_link_failed(link);
+                    self.events.push_back(OutboxEvent::LinkFailed {
+                        link,
+                        reason: LinkFailure::RepeatedNacks,
+                    });
+                }
             }
         }
         self.prune();
@@ -315,11 +370,10 @@ impl Outbox {
             && deadline <= now
             && self.blocked_link != Some(link)
         {
-            let secs = self.config.confirm_timeout.as_secs_f64();
             self.handle_link_failed(link);
             self.events.push_back(OutboxEvent::LinkFailed {
                 link,
-                reason: format!("no publisher confirm within {secs} s"),
+                reason: LinkFailure::ConfirmTimeout(self.config.confirm_timeout),
             });
         }
     }
@@ -421,12 +475,12 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::MessageProperties;
+    use crate::profile::{MessageKey, MessageProperties};
 
     fn publication(key: &str) -> Publication {
         Publication {
             exchange: "gateway".into(),
-            routing_key: key.into(),
+            key: MessageKey::Event(key.into()),
             body: bytes::Bytes::from_static(b"{}"),
             properties: MessageProperties::persistent(),
         }
@@ -498,6 +552,51 @@ mod tests {
     }
 
     #[test]
+    fn the_third_nack_in_a_row_on_one_link_fails_the_link() {
+        let t0 = crate::tests::epoch();
+        let mut outbox = filled(t0, 2, OutboxConfig::default());
+        let mut now = t0;
+        outbox.take_sendable(now, 1, 10);
+        for round in 1..=NACKS_TO_FAIL_LINK {
+            outbox.handle_confirm(now, 1, PublishId(0), Confirm::Nack);
+            let got = events(&mut outbox);
+            if round < NACKS_TO_FAIL_LINK {
+                assert!(matches!(got[..], [OutboxEvent::Nacked { .. }]), "{got:?}");
+                now = outbox.poll_timeout().unwrap();
+                outbox.handle_timeout(now);
+                assert_eq!(ids(&outbox.take_sendable(now, 1, 10)), [0]);
+            } else {
+                assert!(
+                    matches!(
+                        got[..],
+                        [
+                            OutboxEvent::Nacked { .. },
+                            OutboxEvent::LinkFailed {
+                                link: 1,
+                                reason: LinkFailure::RepeatedNacks
+                            }
+                        ]
+                    ),
+                    "{got:?}"
+                );
+            }
+        }
+        // Publication 1, in flight on the failed link, is sent again on the next one; 0 too,
+        // after its back-off; nothing more goes to link 1.
+        assert!(!outbox.has_sendable(1));
+        assert_eq!(ids(&outbox.take_sendable(now, 2, 10)), [1]);
+        let later = outbox.poll_timeout().unwrap();
+        outbox.handle_timeout(later);
+        assert_eq!(ids(&outbox.take_sendable(later, 2, 10)), [0]);
+        // On the new link the count starts again: one nack is just a nack.
+        outbox.handle_confirm(later, 2, PublishId(0), Confirm::Nack);
+        assert!(matches!(
+            events(&mut outbox)[..],
+            [OutboxEvent::Nacked { .. }]
+        ));
+    }
+
+    #[test]
     fn a_returned_publication_is_reported_then_confirmed_or_held() {
         let t0 = crate::tests::epoch();
         let mut outbox = filled(t0, 1, OutboxConfig::default());
@@ -544,7 +643,10 @@ mod tests {
         outbox.handle_timeout(due);
         assert!(matches!(
             events(&mut outbox)[..],
-            [OutboxEvent::LinkFailed { link: 7, .. }]
+            [OutboxEvent::LinkFailed {
+                link: 7,
+                reason: LinkFailure::ConfirmTimeout(_)
+            }]
         ));
         assert!(!outbox.has_sendable(7), "never again on the failed link");
         assert!(outbox.take_sendable(due, 7, 10).is_empty());

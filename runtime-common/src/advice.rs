@@ -84,6 +84,21 @@ fn inequivalent(error: &str) -> String {
         (None, Some(name)) => ("queue", name),
         (None, None) => ("object", "?"),
     };
+    if flag == "x-queue-type" {
+        let current = error
+            .split("current is the value '")
+            .nth(1)
+            .and_then(|rest| rest.split('\'').next())
+            .unwrap_or("another type");
+        let wanted = quoted("received the value '").unwrap_or("classic (no x-queue-type)");
+        return format!(
+            "the queue {name:?} already exists as a {current} queue, but Gatehouse declares it as \
+             {wanted} (profile.queue_type / GATEHOUSE_QUEUE_TYPE; 406 PRECONDITION_FAILED): a \
+             queue's type cannot change. Set queue_type back, or drain and delete the queue so \
+             that it is declared again with the new type (workers that declare it must use the \
+             same type)"
+        );
+    }
     let wanted = quoted("received '").unwrap_or("?");
     let current = quoted("but current is '").unwrap_or("?");
     format!(
@@ -135,6 +150,24 @@ fn host_port(url: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queue_of_another_type_is_explained() {
+        let error = "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue \
+                     'gateway.commands.dlx' in vhost '/': received none but current is the \
+                     value 'quorum' of type 'longstr'";
+        let advice = amqp(error, "amqp://guest:***@127.0.0.1:5672/%2f").unwrap();
+        assert!(advice.contains("\"gateway.commands.dlx\""), "{advice}");
+        assert!(advice.contains("exists as a quorum queue"), "{advice}");
+        assert!(advice.contains("classic"), "{advice}");
+        assert!(advice.contains("GATEHOUSE_QUEUE_TYPE"), "{advice}");
+        let error = "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q' in \
+                     vhost '/': received the value 'quorum' of type 'longstr' but current is \
+                     the value 'classic' of type 'longstr'";
+        let advice = amqp(error, "amqp://h").unwrap();
+        assert!(advice.contains("exists as a classic queue"), "{advice}");
+        assert!(advice.contains("declares it as quorum"), "{advice}");
+    }
 
     #[test]
     fn a_trailing_slash_names_the_empty_vhost() {

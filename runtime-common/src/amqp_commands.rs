@@ -18,7 +18,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::broker::{BrokerClient, Link};
 use crate::output::{
-    BoxFuture, CommandSource, INCOMING_CAPACITY, Incoming, Republish, Republished, Settle,
+    BoxFuture, CommandSource, INCOMING_CAPACITY, Incoming, OutputError, Republish, Republished,
+    Settle,
 };
 use crate::runtime::Runtime;
 
@@ -176,15 +177,19 @@ struct AmqpRepublish(BrokerClient);
 
 impl Republish for AmqpRepublish {
     /// Both kinds go where the profile addresses them (the dead-letter exchange, for one).
-    fn publish(&self, publication: Publication, _: Republished) -> BoxFuture<Result<(), String>> {
+    fn publish(
+        &self,
+        publication: Publication,
+        _: Republished,
+    ) -> BoxFuture<Result<(), OutputError>> {
         let link = self.0.current();
         Box::pin(async move {
             match link {
                 Some(link) => link
                     .publish_confirmed(&publication)
                     .await
-                    .map_err(|e| e.to_string()),
-                None => Err("not connected".into()),
+                    .map_err(|e| OutputError::Client(e.to_string())),
+                None => Err(OutputError::NotConnected("RabbitMQ")),
             }
         })
     }

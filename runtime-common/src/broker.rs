@@ -1,7 +1,8 @@
 //! The AMQP side: one supervised connection to RabbitMQ, the profile's topology, and the
 //! conversion of the core's publications into lapin calls.
 //!
-//! Owns: connecting (with capped exponential back-off between attempts), declaring the
+//! Owns: connecting (to the configured addresses in turn, with the back-off and the choice
+//! of the next address made by `proto_core::broker_failover`), declaring the
 //! [`Topology`] on every (re)connect, the confirm-mode publishing channel and its publisher task
 //! (`publisher`), noticing that the connection is lost, and announcing each new [`Link`] to the
 //! shards through a watch channel. Does not own: which publications exist (the shards' outboxes,
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use proto_core::broker_failover::Failover;
 use proto_core::shard::PublishId;
 
 use futures_util::StreamExt;
@@ -183,7 +185,7 @@ impl Link {
         self.publish
             .basic_publish(
                 ShortString::from(publication.exchange.as_str()),
-                ShortString::from(publication.routing_key.as_str()),
+                ShortString::from(publication.routing_key()),
                 options,
                 &publication.body,
                 basic_properties(&publication.properties, (self.wall_clock)()),
@@ -274,8 +276,8 @@ impl BrokerClient {
 /// Settings of the supervisor.
 #[derive(Clone, Debug)]
 pub struct BrokerSettings {
-    /// The AMQP URL.
-    pub url: SecretUrl,
+    /// The AMQP URLs (at least one): a cluster's nodes, tried in turn.
+    pub urls: Vec<SecretUrl>,
     /// What to declare on every connect.
     pub topology: Topology,
     /// The connection name shown in the management UI.
@@ -305,13 +307,6 @@ pub fn start<R: Runtime>(
     }
 }
 
-/// The next back-off delay after `attempt` failed attempts: 0.5 s doubling up to 30 s.
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(500)
-        .saturating_mul(1 << attempt.min(6))
-        .min(Duration::from_secs(30))
-}
-
 /// Announces the current link twice: as AMQP's (the command consumers) and as an [`Output`]
 /// (the shards).
 struct Announce {
@@ -334,10 +329,15 @@ async fn supervise<R: Runtime>(
     mut failures: mpsc::UnboundedReceiver<u64>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut attempt = 0u32;
+    let mut failover = Failover::new(settings.urls.len());
     let mut connected_before = false;
     while !*stop.borrow() {
-        let connecting = connect(&rt, &settings);
+        let index = failover.current();
+        let Some(url) = settings.urls.get(index) else {
+            tracing::error!("no AMQP URL configured");
+            break;
+        };
+        let connecting = connect(&rt, &settings, url);
         let timeout = rt.sleep(CONNECT_TIMEOUT);
         futures_util::pin_mut!(connecting, timeout);
         let connected = match futures_util::future::select(connecting, timeout).await {
@@ -346,7 +346,7 @@ async fn supervise<R: Runtime>(
                 Err(BrokerError::Timeout(CONNECT_TIMEOUT.as_secs()))
             }
         };
-        match connected {
+        let next = match connected {
             Ok((link, requests)) => {
                 let link = Arc::new(link);
                 let (retire, retired) = oneshot::channel::<()>();
@@ -357,13 +357,14 @@ async fn supervise<R: Runtime>(
                     retired,
                 ));
                 tracing::info!(
-                    url = %settings.url,
+                    url = %url,
+                    address = index,
                     generation = link.generation,
                     "connected to RabbitMQ and declared the topology"
                 );
                 crate::metrics::record_amqp_connected(true, connected_before);
                 connected_before = true;
-                attempt = 0;
+                failover.handle_connected();
                 link_tx.send_replace(Some(link.clone()));
                 let lost = wait_until_lost(&rt, &link, &link_tx, &mut failures, &mut stop).await;
                 link_tx.send_replace(None);
@@ -373,22 +374,47 @@ async fn supervise<R: Runtime>(
                     close(&rt, &link, 200, "shutting down").await;
                     break;
                 }
-                tracing::warn!(reason = %lost, "lost the RabbitMQ connection; reconnecting");
+                let next = failover.handle_lost();
+                tracing::warn!(
+                    url = %url,
+                    reason = %lost,
+                    next = %settings.urls[next.address],
+                    after_ms = next.after.as_millis() as u64,
+                    "lost the RabbitMQ connection; reconnecting"
+                );
                 close(&rt, &link, 320, "reconnecting").await;
+                next
             }
             Err(e) => {
-                let advice = crate::advice::amqp(&e.to_string(), &settings.url.redacted());
-                tracing::warn!(url = %settings.url, error = %e, advice = advice.as_deref(), attempt, "cannot connect to RabbitMQ");
+                let advice = crate::advice::amqp(&e.to_string(), &url.redacted());
+                let next = failover.handle_failed();
+                tracing::warn!(
+                    url = %url,
+                    error = %e,
+                    advice = advice.as_deref(),
+                    rounds = failover.rounds(),
+                    next = %settings.urls[next.address],
+                    after_ms = next.after.as_millis() as u64,
+                    "cannot connect to RabbitMQ"
+                );
+                next
             }
+        };
+        if next.after.is_zero() {
+            continue;
         }
-        let delay = backoff(attempt);
-        attempt = attempt.saturating_add(1);
-        let sleep = rt.sleep(delay);
+        let sleep = rt.sleep(next.after);
         let stopped = stop.wait_for(|s| *s);
         futures_util::pin_mut!(sleep, stopped);
         futures_util::future::select(sleep, stopped).await;
     }
     link_tx.send_replace(None);
+}
+
+/// `text` with the secrets of every configured URL scrubbed (an error may quote any of them).
+fn scrub_all(urls: &[SecretUrl], text: &str) -> String {
+    urls.iter()
+        .fold(text.to_owned(), |text, url| url.scrub(&text))
 }
 
 /// Closes a connection, giving up after [`CLOSE_TIMEOUT`] (a stalled or blocked broker never
@@ -477,18 +503,19 @@ async fn wait_until_lost<R: Runtime>(
 async fn connect<R: Runtime>(
     rt: &R,
     settings: &BrokerSettings,
+    url: &SecretUrl,
 ) -> Result<(Link, mpsc::UnboundedReceiver<PublishRequest>), BrokerError> {
     let properties = ConnectionProperties::default()
         .with_connection_name(settings.connection_name.clone().into());
     let connection = Connection::connect_with_config(
-        settings.url.expose(),
+        url.expose(),
         properties,
         crate::tls::amqp(),
         rt.amqp_runtime(),
     )
     .await
     // lapin's URI errors may quote the URL.
-    .map_err(|e| BrokerError::Connect(settings.url.scrub(&e.to_string())))?;
+    .map_err(|e| BrokerError::Connect(scrub_all(&settings.urls, &e.to_string())))?;
     let declare = connection.create_channel().await?;
     let command_queues = declare_topology(&declare, &settings.topology).await?;
     let _ = declare.close(200, "declared".into()).await;
@@ -639,12 +666,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_and_caps() {
-        assert_eq!(backoff(0), Duration::from_millis(500));
-        assert_eq!(backoff(1), Duration::from_secs(1));
-        assert_eq!(backoff(5), Duration::from_secs(16));
-        assert_eq!(backoff(6), Duration::from_secs(30));
-        assert_eq!(backoff(60), Duration::from_secs(30));
+    fn connect_errors_hide_every_configured_password() {
+        let urls = vec![
+            SecretUrl::new("amqp://u:first-secret@a:5672/%2f"),
+            SecretUrl::new("amqp://u:second-secret@b:5673/%2f"),
+        ];
+        let text = scrub_all(
+            &urls,
+            "cannot parse amqp://u:second-secret@b:5673/%2f (first-secret)",
+        );
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.contains("amqp://u:***@b:5673/%2f"), "{text}");
     }
 
     #[test]

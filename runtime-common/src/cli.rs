@@ -276,10 +276,10 @@ fn reshard(config: &Config, to: Option<u32>, cancel: bool) -> anyhow::Result<Str
         "re-sharding needs cluster mode: set GATEHOUSE_CLUSTER (or cluster.name) to the cluster's name",
     )?;
     let url = &config.redis.url;
-    let client = crate::tls::redis_client(url.expose())
+    let target = crate::redis_link::RedisTarget::open(url.expose())
         .map_err(|e| anyhow::anyhow!("invalid Redis URL {url}: {}", url.scrub(&e.to_string())))?;
-    let mut connection = client
-        .get_connection_with_timeout(Duration::from_secs(5))
+    let mut connection = target
+        .blocking_connection(Duration::from_secs(5))
         .map_err(|e| redis_error(e, url))?;
     let keys = ClusterKeys::new(
         &config.redis.key_prefix,
@@ -370,10 +370,10 @@ pub struct LiveView {
 fn read_statuses(config: &Config) -> anyhow::Result<Vec<ShardView>> {
     use redis::Commands;
     let url = &config.redis.url;
-    let client = crate::tls::redis_client(url.expose())
+    let target = crate::redis_link::RedisTarget::open(url.expose())
         .map_err(|e| anyhow::anyhow!("invalid Redis URL {url}: {}", url.scrub(&e.to_string())))?;
-    let mut connection = client
-        .get_connection_with_timeout(Duration::from_secs(5))
+    let mut connection = target
+        .blocking_connection(Duration::from_secs(5))
         .map_err(|e| redis_error(e, url))?;
     // In cluster mode each shard set keeps its statuses under its own prefix: show the
     // cluster's current set.

@@ -21,9 +21,9 @@ use proto_core::cluster::{
 };
 use proto_core::identify::SessionStartLimit;
 use proto_core::shard::StopReason;
-use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
+use crate::redis_link::{RedisConnection, RedisTarget, Timeouts};
 use crate::runtime::Runtime;
 use crate::shard_inputs::ShardInput;
 
@@ -99,8 +99,8 @@ pub fn live_pattern(prefix: &str) -> String {
 /// failure.
 #[derive(Clone)]
 pub(crate) struct ClusterStore {
-    client: redis::Client,
-    connection: Option<ConnectionManager>,
+    target: RedisTarget,
+    connection: Option<RedisConnection>,
     keys: ClusterKeys,
     member: String,
 }
@@ -154,25 +154,29 @@ fn eval(script: &str, keys: usize) -> redis::Cmd {
 }
 
 impl ClusterStore {
-    pub(crate) fn new(client: redis::Client, keys: ClusterKeys, member: String) -> Self {
+    pub(crate) fn new(target: RedisTarget, keys: ClusterKeys, member: String) -> Self {
         Self {
-            client,
+            target,
             connection: None,
             keys,
             member,
         }
     }
 
-    /// The connection, opened now if there is none.
-    async fn connect<R: Runtime>(&mut self, rt: &R) -> Option<ConnectionManager> {
-        if let Some(connection) = &self.connection {
+    /// The connection, opened now if there is none (or, through Sentinel, if the primary
+    /// may have moved).
+    async fn connect<R: Runtime>(&mut self, rt: &R) -> Option<RedisConnection> {
+        if let Some(connection) = &self.connection
+            && !connection.is_stale()
+        {
             return Some(connection.clone());
         }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CALL_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT))
-            .set_number_of_retries(0);
-        match within(rt, rt.redis_connection(self.client.clone(), config)).await {
+        self.connection = None;
+        let timeouts = Timeouts {
+            connect: CALL_TIMEOUT,
+            response: CALL_TIMEOUT,
+        };
+        match within(rt, self.target.connect(rt, timeouts)).await {
             Some(Ok(connection)) => {
                 self.connection = Some(connection.clone());
                 Some(connection)

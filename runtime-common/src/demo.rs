@@ -134,13 +134,14 @@ const COUNTER_START_TIMEOUT: Duration = Duration::from_secs(5);
 /// unreachable the pipeline reports it right after.
 #[cfg(feature = "demo")]
 async fn forget_sessions<R: Runtime>(rt: &R, config: &gatehouse_config::Config) {
-    let Ok(client) = crate::tls::redis_client(config.redis.url.expose()) else {
+    let Ok(target) = crate::redis_link::RedisTarget::open(config.redis.url.expose()) else {
         return;
     };
-    let Ok(mut connection) = rt
-        .redis_connection(client, redis::aio::ConnectionManagerConfig::new())
-        .await
-    else {
+    let timeouts = crate::redis_link::Timeouts {
+        connect: Duration::from_secs(5),
+        response: Duration::from_secs(5),
+    };
+    let Ok(mut connection) = target.connect(rt, timeouts).await else {
         return;
     };
     let keys = proto_core::store::KeyLayout::new(config.redis.key_prefix.clone());

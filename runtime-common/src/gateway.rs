@@ -116,7 +116,7 @@ pub async fn run_with_gateway<R: Runtime>(
     // there is one (otherwise the local rule decides alone).
     let shared = store.as_ref().map(|store| {
         ClusterStore::new(
-            store.client(),
+            store.target(),
             proto_core::cluster::ClusterKeys::new(
                 &config.redis.key_prefix,
                 &proto_core::cluster::bot_id_from_token(config.discord.token.expose()),

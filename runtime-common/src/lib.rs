@@ -70,6 +70,7 @@ mod output;
 mod outputs;
 pub mod predecessor_metrics;
 mod publisher;
+pub mod redis_link;
 mod redis_streams;
 pub mod runtime;
 pub mod session_store;

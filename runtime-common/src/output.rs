@@ -31,7 +31,25 @@ pub(crate) struct PublishReport {
     /// The shard's id for it.
     pub(crate) id: PublishId,
     /// The broker's answer, or why the link failed before it answered.
-    pub(crate) result: Result<Confirm, String>,
+    pub(crate) result: Result<Confirm, OutputError>,
+}
+
+/// Why an output did not take a publication (the outbox sends it again on the next
+/// connection; a forwarded command or dead letter is requeued).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum OutputError {
+    /// No connection to publish on (the output's name: `RabbitMQ`, `Redis`).
+    #[error("not connected to {0}")]
+    NotConnected(&'static str),
+    /// It went out on a connection that has since been replaced.
+    #[error("published on an earlier {0} connection")]
+    Superseded(&'static str),
+    /// The output's writer has stopped (stdout closed, the Redis publisher ended).
+    #[error("{0}")]
+    Stopped(&'static str),
+    /// The output's client failed: its message, with any secret scrubbed.
+    #[error("{0}")]
+    Client(String),
 }
 
 /// One connection (or incarnation) of an output, as a shard publishes through it.
@@ -128,8 +146,11 @@ pub(crate) enum Republished {
 /// resolves once the output has it for sure.
 pub(crate) trait Republish: Send + Sync {
     /// Publishes `publication`; `Err` when the output did not take it.
-    fn publish(&self, publication: Publication, kind: Republished)
-    -> BoxFuture<Result<(), String>>;
+    fn publish(
+        &self,
+        publication: Publication,
+        kind: Republished,
+    ) -> BoxFuture<Result<(), OutputError>>;
 }
 
 /// The command side of an output: what it delivers, and how to publish beside it.

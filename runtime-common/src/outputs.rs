@@ -76,7 +76,7 @@ impl Outputs {
             BrokerKind::Amqp => Self::Amqp(broker::start(
                 rt,
                 BrokerSettings {
-                    url: config.amqp.url.clone(),
+                    urls: config.amqp.urls.clone(),
                     topology: router.topology(),
                     connection_name: format!("gatehouse shards {owned:?}"),
                     event_router: router.needs_event_topology().then(|| router.clone()),

@@ -21,7 +21,7 @@ use proto_core::profile::{Publication, Router};
 use proto_core::shard::PublishId;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::output::PublishReport;
+use crate::output::{OutputError, PublishReport};
 
 /// Publications started together before awaiting any of them.
 const MAX_BATCH: usize = 256;
@@ -119,7 +119,9 @@ pub(crate) async fn run<L: PublishLink>(
         while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
             if let Some(router) = &event_router {
                 for request in &batch {
-                    let event = &request.publication.routing_key;
+                    let Some(event) = request.publication.event() else {
+                        continue;
+                    };
                     if let Err(e) = link.ensure_event_topology(router, event).await {
                         tracing::warn!(event, error = %e, "cannot declare the event's queue");
                     }
@@ -135,19 +137,19 @@ pub(crate) async fn run<L: PublishLink>(
             for (request, result) in batch.drain(..).zip(started) {
                 let PublishRequest { id, reply, .. } = request;
                 let link = link.clone();
-                let routing_key = request.publication.routing_key.clone();
+                let event = request.publication.event().map(str::to_owned);
                 let confirm: ConfirmFuture = Box::pin(async move {
                     let result = match result {
                         Ok(confirm) => match confirm.await {
                             Ok(confirmation) => Ok(classify(&confirmation)),
-                            Err(e) => Err(e.to_string()),
+                            Err(e) => Err(OutputError::Client(e.to_string())),
                         },
-                        Err(e) => Err(e.to_string()),
+                        Err(e) => Err(OutputError::Client(e.to_string())),
                     };
-                    if matches!(result, Ok(Confirm::Returned)) {
+                    if let (Ok(Confirm::Returned), Some(event)) = (&result, &event) {
                         // A queue the profile declares per event may have been deleted:
                         // declare it again before the next publication of this event.
-                        link.forget_event(&routing_key);
+                        link.forget_event(event);
                     }
                     let _ = reply.send(PublishReport {
                         link: generation,

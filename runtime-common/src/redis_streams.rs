@@ -24,13 +24,13 @@ use proto_core::stream_broker::{
     BLOCK, CLAIM_MIN_IDLE, CommandReads, CommandStream, DATA_FIELD, READ_COUNT, StreamRead,
     dead_letter_stream, entry_body, stream_name,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, watch};
 
 use crate::output::{
-    BoxFuture, CommandSource, INCOMING_CAPACITY, Incoming, Output, OutputClient, PublishReport,
-    Republish, Republished, Settle,
+    BoxFuture, CommandSource, INCOMING_CAPACITY, Incoming, Output, OutputClient, OutputError,
+    PublishReport, Republish, Republished, Settle,
 };
+use crate::redis_link::{RedisConnection, RedisTarget, Timeouts};
 use crate::runtime::Runtime;
 
 /// Publications per pipeline.
@@ -67,7 +67,7 @@ pub(crate) struct RedisStreams {
     current: watch::Receiver<Option<Arc<dyn Output>>>,
     failures: mpsc::UnboundedSender<u64>,
     settings: StreamSettings,
-    client: redis::Client,
+    client: RedisTarget,
 }
 
 impl std::fmt::Debug for Append {
@@ -102,7 +102,7 @@ impl Output for Generation {
                 stream: stream_name(
                     &self.prefix,
                     &publication.exchange,
-                    &publication.routing_key,
+                    publication.routing_key(),
                 ),
                 headers: Vec::new(),
                 body: publication.body.clone(),
@@ -115,15 +115,12 @@ impl Output for Generation {
 }
 
 /// A connection with timeouts that fit a blocking read of [`BLOCK`].
-async fn connect<R: Runtime>(
-    rt: &R,
-    client: &redis::Client,
-) -> redis::RedisResult<ConnectionManager> {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(BLOCK + Duration::from_secs(5)))
-        .set_number_of_retries(0);
-    rt.redis_connection(client.clone(), config).await
+async fn connect<R: Runtime>(rt: &R, target: &RedisTarget) -> redis::RedisResult<RedisConnection> {
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(5),
+        response: BLOCK + Duration::from_secs(5),
+    };
+    target.connect(rt, timeouts).await
 }
 
 /// The Redis URL cannot be used (the text scrubbed of its secrets).
@@ -149,7 +146,7 @@ impl RedisStreams {
         settings: StreamSettings,
         stop: watch::Receiver<bool>,
     ) -> Result<Self, BadUrl> {
-        let client = crate::tls::redis_client(settings.url.expose())
+        let client = RedisTarget::open(settings.url.expose())
             .map_err(|e| BadUrl(settings.url.scrub(&e.to_string())))?;
         let (appends, inbox) = mpsc::unbounded_channel();
         let (announce, current) = watch::channel(None);
@@ -216,7 +213,7 @@ static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 #[allow(clippy::too_many_arguments)]
 async fn publish<R: Runtime>(
     rt: R,
-    client: redis::Client,
+    client: RedisTarget,
     settings: StreamSettings,
     appends: mpsc::UnboundedSender<Append>,
     mut inbox: mpsc::UnboundedReceiver<Append>,
@@ -286,7 +283,7 @@ async fn pause<R: Runtime>(rt: &R, stop: &mut watch::Receiver<bool>) {
 /// Appends `batch` in one pipeline and reports each append (acknowledged only with Redis's
 /// reply); appends of another generation are reported failed unsent, to be sent again.
 async fn append(
-    conn: &ConnectionManager,
+    conn: &RedisConnection,
     settings: &StreamSettings,
     generation: u64,
     batch: &mut Vec<Append>,
@@ -297,7 +294,7 @@ async fn append(
         let _ = append.reply.send(PublishReport {
             link: append.generation,
             id: append.id,
-            result: Err("published on an earlier Redis connection".into()),
+            result: Err(OutputError::Superseded("Redis")),
         });
     }
     if current.is_empty() {
@@ -315,7 +312,10 @@ async fn append(
         .query_async(&mut conn.clone())
         .await
         .map_err(|e| settings.url.scrub(&e.to_string()));
-    let outcome = result.as_ref().map(|_| Confirm::Ack).map_err(Clone::clone);
+    let outcome = result
+        .as_ref()
+        .map(|_| Confirm::Ack)
+        .map_err(|e| OutputError::Client(e.clone()));
     for append in current {
         let _ = append.reply.send(PublishReport {
             link: append.generation,
@@ -346,7 +346,7 @@ impl Republish for RedisStreams {
         &self,
         publication: Publication,
         kind: Republished,
-    ) -> BoxFuture<Result<(), String>> {
+    ) -> BoxFuture<Result<(), OutputError>> {
         let generation = self.current.borrow().as_ref().map(|o| o.generation());
         let (reply, mut report) = mpsc::unbounded_channel();
         let (stream, headers) = match kind {
@@ -354,7 +354,7 @@ impl Republish for RedisStreams {
                 stream_name(
                     &self.settings.prefix,
                     &publication.exchange,
-                    &publication.routing_key,
+                    publication.routing_key(),
                 ),
                 Vec::new(),
             ),
@@ -381,12 +381,12 @@ impl Republish for RedisStreams {
         Box::pin(async move {
             match sent {
                 Some(Ok(())) => {}
-                _ => return Err("not connected to Redis".into()),
+                _ => return Err(OutputError::NotConnected("Redis")),
             }
             match report.recv().await {
                 Some(PublishReport { result: Ok(_), .. }) => Ok(()),
                 Some(PublishReport { result: Err(e), .. }) => Err(e),
-                None => Err("the Redis publisher stopped".into()),
+                None => Err(OutputError::Stopped("the Redis publisher stopped")),
             }
         })
     }
@@ -407,7 +407,7 @@ type Entry = (String, Vec<(Vec<u8>, Vec<u8>)>);
 /// The command reader.
 struct Reader<R: Runtime> {
     rt: R,
-    client: redis::Client,
+    client: RedisTarget,
     streams: Vec<CommandStream>,
     group: String,
     consumer: String,
@@ -493,7 +493,7 @@ impl<R: Runtime> Reader<R> {
     /// Two connections (the blocking reads hold theirs) and the consumer group on every
     /// command stream (`XGROUP CREATE <stream> <group> 0 MKSTREAM`, as the library creates it;
     /// "already exists" is fine).
-    async fn open(&self) -> redis::RedisResult<(ConnectionManager, ConnectionManager)> {
+    async fn open(&self) -> redis::RedisResult<(RedisConnection, RedisConnection)> {
         let mut read = connect(&self.rt, &self.client).await?;
         let ack = connect(&self.rt, &self.client).await?;
         for command in &self.streams {
@@ -516,7 +516,7 @@ impl<R: Runtime> Reader<R> {
     /// Claims or reads; returns the entries with the index of their stream.
     async fn read(
         &self,
-        conn: &ConnectionManager,
+        conn: &RedisConnection,
         what: StreamRead,
     ) -> redis::RedisResult<Vec<(usize, Entry)>> {
         let mut conn = conn.clone();
@@ -581,7 +581,7 @@ impl<R: Runtime> Reader<R> {
 /// crash between the two leaves both, never neither).
 #[derive(Clone)]
 struct EntrySettle {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     stream: String,
     group: String,
     id: String,

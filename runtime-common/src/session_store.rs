@@ -21,35 +21,35 @@ use proto_core::store_sync::{
     LoadAction, RetryPolicy, SnapshotLoad, StoreEvent, StorePolicy, StoreSync,
 };
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::redis_link::{RedisConnection, RedisTarget, Timeouts};
 use crate::runtime::Runtime;
 
 /// A Redis connection opened on first use, and opened again after any failure: each attempt
 /// `proto_core::store_sync` asks for is one fresh try (the connection manager's own retries,
 /// which would wait on a connection attempt made while Redis was still down, are off).
+/// Through Sentinel, every new connection asks the Sentinels for the primary (`redis_link`).
 struct RedisLink<R: Runtime> {
     rt: R,
-    client: redis::Client,
-    connection: Option<ConnectionManager>,
+    target: RedisTarget,
+    connection: Option<RedisConnection>,
     /// For errors: their text never shows the URL's secrets.
     url: SecretUrl,
 }
 
 impl<R: Runtime> RedisLink<R> {
-    async fn connection(&mut self) -> redis::RedisResult<ConnectionManager> {
-        if let Some(connection) = &self.connection {
+    async fn connection(&mut self) -> redis::RedisResult<RedisConnection> {
+        if let Some(connection) = &self.connection
+            && !connection.is_stale()
+        {
             return Ok(connection.clone());
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(0);
-        let connection = self
-            .rt
-            .redis_connection(self.client.clone(), config)
-            .await?;
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(5),
+            response: Duration::from_secs(5),
+        };
+        let connection = self.target.connect(&self.rt, timeouts).await?;
         self.connection = Some(connection.clone());
         Ok(connection)
     }
@@ -121,14 +121,14 @@ impl<R: Runtime> SessionStore<R> {
     /// The store at `url` under `key_prefix`. Does not connect: Redis may be down now (reads
     /// and writes connect, and retry while it is). Fails only for a URL the client refuses.
     pub fn open(rt: &R, url: &SecretUrl, key_prefix: &str) -> Result<Self, StoreError> {
-        let client = crate::tls::redis_client(url.expose()).map_err(|e| StoreError {
+        let target = RedisTarget::open(url.expose()).map_err(|e| StoreError {
             url: url.redacted(),
             message: url.scrub(&e.to_string()),
         })?;
         Ok(Self {
             link: RedisLink {
                 rt: rt.clone(),
-                client,
+                target,
                 connection: None,
                 url: url.clone(),
             },
@@ -136,9 +136,9 @@ impl<R: Runtime> SessionStore<R> {
         })
     }
 
-    /// The Redis client (cluster mode opens its own connection with it, `cluster`).
-    pub(crate) fn client(&self) -> redis::Client {
-        self.link.client.clone()
+    /// Where Redis is (cluster mode opens its own connection to it, `cluster`).
+    pub(crate) fn target(&self) -> RedisTarget {
+        self.link.target.clone()
     }
 
     /// Another handle on the same Redis and keys, with a connection of its own (cluster mode
@@ -147,7 +147,7 @@ impl<R: Runtime> SessionStore<R> {
         Self {
             link: RedisLink {
                 rt: self.link.rt.clone(),
-                client: self.link.client.clone(),
+                target: self.link.target.clone(),
                 connection: None,
                 url: self.link.url.clone(),
             },

@@ -221,7 +221,7 @@ impl<R: Runtime> ShardTask<R> {
                             metrics::record_confirms("nack", 1);
                         }
                     }
-                    Err(reason) => self.link_failed(report.link, "lost", &reason),
+                    Err(reason) => self.link_failed(report.link, "lost", &reason.to_string()),
                 }
                 self.outbox_events(now);
             }
@@ -245,7 +245,7 @@ impl<R: Runtime> ShardTask<R> {
                     pushed_at,
                 } => {
                     self.metrics
-                        .published(&publication.routing_key, now - pushed_at);
+                        .published(publication.event().unwrap_or_default(), now - pushed_at);
                     self.shard.handle_published(now, id);
                 }
                 OutboxEvent::Nacked {
@@ -284,7 +284,7 @@ impl<R: Runtime> ShardTask<R> {
                     }
                 }
                 OutboxEvent::LinkFailed { link, reason } => {
-                    metrics::record_confirms("timeout", 1);
+                    metrics::record_confirms(reason.label(), 1);
                     tracing::warn!(%reason, link, "the broker link failed; publishing again on the next one");
                     self.failed_link = Some(link);
                     self.io.output.report_failure(link);

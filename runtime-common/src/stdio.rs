@@ -22,8 +22,8 @@ use proto_core::shard::PublishId;
 use tokio::sync::{mpsc, watch};
 
 use crate::output::{
-    BoxFuture, CommandSource, INCOMING_CAPACITY, Incoming, Output, OutputClient, PublishReport,
-    Republish, Republished, Settle,
+    BoxFuture, CommandSource, INCOMING_CAPACITY, Incoming, Output, OutputClient, OutputError,
+    PublishReport, Republish, Republished, Settle,
 };
 
 /// The generation of the one and only "connection" stdout is.
@@ -89,7 +89,7 @@ impl Stdio {
                     }
                     let result = written
                         .map(|()| Confirm::Ack)
-                        .map_err(|e| format!("writing to stdout: {e}"));
+                        .map_err(|e| OutputError::Client(format!("writing to stdout: {e}")));
                     if let Err(reason) = &result {
                         tracing::error!(%reason, "stdout failed; events are no longer published");
                     }
@@ -119,10 +119,11 @@ impl Stdio {
     }
 }
 
-/// One JSON line for `publication` of shard `shard` (`null`: a forwarded command), newline
-/// included.
+/// One JSON line for `publication` of shard `shard` (`null`: a forwarded command, whose `event`
+/// is its routing key, the shard or `SEND`), newline included.
 pub(crate) fn line(shard: Option<u32>, publication: &Publication) -> Vec<u8> {
-    let event = serde_json::to_string(&publication.routing_key).expect("a string serialises");
+    let event = publication.event().unwrap_or(publication.routing_key());
+    let event = serde_json::to_string(event).expect("a string serialises");
     let shard = shard.map_or_else(|| "null".to_owned(), |s| s.to_string());
     let mut line = Vec::with_capacity(publication.body.len() + event.len() + 40);
     line.extend_from_slice(format!("{{\"shard\":{shard},\"event\":{event},\"packet\":").as_bytes());
@@ -175,14 +176,13 @@ struct CommandLine<'a> {
 }
 
 /// Parses one stdin line: `None` for a blank one, `Err` (why) for one that is not a command.
-pub(crate) fn parse_command(line: &[u8]) -> Option<Result<(String, Vec<u8>), String>> {
+pub(crate) fn parse_command(line: &[u8]) -> Option<Result<(String, Vec<u8>), serde_json::Error>> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return None;
     }
     Some(
         serde_json::from_slice::<CommandLine<'_>>(line)
-            .map(|c| (c.event.into_owned(), c.packet.get().as_bytes().to_vec()))
-            .map_err(|e| e.to_string()),
+            .map(|c| (c.event.into_owned(), c.packet.get().as_bytes().to_vec())),
     )
 }
 
@@ -266,7 +266,7 @@ impl Republish for Stdio {
         &self,
         publication: Publication,
         kind: Republished,
-    ) -> BoxFuture<Result<(), String>> {
+    ) -> BoxFuture<Result<(), OutputError>> {
         if kind == Republished::DeadLetter {
             return Box::pin(async { Ok(()) });
         }
@@ -277,11 +277,11 @@ impl Republish for Stdio {
             reply,
         });
         Box::pin(async move {
-            sent.map_err(|_| "stdout is closed".to_owned())?;
+            sent.map_err(|_| OutputError::Stopped("stdout is closed"))?;
             match report.recv().await {
                 Some(PublishReport { result: Ok(_), .. }) => Ok(()),
                 Some(PublishReport { result: Err(e), .. }) => Err(e),
-                None => Err("stdout is closed".into()),
+                None => Err(OutputError::Stopped("stdout is closed")),
             }
         })
     }
@@ -322,7 +322,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use proto_core::outbox::Confirm;
-    use proto_core::profile::{MessageProperties, Publication};
+    use proto_core::profile::{MessageKey, MessageProperties, Publication};
     use proto_core::shard::PublishId;
     use tokio::sync::mpsc;
 
@@ -331,7 +331,7 @@ mod tests {
     fn publication(event: &str, body: &[u8]) -> Arc<Publication> {
         Arc::new(Publication {
             exchange: String::new(),
-            routing_key: event.into(),
+            key: MessageKey::Event(event.into()),
             body: body.to_vec().into(),
             properties: MessageProperties::default(),
         })

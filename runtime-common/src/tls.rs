@@ -54,7 +54,7 @@ pub fn configure(roots: TlsRoots) {
     let _ = ROOTS.set(roots);
 }
 
-fn roots() -> &'static TlsRoots {
+pub(crate) fn roots() -> &'static TlsRoots {
     ROOTS.get_or_init(TlsRoots::default)
 }
 

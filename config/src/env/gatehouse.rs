@@ -62,6 +62,11 @@ pub const TABLE: EnvTable = EnvTable {
             kind: EnvKind::Text,
         },
         EnvVar {
+            names: &["GATEHOUSE_QUEUE_TYPE"],
+            path: &["profile", "queue_type"],
+            kind: EnvKind::Text,
+        },
+        EnvVar {
             names: &["GATEHOUSE_BROKER_TYPE"],
             path: &["broker", "type"],
             kind: EnvKind::Text,

@@ -52,6 +52,9 @@ pub struct QueueInfo {
     /// Arguments.
     #[serde(default)]
     pub arguments: serde_json::Map<String, serde_json::Value>,
+    /// The queue type (`classic`, `quorum`, `stream`; empty from brokers that do not say).
+    #[serde(default, rename = "type")]
+    pub queue_type: String,
 }
 
 /// A binding as the broker reports it.

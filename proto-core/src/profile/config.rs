@@ -54,6 +54,11 @@ pub struct ProfileConfig {
     /// Native: this node's durable command queue (default `<commands exchange>.shards-<first>-<last>`,
     /// from the shards it owns; set it when nodes own interleaved shards).
     pub command_queue: Option<String>,
+    /// The type of every queue Gatehouse declares itself (command queues, dead-letter queues,
+    /// and the event queues a profile pre-declares): `classic` (the default, declared without
+    /// an `x-queue-type` argument, as before) or `quorum` (replicated, `x-queue-type:
+    /// quorum`). See [`super::QueueType`].
+    pub queue_type: super::QueueType,
 }
 
 impl ProfileConfig {

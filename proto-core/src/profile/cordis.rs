@@ -19,9 +19,9 @@ use bytes::Bytes;
 
 use super::msgpack::{append_json_as_msgpack, append_json_str_contents_as_msgpack};
 use super::{
-    BodyEncoding, CommandDecision, CommandDelivery, MessageProperties, ProfileConfig, Publication,
-    RouteError, Shared, Timestamp, Topology, command_json, fanout_commands_topology, msgpack,
-    reject,
+    BodyEncoding, CommandDecision, CommandDelivery, MessageKey, MessageProperties, ProfileConfig,
+    Publication, RouteError, Shared, Timestamp, Topology, command_json, fanout_commands_topology,
+    msgpack, reject,
 };
 use crate::codec::Payload;
 use crate::command::validate_packet;
@@ -62,7 +62,7 @@ impl Cordis {
         };
         Ok(Publication {
             exchange: self.exchange.clone(),
-            routing_key: event.to_owned(),
+            key: MessageKey::Event(event.to_owned()),
             body,
             properties: MessageProperties {
                 persistent: true,

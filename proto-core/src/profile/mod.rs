@@ -222,17 +222,45 @@ pub enum Unroutable {
     Hold,
 }
 
+/// What a publication is, and so its routing key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageKey {
+    /// A dispatch. Every profile routes a dispatch by its event name (`MESSAGE_CREATE`), so the
+    /// name is the routing key; metrics, logs and the stdio and Redis Streams outputs read it
+    /// through [`Publication::event`].
+    Event(String),
+    /// Anything else (a dead-lettered or forwarded worker command), with its routing key.
+    Other(String),
+}
+
 /// One message to publish.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Publication {
     /// The exchange.
     pub exchange: String,
-    /// The routing key.
-    pub routing_key: String,
+    /// What it is, and its routing key.
+    pub key: MessageKey,
     /// The body.
     pub body: Bytes,
     /// The properties.
     pub properties: MessageProperties,
+}
+
+impl Publication {
+    /// The routing key.
+    pub fn routing_key(&self) -> &str {
+        match &self.key {
+            MessageKey::Event(key) | MessageKey::Other(key) => key,
+        }
+    }
+
+    /// The event name, when this publication is a dispatch.
+    pub fn event(&self) -> Option<&str> {
+        match &self.key {
+            MessageKey::Event(event) => Some(event),
+            MessageKey::Other(_) => None,
+        }
+    }
 }
 
 /// What a shard knows about a dispatch besides its payload.
@@ -285,6 +313,33 @@ pub struct QueueDecl {
     pub consume_commands: bool,
 }
 
+/// The type of the queues Gatehouse declares (`profile.queue_type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// Classic queues: declared without `x-queue-type`, exactly as before the option existed
+    /// (so a queue that already exists is declared with the same arguments).
+    #[default]
+    Classic,
+    /// Quorum queues (`x-queue-type: quorum`), replicated over a RabbitMQ cluster. RabbitMQ refuses to
+    /// redeclare a queue with another type (406 `inequivalent arg 'x-queue-type'`): an existing
+    /// classic queue has to be deleted (or drained and re-created) before switching, and
+    /// workers that declare the same queues must declare them as quorum queues too. Only
+    /// queues that can be quorum queues become ones ([`QueueDecl::can_be_quorum`]); a profile
+    /// with none (Cordis) refuses this type when its router is built.
+    Quorum,
+}
+
+impl QueueType {
+    /// The name used in configuration (`classic`, `quorum`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Quorum => "quorum",
+        }
+    }
+}
+
 /// A binding. An empty `queue` means the server-named queue declared just before it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BindingDecl {
@@ -305,6 +360,35 @@ pub struct Topology {
     pub queues: Vec<QueueDecl>,
     /// Bindings, declared last.
     pub bindings: Vec<BindingDecl>,
+}
+
+impl QueueDecl {
+    /// Whether the queue can be a quorum queue: durable, named, not exclusive, not
+    /// auto-delete. The others are per-connection queues (a server-named, exclusive copy of
+    /// a fanout exchange for one gateway process), which vanish with their connection anyway:
+    /// there is nothing in them to replicate.
+    pub fn can_be_quorum(&self) -> bool {
+        self.durable && !self.name.is_empty() && !self.exclusive && !self.auto_delete
+    }
+}
+
+impl Topology {
+    /// Declares the queues as `queue_type`: for quorum, adds `x-queue-type: quorum` to every
+    /// queue that [can be one](QueueDecl::can_be_quorum) (unless it already names a type);
+    /// per-connection queues stay classic. Classic leaves every argument as it was.
+    pub fn apply_queue_type(&mut self, queue_type: QueueType) {
+        if queue_type == QueueType::Classic {
+            return;
+        }
+        for queue in &mut self.queues {
+            if queue.can_be_quorum() && !queue.arguments.iter().any(|(k, _)| k == "x-queue-type") {
+                queue.arguments.push((
+                    "x-queue-type".to_owned(),
+                    FieldValue::Str(queue_type.name().to_owned()),
+                ));
+            }
+        }
+    }
 }
 
 /// Where a command delivery came from.
@@ -382,6 +466,7 @@ enum Profile {
 #[derive(Debug)]
 struct RouterInner {
     kind: ProfileKind,
+    queue_type: QueueType,
     filter: EventFilter,
     shared: Shared,
     profile: Profile,
@@ -407,9 +492,10 @@ impl Router {
             }
             ProfileKind::Retsu => Profile::Retsu(retsu::Retsu::new(config)),
         };
-        Ok(Self {
+        let router = Self {
             inner: Arc::new(RouterInner {
                 kind: config.kind,
+                queue_type: config.queue_type,
                 filter: EventFilter::new(&config.events, &config.ignored_events),
                 shared: Shared {
                     cluster: cluster.clone(),
@@ -417,7 +503,9 @@ impl Router {
                 },
                 profile,
             }),
-        })
+        };
+        router.check_queue_type()?;
+        Ok(router)
     }
 
     /// The native profile with default names, for a bot of one shard that this process runs
@@ -445,8 +533,43 @@ impl Router {
         self.inner.filter.allows(event)
     }
 
-    /// What to declare before publishing and consuming.
+    /// What to declare before publishing and consuming (with `profile.queue_type` applied).
     pub fn topology(&self) -> Topology {
+        let mut topology = self.topology_of_profile();
+        topology.apply_queue_type(self.inner.queue_type);
+        topology
+    }
+
+    /// The queue type the router declares its queues with.
+    pub fn queue_type(&self) -> QueueType {
+        self.inner.queue_type
+    }
+
+    /// A quorum queue type is refused where it would change nothing: when no queue the
+    /// profile declares can be a quorum queue (Cordis: its only queue is the per-connection
+    /// command queue).
+    fn check_queue_type(&self) -> Result<(), ProfileError> {
+        let queue_type = self.inner.queue_type;
+        if queue_type == QueueType::Classic {
+            return Ok(());
+        }
+        let mut queues = self.topology_of_profile().queues;
+        if let Profile::Retsu(p) = &self.inner.profile {
+            queues.extend(p.topology_for_event("READY").queues);
+        }
+        if queues.iter().any(QueueDecl::can_be_quorum) {
+            return Ok(());
+        }
+        Err(ProfileError(format!(
+            "`queue_type = \"{}\"` would change nothing with the {} profile: its only queues \
+             are per-connection ones (server-named, exclusive, auto-delete, by its wire \
+             contract), which cannot be quorum queues. Leave `queue_type` at \"classic\"",
+            queue_type.name(),
+            self.inner.kind.name(),
+        )))
+    }
+
+    fn topology_of_profile(&self) -> Topology {
         let shared = &self.inner.shared;
         match &self.inner.profile {
             Profile::Native(p) => p.topology(shared),
@@ -481,6 +604,12 @@ impl Router {
     /// it once per event name it has not seen yet, and may call it again after a broker
     /// reconnect (declarations are idempotent).
     pub fn topology_for_event(&self, event: &str) -> Option<Topology> {
+        let mut topology = self.event_topology_of_profile(event)?;
+        topology.apply_queue_type(self.inner.queue_type);
+        Some(topology)
+    }
+
+    fn event_topology_of_profile(&self, event: &str) -> Option<Topology> {
         match &self.inner.profile {
             Profile::Retsu(p) if self.inner.filter.allows(event) => {
                 Some(p.topology_for_event(event))

@@ -25,8 +25,8 @@ use bytes::Bytes;
 
 use super::{
     BindingDecl, ClusterInfo, CommandDecision, CommandDelivery, DispatchContext, ExchangeDecl,
-    ExchangeKind, FieldValue, MessageProperties, ProfileConfig, Publication, QueueDecl, Shared,
-    Timestamp, Topology,
+    ExchangeKind, FieldValue, MessageKey, MessageProperties, ProfileConfig, Publication, QueueDecl,
+    Shared, Timestamp, Topology,
 };
 use crate::codec::Payload;
 use crate::command::{parse_decimal, validate_packet};
@@ -137,7 +137,7 @@ impl Native {
         message_id.push_str(&seq.to_string());
         Publication {
             exchange: self.events_exchange.clone(),
-            routing_key: event.to_owned(),
+            key: MessageKey::Event(event.to_owned()),
             body: payload.bytes.clone(),
             properties: MessageProperties {
                 persistent: true,
@@ -207,7 +207,7 @@ impl Native {
     pub(crate) fn reject(&self, reason: String, delivery: &CommandDelivery<'_>) -> CommandDecision {
         let dead_letter = Publication {
             exchange: self.dead_letter_exchange.clone(),
-            routing_key: delivery.routing_key.to_owned(),
+            key: MessageKey::Other(delivery.routing_key.to_owned()),
             body: Bytes::copy_from_slice(delivery.body),
             properties: MessageProperties {
                 persistent: true,

@@ -15,8 +15,9 @@
 //! has no dead-letter convention: refused commands are dropped with a reason.
 
 use super::{
-    BindingDecl, CommandDecision, CommandDelivery, MessageProperties, ProfileConfig, Publication,
-    QueueDecl, Shared, Topology, command_json, fanout_commands_topology, reject, required_integer,
+    BindingDecl, CommandDecision, CommandDelivery, MessageKey, MessageProperties, ProfileConfig,
+    Publication, QueueDecl, Shared, Topology, command_json, fanout_commands_topology, reject,
+    required_integer,
 };
 use crate::codec::Payload;
 use crate::command::{CommandError, packet_from_parts, pick_fields, preview};
@@ -65,7 +66,7 @@ impl Retsu {
     pub(crate) fn route(&self, payload: &Payload, event: &str) -> Publication {
         Publication {
             exchange: self.exchange.clone(),
-            routing_key: event.to_owned(),
+            key: MessageKey::Event(event.to_owned()),
             body: payload.bytes.clone(),
             properties: MessageProperties::persistent(),
         }

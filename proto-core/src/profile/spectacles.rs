@@ -28,8 +28,8 @@ use bytes::Bytes;
 use super::msgpack::json_to_msgpack;
 use super::{
     BindingDecl, BodyEncoding, CommandDecision, CommandDelivery, ExchangeDecl, ExchangeKind,
-    MessageProperties, ProfileConfig, Publication, QueueDecl, RouteError, Shared, Topology,
-    command_json, reject,
+    MessageKey, MessageProperties, ProfileConfig, Publication, QueueDecl, RouteError, Shared,
+    Topology, command_json, reject,
 };
 use crate::codec::Payload;
 use crate::command::{CommandError, parse_decimal, parse_id, pick_fields, validate_packet_in};
@@ -120,7 +120,7 @@ impl Spectacles {
         };
         Ok(Publication {
             exchange: self.group.clone(),
-            routing_key: event.to_owned(),
+            key: MessageKey::Event(event.to_owned()),
             body,
             properties: MessageProperties {
                 persistent: true,
@@ -191,7 +191,7 @@ impl Spectacles {
         };
         Ok(CommandDecision::Forward(Publication {
             exchange: self.group.clone(),
-            routing_key: shard.to_string(),
+            key: MessageKey::Other(shard.to_string()),
             body,
             properties: MessageProperties::persistent(),
         }))

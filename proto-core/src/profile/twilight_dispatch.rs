@@ -18,9 +18,9 @@
 use bytes::Bytes;
 
 use super::{
-    BindingDecl, CommandDecision, CommandDelivery, ExchangeDecl, ExchangeKind, MessageProperties,
-    ProfileConfig, Publication, QueueDecl, Shared, Topology, command_json, reject,
-    required_integer,
+    BindingDecl, CommandDecision, CommandDelivery, ExchangeDecl, ExchangeKind, MessageKey,
+    MessageProperties, ProfileConfig, Publication, QueueDecl, Shared, Topology, command_json,
+    reject, required_integer,
 };
 use crate::codec::Payload;
 use crate::command::{CommandError, pick_fields, validate_packet_in};
@@ -96,7 +96,7 @@ impl TwilightDispatch {
         body.push(b'}');
         Publication {
             exchange: self.exchange.clone(),
-            routing_key: event.to_owned(),
+            key: MessageKey::Event(event.to_owned()),
             body: Bytes::from(body),
             properties: MessageProperties::persistent(),
         }

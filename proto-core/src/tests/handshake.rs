@@ -65,7 +65,7 @@ fn every_dispatch_is_published_with_its_exact_bytes() {
         .map(|(_, a)| match a {
             Action::Publish {
                 seq, publication, ..
-            } => (*seq, publication.routing_key.clone()),
+            } => (*seq, publication.routing_key().to_owned()),
             _ => unreachable!(),
         })
         .collect();

@@ -10,6 +10,7 @@
 //! Needs RabbitMQ with the management API on 127.0.0.1 and Redis (`scripts/services.sh`).
 
 pub mod outputs;
+pub mod redis_ha;
 pub mod support;
 
 use std::collections::BTreeSet;
@@ -35,10 +36,13 @@ macro_rules! end_to_end_tests {
             a_restarted_process_resumes_with_the_persisted_sequence,
             a_broker_connection_loss_loses_no_event,
             commands_reach_the_shard_and_bad_ones_are_dead_lettered,
+            quorum_queues_carry_commands_and_dead_letters,
             stdio_passes_packets_through_and_takes_commands_from_stdin,
             stdio_loses_nothing_when_killed_and_restarted,
             redis_streams_reach_spectacles_workers_and_their_commands_reach_the_shard,
             redis_streams_lose_nothing_when_killed_and_restarted,
+            sessions_survive_a_sentinel_failover,
+            cluster_mode_runs_on_a_redis_cluster,
         );
         #[$test]
         #[ignore = "measurement; run explicitly in release with --ignored --nocapture"]
@@ -289,13 +293,36 @@ pub async fn commands_reach_the_shard_and_bad_ones_are_dead_lettered<K: Kit>(
     rt: async_rs::Runtime<K>,
     binary: &Path,
 ) {
-    let vhost = Vhost::create("commands");
-    let redis = RedisPrefix::new("commands");
+    commands_and_dead_letters(rt, binary, "commands", None).await;
+}
+
+/// With `GATEHOUSE_QUEUE_TYPE=quorum` the command queue and the dead-letter queue Gatehouse
+/// declares are quorum queues (the management API says so), and commands and dead letters
+/// still flow through them as in the classic case.
+pub async fn quorum_queues_carry_commands_and_dead_letters<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    commands_and_dead_letters(rt, binary, "quorum", Some("quorum")).await;
+}
+
+async fn commands_and_dead_letters<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+    tag: &str,
+    queue_type: Option<&str>,
+) {
+    let vhost = Vhost::create(tag);
+    let redis = RedisPrefix::new(tag);
     let mut config = MockConfig::for_tests(TOKEN);
     config.fixture = Fixture::basic();
     let mock = MockGateway::start(config).expect("start the mock gateway");
     let mut capture = Capture::topic(rt, &vhost.amqp_url(), "gateway").await;
-    let mut gatehouse = Gatehouse::start(binary, &gatehouse_env(&mock, &vhost, &redis));
+    let mut env = gatehouse_env(&mock, &vhost, &redis);
+    if let Some(queue_type) = queue_type {
+        env.push(("GATEHOUSE_QUEUE_TYPE", queue_type.to_owned()));
+    }
+    let mut gatehouse = Gatehouse::start(binary, &env);
     // READY arrived: the shard is active and the command topology is declared.
     capture.next(Duration::from_secs(30)).await.expect("READY");
 
@@ -310,18 +337,10 @@ pub async fn commands_reach_the_shard_and_bad_ones_are_dead_lettered<K: Kit>(
         .publish("gateway.commands", "shard.0", presence)
         .await;
 
-    let received = mock
-        .recorder()
-        .wait_for(Duration::from_secs(30), |recording| {
-            recording
-                .shard_connections(0)
-                .flat_map(|c| c.received.iter())
-                .find(|f| f.op == Some(3))
-                .map(|f| f.json.clone())
-        });
-    let received = received.expect("the presence update reached the gateway");
-    let received: serde_json::Value = serde_json::from_slice(&received).unwrap();
-    assert_eq!(received["d"]["status"], "idle");
+    assert!(
+        presence_reached_shard_0(&mock, "idle"),
+        "the presence update reached the gateway"
+    );
 
     let dead = capture
         .drain_queue("gateway.commands.dlx", 2, Duration::from_secs(30))
@@ -342,6 +361,22 @@ pub async fn commands_reach_the_shard_and_bad_ones_are_dead_lettered<K: Kit>(
         gatehouse.is_running(),
         "bad commands do not stop the gateway"
     );
+    // The queues Gatehouse declared (the capture's own queue is server-named and exclusive).
+    let declared: Vec<(String, String)> = vhost
+        .queues()
+        .into_iter()
+        .filter(|q| q.name.starts_with("gateway.commands"))
+        .map(|q| (q.name, q.queue_type))
+        .collect();
+    assert_eq!(
+        declared.len(),
+        2,
+        "the command and dead-letter queues: {declared:?}"
+    );
+    let expected = queue_type.unwrap_or("classic");
+    for (name, kind) in &declared {
+        assert_eq!(kind, expected, "{name} is a {expected} queue");
+    }
     assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)));
 }
 
@@ -514,4 +549,229 @@ pub async fn end_to_end_rate<K: Kit>(rt: async_rs::Runtime<K>, binary: &Path) {
         binary.display(),
         received as f64 / elapsed.as_secs_f64()
     );
+}
+
+/// The session snapshot (`sequence`) stored under `key` on the Sentinel deployment's server
+/// on `port`.
+fn stored_sequence(deployment: &redis_ha::SentinelDeployment, port: u16, key: &str) -> Option<i64> {
+    let stored = deployment.get(port, key)?;
+    serde_json::from_str::<serde_json::Value>(&stored).ok()?["sequence"].as_i64()
+}
+
+/// Polls `check` every 100 ms for up to a minute (a liveness wait, not a timed assertion).
+async fn eventually<K: Kit>(rt: &async_rs::Runtime<K>, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        rt.sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Issue 10 item 8, Sentinel: with a `redis+sentinel://` URL, Gatehouse stores its session on
+/// the primary the Sentinels name; after a failover (`SENTINEL FAILOVER`: the replica is
+/// promoted, the old primary demoted) it keeps writing to the new primary; after that one
+/// dies (SIGKILL, the Sentinels promote the other), a restarted process finds its snapshot
+/// through the Sentinels and RESUMEs. Private `redis-server` instances; skipped without them.
+pub async fn sessions_survive_a_sentinel_failover<K: Kit>(rt: async_rs::Runtime<K>, binary: &Path) {
+    if !redis_ha::redis_server_available("sessions_survive_a_sentinel_failover") {
+        return;
+    }
+    let mut deployment = redis_ha::SentinelDeployment::start();
+    let vhost = Vhost::create("sentinel");
+    let prefix = support::unique("sentinel");
+    let session_key = format!("{prefix}:session:0");
+    let fixture = Fixture::basic();
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.fixture = fixture.clone();
+    let mock = MockGateway::start(config).expect("start the mock gateway");
+    let mut capture = Capture::topic(rt.clone(), &vhost.amqp_url(), "gateway").await;
+    let env = vec![
+        ("DISCORD_TOKEN", TOKEN.to_owned()),
+        ("GATEHOUSE_API_BASE", mock.api_base()),
+        ("AMQP_URL", vhost.amqp_url()),
+        ("REDIS_URL", deployment.url()),
+        ("GATEHOUSE_REDIS_PREFIX", prefix.clone()),
+        ("GATEHOUSE_SHARD_COUNT", "1".to_owned()),
+    ];
+
+    let mut first = Gatehouse::start(binary, &env);
+    let mut received = capture_all(&mut capture, &mock, fixture.len() + 1).await;
+    let last = |received: &[lapin::message::Delivery]| {
+        received
+            .iter()
+            .filter_map(|d| header_int(d, "x-sequence"))
+            .max()
+            .expect("dispatches arrived")
+    };
+    let before = last(&received);
+    let old_primary = deployment
+        .primary_port()
+        .expect("the Sentinels name a primary");
+    assert!(
+        eventually(&rt, || stored_sequence(
+            &deployment,
+            old_primary,
+            &session_key
+        ) == Some(before))
+        .await,
+        "the snapshot reaches the first primary"
+    );
+
+    let new_primary = deployment.failover();
+    assert!(
+        eventually(&rt, || !deployment.is_primary(old_primary)).await,
+        "the Sentinels demote the old primary"
+    );
+    for n in 0..5 {
+        mock.control()
+            .shard(0)
+            .inject_dispatch("GH_TEST_EVENT", format!("{{\"n\":{n}}}"))
+            .expect("inject a dispatch");
+    }
+    capture_until_complete(&mut capture, &mock, fixture.len() + 6, &mut received).await;
+    let after = last(&received);
+    assert!(after > before, "dispatches flowed after the failover");
+    assert!(
+        eventually(&rt, || stored_sequence(
+            &deployment,
+            new_primary,
+            &session_key
+        ) == Some(after))
+        .await,
+        "Gatehouse writes the snapshot to the new primary"
+    );
+    assert!(first.interrupt_and_wait(Duration::from_secs(30)));
+
+    // The new primary dies; the Sentinels promote the old one (its replica since the
+    // failover, holding the snapshot by replication).
+    let stored = deployment
+        .get(new_primary, &session_key)
+        .expect("a snapshot");
+    deployment.wait_replicated(old_primary, &session_key, &stored);
+    deployment.kill(new_primary);
+    deployment.wait_for_primary(old_primary);
+
+    let mut second = Gatehouse::start(binary, &env);
+    let resume = mock
+        .recorder()
+        .wait_resume(1, Duration::from_secs(60))
+        .expect("the restarted process sends RESUME");
+    assert_eq!(resume.seq, Some(after as u64));
+    assert_eq!(mock.recorder().identifies().len(), 1, "no second IDENTIFY");
+    let status_key = format!("{prefix}:status:0");
+    assert!(
+        eventually(&rt, || deployment.get(old_primary, &status_key).is_some()
+            && deployment.get(old_primary, &status_key).is_some_and(|s| s
+                .contains("\"active\"")
+                || s.contains("\"resuming\"")))
+        .await,
+        "the restarted process writes its status to the promoted primary"
+    );
+    assert!(second.interrupt_and_wait(Duration::from_secs(30)));
+}
+
+/// Issue 10 item 8, Redis Cluster: with a `redis+cluster://` URL, cluster mode
+/// (`GATEHOUSE_CLUSTER`: leases, identify claims, placement, their multi-key scripts) runs two
+/// shards on a three-primary Redis Cluster, every key of the deployment under one hash tag
+/// (so on one node); after a clean stop, the next process of the cluster RESUMEs both.
+/// Private `redis-server` instances; skipped without them.
+pub async fn cluster_mode_runs_on_a_redis_cluster<K: Kit>(rt: async_rs::Runtime<K>, binary: &Path) {
+    if !redis_ha::redis_server_available("cluster_mode_runs_on_a_redis_cluster") {
+        return;
+    }
+    let deployment = redis_ha::ClusterDeployment::start();
+    let vhost = Vhost::create("rcluster");
+    let prefix = support::unique("rcluster");
+    let fixture = Fixture::basic();
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.fixture = fixture.clone();
+    config.shards = 2;
+    let mock = MockGateway::start(config).expect("start the mock gateway");
+    let mut capture = Capture::topic(rt.clone(), &vhost.amqp_url(), "gateway").await;
+    let env = vec![
+        ("DISCORD_TOKEN", TOKEN.to_owned()),
+        ("GATEHOUSE_API_BASE", mock.api_base()),
+        ("AMQP_URL", vhost.amqp_url()),
+        ("REDIS_URL", deployment.url()),
+        ("GATEHOUSE_REDIS_PREFIX", prefix.clone()),
+        ("GATEHOUSE_CLUSTER", "green".to_owned()),
+        ("GATEHOUSE_CLUSTER_LEASE_MS", "3000".to_owned()),
+    ];
+
+    let mut first = Gatehouse::start(binary, &env);
+    assert!(
+        eventually(&rt, || mock.recorder().identifies().len() == 2).await,
+        "both shards identify"
+    );
+    // Every dispatch of both shards arrives (as (shard, sequence)).
+    let sent = |shard: u32| mock.recorder().sent_dispatches(shard).len();
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline
+        && (sent(0) == 0 || sent(1) == 0 || seen.len() < sent(0) + sent(1))
+    {
+        if let Some(delivery) = capture.next(Duration::from_secs(2)).await
+            && let (Some(shard), Some(seq)) = (
+                header_int(&delivery, "x-shard-id"),
+                header_int(&delivery, "x-sequence"),
+            )
+        {
+            seen.insert((shard, seq));
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        sent(0) + sent(1),
+        "every dispatch of both shards arrived"
+    );
+    assert!(first.interrupt_and_wait(Duration::from_secs(30)));
+    for shard in 0..2 {
+        let last = seen
+            .iter()
+            .filter(|(s, _)| *s == i64::from(shard))
+            .map(|(_, seq)| *seq)
+            .max()
+            .expect("dispatches of the shard");
+        let key = format!("{{{prefix}}}:cluster:green:set:2:session:{shard}");
+        let stored = deployment
+            .get(&key)
+            .expect("the shard's snapshot, under the tag");
+        let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+        assert_eq!(stored["sequence"], last, "shard {shard}'s snapshot");
+    }
+    let counts = deployment.key_counts();
+    assert_eq!(
+        counts.iter().filter(|n| **n > 0).count(),
+        1,
+        "every key of the deployment is on one node: {counts:?}"
+    );
+
+    let mut second = Gatehouse::start(binary, &env);
+    let resumed = mock
+        .recorder()
+        .wait_resume(2, Duration::from_secs(60))
+        .expect("the next process RESUMEs both shards");
+    assert!(resumed.seq.is_some());
+    assert_eq!(mock.recorder().identifies().len(), 2, "no new IDENTIFY");
+    assert!(second.interrupt_and_wait(Duration::from_secs(30)));
+}
+
+/// Whether shard 0 sent a presence update (op 3) with status `wanted` within 30 s.
+pub(crate) fn presence_reached_shard_0(mock: &MockGateway, wanted: &str) -> bool {
+    mock.recorder()
+        .wait_for(Duration::from_secs(30), |recording| {
+            recording
+                .shard_connections(0)
+                .flat_map(|c| c.received.iter())
+                .filter(|f| f.op == Some(3))
+                .find(|f| {
+                    serde_json::from_slice::<serde_json::Value>(&f.json).unwrap()["d"]["status"]
+                        == wanted
+                })
+                .map(|_| ())
+        })
+        .is_some()
 }

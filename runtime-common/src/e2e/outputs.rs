@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use mock_gateway::{Fixture, MockConfig, MockGateway, ReplayRate};
 
 use super::support::{Gatehouse, RedisPrefix};
-use super::{Kit, TOKEN};
+use super::{Kit, TOKEN, presence_reached_shard_0};
 
 /// The environment of a gateway on stdio (Spectacles' `BROKER_TYPE`), sessions in Redis.
 fn stdio_env(mock: &MockGateway, redis: &RedisPrefix) -> Vec<(&'static str, String)> {
@@ -101,18 +101,10 @@ pub async fn stdio_passes_packets_through_and_takes_commands_from_stdin<K: Kit>(
     writeln!(stdin, r#"{{"event":"shard.0","packet":{presence}}}"#).unwrap();
     stdin.flush().unwrap();
     drop(stdin);
-    let received = mock
-        .recorder()
-        .wait_for(Duration::from_secs(30), |recording| {
-            recording
-                .shard_connections(0)
-                .flat_map(|c| c.received.iter())
-                .find(|f| f.op == Some(3))
-                .map(|f| f.json.clone())
-        })
-        .expect("the presence update from stdin reached the gateway");
-    let received: serde_json::Value = serde_json::from_slice(&received).unwrap();
-    assert_eq!(received["d"]["status"], "idle");
+    assert!(
+        presence_reached_shard_0(&mock, "idle"),
+        "the presence update from stdin reached the gateway"
+    );
     std::thread::sleep(Duration::from_secs(1));
     assert!(
         gatehouse.is_running(),
@@ -160,7 +152,8 @@ pub async fn stdio_loses_nothing_when_killed_and_restarted<K: Kit>(
     mock.recorder()
         .wait_resume(1, Duration::from_secs(30))
         .expect("the restarted process resumes");
-    let all = fixture.len() + 1;
+    // READY, the fixture, and RESUMED (a dispatch with its own sequence).
+    let all = fixture.len() + 2;
     let deadline = Instant::now() + Duration::from_secs(90);
     let sent = |mock: &MockGateway| -> BTreeSet<i64> {
         mock.recorder()
@@ -169,9 +162,18 @@ pub async fn stdio_loses_nothing_when_killed_and_restarted<K: Kit>(
             .map(|b| sequence(b))
             .collect()
     };
-    while Instant::now() < deadline && !(sent(&mock).len() >= all && sent(&mock).is_subset(&seen)) {
+    // Every line printed so far is read before the (costly) comparison with what the mock sent.
+    while Instant::now() < deadline
+        && !{
+            let sent = sent(&mock);
+            sent.len() >= all && sent.is_subset(&seen)
+        }
+    {
         if let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) {
             seen.insert(sequence(stdio_line(&line).2.as_bytes()));
+            for line in lines.try_iter() {
+                seen.insert(sequence(stdio_line(&line).2.as_bytes()));
+            }
         }
     }
     let sent = sent(&mock);
@@ -373,19 +375,10 @@ pub async fn redis_streams_reach_spectacles_workers_and_their_commands_reach_the
         serde_json::json!({"guild_id": "81384788765712384", "packet": status("dnd")}),
     );
     for wanted in ["idle", "dnd"] {
-        mock.recorder()
-            .wait_for(Duration::from_secs(30), |recording| {
-                recording
-                    .shard_connections(0)
-                    .flat_map(|c| c.received.iter())
-                    .filter(|f| f.op == Some(3))
-                    .find(|f| {
-                        serde_json::from_slice::<serde_json::Value>(&f.json).unwrap()["d"]["status"]
-                            == wanted
-                    })
-                    .map(|_| ())
-            })
-            .unwrap_or_else(|| panic!("the worker's `{wanted}` presence reached the shard"));
+        assert!(
+            presence_reached_shard_0(&mock, wanted),
+            "the worker's `{wanted}` presence reached the shard"
+        );
     }
     assert!(
         gatehouse.interrupt_and_wait(Duration::from_secs(30)),
@@ -514,7 +507,8 @@ pub async fn redis_streams_lose_nothing_when_killed_and_restarted<K: Kit>(
     mock.recorder()
         .wait_resume(1, Duration::from_secs(30))
         .expect("the restarted process resumes");
-    let all = fixture.len() + 1;
+    // READY, the fixture, and RESUMED (a dispatch with its own sequence).
+    let all = fixture.len() + 2;
     let sent = |mock: &MockGateway| -> BTreeSet<i64> {
         mock.recorder()
             .sent_dispatches(0)
@@ -544,21 +538,10 @@ pub async fn redis_streams_lose_nothing_when_killed_and_restarted<K: Kit>(
     // command stream.
     xadd(&mut connection, "not json at all");
     for wanted in ["idle", "dnd"] {
-        mock.recorder()
-            .wait_for(Duration::from_secs(30), |recording| {
-                recording
-                    .shard_connections(0)
-                    .flat_map(|c| c.received.iter())
-                    .filter(|f| f.op == Some(3))
-                    .find(|f| {
-                        serde_json::from_slice::<serde_json::Value>(&f.json).unwrap()["d"]["status"]
-                            == wanted
-                    })
-                    .map(|_| ())
-            })
-            .unwrap_or_else(|| {
-                panic!("the `{wanted}` command reached the shard after the restart")
-            });
+        assert!(
+            presence_reached_shard_0(&mock, wanted),
+            "the `{wanted}` command reached the shard after the restart"
+        );
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut dead: Vec<redis::Value> = Vec::new();

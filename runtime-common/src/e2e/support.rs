@@ -92,6 +92,11 @@ impl Vhost {
             .count()
     }
 
+    /// The queues of this vhost, as the management API reports them.
+    pub fn queues(&self) -> Vec<rabbitmq_management::QueueInfo> {
+        management().queues(&self.name).expect("management API")
+    }
+
     /// Names of the client connections of this vhost.
     pub fn connection_names(&self) -> Vec<String> {
         self.connections()

@@ -182,7 +182,7 @@ fn commands_refused_after_decoding_are_rejected_like_invalid_ones() {
             ProfileKind::Gatehouse => {
                 let dead = dead.expect("the native profile dead-letters");
                 assert_eq!(dead.exchange, "gateway.commands.dlx");
-                assert_eq!(dead.routing_key, "shard.1");
+                assert_eq!(dead.routing_key(), "shard.1");
                 assert_eq!(&dead.body[..], delivery.body);
                 assert!(dead.properties.headers.iter().any(|(name, value)| *name
                     == crate::profile::native::ERROR_HEADER

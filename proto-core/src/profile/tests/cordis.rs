@@ -41,7 +41,7 @@ fn dispatch_body_is_msgpack_of_type_and_data_with_a_millisecond_timestamp() {
     let r = cordis(1, &[0]);
     let publication = route(&r, &frame("MESSAGE_CREATE", 9, MESSAGE_CREATE_D)).unwrap();
     assert_eq!(publication.exchange, "gateway");
-    assert_eq!(publication.routing_key, "MESSAGE_CREATE");
+    assert_eq!(publication.event(), Some("MESSAGE_CREATE"));
     assert_eq!(
         publication.properties,
         MessageProperties {

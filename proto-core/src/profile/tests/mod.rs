@@ -8,6 +8,7 @@ use crate::codec::{Payload, scan_json};
 mod common;
 mod cordis;
 mod native;
+mod queue_type;
 mod retsu;
 mod spectacles;
 mod twilight_dispatch;

@@ -58,7 +58,7 @@ fn dispatch_body_is_the_whole_packet() {
     let json = frame("MESSAGE_CREATE", 77, MESSAGE_CREATE_D);
     let publication = route(&retsu(1, &[0]), &json).unwrap();
     assert_eq!(publication.exchange, "gateway");
-    assert_eq!(publication.routing_key, "MESSAGE_CREATE");
+    assert_eq!(publication.event(), Some("MESSAGE_CREATE"));
     assert_eq!(publication.body, json.as_bytes());
     assert_eq!(publication.properties, MessageProperties::persistent());
 }

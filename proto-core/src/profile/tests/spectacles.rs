@@ -97,7 +97,7 @@ fn dispatch_body_is_msgpack_of_d_by_default() {
     let r = spectacles(1, &[0]);
     let publication = route(&r, &frame("MESSAGE_CREATE", 3, MESSAGE_CREATE_D)).unwrap();
     assert_eq!(publication.exchange, "gateway");
-    assert_eq!(publication.routing_key, "MESSAGE_CREATE");
+    assert_eq!(publication.event(), Some("MESSAGE_CREATE"));
     assert_eq!(publication.properties, MessageProperties::persistent());
     let value = read_msgpack(&publication.body);
     assert_eq!(value["content"].as_str(), Some("a"));
@@ -218,7 +218,7 @@ fn send_goes_to_the_guilds_shard_or_is_forwarded() {
     match command(&r, "gateway", "SEND", &to_msgpack(&body)) {
         CommandDecision::Forward(publication) => {
             assert_eq!(publication.exchange, "gateway");
-            assert_eq!(publication.routing_key, "0");
+            assert_eq!(publication.routing_key(), "0");
             assert_eq!(publication.body, to_msgpack(packet));
             assert_eq!(publication.properties, MessageProperties::persistent());
         }
@@ -297,7 +297,7 @@ proptest! {
             }
             CommandDecision::Forward(publication) => {
                 prop_assert!(!owned.contains(&shard));
-                prop_assert_eq!(publication.routing_key, shard.to_string());
+                prop_assert_eq!(publication.routing_key(), shard.to_string());
             }
             other => prop_assert!(false, "unexpected {:?}", other),
         }

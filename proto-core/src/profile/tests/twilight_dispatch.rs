@@ -45,7 +45,7 @@ fn dispatch_body_is_op_t_d_from_the_original_bytes() {
     let r = twilight(1, &[0]);
     let publication = route(&r, &frame("MESSAGE_CREATE", 12, MESSAGE_CREATE_D)).unwrap();
     assert_eq!(publication.exchange, "gateway");
-    assert_eq!(publication.routing_key, "MESSAGE_CREATE");
+    assert_eq!(publication.event(), Some("MESSAGE_CREATE"));
     assert_eq!(publication.properties, MessageProperties::persistent());
     assert_eq!(
         publication.body,
