@@ -16,7 +16,8 @@ use proto_core::shard::PublishId;
 use tokio::sync::{mpsc, watch};
 
 use crate::output::{
-    BoxFuture, CommandSource, Output, OutputClient, PublishReport, Republish, Republished,
+    BoxFuture, CommandSource, Output, OutputClient, OutputError, PublishReport, Republish,
+    Republished,
 };
 
 /// The environment variable that selects the null output (any value).
@@ -82,7 +83,7 @@ impl Republish for Null {
         &self,
         _publication: Publication,
         _kind: Republished,
-    ) -> BoxFuture<Result<(), String>> {
+    ) -> BoxFuture<Result<(), OutputError>> {
         Box::pin(async { Ok(()) })
     }
 }
