@@ -296,7 +296,9 @@ async fn main() -> Result<()> {
                 );
             }
         }
-        other => bail!("unknown command {other:?}: use `e2e`, `latency` or `memory`"),
+        other => bail!(
+            "unknown command {other:?}: use `e2e`, `latency`, `memory` or (feature `twilight`) `gateway-side`, `twilight-rate`, `twilight-memory`"
+        ),
     }
     Ok(())
 }
