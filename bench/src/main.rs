@@ -14,6 +14,8 @@
 //!     --profiles gatehouse,twilight-dispatch
 //! # memory.svg from the memory.csv that `memory`/`twilight-memory --charts charts` append to
 //! cd bench && cargo run --release -- charts --charts charts
+//! # the gateway side alone (gatehouse built with `--features bench`: null output) beside twilight:
+//! cd bench && cargo run --release --features twilight-zlib -- gateway-side --events 200000 --rounds 2
 //! ```
 //!
 //! Options: `--gatehouse <path>` (default `../target/release/gatehouse`; `e2e` takes a comma
@@ -24,6 +26,8 @@
 
 mod charts;
 mod e2e;
+#[cfg(feature = "twilight")]
+mod gateway_side;
 mod memory;
 mod services;
 #[cfg(feature = "twilight")]
@@ -341,6 +345,51 @@ async fn main() -> Result<()> {
             }
         }
         #[cfg(feature = "twilight")]
+        "gateway-side" => {
+            let corpus = e2e::corpus(
+                &args.get("fixture", "basic"),
+                args.number("events", 200_000)?,
+            )?;
+            let compress = twilight::COMPRESSION;
+            let (known, unknown) = gateway_side::twilight_modelled(&corpus);
+            println!(
+                "{} events, {compress}; twilight's next_event skips {} of them (types it does not model: {})",
+                corpus.len(),
+                corpus.len() - known,
+                unknown.join(", ")
+            );
+            let row = |what: &str, r: &gateway_side::Rate, base: Option<&gateway_side::Rate>| {
+                let ratio = base
+                    .map(|b| {
+                        format!(
+                            "  {:.2}x twilight raw's CPU per event",
+                            r.cpu_per_million / b.cpu_per_million
+                        )
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "{what:<44} {:>8.0} events/s  {:>6.2} CPU-s per million{ratio}  (load {} -> {})",
+                    r.events_per_second, r.cpu_per_million, r.load_before, r.load_after
+                );
+            };
+            let typed = args.get("typed", "yes") != "no";
+            for round in 1..=args.number("rounds", 2)? {
+                println!("-- round {round}");
+                let raw = twilight::rate(&corpus, false)?;
+                row("twilight-gateway raw messages", &raw, None);
+                let gatehouse = gateway_side::gatehouse_null(&binary, &corpus, compress, &log_dir)?;
+                row(
+                    "gatehouse, null output (publishing off)",
+                    &gatehouse,
+                    Some(&raw),
+                );
+                if typed {
+                    let typed = twilight::rate(&corpus, true)?;
+                    row("twilight-gateway typed next_event", &typed, Some(&raw));
+                }
+            }
+        }
+        #[cfg(feature = "twilight")]
         "twilight-memory" => {
             let shard_counts: Vec<u32> = args.list("shards", "10,1000")?;
             let settle = Duration::from_secs(args.number("settle", 15)?);
@@ -381,7 +430,9 @@ async fn main() -> Result<()> {
         "charts" => {
             charts::memory(std::path::Path::new(&args.get("charts", "charts")))?;
         }
-        other => bail!("unknown command {other:?}: use `e2e`, `latency` or `memory`"),
+        other => bail!(
+            "unknown command {other:?}: use `e2e`, `latency`, `memory`, `charts` or (feature `twilight`) `gateway-side`, `twilight-rate`, `twilight-memory`"
+        ),
     }
     Ok(())
 }

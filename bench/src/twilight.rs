@@ -14,9 +14,12 @@ use anyhow::{Result, bail};
 use futures_util::StreamExt;
 use mock_gateway::{Fixture, MockGateway};
 use twilight_gateway::queue::InMemoryQueue;
-use twilight_gateway::{ConfigBuilder, EventTypeFlags, Intents, Message, Shard, ShardId};
+use twilight_gateway::{
+    ConfigBuilder, EventType, EventTypeFlags, Intents, Message, Shard, ShardId,
+};
 
 use crate::e2e::mock_config;
+use crate::gateway_side::Rate;
 use crate::services;
 
 /// The compression this build's twilight-gateway asks for.
@@ -116,6 +119,12 @@ pub async fn idle_shards(shards: u32, settle: Duration) -> Result<(u64, usize)> 
     ))
 }
 
+/// Whether twilight-model knows the dispatch `name`: `next_event` silently skips the others
+/// (`twilight_gateway::parse` returns `Ok(None)` for them, whatever the flags).
+pub fn knows(name: &str) -> bool {
+    EventType::try_from(name).is_ok()
+}
+
 /// The child of `twilight-rate`: one shard on `url` reading `events` dispatches in `typed`
 /// (`next_event`, every event type deserialised) or raw (`next`, text messages) mode; prints
 /// its own events/s and CPU seconds per million events between the 5% and 95% marks. In typed
@@ -167,6 +176,8 @@ pub async fn run_rate_client(url: String, events: u64, typed: bool) -> Result<()
         bail!("the stream ended after {count} messages");
     };
     let n = (hi - lo) as f64;
+    // For the parent (`rate`).
+    println!("RATE {} {}", n / elapsed.as_secs_f64(), cpu / n * 1e6);
     println!(
         "twilight-gateway {} {}: {:.0} events/s, {:.2} CPU-s per million events ({rejected} rejected by its models; load {})",
         if typed {
@@ -183,28 +194,59 @@ pub async fn run_rate_client(url: String, events: u64, typed: bool) -> Result<()
 }
 
 /// One twilight shard reading the mock's replay as fast as it can (in a child process, so its
-/// CPU is its own).
-pub fn rate(fixture: &Fixture, typed: bool) -> Result<()> {
+/// CPU is its own). In typed mode the child counts only the events `next_event` delivers: the
+/// dispatches twilight-model knows (see [`knows`]); it skips the others without a word, so
+/// counting to the fixture's length never ends.
+pub fn rate(fixture: &Fixture, typed: bool) -> Result<Rate> {
     let mut config = mock_config(1, fixture.clone());
     config.token = None;
     config.required_shard_count = None;
+    let events = if typed {
+        fixture.events().iter().filter(|e| knows(&e.name)).count()
+    } else {
+        fixture.len()
+    };
     let mock = MockGateway::start(config)?;
-    let status = Command::new(std::env::current_exe()?)
+    let load_before = services::load_average();
+    let output = Command::new(std::env::current_exe()?)
         .args([
             "twilight-client",
             "--url",
             &mock.ws_url(),
             "--events",
-            &fixture.len().to_string(),
+            &events.to_string(),
             "--mode",
             if typed { "typed" } else { "raw" },
         ])
         .stdin(Stdio::null())
-        .status()?;
-    if !status.success() {
-        bail!("twilight client: {status}");
+        .stderr(Stdio::inherit())
+        .output()?;
+    let load_after = services::load_average();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for line in stdout.lines().filter(|l| !l.starts_with("RATE ")) {
+        println!("{line}");
     }
-    Ok(())
+    if !output.status.success() {
+        bail!("twilight client: {}", output.status);
+    }
+    let numbers: Vec<f64> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RATE "))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let [events_per_second, cpu_per_million] = numbers[..] else {
+        bail!("twilight client printed no rate");
+    };
+    Ok(Rate {
+        events_per_second,
+        cpu_per_million,
+        load_before,
+        load_after,
+    })
 }
 
 /// twilight-dispatch's envelope (`src/models.rs` `PayloadInfo`): `d` is parsed into a value

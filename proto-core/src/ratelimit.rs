@@ -43,7 +43,9 @@ impl SendWindow {
     /// A window of `limit` frames per `period` (Discord: [`FRAMES_PER_WINDOW`] per [`WINDOW`]).
     pub fn new(limit: usize, period: Duration) -> Self {
         Self {
-            sent: VecDeque::with_capacity(limit.min(FRAMES_PER_WINDOW)),
+            // Grows with use: an idle shard sends a heartbeat or two per window, and a full
+            // window's 120 instants (1.9 KiB) on every shard is memory per idle shard.
+            sent: VecDeque::new(),
             limit,
             period,
             reserved: DEFAULT_RESERVED.min(limit),

@@ -34,8 +34,8 @@ pub(crate) fn prefetch(owned: &[u32], lane_capacity: usize) -> u16 {
     CommandLanes::new(owned.iter().copied(), lane_capacity).prefetch()
 }
 
-/// Starts the lanes and the handler task, which takes `source`'s commands until `stop` (or
-/// until the source ends). Each shard's lane holds at most `lane_capacity` commands. `owned`
+/// Starts the handler task, which takes `source`'s commands until `stop` (or until the source
+/// ends); each shard's lane starts with its first command and holds at most `lane_capacity`. `owned`
 /// are the shards this process may run (cluster mode: those it may take over, too).
 pub(crate) fn start<R: Runtime>(
     rt: &R,
@@ -55,23 +55,13 @@ pub(crate) fn start<R: Runtime>(
         owned.iter().copied(),
         lane_capacity,
     )));
-    let mut lane_inputs = HashMap::new();
-    for &number in owned {
-        let (tx, rx) = mpsc::unbounded_channel();
-        lane_inputs.insert(number, tx);
-        rt.spawn(lane(
-            number,
-            shards.clone(),
-            rx,
-            lanes.clone(),
-            settler.clone(),
-        ));
-    }
+    // Each shard's lane (a task and its channel) starts with the shard's first command: most
+    // shards never get one, and an idle shard's memory is the point (BENCHMARKS.md section 4).
     let handler = Handler {
         settler,
         shards,
         lanes,
-        lane_inputs,
+        lane_inputs: Mutex::new(HashMap::new()),
     };
     rt.spawn(take_commands(handler, source.incoming, stop));
 }
@@ -280,12 +270,32 @@ struct Handler<R: Runtime> {
     settler: Settler<R>,
     shards: ShardInputs,
     lanes: Arc<Mutex<CommandLanes>>,
-    lane_inputs: HashMap<u32, mpsc::UnboundedSender<LaneItem>>,
+    /// The lanes started so far (on each shard's first command).
+    lane_inputs: Mutex<HashMap<u32, mpsc::UnboundedSender<LaneItem>>>,
 }
 
 impl<R: Runtime> Handler<R> {
     fn lanes(&self) -> std::sync::MutexGuard<'_, CommandLanes> {
         self.lanes.lock().expect("not poisoned")
+    }
+
+    /// Shard `shard`'s lane, started on its first command.
+    fn lane_input(&self, shard: u32) -> mpsc::UnboundedSender<LaneItem> {
+        let mut inputs = self.lane_inputs.lock().expect("not poisoned");
+        inputs
+            .entry(shard)
+            .or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.settler.rt.spawn(lane(
+                    shard,
+                    self.shards.clone(),
+                    rx,
+                    self.lanes.clone(),
+                    self.settler.clone(),
+                ));
+                tx
+            })
+            .clone()
     }
 
     /// Decodes a delivery and passes it on; waits for the output at most (dead letters,
@@ -352,8 +362,8 @@ impl<R: Runtime> Handler<R> {
                     packet: packet.clone(),
                     pending: pending.clone(),
                 };
-                let sent = self.lane_inputs.get(&shard).map(|lane| lane.send(item));
-                if let Some(Ok(())) = sent {
+                // Admitted: the shard has a lane (`CommandLanes` knows the owned shards).
+                if self.lane_input(shard).send(item).is_ok() {
                     return Ok(());
                 }
                 self.lanes().finish(shard);

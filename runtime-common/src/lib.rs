@@ -29,6 +29,8 @@
 //!   decision.
 //! - `redis_streams`: the Redis Streams output (`@spectacles/brokers`' `Redis` broker).
 //! - `stdio`: the stdio output, one JSON line per event on stdout, commands on stdin.
+//! - `null_output` (feature `bench`): an output that acknowledges everything and keeps
+//!   nothing, to measure the gateway side alone.
 //! - [`session_store`]: session snapshots and shard status in Redis.
 //! - [`identify`]: the process-wide identify coordinator (limits shared through Redis).
 //! - [`cluster`]: cluster mode (member key, shard leases, placement, hand-over).
@@ -62,6 +64,8 @@ pub mod identify;
 pub mod log_channel;
 pub mod logging;
 pub mod metrics;
+#[cfg(feature = "bench")]
+mod null_output;
 mod output;
 mod outputs;
 pub mod predecessor_metrics;

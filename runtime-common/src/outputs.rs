@@ -29,6 +29,9 @@ pub(crate) enum Outputs {
     Redis(Box<RedisStreams>),
     /// Standard output and input.
     Stdio(Stdio),
+    /// Nowhere (benchmarks only: `null_output`).
+    #[cfg(feature = "bench")]
+    Null(crate::null_output::Null),
 }
 
 /// What the output changes in the configuration before anything starts: on stdio, a profile
@@ -49,6 +52,14 @@ impl Outputs {
         owned: &[u32],
         stop: watch::Receiver<bool>,
     ) -> std::io::Result<Self> {
+        #[cfg(feature = "bench")]
+        if crate::null_output::Null::selected() {
+            tracing::warn!(
+                "output: none ({} is set): every event is acknowledged and dropped",
+                crate::null_output::SWITCH
+            );
+            return Ok(Self::Null(crate::null_output::Null));
+        }
         Ok(match config.broker.kind() {
             BrokerKind::Redis => Self::Redis(Box::new(
                 RedisStreams::start(
@@ -86,6 +97,8 @@ impl Outputs {
         match self {
             Self::Amqp(broker) => Some(broker),
             Self::Redis(_) | Self::Stdio(_) => None,
+            #[cfg(feature = "bench")]
+            Self::Null(_) => None,
         }
     }
 
@@ -95,6 +108,8 @@ impl Outputs {
             Self::Amqp(broker) => broker.output(),
             Self::Redis(streams) => streams.client(),
             Self::Stdio(stdio) => stdio.client(shard),
+            #[cfg(feature = "bench")]
+            Self::Null(null) => null.client(),
         }
     }
 
@@ -125,6 +140,8 @@ impl Outputs {
                 stop,
             )),
             Self::Stdio(stdio) => stdio.commands(group),
+            #[cfg(feature = "bench")]
+            Self::Null(null) => Ok(null.commands()),
         }
     }
 

@@ -72,7 +72,15 @@ enum Wake {
 }
 
 /// Drives `shard` until it reports `Stopped`; returns why it stopped.
-pub(crate) async fn run<R: Runtime>(shard: Shard, io: ShardIo<R>) -> StopReason {
+///
+/// Not an `async fn`: one would keep its arguments (the shard and its I/O) in the future beside
+/// the task they are moved into, doubling what every shard's task holds for its whole life
+/// (BENCHMARKS.md section 4: memory per idle shard). The task is built here, and the future
+/// holds only it.
+pub(crate) fn run<R: Runtime>(
+    shard: Shard,
+    io: ShardIo<R>,
+) -> impl Future<Output = StopReason> + Send + 'static {
     let number = shard.config().shard.number();
     let total = shard.config().shard.total();
     let binary_frames = shard.config().sends_binary();
@@ -103,12 +111,15 @@ pub(crate) async fn run<R: Runtime>(shard: Shard, io: ShardIo<R>) -> StopReason 
         connects: 0,
         inputs_open: true,
         burst: 0,
+        input_at: None,
         metrics: metrics::ShardMetrics::new(number, started),
         retiring: None,
         caught_up: false,
     };
-    let span = tracing::info_span!("shard", shard = number, of = total);
-    task.run().instrument(span).await
+    async move {
+        let span = tracing::info_span!("shard", shard = number, of = total);
+        task.run().instrument(span).await
+    }
 }
 
 type LinkWait = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -143,6 +154,8 @@ struct ShardTask<R: Runtime> {
     connects: u64,
     inputs_open: bool,
     burst: usize,
+    /// When the input being handled arrived (the clock read once per input).
+    input_at: Option<Instant>,
     metrics: metrics::ShardMetrics,
     /// Closing once caught up ([`ShardInput::Retire`]).
     retiring: Option<Retiring>,
@@ -181,6 +194,7 @@ impl<R: Runtime> ShardTask<R> {
                 self.burst += 1;
             }
             let now = self.io.rt.now();
+            self.input_at = Some(now);
             self.handle_wake(now, wake);
         }
     }
@@ -229,8 +243,6 @@ impl<R: Runtime> ShardTask<R> {
                 self.shard.shutdown(now);
             }
         }
-        self.metrics
-            .unconfirmed(self.shard.unconfirmed(), self.shard.unconfirmed_bytes());
     }
 
     /// Gives one publisher report to the outbox (its events are drained by the caller).
@@ -395,15 +407,21 @@ impl<R: Runtime> ShardTask<R> {
 
     /// Executes actions until the shard has none left.
     async fn drain(&mut self) {
+        // The publications of an input count from when it arrived (read once, in `run`).
+        let arrived = self.input_at.take();
         while let Some(action) = self.shard.poll_action() {
             match action {
                 Action::Connect { url } => self.connect(&url).await,
                 Action::Send(bytes) => self.send(bytes).await,
-                Action::Close(code) => self.close(code).await,
+                // Boxed: it holds a second socket while closing (see `connect`).
+                Action::Close(code) => Box::pin(self.close(code)).await,
                 Action::RequestIdentify => self.io.identify.request(self.number),
                 Action::Publish {
                     id, publication, ..
-                } => self.outbox.push(self.io.rt.now(), id, publication),
+                } => {
+                    let now = arrived.unwrap_or_else(|| self.io.rt.now());
+                    self.outbox.push(now, id, publication);
+                }
                 Action::PersistSession(snapshot) => self.io.store.save_session(&snapshot),
                 Action::Stopped(reason) => {
                     match &reason {
@@ -439,9 +457,11 @@ impl<R: Runtime> ShardTask<R> {
             self.metrics.reconnect();
         }
         tracing::info!(url, "connecting to the gateway");
-        let connect = self.io.rt.connect_websocket(url, self.io.max_message);
+        // Boxed: the connect future (DNS, TCP, TLS, the WebSocket handshake) is several times
+        // larger than the rest of the shard's loop, and held inline it would size every
+        // shard's task for its whole life (BENCHMARKS.md section 4: memory per idle shard).
+        let connect = Box::pin(self.io.rt.connect_websocket(url, self.io.max_message));
         let timeout = self.io.rt.sleep(CONNECT_TIMEOUT);
-        futures_util::pin_mut!(connect);
         let result = match futures_util::future::select(connect, Box::pin(timeout)).await {
             futures_util::future::Either::Left((result, _)) => result.map_err(|e| e.to_string()),
             futures_util::future::Either::Right(_) => Err("timed out".to_owned()),
@@ -606,6 +626,9 @@ impl<R: Runtime> ShardTask<R> {
 
     /// Writes the status to Redis and the state gauge when the coarse state changed.
     fn report_state(&mut self) {
+        // Once per burst (before every wait), not per message: the gauges are sampled anyway.
+        self.metrics
+            .unconfirmed(self.shard.unconfirmed(), self.shard.unconfirmed_bytes());
         self.metrics.observe(&self.shard);
         let state = self.shard.state();
         if self.last_state != Some(state) {
