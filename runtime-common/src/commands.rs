@@ -141,8 +141,10 @@ async fn lane<R: Runtime>(
         let answer = loop {
             // The shard's current task (cluster mode starts and stops shards).
             let Some(inputs) = shards.get(shard) else {
-                // Cluster mode: another member may run it; back to the queue, for them.
-                break if shards.elsewhere() {
+                // Cluster mode: another member may run it; back to the queue, for them. At
+                // start-up (an output delivering before the shard's task started): back to
+                // the queue too, for the shard once it runs.
+                break if shards.elsewhere() || !shards.ever_started(shard) {
                     ShardAnswer::Stopping
                 } else {
                     ShardAnswer::Gone

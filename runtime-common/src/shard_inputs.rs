@@ -46,6 +46,8 @@ pub(crate) struct ShardInputs {
 struct Inner {
     next: u64,
     shards: HashMap<u32, (u64, mpsc::UnboundedSender<ShardInput>)>,
+    /// Every shard registered at least once (a shard not yet started is not gone).
+    started: std::collections::HashSet<u32>,
 }
 
 impl ShardInputs {
@@ -68,6 +70,7 @@ impl ShardInputs {
         inner.next += 1;
         let ticket = inner.next;
         inner.shards.insert(number, (ticket, sender));
+        inner.started.insert(number);
         ticket
     }
 
@@ -93,6 +96,7 @@ impl ShardInputs {
         inner.next += 1;
         let ticket = inner.next;
         inner.shards.insert(number, (ticket, sender));
+        inner.started.insert(number);
     }
 
     /// Unregisters shard `number` if its registration is still `sender`'s channel.
@@ -117,6 +121,13 @@ impl ShardInputs {
             .collect()
     }
 
+    /// Whether shard `number` ever ran here (a command that arrives before its shard started,
+    /// at start-up, waits for it rather than being refused).
+    pub(crate) fn ever_started(&self, number: u32) -> bool {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        inner.started.contains(&number)
+    }
+
     /// Shard `number`'s channel, if it runs here.
     pub(crate) fn get(&self, number: u32) -> Option<mpsc::UnboundedSender<ShardInput>> {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
@@ -129,5 +140,27 @@ impl ShardInputs {
         for (_, sender) in inner.shards.values() {
             let _ = sender.send(input());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::mpsc;
+
+    use super::ShardInputs;
+
+    /// A shard not yet started is told apart from one that stopped: commands wait for the
+    /// first (start-up), the second is gone.
+    #[test]
+    fn a_shard_not_yet_started_is_not_gone() {
+        let inputs = ShardInputs::new(false);
+        assert!(inputs.get(3).is_none());
+        assert!(!inputs.ever_started(3), "not started yet");
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let ticket = inputs.insert(3, tx);
+        assert!(inputs.get(3).is_some());
+        inputs.remove(3, ticket);
+        assert!(inputs.get(3).is_none());
+        assert!(inputs.ever_started(3), "stopped, not waiting to start");
     }
 }
