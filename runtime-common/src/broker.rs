@@ -72,6 +72,26 @@ impl std::fmt::Debug for Link {
 
 /// AMQP as an [`Output`]: publications go to the link's publisher task, which reports the
 /// broker's confirms.
+impl Link {
+    /// Hands a publication to this link's publisher task; `false` once the task is gone.
+    fn request(
+        &self,
+        id: PublishId,
+        publication: Arc<Publication>,
+        reply: &mpsc::UnboundedSender<PublishReport>,
+        pushed_at: Option<std::time::Instant>,
+    ) -> bool {
+        self.publisher
+            .send(PublishRequest {
+                id,
+                publication,
+                reply: reply.clone(),
+                pushed_at,
+            })
+            .is_ok()
+    }
+}
+
 impl Output for Link {
     fn generation(&self) -> u64 {
         self.generation
@@ -91,14 +111,7 @@ impl Output for Link {
         publication: Arc<Publication>,
         reply: &mpsc::UnboundedSender<PublishReport>,
     ) -> bool {
-        self.publisher
-            .send(PublishRequest {
-                id,
-                publication,
-                reply: reply.clone(),
-                pushed_at: None,
-            })
-            .is_ok()
+        self.request(id, publication, reply, None)
     }
 
     /// The same; the publisher records the time from `pushed_at` to lapin's hand-off.
@@ -109,14 +122,7 @@ impl Output for Link {
         reply: &mpsc::UnboundedSender<PublishReport>,
         pushed_at: std::time::Instant,
     ) -> bool {
-        self.publisher
-            .send(PublishRequest {
-                id,
-                publication,
-                reply: reply.clone(),
-                pushed_at: Some(pushed_at),
-            })
-            .is_ok()
+        self.request(id, publication, reply, Some(pushed_at))
     }
 }
 

@@ -119,14 +119,7 @@ fn a_dispatch_that_cannot_be_published_is_reported_and_still_confirmed() {
     };
     assert_eq!((*seq, event.as_str()), (4, "MESSAGE_CREATE"));
     assert!(matches!(reason, RouteError::Transcode { event, .. } if event == "MESSAGE_CREATE"));
-    let published: Vec<u64> = sim
-        .since(mark)
-        .iter()
-        .filter_map(|(_, a)| match a {
-            Action::Publish { seq, .. } => Some(*seq),
-            _ => None,
-        })
-        .collect();
+    let published: Vec<u64> = sim.published_since(mark);
     assert_eq!(published, vec![5]);
     // Handled: the sequence moves past it, so a restart does not replay it forever.
     assert_eq!(sim.shard.confirmed_sequence(), 5);
@@ -243,14 +236,7 @@ fn a_warming_shard_replays_only_its_newest_publications_within_the_limits() {
     let now = sim.now;
     sim.shard.set_publishing(now, true);
     sim.advance(Duration::from_secs(1));
-    let replayed: Vec<u64> = sim
-        .since(mark)
-        .iter()
-        .filter_map(|(_, a)| match a {
-            Action::Publish { seq, .. } => Some(*seq),
-            _ => None,
-        })
-        .collect();
+    let replayed: Vec<u64> = sim.published_since(mark);
     assert_eq!(
         replayed,
         vec![last - 2, last - 1, last],
@@ -286,14 +272,7 @@ fn a_warming_shard_never_replays_its_session_start() {
     let now = sim.now;
     sim.shard.set_publishing(now, true);
     sim.advance(Duration::from_secs(1));
-    let replayed: Vec<u64> = sim
-        .since(mark)
-        .iter()
-        .filter_map(|(_, a)| match a {
-            Action::Publish { seq, .. } => Some(*seq),
-            _ => None,
-        })
-        .collect();
+    let replayed: Vec<u64> = sim.published_since(mark);
     // The fake READY lists no guild, so its GUILD_CREATEs (2 and 3) are guilds joined later:
     // events like any other. READY (1) is not replayed.
     assert_eq!(replayed, vec![2, 3, last.unwrap_or(0)]);

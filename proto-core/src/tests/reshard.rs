@@ -455,7 +455,6 @@ fn a_shard_seconds_behind_is_not_closed_before_it_caught_up() {
 /// backwards or stayed behind what it received).
 fn lost_with_replay(replay: Duration, lag: Duration, switch: Duration) -> (usize, bool) {
     use super::sim::{Sim, test_config};
-    use crate::shard::Action;
 
     const TICK: Duration = Duration::from_millis(100);
     let overlap = ReshardTimings::new(POLL).overlap;
@@ -495,14 +494,7 @@ fn lost_with_replay(replay: Duration, lag: Duration, switch: Duration) -> (usize
     bookkeeping_wrong |= sim.shard.unconfirmed() != 0;
     let closed_at = start + switch + overlap;
     let old_read_until = closed_at.checked_sub(lag).unwrap_or(start);
-    let by_new: BTreeSet<u64> = sim
-        .since(mark)
-        .iter()
-        .filter_map(|(_, a)| match a {
-            Action::Publish { seq, .. } => Some(*seq),
-            _ => None,
-        })
-        .collect();
+    let by_new: BTreeSet<u64> = sim.published_since(mark);
     let lost = sent
         .iter()
         .filter(|(at, seq)| *at >= old_read_until && !by_new.contains(seq))

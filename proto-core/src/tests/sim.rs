@@ -578,4 +578,15 @@ impl Sim {
     pub(crate) fn since(&self, mark: usize) -> &[(Duration, Action)] {
         &self.trace[mark..]
     }
+
+    /// The sequences of the dispatches published since a mark, in order.
+    pub(crate) fn published_since<B: FromIterator<u64>>(&self, mark: usize) -> B {
+        self.since(mark)
+            .iter()
+            .filter_map(|(_, a)| match a {
+                Action::Publish { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect()
+    }
 }
