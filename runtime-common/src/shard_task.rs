@@ -190,10 +190,14 @@ impl<R: Runtime> ShardTask<R> {
                     self.wait().await
                 }
             };
+            let now = self.io.rt.now();
             if let Wake::Message(_) = wake {
                 self.burst += 1;
+                // A retiring shard that still reads is catching up: it may keep reading.
+                if let Some(retiring) = &mut self.retiring {
+                    retiring.read(now);
+                }
             }
-            let now = self.io.rt.now();
             self.input_at = Some(now);
             self.handle_wake(now, wake);
         }
@@ -372,8 +376,9 @@ impl<R: Runtime> ShardTask<R> {
             tracing::info!("caught up with the gateway: closing (its shard set is retired)");
         } else {
             tracing::warn!(
-                "did not catch up with the gateway in time: closing anyway (its shard set is \
-                 retired; what it has not read is lost unless the new set published it)"
+                "did not catch up with the gateway (read nothing for 30 s, or still behind 10 \
+                 min after its set retired): closing anyway (what it has not read is lost \
+                 unless the new set published it)"
             );
         }
         self.shard.shutdown(now);

@@ -39,7 +39,9 @@ pub mod scripts;
 pub use identify::{Claim, ClaimReply, IdentifyStep, SharedIdentify};
 pub use lease::{LeaseChange, LeaseReply, LeaseRequest, LeaseTimings, ShardLease};
 pub use placement::{ClusterNode, NodeAction, StopKind, fair_share};
-pub use reshard::{RETIRE_CATCH_UP, Reshard, ReshardAction, ReshardTimings, Retiring, ShardCounts};
+pub use reshard::{
+    RETIRE_CATCH_UP, RETIRE_MAX, Reshard, ReshardAction, ReshardTimings, Retiring, ShardCounts,
+};
 
 use base64::Engine;
 

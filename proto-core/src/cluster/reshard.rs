@@ -118,9 +118,14 @@ impl ReshardTimings {
     }
 }
 
-/// How long a shard of a closing set may keep reading to catch up before it closes anyway
-/// (a shard that cannot keep up with its guilds for that long would lose events anyway).
+/// How long a shard of a closing set may go without reading anything before it closes anyway
+/// (it is paused or stalled: waiting longer would not bring it closer to the gateway).
 pub const RETIRE_CATCH_UP: Duration = Duration::from_secs(30);
+
+/// The longest a shard of a closing set keeps reading to catch up, however steadily it reads
+/// (a machine that cannot keep up with its guilds for that long loses events anyway; until
+/// then the new set publishes the same events again, which costs duplicates, not a gap).
+pub const RETIRE_MAX: Duration = Duration::from_secs(600);
 
 /// One shard of a set being closed for good ([`ReshardAction::Retire`]): when it may close.
 ///
@@ -129,7 +134,13 @@ pub const RETIRE_CATCH_UP: Duration = Duration::from_secs(30);
 /// too, but while warming when they were sent before the switch, so they did not publish
 /// them. The shard therefore closes once it has caught up (its socket had nothing more to
 /// read, after the close was asked for: everything sent until about then is handled, and
-/// the new set publishes whatever comes later), or at the latest [`RETIRE_CATCH_UP`] after.
+/// the new set publishes whatever comes later), or once it has read nothing for
+/// [`RETIRE_CATCH_UP`] (paused or stalled), or at the latest [`RETIRE_MAX`] after. A shard
+/// that reads steadily is never closed behind for a fixed time: on a starved machine an old
+/// shard can be more than 30 s behind, and what it has not read when it closes includes
+/// events sent before its new shard's session began (that shard identified late, waiting for
+/// its identify bucket), which nobody else ever receives (an async-std `cluster-reshard` run
+/// lost 69 events that way under a fixed 30 s limit).
 /// Limit: "nothing more to read" is this side's view. A gateway that itself sends behind
 /// (the conformance mock on a starved machine hands out its backlog in batches) leaves the
 /// socket empty between batches, and the shard closes with events still queued for it at the
@@ -138,6 +149,7 @@ pub const RETIRE_CATCH_UP: Duration = Duration::from_secs(30);
 /// than the overlap plus the replay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retiring {
+    asked: Instant,
     deadline: Instant,
 }
 
@@ -145,8 +157,15 @@ impl Retiring {
     /// Closing was asked for at `now`.
     pub fn new(now: Instant) -> Self {
         Self {
+            asked: now,
             deadline: now + RETIRE_CATCH_UP,
         }
+    }
+
+    /// The shard read something from its socket at `now`: it may keep reading for another
+    /// [`RETIRE_CATCH_UP`], up to [`RETIRE_MAX`] after closing was asked for.
+    pub fn read(&mut self, now: Instant) {
+        self.deadline = (now + RETIRE_CATCH_UP).min(self.asked + RETIRE_MAX);
     }
 
     /// Whether the shard closes now; `caught_up`: its socket had nothing more to read since
