@@ -166,7 +166,7 @@ pub fn gatehouse_env(
 
 /// Queue depth and the client's CPU between the 5% and 95% marks, until `expected` messages
 /// arrived (or none for 60 s): `(messages, steady rate, whole rate, CPU-s per million)`.
-async fn measure_client(
+pub async fn measure_client(
     sink: &Sink,
     expected: u64,
     pid: u32,
@@ -286,61 +286,82 @@ pub fn dispatch_bodies(fixture: &Fixture) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// The broker's ceiling: one lapin connection and confirm channel publishing `bodies` to the
-/// `gateway` exchange with the native profile's properties, at most `window` unconfirmed.
-pub async fn plain_lapin(bodies: &[(String, Vec<u8>)], window: usize) -> Result<Run> {
-    let vhost = Vhost::create("ceiling");
-    let sink = Sink::declare(&vhost.amqp_url(), "gateway").await?;
-    let connection = Connection::connect_with_runtime(
-        &vhost.amqp_url(),
-        ConnectionProperties::default(),
-        async_rs::Runtime::tokio_current(),
-    )
-    .await?;
-    let channel = connection.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let total = bodies.len() as u64;
-    let load_before = services::load_average();
-    let session = "0123456789abcdef0123456789abcdef";
+/// The session id the plain publishers put into message ids and `x-session-id`.
+pub const SESSION: &str = "0123456789abcdef0123456789abcdef";
+
+/// The native profile's properties for the event with sequence `seq` (one shard of one):
+/// persistent, `application/json`, `<session>:<seq>` as message id, the four `x-` headers and
+/// the time in seconds.
+pub fn lapin_properties(seq: i64) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert("x-shard-id".into(), AMQPValue::LongLongInt(0));
+    headers.insert("x-shard-count".into(), AMQPValue::LongLongInt(1));
+    headers.insert("x-sequence".into(), AMQPValue::LongLongInt(seq));
+    headers.insert("x-session-id".into(), AMQPValue::LongString(SESSION.into()));
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(format!("{SESSION}:{seq}").into())
+        .with_timestamp(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
+        )
+        .with_headers(headers)
+}
+
+/// What a publisher's confirms said.
+#[derive(Debug, Default)]
+pub struct Confirms {
+    /// `(time, confirmed so far)` at every confirm handled, starting at `(start, 0)`.
+    pub marks: Vec<(Instant, u64)>,
+    pub acked: u64,
+    pub nacked: u64,
+    /// Acked, but returned first (mandatory, no queue bound).
+    pub returned: u64,
+}
+
+impl Confirms {
+    /// Counts one confirm and marks the time.
+    pub fn handle(&mut self, confirmation: &lapin::Confirmation) {
+        match confirmation {
+            lapin::Confirmation::Nack(_) => self.nacked += 1,
+            lapin::Confirmation::Ack(Some(_)) => {
+                self.acked += 1;
+                self.returned += 1;
+            }
+            lapin::Confirmation::Ack(None) | lapin::Confirmation::NotRequested => self.acked += 1,
+        }
+        self.marks.push((Instant::now(), self.acked + self.nacked));
+    }
+}
+
+/// The plain lapin publisher: `bodies` (with their routing keys) to the `gateway` exchange
+/// on `channel` (in confirm mode), one `basic_publish` awaited at a time, at most `window`
+/// unconfirmed (the oldest confirm is awaited when the window is full).
+pub async fn publish_windowed(
+    channel: &lapin::Channel,
+    bodies: &[(String, Vec<u8>)],
+    window: usize,
+    options: BasicPublishOptions,
+) -> Result<Confirms> {
     let mut outstanding = VecDeque::with_capacity(window);
-    let mut marks = Vec::new();
-    let mut confirmed = 0u64;
-    let cpu_started = services::cpu_seconds(std::process::id());
-    let started = Instant::now();
-    marks.push((started, 0));
+    let mut confirms = Confirms {
+        marks: vec![(Instant::now(), 0)],
+        ..Confirms::default()
+    };
     for (i, (event, body)) in bodies.iter().enumerate() {
-        let seq = i as i64 + 2;
-        let mut headers = FieldTable::default();
-        headers.insert("x-shard-id".into(), AMQPValue::LongLongInt(0));
-        headers.insert("x-shard-count".into(), AMQPValue::LongLongInt(1));
-        headers.insert("x-sequence".into(), AMQPValue::LongLongInt(seq));
-        headers.insert("x-session-id".into(), AMQPValue::LongString(session.into()));
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_message_id(format!("{session}:{seq}").into())
-            .with_timestamp(
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs(),
-            )
-            .with_headers(headers);
+        let properties = lapin_properties(i as i64 + 2);
         if outstanding.len() >= window {
             let confirm: lapin::PublisherConfirm = outstanding.pop_front().expect("non-empty");
-            if !confirm.await?.is_ack() {
-                bail!("nack");
-            }
-            confirmed += 1;
-            marks.push((Instant::now(), confirmed));
+            confirms.handle(&confirm.await?);
         }
         let confirm = channel
             .basic_publish(
                 "gateway".into(),
                 event.as_str().into(),
-                BasicPublishOptions::default(),
+                options,
                 body,
                 properties,
             )
@@ -348,11 +369,41 @@ pub async fn plain_lapin(bodies: &[(String, Vec<u8>)], window: usize) -> Result<
         outstanding.push_back(confirm);
     }
     while let Some(confirm) = outstanding.pop_front() {
-        if !confirm.await?.is_ack() {
-            bail!("nack");
-        }
-        confirmed += 1;
-        marks.push((Instant::now(), confirmed));
+        confirms.handle(&confirm.await?);
+    }
+    Ok(confirms)
+}
+
+/// A lapin connection to `url` and a channel on it in confirm mode.
+pub async fn lapin_confirm_channel(
+    url: &str,
+    properties: ConnectionProperties,
+) -> Result<(Connection, lapin::Channel)> {
+    let connection =
+        Connection::connect_with_runtime(url, properties, async_rs::Runtime::tokio_current())
+            .await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok((connection, channel))
+}
+
+/// The broker's ceiling: one lapin connection and confirm channel publishing `bodies` to the
+/// `gateway` exchange with the native profile's properties, at most `window` unconfirmed.
+pub async fn plain_lapin(bodies: &[(String, Vec<u8>)], window: usize) -> Result<Run> {
+    let vhost = Vhost::create("ceiling");
+    let sink = Sink::declare(&vhost.amqp_url(), "gateway").await?;
+    let (_connection, channel) =
+        lapin_confirm_channel(&vhost.amqp_url(), ConnectionProperties::default()).await?;
+    let total = bodies.len() as u64;
+    let load_before = services::load_average();
+    let cpu_started = services::cpu_seconds(std::process::id());
+    let started = Instant::now();
+    let confirms =
+        publish_windowed(&channel, bodies, window, BasicPublishOptions::default()).await?;
+    if confirms.nacked > 0 {
+        bail!("nack");
     }
     let cpu = services::cpu_seconds(std::process::id()) - cpu_started;
     let load_after = services::load_average();
@@ -360,7 +411,7 @@ pub async fn plain_lapin(bodies: &[(String, Vec<u8>)], window: usize) -> Result<
     if depth != total {
         eprintln!("warning: the sink queue holds {depth} of {total}");
     }
-    let (steady_rate, _) = rates(&marks, total);
+    let (steady_rate, _) = rates(&confirms.marks, total);
     let whole_rate = total as f64 / started.elapsed().as_secs_f64();
     Ok(Run {
         what: format!("plain lapin, window {window}"),

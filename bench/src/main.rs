@@ -14,6 +14,12 @@
 //!     --profiles gatehouse,twilight-dispatch
 //! # memory.svg from the memory.csv that `memory`/`twilight-memory --charts charts` append to
 //! cd bench && cargo run --release -- charts --charts charts
+//! # the AMQP clients alone, each in a child process: plain lapin, lapin as Gatehouse drives it,
+//! # amqprs (current_thread and multi_thread), rounds alternating (issue 13, item 1)
+//! cd bench && cargo run --release -- publishers --events 60000 --rounds 3 \
+//!     --clients lapin,lapin-batched,amqprs,amqprs-mt [--mandatory yes] [--perf-dir perf]
+//! # what lapin and amqprs report for routed, returned and nacked messages and a closed connection
+//! cd bench && cargo run --release -- guarantees
 //! # the gateway side alone (gatehouse built with `--features bench`: null output) beside twilight:
 //! cd bench && cargo run --release --features twilight-zlib -- gateway-side --events 200000 --rounds 2
 //! ```
@@ -28,7 +34,9 @@ mod charts;
 mod e2e;
 #[cfg(feature = "twilight")]
 mod gateway_side;
+mod guarantees;
 mod memory;
+mod publishers;
 mod services;
 #[cfg(feature = "twilight")]
 mod twilight;
@@ -108,9 +116,20 @@ async fn twilight_dispatch_reference(
     bail!("--twilight-dispatch yes needs --features twilight-zlib (or twilight)")
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let args = Args::parse()?;
+    // A publisher of `publishers`, in its own process with its own runtime.
+    if args.command == publishers::CHILD_COMMAND {
+        return publishers::child(&args);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
     let binary = PathBuf::from(args.get(
         "gatehouse",
         concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/gatehouse"),
@@ -209,6 +228,19 @@ async fn main() -> Result<()> {
                 charts::scaling(std::path::Path::new(dir), &scaling_rows)?;
             }
         }
+        "publishers" => {
+            publishers::compare(&publishers::Rounds {
+                clients: args.get("clients", "lapin,lapin-batched,amqprs,amqprs-mt"),
+                rounds: args.number("rounds", 3)?,
+                events: args.number("events", 60_000)?,
+                window: args.number("window", 1000)?,
+                fixture: args.get("fixture", "basic"),
+                mandatory: args.get("mandatory", "no") == "yes",
+                perf_dir: args.options.get("perf-dir").map(PathBuf::from),
+            })
+            .await?;
+        }
+        "guarantees" => guarantees::check().await?,
         "memory" => {
             let shard_counts: Vec<u32> = args.list("shards", "10,1000")?;
             let compressions: Vec<String> = args.list("compress", "zlib-stream,none")?;
@@ -431,7 +463,7 @@ async fn main() -> Result<()> {
             charts::memory(std::path::Path::new(&args.get("charts", "charts")))?;
         }
         other => bail!(
-            "unknown command {other:?}: use `e2e`, `latency`, `memory`, `charts` or (feature `twilight`) `gateway-side`, `twilight-rate`, `twilight-memory`"
+            "unknown command {other:?}: use `e2e`, `publishers`, `guarantees`, `latency`, `memory`, `charts` or (feature `twilight`) `gateway-side`, `twilight-rate`, `twilight-memory`"
         ),
     }
     Ok(())
