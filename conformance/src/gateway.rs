@@ -1,6 +1,7 @@
 //! The mock Discord gateway as scenarios use it: the suite's default mock settings, starting one
 //! mock per scenario run, and questions about what it recorded that several scenarios ask
-//! (which shards have a session, the last sequence a client acknowledged, readable violations).
+//! (which shards have a session, the last sequence a client acknowledged, which clients are
+//! still behind their sessions, readable violations).
 //!
 //! A thin layer over the `mock-gateway` crate, which owns the protocol behaviour, the recorder
 //! and the controls.
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 pub use mock_gateway::{
     CloseKind, ConnectionRecord, Control, IdentifyOutcome, MockConfig, MockGateway, Recorder,
-    Recording, ResumeOutcome, ResumeRecord, Violation, ViolationKind,
+    Recording, ResumeOutcome, ResumeRecord, SessionProgress, Violation, ViolationKind,
 };
 
 /// The heartbeat interval scenarios use unless they need another (short, to keep runs fast; long
@@ -118,6 +119,50 @@ pub fn last_sent_seq(rec: &Recording, shard: u32) -> u64 {
 /// The sequence in the client's latest heartbeat on the open connection of `shard`.
 pub fn last_heartbeat_seq(rec: &Recording, shard: u32) -> Option<u64> {
     rec.live_connection(shard)?.heartbeats.last()?.seq
+}
+
+/// The sessions of `sessions` ([`Control::sessions`]) whose client has not acknowledged the
+/// latest dispatch in a heartbeat yet, as `[shard, count] at <heartbeat seq> of <last seq>`:
+/// those attached to a connection, and those waiting for a RESUME (detached while no other
+/// session of their shard is live, and sessions of their shard count are: a shard being
+/// handed over or taken over). While any is listed, a client still has to read what the mock
+/// has for it. Sessions of a shard count no longer run (a re-shard's old set) or replaced by
+/// a new session are not waited for.
+pub fn sessions_behind(sessions: &[SessionProgress], rec: &Recording) -> Vec<String> {
+    let live: Vec<[u32; 2]> = sessions
+        .iter()
+        .filter(|s| s.connection.is_some())
+        .map(|s| s.shard)
+        .collect();
+    sessions
+        .iter()
+        .filter(|s| {
+            s.connection.is_some()
+                || (!live.contains(&s.shard) && live.iter().any(|l| l[1] == s.shard[1]))
+        })
+        .filter_map(|session| {
+            let acknowledged = rec
+                .connections
+                .iter()
+                .rev()
+                .find(|c| c.session_id.as_deref() == Some(session.session_id.as_str()))
+                .and_then(|c| c.heartbeats.last())
+                .and_then(|h| h.seq);
+            (acknowledged.unwrap_or(0) < session.last_seq).then(|| {
+                format!(
+                    "shard {:?} at {} of {}{}",
+                    session.shard,
+                    acknowledged.map_or("-".to_owned(), |a| a.to_string()),
+                    session.last_seq,
+                    if session.connection.is_some() {
+                        ""
+                    } else {
+                        " (waiting for a RESUME)"
+                    }
+                )
+            })
+        })
+        .collect()
 }
 
 /// A readable description of a violation.

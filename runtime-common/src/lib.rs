@@ -8,6 +8,7 @@
 //!
 //! What lives here, one module each:
 //! - [`runtime`]: the [`Runtime`] trait, the seam between this glue and an async runtime.
+//! - `allocator` (feature `jemalloc`): the process's allocator, jemalloc, chosen by measurement.
 //! - [`app`]: the binaries' edges (configuration, process set-up, signals, demo or not).
 //! - [`cli`]: the command line both binaries share, and the one-shot subcommands.
 //! - [`logging`]: text or JSON log lines, colour only on a terminal.
@@ -47,6 +48,8 @@
 //! crate executes), and any runtime-specific call (the runtime crates).
 
 pub mod advice;
+#[cfg(feature = "jemalloc")]
+mod allocator;
 mod amqp_commands;
 pub mod app;
 pub mod broker;

@@ -1,5 +1,6 @@
 //! Run-time controls: make the mock do what Discord occasionally does (op 7, op 9, closes,
-//! zombie connections, server heartbeat requests, TCP drops) and feed it dispatches.
+//! zombie connections, server heartbeat requests, TCP drops), feed it dispatches, and ask
+//! how far its sessions are.
 //!
 //! Owns: the [`Control`] and [`Target`] handles. Connection-level controls are delivered to the
 //! connection's thread (applied within `poll_interval`); session-level ones (inject, pause) act
@@ -43,6 +44,19 @@ impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Control").finish_non_exhaustive()
     }
+}
+
+/// A session the mock can still resume, as [`Control::sessions`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionProgress {
+    /// Its id.
+    pub session_id: String,
+    /// `[shard_id, num_shards]`.
+    pub shard: [u32; 2],
+    /// The sequence number of its latest dispatch.
+    pub last_seq: u64,
+    /// The open connection it is attached to, if any.
+    pub connection: Option<ConnectionId>,
 }
 
 /// What a [`Target`] addresses.
@@ -103,6 +117,26 @@ impl Control {
         self.shared
             .reconnects_before_hello
             .fetch_add(count, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Every session that can still be resumed (not invalidated; in no particular order),
+    /// with the sequence of its latest dispatch, sent or still waiting to be sent (a client
+    /// whose heartbeat carries it has read everything the mock has for it), and its connection
+    /// while one is attached.
+    pub fn sessions(&self) -> Vec<SessionProgress> {
+        self.shared
+            .state()
+            .resumable()
+            .into_iter()
+            .map(
+                |(session_id, shard, last_seq, connection)| SessionProgress {
+                    session_id,
+                    shard,
+                    last_seq,
+                    connection,
+                },
+            )
+            .collect()
     }
 
     /// Controls for a shard.

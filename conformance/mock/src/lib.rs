@@ -110,7 +110,7 @@ pub mod fixtures;
 pub use config::{
     DEFINED_INTENTS, FrameRecording, MockConfig, PRIVILEGED_INTENTS, ReplayRate, ShardRouting,
 };
-pub use control::{Control, ControlError, Selector, Target};
+pub use control::{Control, ControlError, Selector, SessionProgress, Target};
 pub use etf::{decode_server_payload as decode_etf, encode_client_payload as encode_etf};
 pub use fixtures::{Fixture, FixtureError, FixtureEvent};
 pub use frames::SessionStartLimit;

@@ -503,6 +503,16 @@ impl SessionTable {
     pub(crate) fn live_connection(&self, shard: u32) -> Option<ConnectionId> {
         self.shard_live.get(&shard).copied()
     }
+
+    /// Every session that can still be resumed: its id, shard, latest sequence and the
+    /// connection it is attached to.
+    pub(crate) fn resumable(&self) -> Vec<(String, [u32; 2], u64, Option<ConnectionId>)> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| !s.invalidated)
+            .map(|(id, s)| (id.clone(), s.shard, s.last_seq, s.attached))
+            .collect()
+    }
 }
 
 /// Whose session a control addresses.

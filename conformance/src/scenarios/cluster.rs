@@ -13,7 +13,9 @@
 //! - `cluster-reshard`: the cluster runs 4 shards under load (guild events, routed as Discord
 //!   does to every session owning the guild, whatever its shard count); the re-shard to 8 is
 //!   asked for in Redis (what `gatehouse reshard --to 8` records): the 8 shards come up beside
-//!   the 4, publishing switches, the 4 close; 0 guild events missing.
+//!   the 4, publishing switches, the 4 close; 0 guild events missing, and no shard of 8
+//!   identified afresh after the switch (its previous session's unread events would be lost).
+//!   Events that arrive only after the normal wait are reported as late (`fault`).
 //!
 //! Every case checks, from the mock's recording, that no shard ever had two live sessions at
 //! once and that no identify rule was broken. Load and counting are the fault scenarios'
@@ -227,6 +229,7 @@ async fn scenario(ctx: &mut Context, case: Case, others: &mut Others) -> Result<
         FaultRun::with(ctx, counter, rss)
     };
     let ready_at = Instant::now();
+    let mut switched = None;
     run.note(ctx.observe(scaled(LEAD)).await);
     match case {
         Case::Kill => {
@@ -257,25 +260,31 @@ async fn scenario(ctx: &mut Context, case: Case, others: &mut Others) -> Result<
             }
         }
         Case::Reshard => {
-            run.note(reshard(ctx).await);
+            let result = reshard(ctx).await;
+            switched = result.as_ref().ok().copied();
+            run.note(result.map(drop));
             run.note(ctx.observe(scaled(LEAD)).await);
         }
         Case::Start(_) | Case::Overlap => {}
     }
     if case == Case::Reshard {
-        // The new set identifies by design: the fresh-identify check below does not apply.
+        // The new set identifies by design, before the switch; after it, none may.
+        if let Some(at) = switched {
+            let identified = ctx
+                .gateway
+                .read(|r| identified_since(r, at, Some(RESHARD_TO)));
+            if !identified.is_empty() {
+                run.problem(format!(
+                    "shards {identified:?} of {RESHARD_TO} identified afresh after the switch instead of resuming: what their previous sessions had not read is lost"
+                ));
+            }
+        }
         if let Some(exited) = others.exited() {
             run.problem(exited);
         }
         return run.finish(ctx).await.map(drop);
     }
-    let identified = ctx.gateway.recorder().read(|r| {
-        r.identifies
-            .iter()
-            .filter(|i| i.at > ready_at)
-            .filter_map(|i| i.shard.map(|s| s[0]))
-            .collect::<Vec<_>>()
-    });
+    let identified = ctx.gateway.read(|r| identified_since(r, ready_at, None));
     if !identified.is_empty() {
         run.problem(format!(
             "shards {identified:?} identified afresh after the cluster was up instead of resuming: Discord's replay of the missed events is lost"
@@ -289,7 +298,8 @@ async fn scenario(ctx: &mut Context, case: Case, others: &mut Others) -> Result<
 
 /// Asks for the re-shard in Redis (as `gatehouse reshard --to 8` does) and waits until the
 /// cluster switched to 8 shards, every one of them live, and no session of 4 shards is left.
-async fn reshard(ctx: &mut Context) -> Result<(), Failure> {
+/// Returns when the switch was seen.
+async fn reshard(ctx: &mut Context) -> Result<Instant, Failure> {
     let counts = ":cluster:conformance:shards";
     let current = ctx
         .redis
@@ -316,6 +326,7 @@ async fn reshard(ctx: &mut Context) -> Result<(), Failure> {
         },
     )
     .await?;
+    let switched = Instant::now();
     let recorder = ctx.gateway.recorder();
     ctx.wait_for(
         "every shard of 8 live and every session of 4 closed",
@@ -337,7 +348,18 @@ async fn reshard(ctx: &mut Context) -> Result<(), Failure> {
         },
     )
     .await
-    .map(drop)
+    .map(|()| switched)
+}
+
+/// The shards (of `count` shards, if given) that sent an IDENTIFY after `since`.
+fn identified_since(rec: &Recording, since: Instant, count: Option<u32>) -> Vec<u32> {
+    rec.identifies
+        .iter()
+        .filter(|i| i.at > since)
+        .filter_map(|i| i.shard)
+        .filter(|s| count.is_none_or(|c| s[1] == c))
+        .map(|s| s[0])
+        .collect()
 }
 
 /// Waits until every one of `count` shards has a live session.

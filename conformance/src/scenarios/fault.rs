@@ -1,12 +1,16 @@
 //! What every `fault-*` scenario shares: a steady **load** of dispatches per shard, each with a
 //! unique marker in `d`; a **counter** that plays the profile's worker on durable queues bound to
 //! every event the profile publishes and counts the markers that reach them; a sampler of the
-//! implementation's **peak RSS**; the **figures** (sent, delivered, missing, duplicated, peak
-//! RSS) with the verdict "nothing missing"; the **duration scale**; and the checks several fault
-//! scenarios make of the mock's recording (a shard that stayed connected and kept heartbeating,
-//! a RESUME after a fault).
+//! implementation's **peak RSS**; the **figures** (sent, delivered, missing, late, duplicated,
+//! peak RSS) with the verdict "nothing missing"; the **duration scale**; and the checks several
+//! fault scenarios make of the mock's recording (a shard that stayed connected and kept
+//! heartbeating, a RESUME after a fault).
 //!
-//! Owns the zero-loss judgement. The faults themselves live in the `fault_*` scenario files;
+//! Owns the zero-loss judgement, and telling late from lost: events still missing after the
+//! normal wait ([`drain`]) are counted for as long as they may still be on their way (the
+//! workers still receive, or a client has not read its session to the end yet; at most
+//! [`LATE_GRACE`]); those that come then are *late* (reported, not a failure), those that never
+//! come are *missing* (a failure). The faults themselves live in the `fault_*` scenario files;
 //! the proxy in [`crate::proxy`], private RabbitMQ/Redis in [`crate::private_services`].
 
 use std::collections::{BTreeMap, HashMap};
@@ -68,6 +72,18 @@ pub fn drain() -> Duration {
     DRAIN.mul_f64(scale().min(1.0)).max(Duration::from_secs(45))
 }
 
+/// The longest the counting goes on after [`drain`] while events are still missing and may be
+/// on their way (an overloaded machine: the processes, the broker or the workers behind).
+/// Independent of the scale: how far behind a busy machine is does not shrink with it.
+pub const LATE_GRACE: Duration = Duration::from_secs(120);
+
+/// After [`drain`], the missing events count as lost (the counting stops) once the workers
+/// received nothing for this long while every session's client had acknowledged its
+/// session's latest dispatch (it read everything the mock has for it; a session waiting for
+/// a RESUME has not: [`gateway::sessions_behind`]). Longer than a publication's back-off
+/// after a nack or a failed link, and several heartbeat intervals.
+pub const QUIET: Duration = Duration::from_secs(15);
+
 /// The duration scale from [`SCALE_ENV`] (default 1, clamped to 0.05 ..= 10).
 pub fn scale() -> f64 {
     std::env::var(SCALE_ENV)
@@ -82,9 +98,10 @@ pub fn scaled(full: Duration) -> Duration {
     full.mul_f64(scale()).max(Duration::from_secs(1))
 }
 
-/// A scenario budget: `fixed` (start-up, drain) plus `faulty` at the current scale.
+/// A scenario budget: `fixed` (start-up, drain) plus `faulty` at the current scale, plus
+/// [`LATE_GRACE`] (the counting of late events, only when some are missing after the drain).
 pub fn budget(fixed: Duration, faulty: Duration) -> Duration {
-    fixed + faulty.mul_f64(scale())
+    fixed + faulty.mul_f64(scale()) + LATE_GRACE
 }
 
 // ------------------------------------------------------------------------------------ load
@@ -242,6 +259,10 @@ pub struct Counter {
 #[derive(Default)]
 struct CounterState {
     seen: HashMap<String, u32>,
+    /// Load events received, duplicates included.
+    deliveries: u64,
+    /// When a load event arrived for the first time, the latest.
+    last_new_at: Option<Instant>,
     /// Consuming on every queue right now.
     consuming: bool,
     /// Consumer sessions started (1 after the first successful declare).
@@ -345,6 +366,12 @@ impl Counter {
     fn has_all(&self, sent: &[String]) -> bool {
         let s = self.state.lock().expect("counter lock");
         sent.iter().all(|m| s.seen.contains_key(m))
+    }
+
+    /// Load events received so far, duplicates included, and when the latest new one came.
+    fn progress(&self) -> (u64, Option<Instant>) {
+        let s = self.state.lock().expect("counter lock");
+        (s.deliveries, s.last_new_at)
     }
 
     fn last_error(&self) -> Option<String> {
@@ -478,7 +505,14 @@ async fn consume(
             next = merged.next() => match next {
                 Some(Ok(delivery)) => {
                     if let Some(marker) = marker_in(&delivery.data, encoding, prefix) {
-                        *state.lock().expect("counter lock").seen.entry(marker).or_default() += 1;
+                        let mut guard = state.lock().expect("counter lock");
+                        let s = &mut *guard;
+                        s.deliveries += 1;
+                        let count = s.seen.entry(marker).or_default();
+                        *count += 1;
+                        if *count == 1 {
+                            s.last_new_at = Some(Instant::now());
+                        }
                     }
                     delivery
                         .ack(BasicAckOptions::default())
@@ -597,8 +631,13 @@ pub struct Figures {
     pub sent: usize,
     /// Distinct load events that reached a worker queue.
     pub delivered: usize,
-    /// Sent and never delivered.
+    /// Sent and never delivered (after the late ones were waited for).
     pub missing: usize,
+    /// Delivered, but only after the normal wait ([`drain`]): the machine was behind.
+    pub late: usize,
+    /// How long after the load stopped the last load event arrived for the first time
+    /// (seconds; negative: before it stopped).
+    pub last_arrival_s: f64,
     /// Extra deliveries of events already delivered.
     pub duplicated: usize,
     /// Peak RSS of the implementation's processes, KiB.
@@ -614,13 +653,19 @@ pub struct Figures {
 impl Figures {
     /// One line for logs and failure messages.
     pub fn summary(&self) -> String {
+        let late = if self.late > 0 {
+            format!(", late {}", self.late)
+        } else {
+            String::new()
+        };
         format!(
-            "sent {}, delivered {}, missing {}, duplicated {}, peak RSS {:.1} MiB",
+            "sent {}, delivered {}, missing {}{late}, duplicated {}, peak RSS {:.1} MiB, last arrival {:+.1} s after the load",
             self.sent,
             self.delivered,
             self.missing,
             self.duplicated,
-            self.peak_rss_kib as f64 / 1024.0
+            self.peak_rss_kib as f64 / 1024.0,
+            self.last_arrival_s
         )
     }
 }
@@ -722,26 +767,48 @@ impl FaultRun {
     }
 
     /// Stops the load, waits (at most [`drain`]) until every sent event reached the workers,
+    /// then, if some are missing, for as long as they may still come (see [`LATE_GRACE`]),
     /// then a little longer for duplicates, and judges: pass only with nothing missing and no
-    /// problem. The figures go to stderr and, with [`FIGURES_ENV`], to a JSON-lines file.
+    /// problem (late events are reported, not a failure). The figures go to stderr and, with
+    /// [`FIGURES_ENV`], to a JSON-lines file.
     pub async fn finish(mut self, ctx: &mut Context) -> Result<Figures, Failure> {
         let ((sent, refused), ticks) = match self.load.take() {
             Some(load) => load.stop_with_ticks().await,
             None => ((Vec::new(), 0), Vec::new()),
         };
-        let deadline = Instant::now() + drain();
+        let stopped = Instant::now();
+        let deadline = stopped + drain();
+        let mut exited = false;
         while Instant::now() < deadline && !self.counter.has_all(&sent) {
             if !ctx.is_running() {
                 // Nothing more will come; give in-flight messages a moment.
                 tokio::time::sleep(Duration::from_secs(3)).await;
+                exited = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        let on_time = self.counter.seen();
+        let counted_on = if exited || sent.iter().all(|m| on_time.contains_key(m)) {
+            None
+        } else {
+            Some(self.wait_for_late(ctx, &sent).await)
+        };
         tokio::time::sleep(Duration::from_secs(2)).await;
         let seen = self.counter.seen();
         let missing: Vec<&String> = sent.iter().filter(|m| !seen.contains_key(*m)).collect();
         let delivered = sent.len() - missing.len();
+        let late = sent
+            .iter()
+            .filter(|m| seen.contains_key(*m) && !on_time.contains_key(*m))
+            .count();
+        let last_arrival_s = self.counter.progress().1.map_or(0.0, |at| {
+            if at >= stopped {
+                (at - stopped).as_secs_f64()
+            } else {
+                -(stopped - at).as_secs_f64()
+            }
+        });
         let duplicated: usize = seen.values().map(|n| (*n as usize).saturating_sub(1)).sum();
         if sent.is_empty() {
             self.problems.push("the mock sent no load events".into());
@@ -765,6 +832,8 @@ impl FaultRun {
             sent: sent.len(),
             delivered,
             missing: missing.len(),
+            late,
+            last_arrival_s,
             duplicated,
             peak_rss_kib: self.rss.peak_kib(),
             refused,
@@ -779,6 +848,12 @@ impl FaultRun {
                 sent.len(),
                 first.join(", ")
             );
+            if let Some(counted_on) = &counted_on {
+                text.push_str(&format!(
+                    "; after the normal wait of {:.0?}, {counted_on}",
+                    drain()
+                ));
+            }
             if let Some(e) = self.counter.last_error() {
                 text.push_str(&format!("; the workers' last broker error: {e}"));
             }
@@ -786,6 +861,13 @@ impl FaultRun {
             eprintln!("missing events by source: {groups}");
             text.push_str(&format!("; by source: {groups}"));
             self.problems.insert(0, text);
+        }
+        if late > 0 {
+            eprintln!(
+                "{late} events arrived late (after the normal wait of {:.0?}): {}",
+                drain(),
+                counted_on.as_deref().unwrap_or("")
+            );
         }
         if refused > 0 {
             self.problems.push(format!(
@@ -803,6 +885,54 @@ impl FaultRun {
                 self.problems.join("; "),
                 figures.summary()
             )))
+        }
+    }
+
+    /// After the normal wait, with events still missing: counts on while they may still come
+    /// (the workers received something within [`QUIET`], or a session's client has not
+    /// acknowledged its session's latest dispatch yet: [`gateway::sessions_behind`]), at most
+    /// [`LATE_GRACE`]. Says how it ended, for the report: every event came (they were late),
+    /// or the counting stopped (what is still missing is lost, or the machine was behind by
+    /// more than the grace).
+    async fn wait_for_late(&self, ctx: &mut Context, sent: &[String]) -> String {
+        let started = Instant::now();
+        let control = ctx.gateway.control();
+        let recorder = ctx.gateway.recorder();
+        let mut deliveries = self.counter.progress().0;
+        let mut quiet_since = started;
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = Instant::now();
+            let more = (now - started).as_secs_f64();
+            if self.counter.has_all(sent) {
+                return format!("every event arrived within {more:.1} s more");
+            }
+            if !ctx.is_running() {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                return format!("the implementation exited {more:.1} s later");
+            }
+            let received = self.counter.progress().0;
+            let sessions = control.sessions();
+            let behind = recorder.read(|r| gateway::sessions_behind(&sessions, r));
+            if received != deliveries || !behind.is_empty() {
+                deliveries = received;
+                quiet_since = now;
+            }
+            if now - quiet_since >= QUIET {
+                return format!(
+                    "counted {more:.0} s more, until the workers had received nothing for {QUIET:.0?} while every session's client had read it to the end: lost"
+                );
+            }
+            if now - started >= LATE_GRACE {
+                let still = if behind.is_empty() {
+                    "the workers were still receiving".to_owned()
+                } else {
+                    format!("clients were still behind ({})", behind.join(", "))
+                };
+                return format!(
+                    "counted {LATE_GRACE:.0?} more and gave up while {still}: late or lost"
+                );
+            }
         }
     }
 }

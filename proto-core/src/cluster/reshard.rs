@@ -29,12 +29,17 @@
 //!    the replay behind the new one loses nothing; the price is more duplicates.
 //!
 //! Failure: the store unreachable changes nothing (no switch without the store; the old set
-//! keeps publishing). A member dying while warming: its shards of the new set are taken over
-//! like any other (their ready marks expire, so the switch waits). A shard of the new set
-//! stopping for good (Discord refused the count): the target is dropped (cancel, also
-//! `gatehouse reshard --cancel`), and every member closes the new set. A member dying after
-//! the switch: its old shards are simply not run again (nobody runs a set that is neither
-//! current nor target).
+//! keeps publishing). One member that cannot read the store while the others can (Redis
+//! unreachable from it alone, its calls timing out on a busy machine) may miss the switch:
+//! after [`ReshardTimings::blind_after`] without a read it publishes its warming set too, as
+//! the others close the old set an overlap after they saw a switch it cannot see (duplicates
+//! instead of a gap; without that, the guilds of its new shards had no publishing shard from
+//! the old set's close until it read the store again). A member dying while warming: its
+//! shards of the new set are taken over like any other (their ready marks expire, so the
+//! switch waits). A shard of the new set stopping for good (Discord refused the count): the
+//! target is dropped (cancel, also `gatehouse reshard --cancel`), and every member closes the
+//! new set. A member dying after the switch: its old shards are simply not run again (nobody
+//! runs a set that is neither current nor target).
 //!
 //! Does not own: placement and leases inside a set ([`super::ClusterNode`], one per set), the
 //! store calls ([`super::scripts`]), or knowing when a shard's guilds arrived (the shard).
@@ -87,6 +92,16 @@ pub struct ReshardTimings {
 }
 
 impl ReshardTimings {
+    /// How long a member with a warming set may go without reading the counts before it
+    /// publishes that set anyway: the overlap less one read interval. A switch this member
+    /// has not seen happened after its last read, so every member that saw it keeps the old
+    /// set publishing until at least an overlap after that read: the warming set publishes
+    /// first (with a read interval to spare for a slow loop). A member reading every `poll`
+    /// never gets there.
+    pub fn blind_after(&self) -> Duration {
+        self.overlap.saturating_sub(self.poll)
+    }
+
     /// Timings for members reading the store every `poll`: an overlap of twice that (a slow
     /// store call or a busy machine delays a read) plus 5 s, for a shard of the old set that
     /// reads its socket behind the new set's shard (the old set carries more guilds per shard
@@ -156,7 +171,8 @@ pub enum ReshardAction {
         /// Whether its events are published (false: warming).
         publishing: bool,
     },
-    /// Start publishing the set of `count` (it was warming).
+    /// Start publishing the set of `count` (it was warming): this member saw the switch, or
+    /// could not read the counts for [`ReshardTimings::blind_after`].
     Publish(u32),
     /// Ask the store to make `to` current, if the counts are still `from` with target `to`.
     Switch {
@@ -187,6 +203,8 @@ struct Set {
 pub struct Reshard {
     timings: ReshardTimings,
     counts: Option<ShardCounts>,
+    /// When the counts were last read.
+    last_read: Option<Instant>,
     sets: BTreeMap<u32, Set>,
     actions: VecDeque<ReshardAction>,
 }
@@ -197,6 +215,7 @@ impl Reshard {
         Self {
             timings,
             counts: None,
+            last_read: None,
             sets: BTreeMap::new(),
             actions: VecDeque::new(),
         }
@@ -228,6 +247,7 @@ impl Reshard {
             return; // Not a count: ignore, keep doing what is done.
         }
         self.counts = Some(counts);
+        self.last_read = Some(now);
         let target = counts.pending();
         match self.sets.get_mut(&counts.current) {
             None => {
@@ -307,18 +327,46 @@ impl Reshard {
 
     /// Time passed.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.publish_if_blind(now);
         self.retire_due(now);
     }
 
     /// The next thing to do.
     pub fn poll_action(&mut self, now: Instant) -> Option<ReshardAction> {
+        self.publish_if_blind(now);
         self.retire_due(now);
         self.actions.pop_front()
     }
 
-    /// When to call `handle_timeout` next (a set's closing time).
+    /// When to call `handle_timeout` next (a set's closing time, or when a warming set
+    /// publishes because the counts were not read for [`ReshardTimings::blind_after`]).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sets.values().filter_map(|s| s.retire_at).min()
+        let warming = self.sets.values().any(|s| !s.publishing);
+        let blind = self
+            .last_read
+            .filter(|_| warming)
+            .map(|t| t + self.timings.blind_after());
+        self.sets
+            .values()
+            .filter_map(|s| s.retire_at)
+            .chain(blind)
+            .min()
+    }
+
+    /// A warming set publishes once the counts were not read for
+    /// [`ReshardTimings::blind_after`] (see the module docs). It stays publishing: it is
+    /// current once this member sees the switch, or closes an overlap after a cancel.
+    fn publish_if_blind(&mut self, now: Instant) {
+        let Some(read) = self.last_read else { return };
+        if now < read + self.timings.blind_after() {
+            return;
+        }
+        for (&count, set) in &mut self.sets {
+            if !set.publishing && set.retire_at.is_none() {
+                set.publishing = true;
+                self.actions.push_back(ReshardAction::Publish(count));
+            }
+        }
     }
 
     fn retire_due(&mut self, now: Instant) {

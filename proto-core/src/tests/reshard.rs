@@ -333,6 +333,91 @@ fn four_to_eight_with_three_members() {
     assert_eq!(run(3, &ops), 1);
 }
 
+// ------------------------------------------------------------ a member blind to the store
+
+/// How long the new set warms in [`blind_member`] before the store switches (plus half a
+/// `POLL`).
+const WARMING: Duration = Duration::from_secs(10);
+
+/// Two members during 4 -> 8, reading the store every `POLL`: `a` runs the new set's shard of
+/// a guild, `b` the old set's. The store switches after [`WARMING`] and half a `POLL`; `a`
+/// cannot read it from then on for `blind` (Redis unreachable from it alone, or its calls time out on a busy
+/// machine), while `b` sees the switch and closes the old set an overlap later. Returns when
+/// the guild first had no publishing shard (since the start), and when `a` published its new
+/// set and how many times it was told to.
+fn blind_member(blind: Duration) -> (Option<Duration>, Option<Duration>, usize) {
+    let t0 = crate::tests::epoch();
+    let timings = ReshardTimings::new(POLL);
+    let (mut a, mut b) = (Reshard::new(timings), Reshard::new(timings));
+    let warming = ShardCounts {
+        current: 4,
+        target: Some(8),
+    };
+    let switched = ShardCounts {
+        current: 8,
+        target: None,
+    };
+    let switch_at = t0 + WARMING + POLL / 2;
+    let (mut uncovered, mut published, mut publishes) = (None, None, 0);
+    let mut next_read = t0;
+    let mut now = t0;
+    while now < switch_at + blind + timings.overlap * 2 {
+        let counts = if now >= switch_at { switched } else { warming };
+        if now >= next_read {
+            next_read = now + POLL;
+            b.handle_counts(now, counts);
+            if now < switch_at || now >= switch_at + blind {
+                a.handle_counts(now, counts);
+            }
+        }
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+        while let Some(action) = a.poll_action(now) {
+            if action == ReshardAction::Publish(8) {
+                publishes += 1;
+                if published.is_none() {
+                    published = Some(now - t0);
+                }
+            }
+        }
+        while b.poll_action(now).is_some() {}
+        if uncovered.is_none() && !a.publishing(8) && !b.publishing(4) {
+            uncovered = Some(now - t0);
+        }
+        now += Duration::from_millis(100);
+    }
+    assert_eq!(a.sets().collect::<Vec<_>>(), vec![(8, true)]);
+    (uncovered, published, publishes)
+}
+
+/// Blind for longer than the overlap: without publishing its warming set while it cannot
+/// read the store, `a`'s new shard stayed muted after `b` closed the old set (at the
+/// switch plus the overlap) until `a` read the store again: its guilds' events were lost.
+/// With it, `a` publishes [`ReshardTimings::blind_after`] after its last read, before the
+/// old set closes; reading again later publishes nothing twice.
+#[test]
+fn a_member_blind_to_the_store_publishes_its_warming_set_before_the_old_one_closes() {
+    let timings = ReshardTimings::new(POLL);
+    let (uncovered, published, publishes) = blind_member(Duration::from_secs(20));
+    assert_eq!(uncovered, None, "the guild had no publishing shard");
+    assert_eq!(published, Some(WARMING + timings.blind_after()));
+    assert_eq!(publishes, 1);
+}
+
+/// A member reading the store as usual keeps its new set warming, however long, and
+/// publishes it when it sees the switch (no duplicates from the rule above).
+#[test]
+fn a_member_reading_the_store_publishes_its_new_set_at_the_switch() {
+    let (uncovered, published, publishes) = blind_member(Duration::ZERO);
+    assert_eq!(uncovered, None);
+    assert_eq!(
+        published,
+        Some(WARMING + POLL),
+        "its first read after the switch"
+    );
+    assert_eq!(publishes, 1);
+}
+
 // ------------------------------------------------------------------------- a lagging old set
 
 /// One guild's events through a re-shard, in 10 ms steps: one event per step until the load
