@@ -104,6 +104,8 @@ pub(crate) struct RawRedis {
     pub(crate) url: Option<String>,
     pub(crate) key_prefix: Option<String>,
     pub(crate) identify_anyway_after_secs: Option<u64>,
+    pub(crate) sentinel_username: Option<String>,
+    pub(crate) sentinel_password: Option<String>,
 }
 
 /// `[limits]`.

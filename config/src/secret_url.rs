@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use proto_core::percent::percent_decode;
 use proto_core::secret::Secret;
 
 /// A URL that may carry credentials. `Debug` and `Display` show it redacted ([`redact_url`]).
@@ -73,26 +74,6 @@ fn secrets_of(url: &str) -> Vec<String> {
     // Longest first, so that a secret containing another is replaced whole.
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     secrets
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl fmt::Debug for SecretUrl {

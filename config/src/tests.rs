@@ -781,14 +781,32 @@ fn redis_sentinel_and_cluster_urls_are_accepted() {
         env(&[
             (
                 "REDIS_URL",
-                "redis+sentinel://:pw@s1:26379,s2:26379/mymaster/2",
+                "redis+sentinel://:pw@s1:26379,s2:26379/mymaster/2?sentinel_password=spw%2B1",
             ),
             ("GATEHOUSE_REDIS_PREFIX", "bot"),
         ]),
     )
     .unwrap();
     assert_eq!(sentinel.redis.key_prefix, "bot");
-    assert!(!sentinel.redis.url.redacted().contains("pw"));
+    // Neither the primary's nor the Sentinels' password is shown, as written or decoded.
+    for shown in [
+        sentinel.redis.url.redacted(),
+        sentinel.redis.url.scrub("AUTH failed: spw+1, spw%2B1, pw"),
+    ] {
+        assert!(!shown.contains("pw"), "{shown}");
+    }
+    // A Sentinel URL's unknown parameter is refused, without its value.
+    let error = Config::load(
+        "",
+        env(&[("REDIS_URL", "redis+sentinel://s1/m?password=hunter2")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("redis.url") && error.contains("`password`"),
+        "{error}"
+    );
+    assert!(!error.contains("hunter2"), "{error}");
     let cluster = Config::load(
         "",
         env(&[
@@ -817,6 +835,56 @@ fn redis_sentinel_and_cluster_urls_are_accepted() {
     )
     .unwrap();
     assert_eq!(plain.redis.key_prefix, "bot");
+}
+
+/// Issue 10 item 8: the Sentinels' credentials may also come apart from the URL
+/// (`redis.sentinel_password`, `GATEHOUSE_REDIS_SENTINEL_PASSWORD`, and the username): they
+/// join the Sentinel URL's query, percent-encoded, and are redacted with it.
+#[test]
+fn sentinel_credentials_apart_from_the_url_join_its_query() {
+    use proto_core::redis_topology::RedisTopology;
+    let config = Config::load(
+        "[redis]\nsentinel_username = \"watch\"\n",
+        env(&[
+            ("REDIS_URL", "redis+sentinel://:pw@s1,s2/m/2"),
+            ("GATEHOUSE_REDIS_SENTINEL_PASSWORD", "a&b c#d+e"),
+        ]),
+    )
+    .unwrap();
+    let url = config.redis.url.expose();
+    assert!(
+        url.ends_with("/m/2?sentinel_username=watch&sentinel_password=a%26b%20c%23d%2Be"),
+        "{url}"
+    );
+    let Ok(RedisTopology::Sentinel(target)) = RedisTopology::parse(url) else {
+        panic!("a Sentinel URL: {url}");
+    };
+    let auth = target.sentinel_auth.expect("the Sentinels' credentials");
+    assert_eq!(auth.username.as_deref(), Some("watch"));
+    assert_eq!(auth.password.expose(), "a&b c#d+e");
+    let redacted = config.redis.url.redacted();
+    assert!(
+        !redacted.contains("a%26b") && !redacted.contains("pw"),
+        "{redacted}"
+    );
+    assert!(!config.redis.url.scrub("bad: a&b c#d+e").contains("a&b"));
+
+    for (url, says) in [
+        ("redis://h:6379/", "redis.sentinel_password"),
+        ("redis+sentinel://s1/m?sentinel_password=x", "given twice"),
+    ] {
+        let error = Config::load(
+            "",
+            env(&[
+                ("REDIS_URL", url),
+                ("GATEHOUSE_REDIS_SENTINEL_PASSWORD", "hunter2"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains(says), "{url}: {error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
 }
 
 /// Issue 14: the output is chosen by `broker.type` (Gatehouse's file), the Spectacles file's

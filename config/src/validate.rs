@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use proto_core::percent::percent_encode;
 use proto_core::profile::ProfileKind;
 use proto_core::redis_topology::RedisTopology;
 use proto_core::secret::Secret;
@@ -23,6 +24,47 @@ fn redis_topology(url: &str) -> Result<RedisTopology, ConfigError> {
     RedisTopology::parse(url).map_err(|e| invalid("redis.url", e.to_string()))
 }
 
+/// `redis.sentinel_username` and `redis.sentinel_password` (for Sentinels that require a
+/// password; kept apart from the URL where a secret store hands them out) added to the
+/// Sentinel URL's query, where `proto_core::redis_topology` reads them, percent-encoded. With
+/// any other URL they are refused; given in the URL as well, the URL is refused (twice).
+fn with_sentinel_credentials(
+    url: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    let given: Vec<(&'static str, &str, String)> = [
+        ("redis.sentinel_username", "sentinel_username", username),
+        ("redis.sentinel_password", "sentinel_password", password),
+    ]
+    .into_iter()
+    .filter_map(|(key, name, value)| Some((key, name, value?)))
+    .collect();
+    let Some(&(key, _, _)) = given.last() else {
+        return Ok(url);
+    };
+    let Some(mut url) = url.filter(|u| {
+        u.split_once("://")
+            .is_some_and(|(scheme, _)| scheme.to_ascii_lowercase().ends_with("+sentinel"))
+    }) else {
+        return Err(invalid(
+            key,
+            "applies to Sentinels only: redis.url must be a redis+sentinel:// URL",
+        ));
+    };
+    let fragment = url.find('#').map(|at| url.split_off(at));
+    for (_, name, value) in &given {
+        let separator = match url.find('?') {
+            None => "?",
+            Some(_) if url.ends_with(['?', '&']) => "",
+            Some(_) => "&",
+        };
+        url.push_str(&format!("{separator}{name}={}", percent_encode(value)));
+    }
+    url.push_str(&fragment.unwrap_or_default());
+    Ok(Some(url))
+}
+
 impl RawConfig {
     /// The validated configuration, and warnings about values that were accepted but adapted.
     pub(crate) fn validate(self, warnings: &mut Vec<String>) -> Result<Config, ConfigError> {
@@ -36,6 +78,11 @@ impl RawConfig {
             .url
             .map(|url| redis_url_form(&url, warnings))
             .transpose()?;
+        let redis_url = with_sentinel_credentials(
+            redis_url,
+            self.redis.sentinel_username,
+            self.redis.sentinel_password,
+        )?;
         let topology = redis_url.as_deref().map(redis_topology).transpose()?;
         let redis = RedisConfig {
             enabled: self.redis.enabled.unwrap_or(enabled_by_default),

@@ -31,6 +31,7 @@
 //! - [`intents`]: every gateway intent by name and bit, and parsing of intent lists.
 //! - [`outbox`]: one shard's publications between `Action::Publish` and the broker's confirm
 //!   (retries, nacks, unroutable returns, confirm timeouts, lost links).
+//! - [`percent`]: percent-decoding of URL parts (query values, secrets to scrub).
 //! - [`profile`]: the broker wire contracts (topology, dispatch routing, command decoding) and
 //!   the validated shard set a process owns (`ClusterInfo`).
 //! - [`ratelimit`]: the per-connection send window (120 frames per 60 s, heartbeats reserved).
@@ -59,6 +60,7 @@ pub mod command_flow;
 pub mod identify;
 pub mod intents;
 pub mod outbox;
+pub mod percent;
 pub mod profile;
 pub mod ratelimit;
 pub mod redis_topology;

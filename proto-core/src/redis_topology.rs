@@ -1,25 +1,33 @@
 //! Which Redis Gatehouse talks to: one server, a primary found through Redis Sentinel, or a
 //! Redis Cluster.
 //!
-//! Owns: the URL forms and their parsing ([`RedisTopology::parse`]); for Sentinel, the order in
-//! which the Sentinels are asked for the primary ([`SentinelOrder`], the rule of Redis's
-//! "Sentinel clients" guidelines: the Sentinel that answered is asked first next time), what
-//! their answers mean ([`SentinelTarget::primary_url`], [`is_primary_role`]) and which failed
-//! calls mean the primary may have moved, so that the next call asks the Sentinels again
+//! Owns: the URL forms and their parsing ([`RedisTopology::parse`]); for Sentinel, the
+//! Sentinels' own credentials ([`SentinelAuth`]), the order in which the Sentinels are asked
+//! for the primary ([`SentinelOrder`], the rule of Redis's "Sentinel clients" guidelines: the
+//! Sentinel that answered is asked first next time), what their answers mean
+//! ([`SentinelTarget::primary_url`], [`is_primary_role`]) and which failed calls mean the
+//! primary may have moved, so that the next call asks the Sentinels again
 //! ([`needs_new_primary`]); for Redis Cluster, the hash tag that keeps every key of one
 //! deployment in one hash slot ([`cluster_key_prefix`]), as cluster mode's scripts and the
-//! session store's `MSET` touch several keys at once. Does not own: any I/O (the runtime's
-//! `redis_link` asks the Sentinels and connects), or when a failed call is tried again (each
-//! caller's own retry policy: `store_sync`, `cluster`, the Redis Streams output).
+//! session store's `MSET` touch several keys at once, and which keys one pipeline can carry
+//! there ([`key_groups`]). Does not own: any I/O (the runtime's `redis_link` asks the
+//! Sentinels and connects), or when a failed call is tried again (each caller's own retry
+//! policy: `store_sync`, `cluster`, the Redis Streams output).
 //!
 //! URL forms (`rediss+…` for TLS to the data nodes):
 //! - `redis://…`, `rediss://…`, `unix://…`: one server, as the redis client takes it.
-//! - `redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/<master-name>[/<db>]`:
-//!   the Sentinels (port 26379 unless given) and the name they monitor the primary under. The
-//!   credentials and the database are the primary's; the Sentinels are asked without
-//!   credentials.
+//! - `redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/<master-name>[/<db>]
+//!   [?sentinel_password=…[&sentinel_username=…]]`: the Sentinels (port 26379 unless given)
+//!   and the name they monitor the primary under. The userinfo's credentials and the database
+//!   are the primary's; the Sentinels are asked with the query's credentials
+//!   ([`SentinelAuth`]; redis-rb names these options `sentinel_password`/`sentinel_username`,
+//!   go-redis and ioredis `SentinelPassword`/`sentinelPassword`), and without any when there
+//!   are none (sending a password to a Sentinel without `requirepass` fails).
 //! - `redis+cluster://[[user]:password@]host[:port][,host[:port]…][/]`: some nodes of a Redis
 //!   Cluster (port 6379 unless given); the client learns the others from them.
+
+use crate::percent::percent_decode;
+use crate::secret::Secret;
 
 /// The default port of a Sentinel.
 pub const SENTINEL_PORT: u16 = 26379;
@@ -53,6 +61,20 @@ pub struct SentinelTarget {
     tls: bool,
     /// The database on the primary.
     pub db: i64,
+    /// The Sentinels' own credentials, if they require a password.
+    pub sentinel_auth: Option<SentinelAuth>,
+}
+
+/// The credentials the Sentinels themselves require (their `requirepass`, or an ACL user):
+/// the Sentinel URL's `sentinel_password` and `sentinel_username` query parameters,
+/// percent-decoded. Separate from the primary's credentials (the URL's userinfo): Sentinels
+/// and data nodes are configured apart and often differ. `Debug` hides the password.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentinelAuth {
+    /// The ACL user (`None`: the `default` user, as with `requirepass`).
+    pub username: Option<String>,
+    /// The password.
+    pub password: Secret,
 }
 
 /// Why a Redis URL cannot be used.
@@ -85,7 +107,8 @@ impl RedisTopology {
             }
             _ => return Ok(Self::Single(url.to_owned())),
         };
-        let rest = rest.split(['?', '#']).next().unwrap_or_default();
+        let rest = rest.split('#').next().unwrap_or_default();
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (authority, path) = match rest.find('/') {
             Some(at) => (&rest[..at], &rest[at + 1..]),
             None => (rest, ""),
@@ -135,6 +158,7 @@ impl RedisTopology {
                     userinfo,
                     tls,
                     db,
+                    sentinel_auth: sentinel_auth(query)?,
                 }))
             }
             Kind::Cluster => {
@@ -172,6 +196,45 @@ impl RedisTopology {
 enum Kind {
     Sentinel,
     Cluster,
+}
+
+/// The Sentinels' credentials from a Sentinel URL's query (`sentinel_password`,
+/// `sentinel_username`). Any other parameter is refused rather than ignored (a `password=`
+/// meant for the primary would otherwise be silently dropped). Errors name parameters, never
+/// their values.
+fn sentinel_auth(query: &str) -> Result<Option<SentinelAuth>, TopologyError> {
+    let (mut username, mut password) = (None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match key {
+            "sentinel_password" => &mut password,
+            "sentinel_username" => &mut username,
+            other => {
+                return Err(error(format!(
+                    "unknown parameter `{other}` in a Sentinel URL: it takes \
+                     `sentinel_password` and `sentinel_username` (the primary's credentials go \
+                     before the `@`)"
+                )));
+            }
+        };
+        let value = percent_decode(value);
+        if value.is_empty() {
+            return Err(error(format!("`{key}` is empty")));
+        }
+        if slot.replace(value).is_some() {
+            return Err(error(format!("`{key}` is given twice")));
+        }
+    }
+    match (username, password) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(error(
+            "`sentinel_username` needs `sentinel_password` (a Sentinel ACL user logs in with both)",
+        )),
+        (username, Some(password)) => Ok(Some(SentinelAuth {
+            username,
+            password: Secret::new(password),
+        })),
+    }
 }
 
 /// `host[:port]` or `[v6]:port`.
@@ -312,6 +375,27 @@ pub fn cluster_key_prefix(prefix: &str) -> String {
     }
 }
 
+/// `keys` (by index) in groups that one pipeline, or one multi-key command, can carry: on a
+/// Redis Cluster the keys of one hash slot (a pipeline or `XREADGROUP … STREAMS` over keys of
+/// several slots fails with `CROSSSLOT`), elsewhere all of them. Groups come in the order of
+/// their first key, and each keeps the keys' order (so one stream's entries keep theirs).
+/// No keys, no groups.
+pub fn key_groups<'a>(cluster: bool, keys: impl IntoIterator<Item = &'a str>) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+    for (index, key) in keys.into_iter().enumerate() {
+        let slot = if cluster {
+            hash_slot(key.as_bytes())
+        } else {
+            0
+        };
+        match groups.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, group)) => group.push(index),
+            None => groups.push((slot, vec![index])),
+        }
+    }
+    groups.into_iter().map(|(_, group)| group).collect()
+}
+
 /// The Redis Cluster hash slot of `key` (CRC16-XMODEM of its hash tag, or of the whole key,
 /// modulo 16384), as the servers compute it.
 pub fn hash_slot(key: &[u8]) -> u16 {
@@ -399,6 +483,61 @@ mod tests {
         };
         assert_eq!(tls.db, 0);
         assert_eq!(tls.primary_url("::1", 1), "rediss://u:p@[::1]:1/0");
+    }
+
+    #[test]
+    fn sentinel_credentials_come_from_the_query_decoded_and_apart_from_the_primarys() {
+        let target = |url: &str| match RedisTopology::parse(url) {
+            Ok(RedisTopology::Sentinel(target)) => target,
+            other => panic!("{url}: {other:?}"),
+        };
+        let plain = target("redis+sentinel://:pw@s1,s2/m/1");
+        assert_eq!(plain.sentinel_auth, None);
+        let auth = target(
+            "redis+sentinel://:pw@s1,s2/m/1?sentinel_password=s%40nt+in%2Fel&sentinel_username=watch",
+        );
+        assert_eq!(
+            auth.sentinel_auth,
+            Some(SentinelAuth {
+                username: Some("watch".into()),
+                password: Secret::new("s@nt+in/el"),
+            })
+        );
+        // The Sentinels' password is not the primary's, nor part of the Sentinels' URLs.
+        assert_eq!(auth.primary_url("h", 1), "redis://:pw@h:1/1");
+        assert_eq!(auth.sentinels, ["redis://s1:26379", "redis://s2:26379"]);
+        assert!(!format!("{auth:?}").contains("nt+in"));
+        let password_only = target("redis+sentinel://s1/m?sentinel_password=x#frag");
+        assert_eq!(
+            password_only
+                .sentinel_auth
+                .map(|a| (a.username, a.password)),
+            Some((None, Secret::new("x")))
+        );
+        assert_eq!(target("redis+sentinel://s1/m?").sentinel_auth, None);
+    }
+
+    #[test]
+    fn bad_sentinel_parameters_are_refused_without_their_values() {
+        for (url, says) in [
+            (
+                "redis+sentinel://s1/m?password=hunter2",
+                "unknown parameter `password`",
+            ),
+            (
+                "redis+sentinel://s1/m?sentinel_username=u",
+                "needs `sentinel_password`",
+            ),
+            ("redis+sentinel://s1/m?sentinel_password=", "is empty"),
+            (
+                "redis+sentinel://s1/m?sentinel_password=hunter2&sentinel_password=hunter3",
+                "given twice",
+            ),
+        ] {
+            let error = RedisTopology::parse(url).unwrap_err().to_string();
+            assert!(error.contains(says), "{url}: {error}");
+            assert!(!error.contains("hunter"), "{url}: {error}");
+        }
     }
 
     #[test]
@@ -492,6 +631,26 @@ mod tests {
         assert_eq!(scan_slot("bot:status:*"), None);
         assert_eq!(scan_slot("*{bot}:status:*"), None);
         assert_eq!(scan_slot("{b*t}:status:*"), None);
+    }
+
+    #[test]
+    fn keys_are_grouped_by_slot_on_a_cluster_only() {
+        let keys = [
+            "MESSAGE_CREATE",
+            "{bot}:a",
+            "READY",
+            "MESSAGE_CREATE",
+            "{bot}:b",
+        ];
+        assert_eq!(key_groups(false, keys), [vec![0, 1, 2, 3, 4]]);
+        let groups = key_groups(true, keys);
+        assert!(groups.contains(&vec![0, 3]), "{groups:?}");
+        assert!(groups.contains(&vec![1, 4]), "{groups:?}");
+        assert!(groups.contains(&vec![2]), "{groups:?}");
+        assert_eq!(groups.len(), 3);
+        assert_eq!(groups[0], [0, 3]);
+        assert!(key_groups(true, []).is_empty());
+        assert!(key_groups(false, []).is_empty());
     }
 
     proptest::proptest! {

@@ -56,7 +56,7 @@ impl Launch {
             crate::http::start(address, metrics, &config.metrics.path)
                 .with_context(|| format!("cannot serve the HTTP endpoints at {address}"))?;
         }
-        crate::status::global().set_links(config.amqp.url.redacted(), config.redis.url.redacted());
+        crate::status::global().set_links(&config.amqp.urls, &config.redis.url);
         let shutdown = install_signal_handler()?;
         Ok(Some(Self { config, shutdown }))
     }

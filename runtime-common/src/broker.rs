@@ -387,14 +387,14 @@ async fn supervise<R: Runtime>(
                     generation = link.generation,
                     "connected to RabbitMQ and declared the topology"
                 );
-                crate::metrics::record_amqp_connected(true, connected_before);
+                crate::metrics::record_amqp_connected(Some(index), connected_before);
                 connected_before = true;
                 failover.handle_connected();
                 link_tx.send_replace(Some(link.clone()));
                 let lost = wait_until_lost(&rt, &link, &link_tx, &mut failures, &mut stop).await;
                 link_tx.send_replace(None);
                 drop(retire);
-                crate::metrics::record_amqp_connected(false, false);
+                crate::metrics::record_amqp_connected(None, false);
                 if *stop.borrow() {
                     close(&rt, &link, 200, "shutting down").await;
                     break;

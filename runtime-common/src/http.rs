@@ -112,6 +112,7 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::Request;
+    use gatehouse_config::SecretUrl;
     use tower::ServiceExt;
 
     fn registry() -> &'static Registry {
@@ -142,7 +143,7 @@ mod tests {
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("no shard has started yet"), "{body}");
         let cell = registry.shard(0, Instant::now());
-        registry.set_broker_connected(true);
+        registry.set_broker_connected(Some(0));
         registry.state_changed(
             &cell,
             "active",
@@ -164,9 +165,13 @@ mod tests {
         let registry = registry();
         let cell = registry.shard(4, Instant::now());
         registry.set_links(
-            "amqp://guest:<redacted>@127.0.0.1:5672/%2f".into(),
-            "redis://127.0.0.1:6379/".into(),
+            &[
+                SecretUrl::new("amqp://guest:hunter2@127.0.0.1:5672/%2f"),
+                SecretUrl::new("amqp://guest:hunter3@10.0.0.2:5672/%2f"),
+            ],
+            &SecretUrl::new("redis://127.0.0.1:6379/"),
         );
+        registry.set_broker_connected(Some(1));
         registry.state_changed(
             &cell,
             "disconnected",
@@ -181,7 +186,17 @@ mod tests {
         let (_, json) = get(app(registry), "/status.json").await;
         let json: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(json["shards"][0]["state"], "disconnected");
-        assert_eq!(json["broker_management_url"], "http://127.0.0.1:15672/");
+        assert_eq!(json["broker_management_url"], "http://10.0.0.2:15672/");
+        // Every address, the connected one named, and no password on the page.
+        assert_eq!(json["broker_address"], 1);
+        assert_eq!(
+            json["broker_urls"],
+            serde_json::json!([
+                "amqp://guest:***@127.0.0.1:5672/%2f",
+                "amqp://guest:***@10.0.0.2:5672/%2f"
+            ])
+        );
+        assert!(!body.contains("hunter"), "{body}");
     }
 
     #[tokio::test]

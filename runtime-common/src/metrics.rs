@@ -217,9 +217,10 @@ pub(crate) fn record_command(result: &'static str) {
     counter!(COMMANDS, "result" => result).increment(1);
 }
 
-pub(crate) fn record_amqp_connected(connected: bool, reconnect: bool) {
-    gauge!(AMQP_CONNECTED).set(if connected { 1.0 } else { 0.0 });
-    status::global().set_broker_connected(connected);
+/// Records which AMQP address (index in the configured list) is connected, if any.
+pub(crate) fn record_amqp_connected(address: Option<usize>, reconnect: bool) {
+    gauge!(AMQP_CONNECTED).set(if address.is_some() { 1.0 } else { 0.0 });
+    status::global().set_broker_connected(address);
     if reconnect {
         counter!(AMQP_RECONNECTS).increment(1);
     }

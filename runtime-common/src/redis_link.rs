@@ -2,8 +2,9 @@
 //! Redis Streams output, `gatehouse status`/`reset`, the demo): to one server, to the primary
 //! the Sentinels name, or to a Redis Cluster.
 //!
-//! Owns: the I/O of finding the primary (asking the Sentinels in the order
-//! `proto_core::redis_topology::SentinelOrder` keeps, `SENTINEL GET-MASTER-ADDR-BY-NAME`, then
+//! Owns: the I/O of finding the primary (asking the Sentinels, with their own credentials
+//! when they require a password, in the order `proto_core::redis_topology::SentinelOrder`
+//! keeps, `SENTINEL GET-MASTER-ADDR-BY-NAME`, then
 //! `ROLE` on the named server), opening a connection of the right kind, and marking a
 //! Sentinel-found connection stale when a call fails in a way that means the primary moved
 //! (`proto_core::redis_topology::needs_new_primary`), so that its holder opens a new one,
@@ -16,13 +17,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proto_core::redis_topology::{
-    CallFault, RedisTopology, SentinelOrder, SentinelTarget, is_primary_role, needs_new_primary,
-    scan_slot,
+    CallFault, RedisTopology, SentinelAuth, SentinelOrder, SentinelTarget, is_primary_role,
+    needs_new_primary, scan_slot,
 };
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-use redis::{Arg, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use redis::{
+    Arg, Cmd, ErrorKind, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult, Value,
+};
 
 use crate::runtime::Runtime;
 use crate::tls::TlsRoots;
@@ -91,7 +94,7 @@ impl RedisTarget {
                 sentinels: target
                     .sentinels
                     .iter()
-                    .map(|url| redis::Client::open(url.as_str()))
+                    .map(|url| sentinel_client(url, target.sentinel_auth.as_ref()))
                     .collect::<RedisResult<_>>()?,
                 order: Mutex::new(SentinelOrder::new(target.sentinels.len())),
                 target,
@@ -174,6 +177,27 @@ impl RedisTarget {
             }
         }
     }
+}
+
+/// A client for the Sentinel at `url` (no credentials of its own), logging in with `auth`
+/// when the Sentinels require a password. The password goes to the client's settings, never
+/// into a URL (which an error could quote).
+fn sentinel_client(url: &str, auth: Option<&SentinelAuth>) -> RedisResult<redis::Client> {
+    let info = url.into_connection_info()?;
+    let info = match auth {
+        None => info,
+        Some(auth) => {
+            let mut settings = info
+                .redis_settings()
+                .clone()
+                .set_password(auth.password.expose());
+            if let Some(username) = &auth.username {
+                settings = settings.set_username(username);
+            }
+            info.set_redis_settings(settings)
+        }
+    };
+    redis::Client::open(info)
 }
 
 /// The primary Sentinel `sentinel` names for `target`, connected, after `ROLE` confirmed it
@@ -273,6 +297,12 @@ impl RedisConnection {
         self.stale
             .as_ref()
             .is_some_and(|stale| stale.load(Ordering::Relaxed))
+    }
+
+    /// Whether this is a connection to a Redis Cluster (where one pipeline carries keys of
+    /// one hash slot only: `proto_core::redis_topology::key_groups`).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster(_))
     }
 
     fn observe<T>(&self, result: RedisResult<T>) -> RedisResult<T> {
@@ -516,6 +546,25 @@ mod tests {
         untagged.arg(0).arg("MATCH").arg("bot:status:*");
         assert_eq!(scan_route(&untagged), None);
         assert_eq!(scan_route(redis::cmd("GET").arg("{bot}:status:0")), None);
+    }
+
+    #[test]
+    fn sentinels_log_in_with_their_own_credentials_only_when_given() {
+        let auth = SentinelAuth {
+            username: Some("watch".into()),
+            password: proto_core::secret::Secret::new("s3cret"),
+        };
+        let client = sentinel_client("redis://127.0.0.1:26379", Some(&auth)).unwrap();
+        let settings = client.get_connection_info().redis_settings();
+        assert_eq!(
+            (settings.username(), settings.password()),
+            (Some("watch"), Some("s3cret"))
+        );
+        let plain = sentinel_client("redis://127.0.0.1:26379", None).unwrap();
+        assert_eq!(
+            plain.get_connection_info().redis_settings().password(),
+            None
+        );
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //! 0.9.3's `Redis` broker writes them, commands read from the streams its publishers write.
 //!
 //! Owns: the publisher task (one per process: batches the shards' publications into one
-//! pipeline of `XADD <stream> [MAXLEN ~ n] * data <body>` and acknowledges each only when
-//! Redis replied with its entry id; a failed pipeline fails its generation, and the next
-//! generation publishes everything unacknowledged again), and the command reader (its own
-//! connection for the blocking `XREADGROUP`, the consumer group created on each command
-//! stream as the library creates it, `XAUTOCLAIM` of a gone consumer's entries, `XACK` once a
-//! command is settled, requeue = append again then acknowledge). The names, the field and when
-//! to claim are `proto_core::stream_broker`'s; the library source followed is
+//! pipeline of `XADD <stream> [MAXLEN ~ n] * data <body>`, on a Redis Cluster one per hash
+//! slot, and acknowledges each only when Redis replied with its entry id; a failed pipeline
+//! fails its generation, and the next generation publishes everything unacknowledged again),
+//! and the command reader (its own connection for the blocking `XREADGROUP`, on a Redis
+//! Cluster one reader per hash slot of the command streams; the consumer group created on
+//! each command stream as the library creates it, `XAUTOCLAIM` of a gone consumer's entries,
+//! `XACK` once a command is settled, requeue = append again then acknowledge). The names, the
+//! field and when to claim are `proto_core::stream_broker`'s; the library source followed is
 //! `@spectacles/brokers` 0.9.3 `dist/src/Redis.js` (npm). Does not own what to publish again
 //! (the outbox) nor what a command means (the profile).
 
@@ -19,6 +20,7 @@ use std::time::Duration;
 use gatehouse_config::SecretUrl;
 use proto_core::outbox::Confirm;
 use proto_core::profile::{FieldValue, Publication};
+use proto_core::redis_topology::key_groups;
 use proto_core::shard::PublishId;
 use proto_core::stream_broker::{
     BLOCK, CLAIM_MIN_IDLE, CommandReads, CommandStream, DATA_FIELD, READ_COUNT, StreamRead,
@@ -188,16 +190,22 @@ impl RedisStreams {
         let (tx, incoming) = mpsc::channel(INCOMING_CAPACITY);
         if streams.is_empty() {
             tracing::info!("the profile reads no commands from Redis Streams");
-        } else {
+        }
+        // On a Redis Cluster one reader per hash slot of the command streams (`XREADGROUP`
+        // over streams of several slots fails); elsewhere one reader for them all.
+        for slot in key_groups(
+            self.client.is_cluster(),
+            streams.iter().map(|s| s.stream.as_str()),
+        ) {
             let reader = Reader {
                 rt: rt.clone(),
                 client: self.client.clone(),
-                streams,
-                group,
-                consumer,
+                streams: slot.iter().map(|&i| streams[i].clone()).collect(),
+                group: group.clone(),
+                consumer: consumer.clone(),
                 republish: self.clone(),
             };
-            rt.spawn(reader.run(tx, stop));
+            rt.spawn(reader.run(tx.clone(), stop.clone()));
         }
         CommandSource {
             incoming,
@@ -300,30 +308,37 @@ async fn append(
     if current.is_empty() {
         return Ok(());
     }
-    let mut pipe = redis::pipe();
-    for append in &current {
-        let mut cmd = xadd(settings.max_len, &append.stream, &append.body);
-        for (name, value) in &append.headers {
-            cmd.arg(*name).arg(value);
+    let mut failure = None;
+    // On a Redis Cluster one pipeline per hash slot (a pipeline over several fails whole).
+    for group in key_groups(conn.is_cluster(), current.iter().map(|a| a.stream.as_str())) {
+        let mut pipe = redis::pipe();
+        for append in group.iter().map(|&i| &current[i]) {
+            let mut cmd = xadd(settings.max_len, &append.stream, &append.body);
+            for (name, value) in &append.headers {
+                cmd.arg(*name).arg(value);
+            }
+            pipe.add_command(cmd);
         }
-        pipe.add_command(cmd);
+        let result: Result<Vec<redis::Value>, String> = pipe
+            .query_async(&mut conn.clone())
+            .await
+            .map_err(|e| settings.url.scrub(&e.to_string()));
+        let outcome = result
+            .as_ref()
+            .map(|_| Confirm::Ack)
+            .map_err(|e| OutputError::Client(e.clone()));
+        for append in group.iter().map(|&i| &current[i]) {
+            let _ = append.reply.send(PublishReport {
+                link: append.generation,
+                id: append.id,
+                result: outcome.clone(),
+            });
+        }
+        if let Err(e) = result {
+            failure.get_or_insert(AppendFailure::Redis(e));
+        }
     }
-    let result: Result<Vec<redis::Value>, String> = pipe
-        .query_async(&mut conn.clone())
-        .await
-        .map_err(|e| settings.url.scrub(&e.to_string()));
-    let outcome = result
-        .as_ref()
-        .map(|_| Confirm::Ack)
-        .map_err(|e| OutputError::Client(e.clone()));
-    for append in current {
-        let _ = append.reply.send(PublishReport {
-            link: append.generation,
-            id: append.id,
-            result: outcome.clone(),
-        });
-    }
-    result.map(drop).map_err(AppendFailure::Redis)
+    failure.map_or(Ok(()), Err)
 }
 
 /// `XADD <stream> [MAXLEN ~ n] * data <body>`.

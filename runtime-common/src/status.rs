@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use gatehouse_config::SecretUrl;
 use proto_core::shard::{DisconnectReason, ShardState};
 use serde::Serialize;
 
@@ -98,9 +99,15 @@ pub struct Snapshot {
     pub shards: Vec<ShardRow>,
     /// Whether the AMQP connection is up (and its topology declared).
     pub broker_connected: bool,
-    /// The AMQP URL, credentials redacted.
+    /// The AMQP address connected to now (the first configured one while none is), credentials
+    /// redacted.
     pub broker_url: String,
-    /// RabbitMQ's management UI (same host, port 15672), for a link.
+    /// Every configured AMQP address, in the configured order, credentials redacted.
+    pub broker_urls: Vec<String>,
+    /// Which of [`Snapshot::broker_urls`] is connected now (its index), if any.
+    pub broker_address: Option<usize>,
+    /// RabbitMQ's management UI of [`Snapshot::broker_url`] (same host, port 15672), for a
+    /// link.
     pub broker_management_url: Option<String>,
     /// The Redis URL, credentials redacted.
     pub redis_url: String,
@@ -131,7 +138,10 @@ struct ShardEntry {
 struct Inner {
     shards: BTreeMap<u32, ShardEntry>,
     changes: VecDeque<StateChange>,
-    broker_url: String,
+    /// Redacted.
+    broker_urls: Vec<String>,
+    broker_address: Option<usize>,
+    /// Redacted.
     redis_url: String,
     redis_error: Option<String>,
 }
@@ -292,10 +302,13 @@ impl Registry {
         });
     }
 
-    /// Records whether the AMQP connection is up (with its topology declared).
-    pub fn set_broker_connected(&self, connected: bool) {
-        self.broker_connected.store(connected, Ordering::Relaxed);
-        self.broker.send_replace(connected);
+    /// Records which AMQP address (its index in the configured list) the connection is up to,
+    /// with its topology declared; `None`: no connection is up.
+    pub fn set_broker_connected(&self, address: Option<usize>) {
+        self.inner.lock().expect("not poisoned").broker_address = address;
+        self.broker_connected
+            .store(address.is_some(), Ordering::Relaxed);
+        self.broker.send_replace(address.is_some());
     }
 
     /// Completes once the AMQP connection is up and its topology declared.
@@ -309,11 +322,11 @@ impl Registry {
         inner.redis_error = result.err().map(|e| e.to_string());
     }
 
-    /// Records the broker's and Redis' URLs (shown redacted).
-    pub fn set_links(&self, broker_url: String, redis_url: String) {
+    /// Records every configured broker address and the Redis URL (kept redacted only).
+    pub fn set_links(&self, broker_urls: &[SecretUrl], redis_url: &SecretUrl) {
         let mut inner = self.inner.lock().expect("not poisoned");
-        inner.broker_url = broker_url;
-        inner.redis_url = redis_url;
+        inner.broker_urls = broker_urls.iter().map(SecretUrl::redacted).collect();
+        inner.redis_url = redis_url.redacted();
     }
 
     /// `Ok` when every shard of this process is active and the broker connected; otherwise
@@ -372,12 +385,19 @@ impl Registry {
                 }
             })
             .collect();
+        let broker_url = inner
+            .broker_urls
+            .get(inner.broker_address.unwrap_or(0))
+            .cloned()
+            .unwrap_or_default();
         Snapshot {
             version: env!("CARGO_PKG_VERSION"),
             shards,
             broker_connected: self.broker_connected.load(Ordering::Relaxed),
-            broker_management_url: management_url(&inner.broker_url),
-            broker_url: inner.broker_url.clone(),
+            broker_management_url: management_url(&broker_url),
+            broker_url,
+            broker_urls: inner.broker_urls.clone(),
+            broker_address: inner.broker_address,
             redis_url: inner.redis_url.clone(),
             redis_error: inner.redis_error.clone(),
             not_ready,
@@ -403,7 +423,7 @@ mod tests {
         let one = registry.shard(1, Instant::now());
         let at = UNIX_EPOCH + Duration::from_secs(100);
         registry.state_changed(&zero, "active", "READY".into(), at);
-        registry.set_broker_connected(true);
+        registry.set_broker_connected(Some(0));
         assert_eq!(
             registry.readiness(),
             Err(NotReady("shard 1 is starting".into()))
@@ -411,7 +431,7 @@ mod tests {
         registry.state_changed(&one, "active", "READY".into(), at);
         assert_eq!(registry.readiness(), Ok(()));
         registry.state_changed(&one, "disconnected", "zombie".into(), at);
-        registry.set_broker_connected(false);
+        registry.set_broker_connected(None);
         assert_eq!(
             registry.readiness(),
             Err(NotReady(
@@ -497,6 +517,45 @@ mod tests {
             disconnect_label(&DisconnectReason::InvalidSession { resumable: false }),
             "invalid_session"
         );
+    }
+
+    #[test]
+    fn every_broker_address_is_shown_redacted_with_the_connected_one() {
+        let registry = Registry::default();
+        let urls = [
+            SecretUrl::new("amqp://u:pa55-a@rabbit-a:5672/%2f"),
+            SecretUrl::new("amqps://u:pa55-b@rabbit-b/%2f?auth=t0ken"),
+        ];
+        registry.set_links(&urls, &SecretUrl::new("redis://:pa55-r@cache:6379/"));
+        let shown = |registry: &Registry| {
+            let snapshot = registry.snapshot(Instant::now());
+            let json = serde_json::to_string(&snapshot).unwrap();
+            for secret in ["pa55", "t0ken"] {
+                assert!(!json.contains(secret), "{json}");
+            }
+            snapshot
+        };
+        let before = shown(&registry);
+        assert_eq!(
+            before.broker_urls,
+            [
+                "amqp://u:***@rabbit-a:5672/%2f",
+                "amqps://u:***@rabbit-b/%2f?auth=***"
+            ]
+        );
+        assert_eq!(before.broker_address, None);
+        assert_eq!(before.broker_url, before.broker_urls[0]);
+        registry.set_broker_connected(Some(1));
+        let connected = shown(&registry);
+        assert_eq!(connected.broker_address, Some(1));
+        assert!(connected.broker_connected);
+        assert_eq!(connected.broker_url, connected.broker_urls[1]);
+        assert_eq!(
+            connected.broker_management_url.as_deref(),
+            Some("https://rabbit-b:15671/")
+        );
+        registry.set_broker_connected(None);
+        assert_eq!(shown(&registry).broker_address, None);
     }
 
     #[test]

@@ -87,6 +87,16 @@ pub const TABLE: EnvTable = EnvTable {
             kind: EnvKind::Text,
         },
         EnvVar {
+            names: &["GATEHOUSE_REDIS_SENTINEL_USERNAME"],
+            path: &["redis", "sentinel_username"],
+            kind: EnvKind::Text,
+        },
+        EnvVar {
+            names: &["GATEHOUSE_REDIS_SENTINEL_PASSWORD"],
+            path: &["redis", "sentinel_password"],
+            kind: EnvKind::Text,
+        },
+        EnvVar {
             names: &["GATEHOUSE_REDIS_PREFIX", "REDIS_KEY_PREFIX"],
             path: &["redis", "key_prefix"],
             kind: EnvKind::Text,

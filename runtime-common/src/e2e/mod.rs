@@ -41,6 +41,8 @@ macro_rules! end_to_end_tests {
             stdio_loses_nothing_when_killed_and_restarted,
             redis_streams_reach_spectacles_workers_and_their_commands_reach_the_shard,
             redis_streams_lose_nothing_when_killed_and_restarted,
+            redis_streams_run_through_sentinel,
+            redis_streams_run_on_a_redis_cluster,
             sessions_survive_a_sentinel_failover,
             cluster_mode_runs_on_a_redis_cluster,
             a_changed_shard_count_reshards_the_cluster,
@@ -428,8 +430,10 @@ pub async fn the_demo_shows_events_flowing_and_stops_on_ctrl_c<K: Kit>(
 /// browser named by `GATEHOUSE_TEST_BROWSER`; scripts/test.sh installs it) during a demo run:
 /// once `/readyz` says ready, the DOM the browser rendered has a row per shard, each active
 /// with its sequence. The HTML source has no rows (the page's script draws them), so this
-/// checks the rendering, not the markup. With `GATEHOUSE_TEST_SCREENSHOT=path` it also saves
-/// a screenshot there (how docs/status-page.png was made).
+/// checks the rendering, not the markup. With two AMQP addresses (the second never reached),
+/// both are listed, redacted, the first marked connected. With
+/// `GATEHOUSE_TEST_SCREENSHOT=path` it also saves a screenshot there (how
+/// docs/status-page.png was made).
 pub async fn the_status_page_renders_the_shards_in_a_browser<K: Kit>(
     rt: async_rs::Runtime<K>,
     binary: &Path,
@@ -439,8 +443,9 @@ pub async fn the_status_page_renders_the_shards_in_a_browser<K: Kit>(
     let vhost = Vhost::create("page");
     let redis = RedisPrefix::new("page");
     let address = support::free_local_address();
+    let spare = "amqp://guest:spare-pw@127.0.0.1:1/%2f";
     let env = [
-        ("AMQP_URL", vhost.amqp_url()),
+        ("AMQP_URL", format!("{},{spare}", vhost.amqp_url())),
         ("REDIS_URL", RedisPrefix::url()),
         ("GATEHOUSE_REDIS_PREFIX", redis.prefix.clone()),
         ("GATEHOUSE_METRICS_ADDRESS", address.clone()),
@@ -510,6 +515,15 @@ pub async fn the_status_page_renders_the_shards_in_a_browser<K: Kit>(
     assert!(
         dom.contains("RabbitMQ") && dom.contains(">connected<"),
         "{dom}"
+    );
+    let first = gatehouse_config::redact_url(&vhost.amqp_url());
+    assert!(
+        dom.contains(&format!("{first} (connected)<")),
+        "the connected address marked: {dom}"
+    );
+    assert!(
+        dom.contains(">amqp://guest:***@127.0.0.1:1/%2f<") && !dom.contains("spare-pw"),
+        "the spare address listed, redacted: {dom}"
     );
     assert!(stopped, "clean exit on Ctrl-C");
 }
@@ -595,12 +609,19 @@ async fn eventually<K: Kit>(rt: &async_rs::Runtime<K>, mut check: impl FnMut() -
 /// the primary the Sentinels name; after a failover (`SENTINEL FAILOVER`: the replica is
 /// promoted, the old primary demoted) it keeps writing to the new primary; after that one
 /// dies (SIGKILL, the Sentinels promote the other), a restarted process finds its snapshot
-/// through the Sentinels and RESUMEs. Private `redis-server` instances; skipped without them.
+/// through the Sentinels and RESUMEs. The Sentinels require a password (`requirepass`, given
+/// as `?sentinel_password=`) and the data nodes another (the URL's userinfo); neither appears
+/// in the log, `gatehouse status` or Redis. Private `redis-server` instances; skipped without
+/// them.
 pub async fn sessions_survive_a_sentinel_failover<K: Kit>(rt: async_rs::Runtime<K>, binary: &Path) {
     if !redis_ha::redis_server_available("sessions_survive_a_sentinel_failover") {
         return;
     }
-    let mut deployment = redis_ha::SentinelDeployment::start();
+    let secret = "s3cret-9f2";
+    let mut deployment = redis_ha::SentinelDeployment::start(redis_ha::Passwords {
+        data: Some(format!("primary-{secret}")),
+        sentinels: Some(format!("sentinel-{secret}")),
+    });
     let vhost = Vhost::create("sentinel");
     let prefix = support::unique("sentinel");
     let session_key = format!("{prefix}:session:0");
@@ -618,7 +639,7 @@ pub async fn sessions_survive_a_sentinel_failover<K: Kit>(rt: async_rs::Runtime<
         ("GATEHOUSE_SHARD_COUNT", "1".to_owned()),
     ];
 
-    let mut first = Gatehouse::start(binary, &env);
+    let (mut first, first_log) = Gatehouse::start_reading_log(binary, &env);
     let mut received = capture_all(&mut capture, &mock, fixture.len() + 1).await;
     let last = |received: &[lapin::message::Delivery]| {
         received
@@ -680,7 +701,7 @@ pub async fn sessions_survive_a_sentinel_failover<K: Kit>(rt: async_rs::Runtime<
     deployment.kill(new_primary);
     deployment.wait_for_primary(old_primary);
 
-    let mut second = Gatehouse::start(binary, &env);
+    let (mut second, second_log) = Gatehouse::start_reading_log(binary, &env);
     let resume = mock
         .recorder()
         .wait_resume(1, Duration::from_secs(60))
@@ -697,6 +718,17 @@ pub async fn sessions_survive_a_sentinel_failover<K: Kit>(rt: async_rs::Runtime<
         "the restarted process writes its status to the promoted primary"
     );
     assert!(second.interrupt_and_wait(Duration::from_secs(30)));
+    let log: Vec<String> = first_log.try_iter().chain(second_log.try_iter()).collect();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("connected to the Redis primary")),
+        "the log names the primary the Sentinels gave"
+    );
+    let stored = deployment.string_values(old_primary);
+    assert!(!stored.is_empty(), "the deployment's keys");
+    for text in log.iter().chain(&stored).chain([&status]) {
+        assert!(!text.contains(secret), "a password shown: {text}");
+    }
 }
 
 /// Issue 10 item 8, Redis Cluster: with a `redis+cluster://` URL, cluster mode

@@ -385,22 +385,7 @@ pub async fn redis_streams_reach_spectacles_workers_and_their_commands_reach_the
         "clean exit on Ctrl-C"
     );
     // Both commands were acknowledged in the gateway's group (nothing left pending).
-    let mut connection = db.connection();
-    for stream in ["0", "SEND"] {
-        let pending: redis::Value = redis::cmd("XPENDING")
-            .arg(stream)
-            .arg("gateway")
-            .query(&mut connection)
-            .unwrap();
-        let redis::Value::Array(summary) = pending else {
-            panic!("XPENDING {stream}: {pending:?}");
-        };
-        assert_eq!(
-            summary.first(),
-            Some(&redis::Value::Int(0)),
-            "{stream}: nothing pending"
-        );
-    }
+    assert_nothing_pending(&mut db.connection(), &["0", "SEND"]);
 }
 
 /// Killed (SIGKILL) mid-stream on Redis Streams and started again: every dispatch the mock
@@ -418,62 +403,20 @@ pub async fn redis_streams_lose_nothing_when_killed_and_restarted<K: Kit>(
     config.fixture = fixture.clone();
     config.rate = ReplayRate::PerSecond(40.0);
     let mock = MockGateway::start(config).expect("start the mock gateway");
-    let mut events: BTreeSet<String> = BTreeSet::from(["READY".to_owned(), "RESUMED".to_owned()]);
-    events.extend(fixture.events().iter().map(|e| e.name.to_string()));
-    let appended = |db: &super::support::RedisDb| -> BTreeSet<i64> {
-        let mut connection = db.connection();
-        let mut seen = BTreeSet::new();
-        for event in &events {
-            let entries: redis::Value = redis::cmd("XRANGE")
-                .arg(event)
-                .arg("-")
-                .arg("+")
-                .query(&mut connection)
-                .unwrap();
-            let redis::Value::Array(entries) = entries else {
-                continue;
-            };
-            for entry in entries {
-                let redis::Value::Array(parts) = entry else {
-                    continue;
-                };
-                let Some(redis::Value::Array(fields)) = parts.get(1) else {
-                    continue;
-                };
-                if let [
-                    redis::Value::BulkString(name),
-                    redis::Value::BulkString(data),
-                ] = &fields[..]
-                {
-                    assert_eq!(name, b"data");
-                    seen.insert(sequence(data));
-                }
-            }
-        }
-        seen
-    };
+    let events = event_streams(&fixture);
+    let in_streams =
+        |db: &super::support::RedisDb| -> BTreeSet<i64> { appended(&mut db.connection(), &events) };
 
     let mut first = Gatehouse::start(binary, &streams_env(&mock, &db.url(), "gatehouse"));
     let deadline = Instant::now() + Duration::from_secs(60);
-    while appended(&db).len() < 30 && Instant::now() < deadline {
+    while in_streams(&db).len() < 30 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(appended(&db).len() >= 30, "events flowed before the kill");
+    assert!(in_streams(&db).len() >= 30, "events flowed before the kill");
     first.kill();
     let mut connection = db.connection();
-    let presence = |status: &str| {
-        format!(
-            r#"{{"op":3,"d":{{"since":null,"activities":[],"status":"{status}","afk":false}}}}"#
-        )
-    };
     let xadd = |connection: &mut redis::Connection, body: &str| -> String {
-        redis::cmd("XADD")
-            .arg("shard.0")
-            .arg("*")
-            .arg("data")
-            .arg(body)
-            .query(connection)
-            .unwrap()
+        xadd_command(connection, "shard.0", body)
     };
     // A command a consumer took and never acknowledged (it died): pending in the group, idle
     // for a minute (`XCLAIM ... IDLE` sets that), so the restarted gateway claims it.
@@ -518,13 +461,13 @@ pub async fn redis_streams_lose_nothing_when_killed_and_restarted<K: Kit>(
     };
     let deadline = Instant::now() + Duration::from_secs(90);
     while Instant::now() < deadline
-        && !(sent(&mock).len() >= all && sent(&mock).is_subset(&appended(&db)))
+        && !(sent(&mock).len() >= all && sent(&mock).is_subset(&in_streams(&db)))
     {
         std::thread::sleep(Duration::from_millis(200));
     }
     let sent = sent(&mock);
     assert!(sent.len() >= all, "the mock sent the whole fixture");
-    let seen = appended(&db);
+    let seen = in_streams(&db);
     let missing: Vec<_> = sent.difference(&seen).collect();
     assert!(missing.is_empty(), "never appended: {missing:?}");
     assert_eq!(
@@ -562,18 +505,234 @@ pub async fn redis_streams_lose_nothing_when_killed_and_restarted<K: Kit>(
         .query(&mut connection)
         .unwrap();
     assert_eq!(commands, 3, "nothing went back to the command stream");
-    let pending: redis::Value = redis::cmd("XPENDING")
-        .arg("shard.0")
-        .arg("gateway")
-        .query(&mut connection)
-        .unwrap();
-    let redis::Value::Array(summary) = pending else {
-        panic!("XPENDING: {pending:?}");
-    };
-    assert_eq!(
-        summary.first(),
-        Some(&redis::Value::Int(0)),
-        "every command acknowledged"
-    );
+    assert_nothing_pending(&mut connection, &["shard.0"]);
     assert!(second.interrupt_and_wait(Duration::from_secs(30)));
+}
+
+/// The streams the native profile appends a fixture's dispatches to: one per event name, and
+/// READY and RESUMED.
+fn event_streams(fixture: &Fixture) -> BTreeSet<String> {
+    let mut events = BTreeSet::from(["READY".to_owned(), "RESUMED".to_owned()]);
+    events.extend(fixture.events().iter().map(|e| e.name.to_string()));
+    events
+}
+
+/// The sequences of every dispatch in `events`' streams (the native profile's body carries
+/// `s`), read with `XRANGE` on `connection`.
+fn appended(
+    connection: &mut dyn redis::ConnectionLike,
+    events: &BTreeSet<String>,
+) -> BTreeSet<i64> {
+    let mut seen = BTreeSet::new();
+    for event in events {
+        let entries: redis::Value = redis::cmd("XRANGE")
+            .arg(event)
+            .arg("-")
+            .arg("+")
+            .query(connection)
+            .unwrap();
+        let redis::Value::Array(entries) = entries else {
+            continue;
+        };
+        for entry in entries {
+            let redis::Value::Array(parts) = entry else {
+                continue;
+            };
+            let Some(redis::Value::Array(fields)) = parts.get(1) else {
+                continue;
+            };
+            if let [
+                redis::Value::BulkString(name),
+                redis::Value::BulkString(data),
+            ] = &fields[..]
+            {
+                assert_eq!(name, b"data");
+                seen.insert(sequence(data));
+            }
+        }
+    }
+    seen
+}
+
+/// A presence update (op 3) with `status`, as a worker sends it.
+fn presence(status: &str) -> String {
+    format!(r#"{{"op":3,"d":{{"since":null,"activities":[],"status":"{status}","afk":false}}}}"#)
+}
+
+/// `XADD <stream> * data <body>`, as a worker publishes a command; returns the entry id.
+fn xadd_command(connection: &mut dyn redis::ConnectionLike, stream: &str, body: &str) -> String {
+    redis::cmd("XADD")
+        .arg(stream)
+        .arg("*")
+        .arg("data")
+        .arg(body)
+        .query(connection)
+        .unwrap()
+}
+
+/// Waits (up to 90 s) until every dispatch the mock sent on shard 0, at least `min`, is in
+/// its event's stream as `connect` reads them; returns what is missing.
+fn missing_from_streams<C: redis::ConnectionLike>(
+    mock: &MockGateway,
+    events: &BTreeSet<String>,
+    min: usize,
+    mut connect: impl FnMut() -> redis::RedisResult<C>,
+) -> Vec<i64> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let sent: BTreeSet<i64> = mock
+            .recorder()
+            .sent_dispatches(0)
+            .iter()
+            .map(|b| sequence(b))
+            .collect();
+        let seen = connect()
+            .map(|mut c| appended(&mut c, events))
+            .unwrap_or_default();
+        let missing: Vec<i64> = sent.difference(&seen).copied().collect();
+        if (sent.len() >= min && missing.is_empty()) || Instant::now() >= deadline {
+            assert!(sent.len() >= min, "the mock sent {} of {min}", sent.len());
+            return missing;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Issue 10 item 8: the Redis Streams output through Sentinel. Every dispatch arrives in its
+/// event's stream on the primary the Sentinels name, and a worker's command appended to the
+/// command stream (`shard.0`) reaches the shard; after `SENTINEL FAILOVER` (the old primary
+/// demoted, its clients disconnected) new dispatches arrive on the new primary and a command
+/// appended there reaches the shard too: the publisher and the command reader both find the
+/// new primary through the Sentinels. Private `redis-server` instances; skipped without them.
+pub async fn redis_streams_run_through_sentinel<K: Kit>(_rt: async_rs::Runtime<K>, binary: &Path) {
+    if !super::redis_ha::redis_server_available("redis_streams_run_through_sentinel") {
+        return;
+    }
+    let deployment = super::redis_ha::SentinelDeployment::start(Default::default());
+    let fixture = Fixture::basic();
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.fixture = fixture.clone();
+    let mock = MockGateway::start(config).expect("start the mock gateway");
+    let events = event_streams(&fixture);
+    let mut gatehouse =
+        Gatehouse::start(binary, &streams_env(&mock, &deployment.url(), "gatehouse"));
+
+    let primary = deployment.primary_port().expect("a primary");
+    let missing = missing_from_streams(&mock, &events, fixture.len() + 1, || {
+        Ok::<_, redis::RedisError>(deployment.connection(primary))
+    });
+    assert!(missing.is_empty(), "never appended: {missing:?}");
+    xadd_command(
+        &mut deployment.connection(primary),
+        "shard.0",
+        &presence("idle"),
+    );
+    assert!(
+        presence_reached_shard_0(&mock, "idle"),
+        "the command from the stream reached the shard"
+    );
+
+    let new_primary = deployment.failover();
+    // Until the Sentinels demote the old primary it still takes writes that its resync from
+    // the new one then drops (Redis's asynchronous failover; RELIABILITY.md): dispatches are
+    // injected once it is a replica.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while deployment.is_primary(primary) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !deployment.is_primary(primary),
+        "the Sentinels demote the old primary"
+    );
+    for n in 0..5 {
+        mock.control()
+            .shard(0)
+            .inject_dispatch("GH_TEST_EVENT", format!("{{\"n\":{n}}}"))
+            .expect("inject a dispatch");
+    }
+    let mut events = events;
+    events.insert("GH_TEST_EVENT".to_owned());
+    let missing = missing_from_streams(&mock, &events, fixture.len() + 6, || {
+        Ok::<_, redis::RedisError>(deployment.connection(new_primary))
+    });
+    assert!(
+        missing.is_empty(),
+        "never appended on the new primary: {missing:?}"
+    );
+    xadd_command(
+        &mut deployment.connection(new_primary),
+        "shard.0",
+        &presence("dnd"),
+    );
+    assert!(
+        presence_reached_shard_0(&mock, "dnd"),
+        "a command appended on the new primary reached the shard"
+    );
+    assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)));
+}
+
+/// Issue 10 item 8: the Redis Streams output on a Redis Cluster, with stream names as the
+/// workers use them (no hash tag): the event streams and the command streams (`shard.0`,
+/// `all`) lie in several hash slots, so the publisher sends one pipeline per slot and reads
+/// each slot's command streams apart. Every dispatch arrives in its event's stream, and
+/// commands appended to `shard.0` and to `all` reach the shard. Private `redis-server`
+/// instances; skipped without them.
+pub async fn redis_streams_run_on_a_redis_cluster<K: Kit>(
+    _rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    use proto_core::redis_topology::hash_slot;
+    if !super::redis_ha::redis_server_available("redis_streams_run_on_a_redis_cluster") {
+        return;
+    }
+    let deployment = super::redis_ha::ClusterDeployment::start();
+    let fixture = Fixture::basic();
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.fixture = fixture.clone();
+    let mock = MockGateway::start(config).expect("start the mock gateway");
+    let events = event_streams(&fixture);
+    let slots: BTreeSet<u16> = events.iter().map(|e| hash_slot(e.as_bytes())).collect();
+    assert!(slots.len() > 1, "the event streams lie in several slots");
+    assert_ne!(
+        hash_slot(b"shard.0"),
+        hash_slot(b"all"),
+        "so do the command streams"
+    );
+    let mut gatehouse =
+        Gatehouse::start(binary, &streams_env(&mock, &deployment.url(), "gatehouse"));
+
+    let missing = missing_from_streams(&mock, &events, fixture.len() + 1, || {
+        deployment.connection()
+    });
+    assert!(missing.is_empty(), "never appended: {missing:?}");
+    let mut connection = deployment.connection().expect("a cluster connection");
+    xadd_command(&mut connection, "shard.0", &presence("idle"));
+    xadd_command(&mut connection, "all", &presence("dnd"));
+    for wanted in ["idle", "dnd"] {
+        assert!(
+            presence_reached_shard_0(&mock, wanted),
+            "the `{wanted}` command from its stream reached the shard"
+        );
+    }
+    assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)));
+    assert_nothing_pending(&mut connection, &["shard.0", "all"]);
+}
+
+/// Every command entry of `streams` was acknowledged in the gateway's group (`XPENDING`).
+fn assert_nothing_pending(connection: &mut dyn redis::ConnectionLike, streams: &[&str]) {
+    for stream in streams {
+        let pending: redis::Value = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg("gateway")
+            .query(connection)
+            .unwrap();
+        let redis::Value::Array(summary) = pending else {
+            panic!("XPENDING {stream}: {pending:?}");
+        };
+        assert_eq!(
+            summary.first(),
+            Some(&redis::Value::Int(0)),
+            "{stream}: every command acknowledged"
+        );
+    }
 }

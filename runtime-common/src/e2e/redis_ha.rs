@@ -1,5 +1,6 @@
 //! Private Redis deployments for the end-to-end tests: a primary with a replica watched by
-//! three Sentinels, and a three-primary Redis Cluster, each made of `redis-server` processes
+//! three Sentinels (each side with a password if asked: [`Passwords`]), and a three-primary
+//! Redis Cluster, each made of `redis-server` processes
 //! on free ports in a fresh directory, stopped (the processes this test started, by their
 //! handles) on drop, even when the test fails.
 //!
@@ -44,11 +45,19 @@ fn free_port() -> u16 {
 /// One `redis-server` process (killed on drop).
 struct Server {
     port: u16,
+    /// Its `requirepass` (a data node's also its `masterauth`).
+    password: Option<String>,
     child: Option<Child>,
 }
 
 impl Server {
-    fn start(dir: &Path, name: &str, args: &[String], sentinel_config: Option<&str>) -> Self {
+    fn start(
+        dir: &Path,
+        name: &str,
+        args: &[String],
+        sentinel_config: Option<&str>,
+        password: Option<&str>,
+    ) -> Self {
         let port = free_port();
         let dir = dir.join(name);
         std::fs::create_dir_all(&dir).expect("create the instance's directory");
@@ -59,9 +68,10 @@ impl Server {
                 std::fs::write(
                     &path,
                     format!(
-                        "port {port}\nbind 127.0.0.1\ndir {}\nlogfile {}\n{config}",
+                        "port {port}\nbind 127.0.0.1\ndir {}\nlogfile {}\n{config}{}",
                         dir.display(),
-                        dir.join("log").display()
+                        dir.join("log").display(),
+                        password.map_or(String::new(), |p| format!("requirepass {p}\n"))
                     ),
                 )
                 .expect("write the Sentinel's configuration");
@@ -76,6 +86,9 @@ impl Server {
                     .arg("--logfile")
                     .arg(dir.join("log"))
                     .args(args);
+                if let Some(password) = password {
+                    command.args(["--requirepass", password, "--masterauth", password]);
+                }
             }
         }
         let child = command
@@ -85,6 +98,7 @@ impl Server {
             .expect("start redis-server");
         let server = Self {
             port,
+            password: password.map(str::to_owned),
             child: Some(child),
         };
         server.wait_until(Duration::from_secs(20), "answers PING", |c| {
@@ -94,7 +108,11 @@ impl Server {
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let userinfo = self
+            .password
+            .as_ref()
+            .map_or(String::new(), |p| format!(":{p}@"));
+        format!("redis://{userinfo}127.0.0.1:{}/", self.port)
     }
 
     fn connection(&self) -> redis::RedisResult<redis::Connection> {
@@ -141,20 +159,32 @@ fn info_field(connection: &mut redis::Connection, section: &str, field: &str) ->
         .map(|v| v.trim().to_owned())
 }
 
+/// The passwords of a [`SentinelDeployment`] (`None`: no password).
+#[derive(Clone, Debug, Default)]
+pub struct Passwords {
+    /// The data nodes' `requirepass` and `masterauth` (and the Sentinels' `auth-pass`).
+    pub data: Option<String>,
+    /// The Sentinels' own `requirepass` (they also use it with one another).
+    pub sentinels: Option<String>,
+}
+
 /// A primary, its replica and three Sentinels (quorum 2, a primary counts as down after one
 /// second), on 127.0.0.1.
 pub struct SentinelDeployment {
     servers: Vec<Server>,
     sentinels: Vec<Server>,
+    passwords: Passwords,
     _dir: PathBuf,
 }
 
 impl SentinelDeployment {
-    /// Starts it and waits until the replica is in sync and every Sentinel knows the replica
-    /// and the two other Sentinels (so that both a forced and an automatic failover work).
-    pub fn start() -> Self {
+    /// Starts it with `passwords` and waits until the replica is in sync and every Sentinel
+    /// knows the replica and the two other Sentinels (so that both a forced and an automatic
+    /// failover work).
+    pub fn start(passwords: Passwords) -> Self {
         let dir = empty_dir("sentinel");
-        let primary = Server::start(&dir, "primary", &[], None);
+        let data = passwords.data.as_deref();
+        let primary = Server::start(&dir, "primary", &[], None, data);
         let replica = Server::start(
             &dir,
             "replica",
@@ -164,6 +194,7 @@ impl SentinelDeployment {
                 primary.port.to_string(),
             ],
             None,
+            data,
         );
         replica.wait_until(Duration::from_secs(20), "synced with its primary", |c| {
             info_field(c, "replication", "master_link_status").as_deref() == Some("up")
@@ -172,11 +203,22 @@ impl SentinelDeployment {
             "sentinel monitor {MASTER_NAME} 127.0.0.1 {} 2\n\
              sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
              sentinel failover-timeout {MASTER_NAME} 10000\n\
-             sentinel parallel-syncs {MASTER_NAME} 1\n",
-            primary.port
+             sentinel parallel-syncs {MASTER_NAME} 1\n{}",
+            primary.port,
+            data.map_or(String::new(), |p| format!(
+                "sentinel auth-pass {MASTER_NAME} {p}\n"
+            ))
         );
         let sentinels: Vec<Server> = (0..3)
-            .map(|i| Server::start(&dir, &format!("sentinel{i}"), &[], Some(&config)))
+            .map(|i| {
+                Server::start(
+                    &dir,
+                    &format!("sentinel{i}"),
+                    &[],
+                    Some(&config),
+                    passwords.sentinels.as_deref(),
+                )
+            })
             .collect();
         for sentinel in &sentinels {
             sentinel.wait_until(
@@ -200,18 +242,50 @@ impl SentinelDeployment {
         Self {
             servers: vec![primary, replica],
             sentinels,
+            passwords,
             _dir: dir,
         }
     }
 
-    /// `redis+sentinel://127.0.0.1:<s1>,…/<master-name>`.
+    /// `redis+sentinel://[:<data password>@]127.0.0.1:<s1>,…/<master-name>
+    /// [?sentinel_password=<the Sentinels' password>]`.
     pub fn url(&self) -> String {
         let hosts: Vec<String> = self
             .sentinels
             .iter()
             .map(|s| format!("127.0.0.1:{}", s.port))
             .collect();
-        format!("redis+sentinel://{}/{MASTER_NAME}", hosts.join(","))
+        let userinfo = self
+            .passwords
+            .data
+            .as_ref()
+            .map_or(String::new(), |p| format!(":{p}@"));
+        let query = self
+            .passwords
+            .sentinels
+            .as_ref()
+            .map_or(String::new(), |p| format!("?sentinel_password={p}"));
+        format!(
+            "redis+sentinel://{userinfo}{}/{MASTER_NAME}{query}",
+            hosts.join(",")
+        )
+    }
+
+    /// A connection to the server on `port`.
+    pub fn connection(&self, port: u16) -> redis::Connection {
+        self.server(port).connection().expect("the server answers")
+    }
+
+    /// Every string value on the server on `port` (`KEYS *`, then `GET` each).
+    pub fn string_values(&self, port: u16) -> Vec<String> {
+        let mut c = self.connection(port);
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*")
+            .query(&mut c)
+            .unwrap_or_default();
+        keys.iter()
+            .filter_map(|key| redis::cmd("GET").arg(key).query(&mut c).ok())
+            .collect()
     }
 
     /// The port the Sentinels name as the primary now.
@@ -334,6 +408,7 @@ impl ClusterDeployment {
                         "2000".into(),
                     ],
                     None,
+                    None,
                 )
             })
             .collect();
@@ -370,11 +445,15 @@ impl ClusterDeployment {
         )
     }
 
+    /// A cluster connection (it follows the keys to their nodes).
+    pub fn connection(&self) -> redis::RedisResult<redis::cluster::ClusterConnection> {
+        let nodes: Vec<String> = self.nodes.iter().map(Server::url).collect();
+        redis::cluster::ClusterClient::new(nodes)?.get_connection()
+    }
+
     /// `GET key` through a cluster connection.
     pub fn get(&self, key: &str) -> Option<String> {
-        let nodes: Vec<String> = self.nodes.iter().map(Server::url).collect();
-        let client = redis::cluster::ClusterClient::new(nodes).ok()?;
-        let mut c = client.get_connection().ok()?;
+        let mut c = self.connection().ok()?;
         redis::cmd("GET").arg(key).query(&mut c).ok()?
     }
 

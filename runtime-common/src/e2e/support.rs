@@ -186,14 +186,20 @@ impl Gatehouse {
         command.stdout(Stdio::piped());
         let mut gatehouse = Self::spawn(command, binary);
         let stdout = gatehouse.child.stdout.take().expect("piped stdout");
-        let (lines_tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                println!("{line}");
-                let _ = lines_tx.send(line);
-            }
-        });
-        (gatehouse, lines)
+        (gatehouse, lines_of(stdout, |line| println!("{line}")))
+    }
+
+    /// [`Gatehouse::start`], with the child's log (standard error) as lines on the returned
+    /// channel (each also echoed into the test's output), for tests of what the log says.
+    pub fn start_reading_log(
+        binary: &Path,
+        env: &[(&str, String)],
+    ) -> (Self, mpsc::Receiver<String>) {
+        let mut command = Self::command(binary, env);
+        command.stderr(Stdio::piped());
+        let mut gatehouse = Self::spawn(command, binary);
+        let stderr = gatehouse.child.stderr.take().expect("piped stderr");
+        (gatehouse, lines_of(stderr, |line| eprintln!("{line}")))
     }
 
     /// [`Gatehouse::start`] with standard input piped (returned) and standard output as
@@ -207,13 +213,7 @@ impl Gatehouse {
         let mut gatehouse = Self::spawn(command, binary);
         let stdout = gatehouse.child.stdout.take().expect("piped stdout");
         let stdin = gatehouse.child.stdin.take().expect("piped stdin");
-        let (lines_tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = lines_tx.send(line);
-            }
-        });
-        (gatehouse, stdin, lines)
+        (gatehouse, stdin, lines_of(stdout, |_| {}))
     }
 
     /// Kills the process (SIGKILL: no clean shutdown) and waits for it.
@@ -274,6 +274,21 @@ impl Drop for Gatehouse {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The lines `reader` yields, on a channel filled by a thread (each passed to `echo` first).
+fn lines_of(
+    reader: impl std::io::Read + Send + 'static,
+    echo: impl Fn(&str) + Send + 'static,
+) -> mpsc::Receiver<String> {
+    let (lines_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            echo(&line);
+            let _ = lines_tx.send(line);
+        }
+    });
+    lines
 }
 
 /// A queue bound to an exchange (declared here first, as the gateway declares it) and its
