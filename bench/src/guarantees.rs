@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 
 use crate::publishers::ConfirmCounts;
@@ -66,24 +64,7 @@ fn message_id(i: usize) -> String {
 /// The scenario's topology in `url`'s vhost: a topic exchange, and one durable queue of at
 /// most `MAX_LENGTH` messages that refuses more (a nack), bound with `full`.
 async fn declare(url: &str) -> Result<lapin::Connection> {
-    let connection = lapin::Connection::connect_with_runtime(
-        url,
-        lapin::ConnectionProperties::default(),
-        async_rs::Runtime::tokio_current(),
-    )
-    .await?;
-    let channel = connection.create_channel().await?;
-    channel
-        .exchange_declare(
-            EXCHANGE.into(),
-            lapin::ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let (connection, channel) = crate::services::topic_exchange(url, EXCHANGE).await?;
     let mut arguments = FieldTable::default();
     arguments.insert("x-max-length".into(), AMQPValue::LongInt(MAX_LENGTH as i32));
     arguments.insert(

@@ -29,6 +29,29 @@ pub struct Sink {
     pub queue: String,
 }
 
+/// A connection to `amqp_url` and a channel on it, with the durable topic `exchange` declared.
+pub async fn topic_exchange(amqp_url: &str, exchange: &str) -> Result<(Connection, Channel)> {
+    let connection = Connection::connect_with_runtime(
+        amqp_url,
+        ConnectionProperties::default(),
+        async_rs::Runtime::tokio_current(),
+    )
+    .await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .exchange_declare(
+            exchange.into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((connection, channel))
+}
+
 impl Sink {
     pub async fn declare(amqp_url: &str, exchange: &str) -> Result<Self> {
         Self::declare_with(amqp_url, exchange, true).await
@@ -38,24 +61,7 @@ impl Sink {
     /// to disk only in a durable queue: with a transient queue the broker confirms without a
     /// disk sync, whatever the messages' delivery mode.
     pub async fn declare_with(amqp_url: &str, exchange: &str, durable: bool) -> Result<Self> {
-        let connection = Connection::connect_with_runtime(
-            amqp_url,
-            ConnectionProperties::default(),
-            async_rs::Runtime::tokio_current(),
-        )
-        .await?;
-        let channel = connection.create_channel().await?;
-        channel
-            .exchange_declare(
-                exchange.into(),
-                lapin::ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let (connection, channel) = topic_exchange(amqp_url, exchange).await?;
         let queue = "bench.sink".to_owned();
         channel
             .queue_declare(

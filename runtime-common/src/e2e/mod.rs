@@ -667,12 +667,7 @@ pub async fn sessions_survive_a_sentinel_failover<K: Kit>(rt: async_rs::Runtime<
         eventually(&rt, || !deployment.is_primary(old_primary)).await,
         "the Sentinels demote the old primary"
     );
-    for n in 0..5 {
-        mock.control()
-            .shard(0)
-            .inject_dispatch("GH_TEST_EVENT", format!("{{\"n\":{n}}}"))
-            .expect("inject a dispatch");
-    }
+    support::inject_test_events(&mock, 5);
     capture_until_complete(&mut capture, &mock, fixture.len() + 6, &mut received).await;
     let after = last(&received);
     assert!(after > before, "dispatches flowed after the failover");

@@ -644,12 +644,7 @@ pub async fn redis_streams_run_through_sentinel<K: Kit>(_rt: async_rs::Runtime<K
         !deployment.is_primary(primary),
         "the Sentinels demote the old primary"
     );
-    for n in 0..5 {
-        mock.control()
-            .shard(0)
-            .inject_dispatch("GH_TEST_EVENT", format!("{{\"n\":{n}}}"))
-            .expect("inject a dispatch");
-    }
+    super::support::inject_test_events(&mock, 5);
     let mut events = events;
     events.insert("GH_TEST_EVENT".to_owned());
     let missing = missing_from_streams(&mock, &events, fixture.len() + 6, || {

@@ -396,6 +396,17 @@ impl<K: super::Kit> Capture<K> {
     }
 }
 
+/// Has the mock send `count` dispatches `GH_TEST_EVENT` (`{"n":0}`, `{"n":1}`, ...) on
+/// shard 0: events that arrive only after what a test did before.
+pub fn inject_test_events(mock: &mock_gateway::MockGateway, count: usize) {
+    for n in 0..count {
+        mock.control()
+            .shard(0)
+            .inject_dispatch("GH_TEST_EVENT", format!("{{\"n\":{n}}}"))
+            .expect("inject a dispatch");
+    }
+}
+
 /// The AMQP header `name` of a delivery, as an integer.
 pub fn header_int(delivery: &Delivery, name: &str) -> Option<i64> {
     match delivery.properties.headers().as_ref()?.inner().get(name)? {
