@@ -319,7 +319,6 @@ mod tests {
     use proto_core::outbox::Confirm;
     use proto_core::profile::{MessageKey, MessageProperties, Publication};
     use proto_core::shard::PublishId;
-    use tokio::sync::mpsc;
 
     use super::{Stdio, line, parse_command};
 
