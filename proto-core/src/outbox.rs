@@ -444,11 +444,32 @@ impl Outbox {
 
     fn confirmed(&mut self, id: PublishId) {
         if let Some(entry) = self.entries.remove(&id) {
+            if self.entries.is_empty() {
+                self.release_memory();
+            }
             self.events.push_back(OutboxEvent::Confirmed {
                 id,
                 publication: entry.publication,
                 pushed_at: entry.pushed_at,
             });
+        }
+    }
+
+    /// With nothing left to confirm, gives back what the collections grew to (an emptied
+    /// B-tree keeps its root node, about 900 bytes here): an idle shard's outbox holds nothing
+    /// (BENCHMARKS.md section 4, memory per idle shard). Every row left in `in_flight` and
+    /// `retries` is stale then, and `prune` drops them.
+    fn release_memory(&mut self) {
+        self.entries = BTreeMap::new();
+        self.prune();
+        if self.in_flight.is_empty() {
+            self.in_flight = VecDeque::new();
+        }
+        if self.retries.is_empty() {
+            self.retries = BTreeSet::new();
+        }
+        if self.unsent.is_empty() {
+            self.unsent = BTreeSet::new();
         }
     }
 

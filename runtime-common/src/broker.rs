@@ -30,7 +30,7 @@ use proto_core::profile::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::output::{Output, OutputClient, PublishReport};
+use crate::output::{Output, OutputClient, ReportSender};
 use crate::publisher::{self, PublishRequest};
 use crate::runtime::Runtime;
 
@@ -78,7 +78,7 @@ impl Link {
         &self,
         id: PublishId,
         publication: Arc<Publication>,
-        reply: &mpsc::UnboundedSender<PublishReport>,
+        reply: &ReportSender,
         pushed_at: Option<std::time::Instant>,
     ) -> bool {
         self.publisher
@@ -105,12 +105,7 @@ impl Output for Link {
 
     /// Hands a shard's publication to this link's publisher task (which publishes it outside
     /// the shard's loop and reports to `reply`). False when the publisher is gone.
-    fn submit(
-        &self,
-        id: PublishId,
-        publication: Arc<Publication>,
-        reply: &mpsc::UnboundedSender<PublishReport>,
-    ) -> bool {
+    fn submit(&self, id: PublishId, publication: Arc<Publication>, reply: &ReportSender) -> bool {
         self.request(id, publication, reply, None)
     }
 
@@ -119,7 +114,7 @@ impl Output for Link {
         &self,
         id: PublishId,
         publication: Arc<Publication>,
-        reply: &mpsc::UnboundedSender<PublishReport>,
+        reply: &ReportSender,
         pushed_at: std::time::Instant,
     ) -> bool {
         self.request(id, publication, reply, Some(pushed_at))

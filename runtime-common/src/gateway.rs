@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use gatehouse_config::{Config, ConfigError};
 use proto_core::outbox::OutboxConfig;
 use proto_core::profile::{ProfileError, ProfileKind, Router};
@@ -460,7 +461,7 @@ impl<R: Runtime> Launcher<R> {
         shard_config.publishing = self.publishing.load(Ordering::SeqCst);
         shard_config.replay.window = self.replay;
         let shard = Shard::new(shard_config, self.rt.now());
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = crate::lazy_channel::unbounded();
         let ticket = self.inputs.insert(number, tx.clone());
         let commands = self.command_inputs.clone();
         if let Some(commands) = commands.as_ref().filter(|_| shard.publishing()) {
@@ -488,14 +489,16 @@ impl<R: Runtime> Launcher<R> {
         let inputs = self.inputs.clone();
         let count = self.shard_count;
         let (task, abort) = futures_util::future::abortable(shard_task::run(shard, io));
-        self.rt.spawn(async move {
-            let reason = task.await.ok();
+        // `map`, not an `async` block awaiting `task`: such a block keeps the captured future
+        // and the one it awaits side by side, twice the shard's task for its whole life
+        // (BENCHMARKS.md section 4: memory per idle shard).
+        self.rt.spawn(task.map(move |result| {
             inputs.remove(number, ticket);
             if let Some(commands) = commands {
                 commands.remove_channel(number, &tx);
             }
-            let _ = done.send((count, number, reason));
-        });
+            let _ = done.send((count, number, result.ok()));
+        }));
         abort
     }
 }

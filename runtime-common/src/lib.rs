@@ -35,6 +35,7 @@
 //! - [`session_store`]: session snapshots and shard status in Redis.
 //! - [`identify`]: the process-wide identify coordinator (limits shared through Redis).
 //! - [`cluster`]: cluster mode (member key, shard leases, placement, hand-over).
+//! - `lazy_channel`: the shards' input and report channels, which hold no memory while empty.
 //! - `shard_inputs`: what other tasks tell a shard (`ShardInput`) and the input channels of
 //!   the shards running here, by number.
 //! - [`discord_http`]: `GET /gateway/bot`.
@@ -64,6 +65,7 @@ pub mod error_reports;
 pub mod gateway;
 pub mod http;
 pub mod identify;
+mod lazy_channel;
 pub mod log_channel;
 pub mod logging;
 pub mod metrics;

@@ -16,8 +16,8 @@ use proto_core::shard::PublishId;
 use tokio::sync::{mpsc, watch};
 
 use crate::output::{
-    BoxFuture, CommandSource, Output, OutputClient, OutputError, PublishReport, Republish,
-    Republished,
+    BoxFuture, CommandSource, Output, OutputClient, OutputError, PublishReport, ReportSender,
+    Republish, Republished,
 };
 
 /// The environment variable that selects the null output (any value).
@@ -62,12 +62,7 @@ impl Output for Null {
         GENERATION
     }
 
-    fn submit(
-        &self,
-        id: PublishId,
-        _publication: Arc<Publication>,
-        reply: &mpsc::UnboundedSender<PublishReport>,
-    ) -> bool {
+    fn submit(&self, id: PublishId, _publication: Arc<Publication>, reply: &ReportSender) -> bool {
         reply
             .send(PublishReport {
                 link: GENERATION,

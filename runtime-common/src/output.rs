@@ -35,6 +35,10 @@ pub(crate) struct PublishReport {
     pub(crate) result: Result<Confirm, OutputError>,
 }
 
+/// Where an output reports what became of a shard's publications: the shard's report channel,
+/// which holds no memory while nothing is in flight (`lazy_channel`).
+pub(crate) type ReportSender = crate::lazy_channel::Sender<PublishReport>;
+
 /// Why an output did not take a publication (the outbox sends it again on the next
 /// connection; a forwarded command or dead letter is requeued).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -68,12 +72,7 @@ pub(crate) trait Output: Send + Sync + std::fmt::Debug {
 
     /// Takes one publication without waiting; its outcome goes to `reply` once the output has
     /// it for sure (or failed). False when the output can no longer take anything.
-    fn submit(
-        &self,
-        id: PublishId,
-        publication: Arc<Publication>,
-        reply: &mpsc::UnboundedSender<PublishReport>,
-    ) -> bool;
+    fn submit(&self, id: PublishId, publication: Arc<Publication>, reply: &ReportSender) -> bool;
 
     /// [`Output::submit`], told when the publication entered the shard's outbox (its
     /// dispatch's arrival), for outputs that measure their hand-off latency
@@ -82,7 +81,7 @@ pub(crate) trait Output: Send + Sync + std::fmt::Debug {
         &self,
         id: PublishId,
         publication: Arc<Publication>,
-        reply: &mpsc::UnboundedSender<PublishReport>,
+        reply: &ReportSender,
         pushed_at: Instant,
     ) -> bool {
         let _ = pushed_at;

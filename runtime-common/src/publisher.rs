@@ -22,7 +22,7 @@ use proto_core::profile::{Publication, Router};
 use proto_core::shard::PublishId;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::output::{OutputError, PublishReport};
+use crate::output::{OutputError, PublishReport, ReportSender};
 
 /// Publications started together before awaiting any of them.
 const MAX_BATCH: usize = 256;
@@ -41,7 +41,7 @@ pub(crate) struct PublishRequest {
     /// The message (shared with the shard's outbox).
     pub(crate) publication: Arc<Publication>,
     /// Where the outcome goes.
-    pub(crate) reply: mpsc::UnboundedSender<PublishReport>,
+    pub(crate) reply: ReportSender,
     /// When it entered the shard's outbox, for the hand-off histogram.
     pub(crate) pushed_at: Option<Instant>,
 }

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::output::{
     BoxFuture, CommandSource, INCOMING_CAPACITY, Incoming, Output, OutputClient, OutputError,
-    PublishReport, Republish, Republished, Settle,
+    PublishReport, ReportSender, Republish, Republished, Settle,
 };
 use crate::redis_link::{RedisConnection, RedisTarget, Timeouts};
 use crate::runtime::Runtime;
@@ -59,7 +59,7 @@ struct Append {
     body: bytes::Bytes,
     generation: u64,
     id: PublishId,
-    reply: mpsc::UnboundedSender<PublishReport>,
+    reply: ReportSender,
 }
 
 /// The running output: the publisher task's inbox and its announcements.
@@ -93,12 +93,7 @@ impl Output for Generation {
         self.generation
     }
 
-    fn submit(
-        &self,
-        id: PublishId,
-        publication: Arc<Publication>,
-        reply: &mpsc::UnboundedSender<PublishReport>,
-    ) -> bool {
+    fn submit(&self, id: PublishId, publication: Arc<Publication>, reply: &ReportSender) -> bool {
         self.appends
             .send(Append {
                 stream: stream_name(
@@ -363,7 +358,7 @@ impl Republish for RedisStreams {
         kind: Republished,
     ) -> BoxFuture<Result<(), OutputError>> {
         let generation = self.current.borrow().as_ref().map(|o| o.generation());
-        let (reply, mut report) = mpsc::unbounded_channel();
+        let (reply, mut report) = crate::lazy_channel::unbounded();
         let (stream, headers) = match kind {
             Republished::Forward => (
                 stream_name(

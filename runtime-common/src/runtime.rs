@@ -16,8 +16,10 @@ use tungstenite::Message;
 pub type WsError = tungstenite::Error;
 
 /// How much one connection reads from its socket at a time. tungstenite's default (128 KiB) is
-/// zero-filled before every read, so all of it stays resident on every connection, idle or not;
-/// 8 KiB keeps an idle zlib-stream shard at ~56 KiB (BENCHMARKS.md, memory per idle shard).
+/// zero-filled before every read, so all of it stays resident on every connection, idle or not
+/// (BENCHMARKS.md section 4, memory per idle shard). 8 KiB: a smaller setting saves nothing,
+/// because tungstenite doubles the buffer when a frame does not fit what is left of it (4 KiB
+/// measured 8 KiB per idle shard again) and never shrinks it.
 pub const WS_READ_BUFFER: usize = 8 * 1024;
 
 /// The WebSocket settings every runtime connects with: messages and frames of up to

@@ -9,7 +9,9 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use proto_core::shard::UsageError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
+
+use crate::lazy_channel;
 
 /// What other tasks tell a shard.
 #[derive(Debug)]
@@ -45,7 +47,7 @@ pub(crate) struct ShardInputs {
 #[derive(Debug, Default)]
 struct Inner {
     next: u64,
-    shards: HashMap<u32, (u64, mpsc::UnboundedSender<ShardInput>)>,
+    shards: HashMap<u32, (u64, lazy_channel::Sender<ShardInput>)>,
     /// Every shard registered at least once (a shard not yet started is not gone).
     started: std::collections::HashSet<u32>,
 }
@@ -65,7 +67,7 @@ impl ShardInputs {
     }
 
     /// Registers shard `number`'s channel; the returned ticket unregisters exactly it.
-    pub(crate) fn insert(&self, number: u32, sender: mpsc::UnboundedSender<ShardInput>) -> u64 {
+    pub(crate) fn insert(&self, number: u32, sender: lazy_channel::Sender<ShardInput>) -> u64 {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         inner.next += 1;
         let ticket = inner.next;
@@ -84,7 +86,7 @@ impl ShardInputs {
 
     /// Registers shard `number`'s channel unless it is there already (a re-shard's new set
     /// starts taking commands: each channel is registered once).
-    pub(crate) fn insert_channel(&self, number: u32, sender: mpsc::UnboundedSender<ShardInput>) {
+    pub(crate) fn insert_channel(&self, number: u32, sender: lazy_channel::Sender<ShardInput>) {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         if inner
             .shards
@@ -100,7 +102,7 @@ impl ShardInputs {
     }
 
     /// Unregisters shard `number` if its registration is still `sender`'s channel.
-    pub(crate) fn remove_channel(&self, number: u32, sender: &mpsc::UnboundedSender<ShardInput>) {
+    pub(crate) fn remove_channel(&self, number: u32, sender: &lazy_channel::Sender<ShardInput>) {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         if inner
             .shards
@@ -112,7 +114,7 @@ impl ShardInputs {
     }
 
     /// Every registered shard and its channel.
-    pub(crate) fn entries(&self) -> Vec<(u32, mpsc::UnboundedSender<ShardInput>)> {
+    pub(crate) fn entries(&self) -> Vec<(u32, lazy_channel::Sender<ShardInput>)> {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
         inner
             .shards
@@ -129,7 +131,7 @@ impl ShardInputs {
     }
 
     /// Shard `number`'s channel, if it runs here.
-    pub(crate) fn get(&self, number: u32) -> Option<mpsc::UnboundedSender<ShardInput>> {
+    pub(crate) fn get(&self, number: u32) -> Option<lazy_channel::Sender<ShardInput>> {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
         inner.shards.get(&number).map(|(_, s)| s.clone())
     }
@@ -145,9 +147,8 @@ impl ShardInputs {
 
 #[cfg(test)]
 mod tests {
-    use tokio::sync::mpsc;
-
     use super::ShardInputs;
+    use crate::lazy_channel;
 
     /// A shard not yet started is told apart from one that stopped: commands wait for the
     /// first (start-up), the second is gone.
@@ -156,7 +157,7 @@ mod tests {
         let inputs = ShardInputs::new(false);
         assert!(inputs.get(3).is_none());
         assert!(!inputs.ever_started(3), "not started yet");
-        let (tx, _rx) = mpsc::unbounded_channel();
+        let (tx, _rx) = lazy_channel::unbounded();
         let ticket = inputs.insert(3, tx);
         assert!(inputs.get(3).is_some());
         inputs.remove(3, ticket);

@@ -23,14 +23,15 @@ use proto_core::cluster::Retiring;
 use proto_core::outbox::{Confirm, Outbox, OutboxConfig, OutboxEvent};
 use proto_core::shard::{Action, CloseCode, FrameKind, Shard, ShardEvent, ShardState, StopReason};
 use proto_core::store::{self, ShardStatus};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::Instrument;
 use tungstenite::Message;
 use tungstenite::protocol::CloseFrame;
 
 use crate::identify::IdentifyClient;
+use crate::lazy_channel;
 use crate::metrics;
-use crate::output::{Output, OutputClient, PublishReport};
+use crate::output::{Output, OutputClient, PublishReport, ReportSender};
 use crate::runtime::Runtime;
 use crate::session_store::StoreWriter;
 use crate::shard_inputs::ShardInput;
@@ -48,7 +49,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Everything a shard task needs besides its shard.
 pub(crate) struct ShardIo<R: Runtime> {
     pub(crate) rt: R,
-    pub(crate) inputs: mpsc::UnboundedReceiver<ShardInput>,
+    pub(crate) inputs: lazy_channel::Receiver<ShardInput>,
     /// The output publications go to (the broker seam).
     pub(crate) output: OutputClient,
     pub(crate) store: StoreWriter,
@@ -84,7 +85,7 @@ pub(crate) fn run<R: Runtime>(
     let number = shard.config().shard.number();
     let total = shard.config().shard.total();
     let binary_frames = shard.config().sends_binary();
-    let (reply, reports) = mpsc::unbounded_channel();
+    let (reply, reports) = lazy_channel::unbounded();
     let links = io.output.watch();
     let started = io.rt.now();
     let mut task = ShardTask {
@@ -137,8 +138,8 @@ struct ShardTask<R: Runtime> {
     link: Option<Arc<dyn Output>>,
     links: watch::Receiver<Option<Arc<dyn Output>>>,
     /// Where the links' publishers report; `reports` is read in `wait`.
-    reply: mpsc::UnboundedSender<PublishReport>,
-    reports: mpsc::UnboundedReceiver<PublishReport>,
+    reply: ReportSender,
+    reports: lazy_channel::Receiver<PublishReport>,
     /// The latest link this shard reported as failed.
     failed_link: Option<u64>,
     /// Whether the outbox was told that `link` is blocked.

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::output::{
     BoxFuture, CommandSource, INCOMING_CAPACITY, Incoming, Output, OutputClient, OutputError,
-    PublishReport, Republish, Republished, Settle,
+    PublishReport, ReportSender, Republish, Republished, Settle,
 };
 
 /// The generation of the one and only "connection" stdout is.
@@ -35,7 +35,7 @@ const MAX_BATCH: usize = 256;
 struct Line {
     bytes: Vec<u8>,
     id: PublishId,
-    reply: mpsc::UnboundedSender<PublishReport>,
+    reply: ReportSender,
 }
 
 /// The writer thread's inbox; cloned into one [`ShardOutput`] per shard.
@@ -270,7 +270,7 @@ impl Republish for Stdio {
         if kind == Republished::DeadLetter {
             return Box::pin(async { Ok(()) });
         }
-        let (reply, mut report) = mpsc::unbounded_channel();
+        let (reply, mut report) = crate::lazy_channel::unbounded();
         let sent = self.lines.send(Line {
             bytes: line(None, &publication),
             id: PublishId(0),
@@ -299,12 +299,7 @@ impl Output for ShardOutput {
         GENERATION
     }
 
-    fn submit(
-        &self,
-        id: PublishId,
-        publication: Arc<Publication>,
-        reply: &mpsc::UnboundedSender<PublishReport>,
-    ) -> bool {
+    fn submit(&self, id: PublishId, publication: Arc<Publication>, reply: &ReportSender) -> bool {
         self.stdio
             .lines
             .send(Line {
@@ -324,7 +319,6 @@ mod tests {
     use proto_core::outbox::Confirm;
     use proto_core::profile::{MessageKey, MessageProperties, Publication};
     use proto_core::shard::PublishId;
-    use tokio::sync::mpsc;
 
     use super::{Stdio, line, parse_command};
 
@@ -396,7 +390,7 @@ mod tests {
     async fn an_event_that_could_not_be_written_is_not_acknowledged() {
         let stdio = Stdio::start_on(Broken).unwrap();
         let output = stdio.client(0).watch().borrow().clone().unwrap();
-        let (reply, mut reports) = mpsc::unbounded_channel();
+        let (reply, mut reports) = crate::lazy_channel::unbounded();
         assert!(output.submit(PublishId(1), publication("E", b"{}"), &reply));
         let report = reports.recv().await.unwrap();
         assert_eq!(report.id, PublishId(1));
@@ -409,7 +403,7 @@ mod tests {
         let stdio = Stdio::start_on(out.clone()).unwrap();
         let client = stdio.client(7);
         let output = client.watch().borrow().clone().expect("always connected");
-        let (reply, mut reports) = mpsc::unbounded_channel();
+        let (reply, mut reports) = crate::lazy_channel::unbounded();
         for n in 0..3 {
             let body = format!("{{\"n\":{n}}}");
             assert!(output.submit(PublishId(n), publication("E", body.as_bytes()), &reply));

@@ -87,6 +87,13 @@ impl EventQueue {
     pub(super) fn pop(&mut self) -> Option<ShardEvent> {
         self.events.pop_front()
     }
+
+    /// Gives the queue's memory back if nothing waits in it.
+    pub(super) fn release_if_empty(&mut self) {
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
+    }
 }
 
 #[cfg(test)]
