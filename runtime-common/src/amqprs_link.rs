@@ -162,9 +162,18 @@ impl Publisher {
         connection_name: &str,
         events: mpsc::UnboundedSender<ClientEvent>,
     ) -> anyhow::Result<Self> {
-        let arguments = open_arguments(url, connection_name, || {
-            crate::tls::amqprs_connector(crate::tls::roots())
-        })?;
+        Self::open_trusting(url, connection_name, events, crate::tls::roots()).await
+    }
+
+    /// [`Publisher::open`], trusting `roots` for `amqps://`.
+    async fn open_trusting(
+        url: &SecretUrl,
+        connection_name: &str,
+        events: mpsc::UnboundedSender<ClientEvent>,
+        roots: &crate::tls::TlsRoots,
+    ) -> anyhow::Result<Self> {
+        let arguments =
+            open_arguments(url, connection_name, || crate::tls::amqprs_connector(roots))?;
         let scrub = |e: amqprs::error::Error| anyhow::anyhow!(url.scrub(&e.to_string()));
         let connection = Connection::open(&arguments).await.map_err(scrub)?;
         let shared = Arc::new(Shared {
@@ -282,6 +291,16 @@ impl Publisher {
     fn unsettled(&self) -> usize {
         self.shared.lock().tags.unsettled()
     }
+}
+
+/// Opens an events connection to `url` as a link does, trusting `roots` for `amqps://`, and
+/// closes it again: whether amqprs gets through (the TLS test, `tests/tls.rs`).
+pub async fn try_connection(url: &str, roots: &crate::tls::TlsRoots) -> anyhow::Result<()> {
+    let (events, _) = mpsc::unbounded_channel();
+    let publisher =
+        Publisher::open_trusting(&SecretUrl::new(url), "gatehouse try", events, roots).await?;
+    publisher.close("done").await;
+    Ok(())
 }
 
 /// The key a `basic.return` is matched by: the message id where the profile sets one,

@@ -75,6 +75,9 @@ impl Outputs {
             )),
             BrokerKind::Amqp => {
                 check_amqp_client::<R>(config.amqp.client)?;
+                if config.amqp.client == AmqpClient::Amqprs {
+                    tracing::info!("AMQP: events are published with amqprs (amqp.client)");
+                }
                 Self::Amqp(broker::start(
                     rt,
                     BrokerSettings {
@@ -163,13 +166,10 @@ impl Outputs {
 
 /// Refuses `amqp.client = "amqprs"` where it cannot run: amqprs is tokio-only, so only the
 /// tokio binary (`gatehouse`, built with the `amqprs` feature) publishes with it.
-fn check_amqp_client<R: Runtime>(client: AmqpClient) -> std::io::Result<()> {
+pub(crate) fn check_amqp_client<R: Runtime>(client: AmqpClient) -> std::io::Result<()> {
     match client {
         AmqpClient::Lapin => Ok(()),
-        AmqpClient::Amqprs if cfg!(feature = "amqprs") && R::RUNS_AMQPRS => {
-            tracing::info!("AMQP: events are published with amqprs (amqp.client)");
-            Ok(())
-        }
+        AmqpClient::Amqprs if cfg!(feature = "amqprs") && R::RUNS_AMQPRS => Ok(()),
         AmqpClient::Amqprs => Err(std::io::Error::other(
             "amqp.client = \"amqprs\" (GATEHOUSE_AMQP_CLIENT) needs the tokio binary `gatehouse`: \
              amqprs runs on tokio only; this binary publishes with lapin (set amqp.client = \"lapin\" or leave it out)",

@@ -83,7 +83,48 @@ macro_rules! end_to_end_tests {
     };
 }
 
+/// The publish-path scenarios again with `GATEHOUSE_AMQP_CLIENT=amqprs` (issue 13, item 1), for
+/// the binary that runs amqprs (the tokio one):
+/// `amqprs_end_to_end_tests!(#[tokio::test] async_rs::Runtime::tokio_current(), "path/to/binary");`.
+#[macro_export]
+macro_rules! amqprs_end_to_end_tests {
+    (#[$test:meta] $rt:expr, $binary:expr) => {
+        $crate::end_to_end_tests!(@each #[$test] $rt, $binary;
+            every_dispatch_arrives_in_order_byte_identical_amqprs,
+            a_broker_connection_loss_loses_no_event_amqprs,
+            commands_reach_the_shard_and_bad_ones_are_dead_lettered_amqprs,
+        );
+    };
+}
+
 const TOKEN: &str = "e2e-test-token";
+
+/// The AMQP client a scenario runs the binary with (`GATEHOUSE_AMQP_CLIENT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Client {
+    /// The default: nothing set.
+    Lapin,
+    /// `GATEHOUSE_AMQP_CLIENT=amqprs`: events over a second connection, amqprs'.
+    Amqprs,
+}
+
+impl Client {
+    /// The environment that selects it.
+    fn env(self) -> Vec<(&'static str, String)> {
+        match self {
+            Self::Lapin => Vec::new(),
+            Self::Amqprs => vec![("GATEHOUSE_AMQP_CLIENT", "amqprs".to_owned())],
+        }
+    }
+}
+
+/// The name prefix of the connection the binary publishes events on, with `client`.
+fn events_connection(client: Client) -> &'static str {
+    match client {
+        Client::Lapin => "gatehouse",
+        Client::Amqprs => "gatehouse shards [0] events (amqprs)",
+    }
+}
 
 /// What the test side needs of an `async-rs` runtime.
 pub trait Kit: RuntimeKit + Send + Sync + Clone + 'static {}
@@ -146,6 +187,18 @@ pub async fn every_dispatch_arrives_in_order_byte_identical<K: Kit>(
     rt: async_rs::Runtime<K>,
     binary: &Path,
 ) {
+    every_dispatch_in_order(rt, binary, Client::Lapin).await;
+}
+
+/// The same with the events published by amqprs: on a connection of its own, beside lapin's.
+pub async fn every_dispatch_arrives_in_order_byte_identical_amqprs<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    every_dispatch_in_order(rt, binary, Client::Amqprs).await;
+}
+
+async fn every_dispatch_in_order<K: Kit>(rt: async_rs::Runtime<K>, binary: &Path, client: Client) {
     let vhost = Vhost::create("e2e");
     let redis = RedisPrefix::new("e2e");
     let fixture = Fixture::basic();
@@ -156,6 +209,7 @@ pub async fn every_dispatch_arrives_in_order_byte_identical<K: Kit>(
     let metrics_address = support::free_local_address();
     let mut env = gatehouse_env(&mock, &vhost, &redis);
     env.push(("GATEHOUSE_METRICS_ADDRESS", metrics_address.clone()));
+    env.extend(client.env());
     let mut gatehouse = Gatehouse::start(binary, &env);
 
     // READY plus every fixture event.
@@ -189,6 +243,14 @@ pub async fn every_dispatch_arrives_in_order_byte_identical<K: Kit>(
         received[0].properties.delivery_mode(),
         &Some(2),
         "persistent per the native profile"
+    );
+    let names = vhost.connection_names_once(events_connection(client));
+    assert_eq!(
+        names
+            .iter()
+            .any(|n| n.starts_with(events_connection(Client::Amqprs))),
+        client == Client::Amqprs,
+        "the events connection matches the client: {names:?}"
     );
     assert!(
         gatehouse.interrupt_and_wait(Duration::from_secs(30)),
@@ -243,6 +305,19 @@ pub async fn a_broker_connection_loss_loses_no_event<K: Kit>(
     rt: async_rs::Runtime<K>,
     binary: &Path,
 ) {
+    connection_loss(rt, binary, Client::Lapin).await;
+}
+
+/// The same with amqprs publishing: the broker closes the amqprs events connection only; the
+/// link is lost (lapin's connection is closed and both reconnect) and nothing is lost.
+pub async fn a_broker_connection_loss_loses_no_event_amqprs<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    connection_loss(rt, binary, Client::Amqprs).await;
+}
+
+async fn connection_loss<K: Kit>(rt: async_rs::Runtime<K>, binary: &Path, client: Client) {
     let vhost = Vhost::create("outage");
     let redis = RedisPrefix::new("outage");
     let fixture = Fixture::basic().repeated(20);
@@ -251,7 +326,9 @@ pub async fn a_broker_connection_loss_loses_no_event<K: Kit>(
     config.rate = ReplayRate::PerSecond(40.0);
     let mock = MockGateway::start(config).expect("start the mock gateway");
     let mut capture = Capture::topic(rt, &vhost.amqp_url(), "gateway").await;
-    let mut gatehouse = Gatehouse::start(binary, &gatehouse_env(&mock, &vhost, &redis));
+    let mut env = gatehouse_env(&mock, &vhost, &redis);
+    env.extend(client.env());
+    let mut gatehouse = Gatehouse::start(binary, &env);
 
     let mut received = Vec::new();
     while received.len() < 20 {
@@ -261,8 +338,8 @@ pub async fn a_broker_connection_loss_loses_no_event<K: Kit>(
             .expect("events flow");
         received.push(delivery);
     }
-    let closed = vhost.close_connections("gatehouse");
-    assert_eq!(closed, 1, "closed the gateway's AMQP connection");
+    let closed = vhost.close_connections(events_connection(client));
+    assert_eq!(closed, 1, "closed the gateway's events connection");
     capture_until_complete(&mut capture, &mock, fixture.len() + 1, &mut received).await;
 
     let sent = mock.recorder().sent_dispatches(0);
@@ -296,7 +373,16 @@ pub async fn commands_reach_the_shard_and_bad_ones_are_dead_lettered<K: Kit>(
     rt: async_rs::Runtime<K>,
     binary: &Path,
 ) {
-    commands_and_dead_letters(rt, binary, "commands", None).await;
+    commands_and_dead_letters(rt, binary, "commands", None, Client::Lapin).await;
+}
+
+/// The same with amqprs publishing the events (commands, forwarded commands and dead letters
+/// stay on lapin's connection).
+pub async fn commands_reach_the_shard_and_bad_ones_are_dead_lettered_amqprs<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    commands_and_dead_letters(rt, binary, "commands-amqprs", None, Client::Amqprs).await;
 }
 
 /// With `GATEHOUSE_QUEUE_TYPE=quorum` the command queue and the dead-letter queue Gatehouse
@@ -306,7 +392,7 @@ pub async fn quorum_queues_carry_commands_and_dead_letters<K: Kit>(
     rt: async_rs::Runtime<K>,
     binary: &Path,
 ) {
-    commands_and_dead_letters(rt, binary, "quorum", Some("quorum")).await;
+    commands_and_dead_letters(rt, binary, "quorum", Some("quorum"), Client::Lapin).await;
 }
 
 async fn commands_and_dead_letters<K: Kit>(
@@ -314,6 +400,7 @@ async fn commands_and_dead_letters<K: Kit>(
     binary: &Path,
     tag: &str,
     queue_type: Option<&str>,
+    client: Client,
 ) {
     let vhost = Vhost::create(tag);
     let redis = RedisPrefix::new(tag);
@@ -325,6 +412,7 @@ async fn commands_and_dead_letters<K: Kit>(
     if let Some(queue_type) = queue_type {
         env.push(("GATEHOUSE_QUEUE_TYPE", queue_type.to_owned()));
     }
+    env.extend(client.env());
     let mut gatehouse = Gatehouse::start(binary, &env);
     // READY arrived: the shard is active and the command topology is declared.
     capture.next(Duration::from_secs(30)).await.expect("READY");
