@@ -184,7 +184,8 @@ impl Publisher {
             events,
         });
         // Subscribed now, before anything can fail. The watcher holds a handle of the
-        // connection (which keeps it open): it ends when this publisher is dropped.
+        // connection (which keeps it open): it ends when this publisher is dropped. A tokio
+        // task, as amqprs' own reader and writer are (amqprs runs on tokio only).
         let (watching, dropped) = oneshot::channel::<()>();
         let watcher = connection.clone();
         let on_failure = shared.clone();
