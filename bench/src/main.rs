@@ -184,11 +184,12 @@ async fn run(args: Args) -> Result<()> {
                 } else {
                     None
                 };
-                for (binary, profile, client) in binaries.iter().flat_map(|b| {
-                    profiles
-                        .iter()
-                        .flat_map(move |p| clients.iter().map(move |c| (b, p, c)))
-                }) {
+                let runs: Vec<(&PathBuf, &String, &String)> = binaries
+                    .iter()
+                    .flat_map(|b| profiles.iter().map(move |p| (b, p)))
+                    .flat_map(|(b, p)| clients.iter().map(move |c| (b, p, c)))
+                    .collect();
+                for (binary, profile, client) in runs {
                     for &shards in &shard_counts {
                         // The same number of events in total, spread over the shards.
                         let per_shard = (events / shards as usize).max(1);
