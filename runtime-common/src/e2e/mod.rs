@@ -33,6 +33,7 @@ macro_rules! end_to_end_tests {
     (#[$test:meta] $rt:expr, $binary:expr) => {
         $crate::end_to_end_tests!(@each #[$test] $rt, $binary;
             every_dispatch_arrives_in_order_byte_identical,
+            unroutable_events_are_returned_not_acked,
             a_restarted_process_resumes_with_the_persisted_sequence,
             a_broker_connection_loss_loses_no_event,
             commands_reach_the_shard_and_bad_ones_are_dead_lettered,
@@ -91,6 +92,7 @@ macro_rules! amqprs_end_to_end_tests {
     (#[$test:meta] $rt:expr, $binary:expr) => {
         $crate::end_to_end_tests!(@each #[$test] $rt, $binary;
             every_dispatch_arrives_in_order_byte_identical_amqprs,
+            unroutable_events_are_returned_not_acked_amqprs,
             a_broker_connection_loss_loses_no_event_amqprs,
             commands_reach_the_shard_and_bad_ones_are_dead_lettered_amqprs,
         );
@@ -256,6 +258,72 @@ async fn every_dispatch_in_order<K: Kit>(rt: async_rs::Runtime<K>, binary: &Path
         gatehouse.interrupt_and_wait(Duration::from_secs(30)),
         "clean exit on Ctrl-C"
     );
+}
+
+/// With no queue bound for the events the broker returns every one of them (mandatory): each
+/// is counted as returned (`gatehouse_publish_confirms_total{result="unroutable"}`: an ack
+/// taken for a plain one would not be), and the shard goes on (the native profile confirms
+/// unroutable events).
+pub async fn unroutable_events_are_returned_not_acked<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    unroutable_returned(rt, binary, Client::Lapin).await;
+}
+
+/// The same with amqprs publishing: its returns carry no delivery tag and are matched to their
+/// publications by message id.
+pub async fn unroutable_events_are_returned_not_acked_amqprs<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    unroutable_returned(rt, binary, Client::Amqprs).await;
+}
+
+async fn unroutable_returned<K: Kit>(rt: async_rs::Runtime<K>, binary: &Path, client: Client) {
+    let vhost = Vhost::create("unroutable");
+    let redis = RedisPrefix::new("unroutable");
+    let fixture = Fixture::basic();
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.fixture = fixture.clone();
+    let mock = MockGateway::start(config).expect("start the mock gateway");
+    let metrics_address = support::free_local_address();
+    let mut env = gatehouse_env(&mock, &vhost, &redis);
+    env.push(("GATEHOUSE_METRICS_ADDRESS", metrics_address.clone()));
+    env.extend(client.env());
+    let mut gatehouse = Gatehouse::start(binary, &env);
+
+    let count = |text: &str, series: &str| -> u64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .map_or(0, |value| value as u64)
+    };
+    let expected = fixture.len() as u64 + 1;
+    let url = format!("http://{metrics_address}/metrics");
+    let mut metrics = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        metrics = support::http_get(&url);
+        if count(
+            &metrics,
+            "gatehouse_publish_confirms_total{result=\"unroutable\"}",
+        ) >= expected
+        {
+            break;
+        }
+        rt.sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        count(
+            &metrics,
+            "gatehouse_publish_confirms_total{result=\"unroutable\"}"
+        ),
+        expected,
+        "READY and every fixture event returned: {metrics}"
+    );
+    assert!(gatehouse.is_running());
+    assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)));
 }
 
 /// After a clean stop the session snapshot in Redis holds the last confirmed sequence, and a
