@@ -125,6 +125,8 @@ pub struct GatehouseRun<'a> {
     pub compress: &'a str,
     /// `GATEHOUSE_PROFILE` (`gatehouse`: the native one, `twilight-dispatch`, ...).
     pub profile: &'a str,
+    /// `GATEHOUSE_AMQP_CLIENT`: `lapin` (the default) or `amqprs`.
+    pub client: &'a str,
     pub log_dir: &'a Path,
 }
 
@@ -201,11 +203,12 @@ pub async fn through_gatehouse(settings: &GatehouseRun<'_>) -> Result<Run> {
     let mock = MockGateway::start(mock_config(settings.shards, settings.fixture.clone()))?;
     let load_before = services::load_average();
     let log: PathBuf = settings.log_dir.join(format!(
-        "gatehouse-e2e-{}-shards-{}.log",
-        settings.shards, settings.profile
+        "gatehouse-e2e-{}-shards-{}-{}.log",
+        settings.shards, settings.profile, settings.client
     ));
     let mut env = gatehouse_env(&mock, settings.shards, settings.compress, &vhost, &redis);
     env.push(("GATEHOUSE_PROFILE", settings.profile.to_owned()));
+    env.push(("GATEHOUSE_AMQP_CLIENT", settings.client.to_owned()));
     let gatehouse = Gatehouse::start(settings.binary, &env, &log)?;
     let (messages, steady_rate, whole_rate, cpu_per_million) =
         measure_client(&sink, expected, gatehouse.pid()).await?;
@@ -219,10 +222,16 @@ pub async fn through_gatehouse(settings: &GatehouseRun<'_>) -> Result<Run> {
         );
     }
     Ok(Run {
-        what: format!(
-            "gatehouse {}, {} shard(s), {}",
-            settings.profile, settings.shards, settings.compress
-        ),
+        what: match settings.client {
+            "lapin" => format!(
+                "gatehouse {}, {} shard(s), {}",
+                settings.profile, settings.shards, settings.compress
+            ),
+            client => format!(
+                "gatehouse {} ({client}), {} shard(s), {}",
+                settings.profile, settings.shards, settings.compress
+            ),
+        },
         messages,
         steady_rate,
         whole_rate,

@@ -18,6 +18,8 @@
 //! # amqprs (current_thread and multi_thread), rounds alternating (issue 13, item 1)
 //! cd bench && cargo run --release -- publishers --events 60000 --rounds 3 \
 //!     --clients lapin,lapin-batched,amqprs,amqprs-mt [--mandatory yes] [--perf-dir perf]
+//! # gatehouse end to end with each AMQP client (GATEHOUSE_AMQP_CLIENT), CPU per message vs plain lapin
+//! cd bench && cargo run --release -- e2e --events 60000 --rounds 2 --clients lapin,amqprs
 //! # what lapin and amqprs report for routed, returned and nacked messages and a closed connection
 //! cd bench && cargo run --release -- guarantees
 //! # the gateway side alone (gatehouse built with `--features bench`: null output) beside twilight:
@@ -154,6 +156,9 @@ async fn run(args: Args) -> Result<()> {
             // GATEHOUSE_PROFILE of the gatehouse runs (`gatehouse` is the native one), one run
             // per profile and shard count.
             let profiles: Vec<String> = args.list("profiles", "gatehouse")?;
+            // GATEHOUSE_AMQP_CLIENT of the gatehouse runs (issue 13, item 1): one run per
+            // client, each compared with this round's plain lapin publisher.
+            let clients: Vec<String> = args.list("clients", "lapin")?;
             // The twilight-dispatch-style pipeline (needs the `twilight` features), one shard.
             let twilight_dispatch = args.get("twilight-dispatch", "no") == "yes";
             // `--gatehouse a,b`: each gatehouse run once per binary, in this order.
@@ -166,21 +171,25 @@ async fn run(args: Args) -> Result<()> {
             for round in 1..=rounds {
                 println!("-- round {round}");
                 let mut ceiling = None;
+                let mut ceiling_cpu = None;
                 if !skip_ceiling {
                     let corpus = e2e::corpus(&fixture_name, events)?;
                     let run = e2e::plain_lapin(&e2e::dispatch_bodies(&corpus), window).await?;
                     run.print();
                     ceiling = Some(run.steady_rate);
+                    ceiling_cpu = run.cpu_per_million;
                 }
                 let reference = if twilight_dispatch {
                     twilight_dispatch_reference(&fixture_name, events).await?
                 } else {
                     None
                 };
-                for (binary, profile) in binaries
+                let runs: Vec<(&PathBuf, &String, &String)> = binaries
                     .iter()
                     .flat_map(|b| profiles.iter().map(move |p| (b, p)))
-                {
+                    .flat_map(|(b, p)| clients.iter().map(move |c| (b, p, c)))
+                    .collect();
+                for (binary, profile, client) in runs {
                     for &shards in &shard_counts {
                         // The same number of events in total, spread over the shards.
                         let per_shard = (events / shards as usize).max(1);
@@ -191,6 +200,7 @@ async fn run(args: Args) -> Result<()> {
                             shards,
                             compress: &compress,
                             profile,
+                            client,
                             log_dir: &log_dir,
                         })
                         .await?;
@@ -205,6 +215,13 @@ async fn run(args: Args) -> Result<()> {
                                 100.0 * run.steady_rate / ceiling
                             );
                         }
+                        if let (Some(cpu), Some(plain)) = (run.cpu_per_million, ceiling_cpu) {
+                            println!(
+                                "{:<34} {:.2}x this round's plain lapin's CPU per message",
+                                "",
+                                cpu / plain
+                            );
+                        }
                         if let Some((rate, cpu)) = reference {
                             println!(
                                 "{:<34} {:.2}x the twilight-dispatch pipeline's msg/s, {} its CPU per event",
@@ -216,7 +233,8 @@ async fn run(args: Args) -> Result<()> {
                                 }
                             );
                         }
-                        if profile == "gatehouse" && binary == &binaries[0] {
+                        if profile == "gatehouse" && binary == &binaries[0] && client == &clients[0]
+                        {
                             scaling_rows.push((round, shards, run));
                         }
                     }

@@ -162,6 +162,20 @@ pub struct AmqpConfig {
     /// (`proto_core::broker_failover`). `amqp.urls = [..]`, or several URLs separated by
     /// commas in `amqp.url` / `AMQP_URL`.
     pub urls: Vec<SecretUrl>,
+    /// Which AMQP client publishes the events (`amqp.client`, `GATEHOUSE_AMQP_CLIENT`).
+    pub client: AmqpClient,
+}
+
+/// The AMQP client events are published with (issue 13, item 1). Commands, forwarded commands,
+/// dead letters and the topology stay on lapin either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AmqpClient {
+    /// lapin, as always (both binaries).
+    #[default]
+    Lapin,
+    /// amqprs over a second connection of its own (the tokio binary `gatehouse` only).
+    Amqprs,
 }
 
 /// Which output events are published to and commands read from (`[broker]`).

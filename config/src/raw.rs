@@ -83,6 +83,7 @@ pub(crate) enum RawShardIds {
 pub(crate) struct RawAmqp {
     pub(crate) url: Option<String>,
     pub(crate) urls: Option<Vec<String>>,
+    pub(crate) client: Option<crate::model::AmqpClient>,
 }
 
 /// `[broker]`: which output events go to and commands come from (issue 14).

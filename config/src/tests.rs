@@ -1008,3 +1008,26 @@ fn the_queue_type_from_the_file_or_the_environment() {
     assert_eq!(config.profile.queue_type, QueueType::Quorum);
     assert!(Config::load("", env(&[("GATEHOUSE_QUEUE_TYPE", "stream")])).is_err());
 }
+
+/// Issue 13, item 1: `amqp.client` / `GATEHOUSE_AMQP_CLIENT` chooses the client events are
+/// published with; lapin unless set; anything else is an error that names the key.
+#[test]
+fn the_amqp_client_is_lapin_unless_amqprs_is_chosen() {
+    let none = Config::load("", |_| None).unwrap();
+    assert_eq!(none.amqp.client, AmqpClient::Lapin);
+    let file = Config::load("[amqp]\nclient = \"amqprs\"\n", |_| None).unwrap();
+    assert_eq!(file.amqp.client, AmqpClient::Amqprs);
+    let env = |name: &str| (name == "GATEHOUSE_AMQP_CLIENT").then(|| "amqprs".to_owned());
+    assert_eq!(
+        Config::load("[amqp]\nclient = \"lapin\"\n", env)
+            .unwrap()
+            .amqp
+            .client,
+        AmqpClient::Amqprs,
+        "the environment wins"
+    );
+    let err = Config::load("[amqp]\nclient = \"kombu\"\n", |_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("client"), "{err}");
+}

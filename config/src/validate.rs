@@ -501,6 +501,7 @@ pub(crate) fn redis_url_form(url: &str, warnings: &mut Vec<String>) -> Result<St
 /// when both are set (the environment's `AMQP_URL` writes `url`), with a warning.
 fn amqp_urls(raw: RawAmqp, warnings: &mut Vec<String>) -> Result<AmqpConfig, ConfigError> {
     let schemes = &["amqp", "amqps"];
+    let client = raw.client.unwrap_or_default();
     let (key, texts) = match (raw.url, raw.urls) {
         (Some(url), urls) => {
             if urls.is_some() {
@@ -528,6 +529,7 @@ fn amqp_urls(raw: RawAmqp, warnings: &mut Vec<String>) -> Result<AmqpConfig, Con
     Ok(AmqpConfig {
         url: urls[0].clone(),
         urls,
+        client,
     })
 }
 

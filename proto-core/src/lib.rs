@@ -24,6 +24,8 @@
 //! - [`codec`]: transport decompression (zlib-stream, zstd-stream, payload zlib), JSON envelope
 //!   scanning and ETF-to-JSON conversion, with limits against hostile input; JSON-to-ETF for
 //!   what `encoding=etf` connections send.
+//! - [`confirm_tags`]: publisher confirms from raw broker answers (delivery tags, multiple
+//!   acks and nacks, returns matched by key), for the amqprs publish path.
 //! - [`command`]: validation of the gateway packets workers ask to send, for every profile.
 //! - [`command_flow`]: worker commands from the consumer to the shards (per-shard lanes,
 //!   the reconnect rate limit, the verdict on each delivery).
@@ -57,6 +59,7 @@ pub mod cluster;
 pub mod codec;
 pub mod command;
 pub mod command_flow;
+pub mod confirm_tags;
 pub mod identify;
 pub mod intents;
 pub mod outbox;

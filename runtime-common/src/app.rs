@@ -80,6 +80,10 @@ impl Launch {
     }
 
     async fn run_gateway_or_demo<R: Runtime>(self, rt: R) -> anyhow::Result<()> {
+        // Before anything connects: amqprs is refused where it cannot run.
+        if self.config.broker.kind() == gatehouse_config::BrokerKind::Amqp {
+            crate::outputs::check_amqp_client::<R>(self.config.amqp.client)?;
+        }
         let shutdown = wait_for_signal(self.shutdown);
         if self.config.discord.has_token() {
             crate::run(rt, self.config, shutdown).await?;

@@ -5,7 +5,11 @@
 //! of the next address made by `proto_core::broker_failover`), declaring the
 //! [`Topology`] on every (re)connect, the confirm-mode publishing channel and its publisher task
 //! (`publisher`), noticing that the connection is lost, and announcing each new [`Link`] to the
-//! shards through a watch channel. Does not own: which publications exist (the shards' outboxes,
+//! shards through a watch channel. With `amqp.client = "amqprs"` a link is two connections to
+//! the same address: lapin's (topology, command consumers, forwarded commands, dead letters)
+//! and amqprs' for the events (`amqprs_link`); losing either loses the link. The topology is
+//! declared with lapin, once per link, because the command consumers are lapin's and an
+//! exclusive command queue can only be consumed on the connection that declared it. Does not own: which publications exist (the shards' outboxes,
 //! see `outbox`), what a command means (`commands`), or the topology itself (the profile in the
 //! core).
 
@@ -18,7 +22,7 @@ use proto_core::broker_failover::Failover;
 use proto_core::shard::PublishId;
 
 use futures_util::StreamExt;
-use gatehouse_config::SecretUrl;
+use gatehouse_config::{AmqpClient, SecretUrl};
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
@@ -30,7 +34,7 @@ use proto_core::profile::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::output::{Output, OutputClient, ReportSender};
+use crate::output::{Output, OutputClient, OutputError, ReportSender};
 use crate::publisher::{self, PublishRequest};
 use crate::runtime::Runtime;
 
@@ -59,6 +63,9 @@ pub struct Link {
     /// Whether the broker blocks this connection (`connection.blocked`: a resource alarm).
     blocked: std::sync::atomic::AtomicBool,
     wall_clock: WallClock,
+    /// The events connection, when amqprs publishes them (`amqp.client = "amqprs"`).
+    #[cfg(feature = "amqprs")]
+    amqprs: Option<crate::amqprs_link::Publisher>,
 }
 
 impl std::fmt::Debug for Link {
@@ -231,6 +238,7 @@ impl publisher::PublishLink for Link {
     }
 
     type Error = BrokerError;
+    type Confirmation = publisher::LapinConfirmation;
 
     fn ensure_event_topology(
         &self,
@@ -240,15 +248,59 @@ impl publisher::PublishLink for Link {
         Link::ensure_event_topology(self, router, event)
     }
 
-    fn publish_event(
+    async fn publish_event(
         &self,
         publication: &Publication,
-    ) -> impl Future<Output = lapin::Result<PublisherConfirm>> + Send {
+    ) -> Result<publisher::LapinConfirmation, OutputError> {
         Link::publish_event(self, publication)
+            .await
+            .map(publisher::LapinConfirmation)
+            .map_err(|e| OutputError::Client(e.to_string()))
     }
 
     fn forget_event(&self, event: &str) {
         Link::forget_event(self, event);
+    }
+}
+
+/// A link whose events amqprs publishes (its events connection); the per-event topology stays
+/// the lapin connection's.
+#[cfg(feature = "amqprs")]
+struct AmqprsEvents(Arc<Link>);
+
+#[cfg(feature = "amqprs")]
+impl publisher::PublishLink for AmqprsEvents {
+    fn generation(&self) -> u64 {
+        self.0.generation
+    }
+
+    type Error = BrokerError;
+    type Confirmation = crate::amqprs_link::Confirmation;
+
+    fn ensure_event_topology(
+        &self,
+        router: &Router,
+        event: &str,
+    ) -> impl Future<Output = Result<(), BrokerError>> + Send {
+        self.0.ensure_event_topology(router, event)
+    }
+
+    async fn publish_event(
+        &self,
+        publication: &Publication,
+    ) -> Result<crate::amqprs_link::Confirmation, OutputError> {
+        match &self.0.amqprs {
+            Some(events) => {
+                events
+                    .publish_event(publication, (self.0.wall_clock)())
+                    .await
+            }
+            None => Err(OutputError::NotConnected("RabbitMQ (amqprs)")),
+        }
+    }
+
+    fn forget_event(&self, event: &str) {
+        self.0.forget_event(event);
     }
 }
 
@@ -304,6 +356,9 @@ pub struct BrokerSettings {
     pub connection_name: String,
     /// The router, for profiles that declare per event (`Router::needs_event_topology`).
     pub event_router: Option<Router>,
+    /// The client events are published with (`amqp.client`; amqprs needs the feature and a
+    /// tokio runtime: `outputs` refuses it otherwise).
+    pub client: AmqpClient,
 }
 
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -367,15 +422,10 @@ async fn supervise<R: Runtime>(
             }
         };
         let next = match connected {
-            Ok((link, requests)) => {
+            Ok((link, requests, mut client_events)) => {
                 let link = Arc::new(link);
                 let (retire, retired) = oneshot::channel::<()>();
-                rt.spawn(publisher::run(
-                    link.clone(),
-                    requests,
-                    settings.event_router.clone(),
-                    retired,
-                ));
+                spawn_publisher(rt.clone(), &link, requests, &settings, retired);
                 tracing::info!(
                     url = %url,
                     address = index,
@@ -386,7 +436,15 @@ async fn supervise<R: Runtime>(
                 connected_before = true;
                 failover.handle_connected();
                 link_tx.send_replace(Some(link.clone()));
-                let lost = wait_until_lost(&rt, &link, &link_tx, &mut failures, &mut stop).await;
+                let lost = wait_until_lost(
+                    &rt,
+                    &link,
+                    &link_tx,
+                    &mut client_events,
+                    &mut failures,
+                    &mut stop,
+                )
+                .await;
                 link_tx.send_replace(None);
                 drop(retire);
                 crate::metrics::record_amqp_connected(None, false);
@@ -431,6 +489,47 @@ async fn supervise<R: Runtime>(
     link_tx.send_replace(None);
 }
 
+/// Starts `link`'s publisher task, on the client its events go through.
+fn spawn_publisher<R: Runtime>(
+    rt: R,
+    link: &Arc<Link>,
+    requests: mpsc::UnboundedReceiver<PublishRequest>,
+    settings: &BrokerSettings,
+    retired: oneshot::Receiver<()>,
+) {
+    let router = settings.event_router.clone();
+    #[cfg(feature = "amqprs")]
+    if link.amqprs.is_some() {
+        let events = Arc::new(AmqprsEvents(link.clone()));
+        rt.spawn(publisher::run(events, requests, router, retired));
+        return;
+    }
+    rt.spawn(publisher::run(link.clone(), requests, router, retired));
+}
+
+/// What the link's events connection reports, when amqprs publishes the events (nothing
+/// otherwise).
+#[cfg(feature = "amqprs")]
+type ClientEvents = Option<mpsc::UnboundedReceiver<crate::amqprs_link::ClientEvent>>;
+#[cfg(not(feature = "amqprs"))]
+type ClientEvents = ();
+
+/// The next report of the events connection: `Err(reason)` when it ended, `Ok(blocked)` when
+/// the broker blocked or unblocked it. Never resolves without one.
+async fn next_client_event(events: &mut ClientEvents) -> Result<bool, String> {
+    #[cfg(feature = "amqprs")]
+    if let Some(events) = events {
+        use crate::amqprs_link::ClientEvent;
+        return match events.recv().await {
+            Some(ClientEvent::Blocked(blocked)) => Ok(blocked),
+            Some(ClientEvent::Lost(reason)) => Err(reason),
+            None => Err("the amqprs connection's reports ended".into()),
+        };
+    }
+    let _ = events;
+    std::future::pending().await
+}
+
 /// `text` with the secrets of every configured URL scrubbed (an error may quote any of them).
 fn scrub_all(urls: &[SecretUrl], text: &str) -> String {
     urls.iter()
@@ -440,6 +539,13 @@ fn scrub_all(urls: &[SecretUrl], text: &str) -> String {
 /// Closes a connection, giving up after [`CLOSE_TIMEOUT`] (a stalled or blocked broker never
 /// answers; dropping the connection then ends it).
 async fn close<R: Runtime>(rt: &R, link: &Link, code: u16, reason: &str) {
+    #[cfg(feature = "amqprs")]
+    if let Some(events) = &link.amqprs {
+        let closing = events.close(reason);
+        let timeout = rt.sleep(CLOSE_TIMEOUT);
+        futures_util::pin_mut!(closing, timeout);
+        futures_util::future::select(closing, timeout).await;
+    }
     let closing = link.connection.close(code, reason.into());
     let timeout = rt.sleep(CLOSE_TIMEOUT);
     futures_util::pin_mut!(closing, timeout);
@@ -455,6 +561,7 @@ async fn wait_until_lost<R: Runtime>(
     rt: &R,
     link: &Arc<Link>,
     link_tx: &Announce,
+    client_events: &mut ClientEvents,
     failures: &mut mpsc::UnboundedReceiver<u64>,
     stop: &mut watch::Receiver<bool>,
 ) -> String {
@@ -472,28 +579,39 @@ async fn wait_until_lost<R: Runtime>(
             let event = events.next();
             let failure = failures.recv();
             let stopped = stop.wait_for(|s| *s);
-            futures_util::pin_mut!(tick, event, failure, stopped);
-            match select(select(event, failure), select(tick, stopped)).await {
-                Either::Left((Either::Left((Some(lapin::Event::Error(e)), _)), _)) => {
-                    Seen::Lost(e.to_string())
+            let client_event = next_client_event(client_events);
+            futures_util::pin_mut!(tick, event, failure, stopped, client_event);
+            match select(
+                select(select(event, failure), client_event),
+                select(tick, stopped),
+            )
+            .await
+            {
+                Either::Left((Either::Right((Err(reason), _)), _)) => Seen::Lost(reason),
+                Either::Left((Either::Right((Ok(blocked), _)), _)) => {
+                    if blocked {
+                        tracing::warn!("RabbitMQ blocked publishing (amqprs); pausing");
+                    } else {
+                        tracing::info!("RabbitMQ unblocked publishing (amqprs); resuming");
+                    }
+                    Seen::Blocked(blocked)
                 }
-                Either::Left((Either::Left((None, _)), _)) => {
-                    Seen::Lost("the connection's event stream ended".into())
-                }
-                Either::Left((
-                    Either::Left((Some(lapin::Event::ConnectionBlocked(why)), _)),
-                    _,
-                )) => {
-                    tracing::warn!(reason = %why, "RabbitMQ blocked publishing; pausing");
-                    Seen::Blocked(true)
-                }
-                Either::Left((Either::Left((Some(lapin::Event::ConnectionUnblocked), _)), _)) => {
-                    tracing::info!("RabbitMQ unblocked publishing; resuming");
-                    Seen::Blocked(false)
-                }
-                Either::Left((Either::Right((Some(generation), _)), _)) => {
-                    Seen::Failure(generation)
-                }
+                Either::Left((Either::Left((lapin_side, _)), _)) => match lapin_side {
+                    Either::Left((Some(lapin::Event::Error(e)), _)) => Seen::Lost(e.to_string()),
+                    Either::Left((None, _)) => {
+                        Seen::Lost("the connection's event stream ended".into())
+                    }
+                    Either::Left((Some(lapin::Event::ConnectionBlocked(why)), _)) => {
+                        tracing::warn!(reason = %why, "RabbitMQ blocked publishing; pausing");
+                        Seen::Blocked(true)
+                    }
+                    Either::Left((Some(lapin::Event::ConnectionUnblocked), _)) => {
+                        tracing::info!("RabbitMQ unblocked publishing; resuming");
+                        Seen::Blocked(false)
+                    }
+                    Either::Right((Some(generation), _)) => Seen::Failure(generation),
+                    _ => Seen::Nothing,
+                },
                 _ => Seen::Nothing,
             }
         };
@@ -517,6 +635,10 @@ async fn wait_until_lost<R: Runtime>(
         if !link.publish.status().connected() {
             return "the publishing channel closed".into();
         }
+        #[cfg(feature = "amqprs")]
+        if link.amqprs.as_ref().is_some_and(|events| !events.is_open()) {
+            return "the amqprs events connection or its channel closed".into();
+        }
     }
 }
 
@@ -524,7 +646,7 @@ async fn connect<R: Runtime>(
     rt: &R,
     settings: &BrokerSettings,
     url: &SecretUrl,
-) -> Result<(Link, mpsc::UnboundedReceiver<PublishRequest>), BrokerError> {
+) -> Result<(Link, mpsc::UnboundedReceiver<PublishRequest>, ClientEvents), BrokerError> {
     let properties = ConnectionProperties::default()
         .with_connection_name(settings.connection_name.clone().into());
     let connection = Connection::connect_with_config(
@@ -543,6 +665,20 @@ async fn connect<R: Runtime>(
     publish
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
+    #[cfg(feature = "amqprs")]
+    let (amqprs, client_events) = match settings.client {
+        AmqpClient::Amqprs => {
+            let (events, events_rx) = mpsc::unbounded_channel();
+            let name = format!("{} events (amqprs)", settings.connection_name);
+            let publisher = crate::amqprs_link::Publisher::open(url, &name, events)
+                .await
+                .map_err(|e| BrokerError::Connect(format!("amqprs: {e:#}")))?;
+            (Some(publisher), Some(events_rx))
+        }
+        AmqpClient::Lapin => (None, None),
+    };
+    #[cfg(not(feature = "amqprs"))]
+    let client_events = ();
     let (requests, requests_rx) = publisher::channel();
     let clock = rt.clone();
     let link = Link {
@@ -554,8 +690,10 @@ async fn connect<R: Runtime>(
         publisher: requests,
         blocked: Default::default(),
         wall_clock: Arc::new(move || clock.wall_clock()),
+        #[cfg(feature = "amqprs")]
+        amqprs,
     };
-    Ok((link, requests_rx))
+    Ok((link, requests_rx, client_events))
 }
 
 /// Declares exchanges, queues and bindings in order. Returns the (possibly server-generated)
@@ -652,6 +790,16 @@ fn field_table(arguments: &[(String, FieldValue)]) -> FieldTable {
     table
 }
 
+/// The `timestamp` property the profile wants (`None`: no timestamp), from `wall_clock`.
+pub(crate) fn message_timestamp(timestamp: Timestamp, wall_clock: SystemTime) -> Option<u64> {
+    let since_epoch = wall_clock.duration_since(UNIX_EPOCH).unwrap_or_default();
+    match timestamp {
+        Timestamp::None => None,
+        Timestamp::Seconds => Some(since_epoch.as_secs()),
+        Timestamp::Millis => Some(since_epoch.as_millis() as u64),
+    }
+}
+
 /// The lapin properties of a publication, with the timestamp stamped from `wall_clock`.
 pub fn basic_properties(properties: &MessageProperties, wall_clock: SystemTime) -> BasicProperties {
     let mut out =
@@ -662,11 +810,8 @@ pub fn basic_properties(properties: &MessageProperties, wall_clock: SystemTime) 
     if let Some(id) = &properties.message_id {
         out = out.with_message_id(id.as_str().into());
     }
-    let since_epoch = wall_clock.duration_since(UNIX_EPOCH).unwrap_or_default();
-    match properties.timestamp {
-        Timestamp::None => {}
-        Timestamp::Seconds => out = out.with_timestamp(since_epoch.as_secs()),
-        Timestamp::Millis => out = out.with_timestamp(since_epoch.as_millis() as u64),
+    if let Some(timestamp) = message_timestamp(properties.timestamp, wall_clock) {
+        out = out.with_timestamp(timestamp);
     }
     if let Some(ms) = properties.expiration_ms {
         out = out.with_expiration(ms.to_string().into());

@@ -25,6 +25,8 @@
 //! - `publisher`: one task per broker link that publishes the shards' publications and
 //!   reports their confirms (what to publish again, and when, is `proto_core::outbox`'s).
 //! - [`broker`]: the supervised AMQP connection, topology declaration, message properties.
+//! - [`amqprs_link`] (feature `amqprs`, tokio only): the amqprs publish path
+//!   (`amqp.client = "amqprs"`): the link's events connection, its confirms and returns.
 //! - `amqp_commands`: consuming the AMQP command queues (the seam's AMQP command side).
 //! - `commands`: taking worker commands from any output and carrying out the profile's
 //!   decision.
@@ -52,6 +54,8 @@ pub mod advice;
 #[cfg(feature = "jemalloc")]
 mod allocator;
 mod amqp_commands;
+#[cfg(feature = "amqprs")]
+pub mod amqprs_link;
 pub mod app;
 pub mod broker;
 pub mod cli;

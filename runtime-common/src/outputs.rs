@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use gatehouse_config::{BrokerKind, Config};
+use gatehouse_config::{AmqpClient, BrokerKind, Config};
 use proto_core::profile::{BodyEncoding, Router};
 use proto_core::stream_broker::command_streams;
 use tokio::sync::watch;
@@ -73,16 +73,23 @@ impl Outputs {
                 )
                 .map_err(std::io::Error::other)?,
             )),
-            BrokerKind::Amqp => Self::Amqp(broker::start(
-                rt,
-                BrokerSettings {
-                    urls: config.amqp.urls.clone(),
-                    topology: router.topology(),
-                    connection_name: format!("gatehouse shards {owned:?}"),
-                    event_router: router.needs_event_topology().then(|| router.clone()),
-                },
-                stop,
-            )),
+            BrokerKind::Amqp => {
+                check_amqp_client::<R>(config.amqp.client)?;
+                if config.amqp.client == AmqpClient::Amqprs {
+                    tracing::info!("AMQP: events are published with amqprs (amqp.client)");
+                }
+                Self::Amqp(broker::start(
+                    rt,
+                    BrokerSettings {
+                        urls: config.amqp.urls.clone(),
+                        topology: router.topology(),
+                        connection_name: format!("gatehouse shards {owned:?}"),
+                        event_router: router.needs_event_topology().then(|| router.clone()),
+                        client: config.amqp.client,
+                    },
+                    stop,
+                ))
+            }
             BrokerKind::Stdio => {
                 tracing::info!(
                     "output: one JSON line per event on standard output, commands from standard input"
@@ -154,6 +161,19 @@ impl Outputs {
             futures_util::pin_mut!(closed, sleep);
             futures_util::future::select(closed, sleep).await;
         }
+    }
+}
+
+/// Refuses `amqp.client = "amqprs"` where it cannot run: amqprs is tokio-only, so only the
+/// tokio binary (`gatehouse`, built with the `amqprs` feature) publishes with it.
+pub(crate) fn check_amqp_client<R: Runtime>(client: AmqpClient) -> std::io::Result<()> {
+    match client {
+        AmqpClient::Lapin => Ok(()),
+        AmqpClient::Amqprs if cfg!(feature = "amqprs") && R::RUNS_AMQPRS => Ok(()),
+        AmqpClient::Amqprs => Err(std::io::Error::other(
+            "amqp.client = \"amqprs\" (GATEHOUSE_AMQP_CLIENT) needs the tokio binary `gatehouse`: \
+             amqprs runs on tokio only; this binary publishes with lapin (set amqp.client = \"lapin\" or leave it out)",
+        )),
     }
 }
 

@@ -62,11 +62,14 @@ pub(crate) trait PublishLink: Send + Sync + 'static {
         event: &str,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
+    /// A publication's confirm: what the broker answered, or why the link failed first.
+    type Confirmation: Future<Output = Result<Confirm, OutputError>> + Send + 'static;
+
     /// Publishes one event, mandatory; the confirm resolves when the broker answers.
     fn publish_event(
         &self,
         publication: &Publication,
-    ) -> impl Future<Output = lapin::Result<lapin::PublisherConfirm>> + Send;
+    ) -> impl Future<Output = Result<Self::Confirmation, OutputError>> + Send;
 
     /// Forgets that `event`'s per-event topology is declared.
     fn forget_event(&self, event: &str);
@@ -99,6 +102,22 @@ async fn start_in_order<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
     })
     .await;
     outputs.into_iter().flatten().collect()
+}
+
+/// lapin's confirm of one publication, as the publisher wants it: [`classify`]d, with lapin's
+/// error as an [`OutputError`].
+pub(crate) struct LapinConfirmation(pub(crate) lapin::PublisherConfirm);
+
+impl Future for LapinConfirmation {
+    type Output = Result<Confirm, OutputError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|confirmation| {
+            confirmation
+                .map(|c| classify(&c))
+                .map_err(|e| OutputError::Client(e.to_string()))
+        })
+    }
 }
 
 /// What the broker's confirm means. lapin reports a message the broker returned (mandatory,
@@ -154,7 +173,7 @@ pub(crate) async fn run<L: PublishLink>(
                         let (pushed_at, handoff) = (r.pushed_at, &handoff);
                         async move {
                             let result = publish.await;
-                            // lapin has written the frames: Gatehouse's share is done.
+                            // The client has the frames: Gatehouse's share is done.
                             if let Some(at) = pushed_at {
                                 handoff.record(at.elapsed().as_secs_f64());
                             }
@@ -171,11 +190,8 @@ pub(crate) async fn run<L: PublishLink>(
                 let event = request.publication.event().map(str::to_owned);
                 let confirm: ConfirmFuture = Box::pin(async move {
                     let result = match result {
-                        Ok(confirm) => match confirm.await {
-                            Ok(confirmation) => Ok(classify(&confirmation)),
-                            Err(e) => Err(OutputError::Client(e.to_string())),
-                        },
-                        Err(e) => Err(OutputError::Client(e.to_string())),
+                        Ok(confirm) => confirm.await,
+                        Err(e) => Err(e),
                     };
                     if let (Ok(Confirm::Returned), Some(event)) = (&result, &event) {
                         // A queue the profile declares per event may have been deleted:

@@ -45,6 +45,10 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// The `async-rs` runtime kit lapin runs its I/O loop on.
     type AmqpKit: async_rs::traits::RuntimeKit + Send + Sync + Clone + 'static;
 
+    /// Whether this runtime can run amqprs, a tokio-only AMQP client (`amqp.client =
+    /// "amqprs"` is refused on the others).
+    const RUNS_AMQPRS: bool = false;
+
     /// Runs a future in the background.
     fn spawn<F>(&self, future: F)
     where

@@ -72,6 +72,31 @@ pub fn amqp_with(roots: &TlsRoots) -> OwnedTLSConfig {
     }
 }
 
+/// The rustls settings of amqprs' `amqps://` connections (`amqprs_link`): the system's roots
+/// plus the configured CA file, as lapin trusts them.
+#[cfg(feature = "amqprs")]
+pub(crate) fn amqprs_connector(roots: &TlsRoots) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let mut store = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    store.add_parsable_certificates(native.certs);
+    if let Some(pem) = &roots.amqp_ca {
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            store
+                .add(cert.context("the AMQP CA file")?)
+                .context("the AMQP CA file")?;
+        }
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
+}
+
 /// A Redis client for `url` with the process's roots.
 pub fn redis_client(url: &str) -> redis::RedisResult<redis::Client> {
     redis_client_with(url, roots())

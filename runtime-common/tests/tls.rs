@@ -171,7 +171,8 @@ fn start_rabbitmq(files: &Files, tls_port: u16) -> Server {
             .env("HOME", &home)
             .env(
                 "RABBITMQ_NODENAME",
-                format!("gatehouse-tls-{}@localhost", std::process::id()),
+                // One node per test: the TLS tests of lapin and amqprs may run at once.
+                format!("gatehouse-tls-{}-{tls_port}@localhost", std::process::id()),
             )
             .env("RABBITMQ_CONF_ENV_FILE", dir.join("rabbitmq-env.conf"))
             .env("ERL_EPMD_ADDRESS", "127.0.0.1")
@@ -277,5 +278,31 @@ async fn amqps_trusts_the_configured_ca_file() {
     assert!(
         error.to_string().to_lowercase().contains("certificate"),
         "{error}"
+    );
+}
+
+/// The amqprs events connection (`amqp.client = "amqprs"`) trusts the same CA file through
+/// Gatehouse's own rustls settings, and refuses the unknown CA without it.
+#[cfg(feature = "amqprs")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqps_with_amqprs_trusts_the_configured_ca_file() {
+    runtime_common::install_crypto_provider();
+    let dir = std::env::temp_dir().join(format!("gatehouse-amqprs-tls-{}", std::process::id()));
+    let files = certificates(&dir);
+    let port = free_port();
+    let _node = start_rabbitmq(&files, port);
+    let url = format!("amqps://guest:guest@127.0.0.1:{port}/%2f");
+    use runtime_common::amqprs_link::try_connection;
+
+    let roots = TlsRoots::read(Some(&files.ca), None).unwrap();
+    try_connection(&url, &roots)
+        .await
+        .expect("an amqprs TLS connection trusting the configured CA");
+    let error = try_connection(&url, &TlsRoots::default())
+        .await
+        .expect_err("a certificate from an unknown CA was accepted");
+    assert!(
+        format!("{error:#}").to_lowercase().contains("certificate"),
+        "{error:#}"
     );
 }

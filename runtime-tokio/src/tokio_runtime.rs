@@ -16,6 +16,9 @@ impl Runtime for TokioRuntime {
     type WebSocket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
     type AmqpKit = async_rs::Tokio;
 
+    /// amqprs' tasks are tokio tasks: they run on this runtime.
+    const RUNS_AMQPRS: bool = true;
+
     fn spawn<F>(&self, future: F)
     where
         F: Future<Output = ()> + Send + 'static,

@@ -101,21 +101,37 @@ fn sent_sequences(mock: &MockGateway) -> BTreeSet<i64> {
         .collect()
 }
 
+/// One private cluster at a time: three nodes each are all two cores can start in time.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_loses_no_event_and_gatehouse_fails_over_to_the_next_address() {
+    fails_over("lapin").await;
+}
+
+/// The same with `GATEHOUSE_AMQP_CLIENT=amqprs`: the events connection fails over with the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_loses_no_event_and_gatehouse_fails_over_with_amqprs() {
+    fails_over("amqprs").await;
+}
+
+async fn fails_over(client: &str) {
     if !PrivateRabbit::available() {
         eprintln!(
-            "SKIPPED a_killed_node_loses_no_event_and_gatehouse_fails_over_to_the_next_address: \
+            "SKIPPED the failover test ({client}): \
              rabbitmq-server is not installed (no private nodes can be started)"
         );
         return;
     }
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let begun = Instant::now();
-    let cookie = format!("GATEHOUSEFAILOVERTEST{}", std::process::id());
+    let cookie = format!("GATEHOUSEFAILOVERTEST{}{client}", std::process::id());
+    let label = |node: &str| format!("failover-{client}-{node}");
+    let (label_a, label_b, label_c) = (label("a"), label("b"), label("c"));
     let (a, b, c) = tokio::join!(
-        PrivateRabbit::start_with_cookie("failover-a", Some(&cookie)),
-        PrivateRabbit::start_with_cookie("failover-b", Some(&cookie)),
-        PrivateRabbit::start_with_cookie("failover-c", Some(&cookie)),
+        PrivateRabbit::start_with_cookie(&label_a, Some(&cookie)),
+        PrivateRabbit::start_with_cookie(&label_b, Some(&cookie)),
+        PrivateRabbit::start_with_cookie(&label_c, Some(&cookie)),
     );
     let (mut a, mut b, mut c) = (
         a.expect("private node A"),
@@ -162,6 +178,7 @@ async fn a_killed_node_loses_no_event_and_gatehouse_fails_over_to_the_next_addre
         ("REDIS_URL", RedisPrefix::url()),
         ("GATEHOUSE_REDIS_PREFIX", redis.prefix.clone()),
         ("GATEHOUSE_SHARD_COUNT", "1".to_owned()),
+        ("GATEHOUSE_AMQP_CLIENT", client.to_owned()),
     ];
     let mut gatehouse = Gatehouse::start(Path::new(BINARY), &env);
 

@@ -62,6 +62,11 @@ pub const TABLE: EnvTable = EnvTable {
             kind: EnvKind::Text,
         },
         EnvVar {
+            names: &["GATEHOUSE_AMQP_CLIENT"],
+            path: &["amqp", "client"],
+            kind: EnvKind::Text,
+        },
+        EnvVar {
             names: &["GATEHOUSE_QUEUE_TYPE"],
             path: &["profile", "queue_type"],
             kind: EnvKind::Text,

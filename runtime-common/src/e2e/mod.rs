@@ -33,6 +33,7 @@ macro_rules! end_to_end_tests {
     (#[$test:meta] $rt:expr, $binary:expr) => {
         $crate::end_to_end_tests!(@each #[$test] $rt, $binary;
             every_dispatch_arrives_in_order_byte_identical,
+            unroutable_events_are_returned_not_acked,
             a_restarted_process_resumes_with_the_persisted_sequence,
             a_broker_connection_loss_loses_no_event,
             commands_reach_the_shard_and_bad_ones_are_dead_lettered,
@@ -83,7 +84,49 @@ macro_rules! end_to_end_tests {
     };
 }
 
+/// The publish-path scenarios again with `GATEHOUSE_AMQP_CLIENT=amqprs` (issue 13, item 1), for
+/// the binary that runs amqprs (the tokio one):
+/// `amqprs_end_to_end_tests!(#[tokio::test] async_rs::Runtime::tokio_current(), "path/to/binary");`.
+#[macro_export]
+macro_rules! amqprs_end_to_end_tests {
+    (#[$test:meta] $rt:expr, $binary:expr) => {
+        $crate::end_to_end_tests!(@each #[$test] $rt, $binary;
+            every_dispatch_arrives_in_order_byte_identical_amqprs,
+            unroutable_events_are_returned_not_acked_amqprs,
+            a_broker_connection_loss_loses_no_event_amqprs,
+            commands_reach_the_shard_and_bad_ones_are_dead_lettered_amqprs,
+        );
+    };
+}
+
 const TOKEN: &str = "e2e-test-token";
+
+/// The AMQP client a scenario runs the binary with (`GATEHOUSE_AMQP_CLIENT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Client {
+    /// The default: nothing set.
+    Lapin,
+    /// `GATEHOUSE_AMQP_CLIENT=amqprs`: events over a second connection, amqprs'.
+    Amqprs,
+}
+
+impl Client {
+    /// The environment that selects it.
+    fn env(self) -> Vec<(&'static str, String)> {
+        match self {
+            Self::Lapin => Vec::new(),
+            Self::Amqprs => vec![("GATEHOUSE_AMQP_CLIENT", "amqprs".to_owned())],
+        }
+    }
+}
+
+/// The name prefix of the connection the binary publishes events on, with `client`.
+fn events_connection(client: Client) -> &'static str {
+    match client {
+        Client::Lapin => "gatehouse",
+        Client::Amqprs => "gatehouse shards [0] events (amqprs)",
+    }
+}
 
 /// What the test side needs of an `async-rs` runtime.
 pub trait Kit: RuntimeKit + Send + Sync + Clone + 'static {}
@@ -146,6 +189,18 @@ pub async fn every_dispatch_arrives_in_order_byte_identical<K: Kit>(
     rt: async_rs::Runtime<K>,
     binary: &Path,
 ) {
+    every_dispatch_in_order(rt, binary, Client::Lapin).await;
+}
+
+/// The same with the events published by amqprs: on a connection of its own, beside lapin's.
+pub async fn every_dispatch_arrives_in_order_byte_identical_amqprs<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    every_dispatch_in_order(rt, binary, Client::Amqprs).await;
+}
+
+async fn every_dispatch_in_order<K: Kit>(rt: async_rs::Runtime<K>, binary: &Path, client: Client) {
     let vhost = Vhost::create("e2e");
     let redis = RedisPrefix::new("e2e");
     let fixture = Fixture::basic();
@@ -156,6 +211,7 @@ pub async fn every_dispatch_arrives_in_order_byte_identical<K: Kit>(
     let metrics_address = support::free_local_address();
     let mut env = gatehouse_env(&mock, &vhost, &redis);
     env.push(("GATEHOUSE_METRICS_ADDRESS", metrics_address.clone()));
+    env.extend(client.env());
     let mut gatehouse = Gatehouse::start(binary, &env);
 
     // READY plus every fixture event.
@@ -190,10 +246,84 @@ pub async fn every_dispatch_arrives_in_order_byte_identical<K: Kit>(
         &Some(2),
         "persistent per the native profile"
     );
+    let names = vhost.connection_names_once(events_connection(client));
+    assert_eq!(
+        names
+            .iter()
+            .any(|n| n.starts_with(events_connection(Client::Amqprs))),
+        client == Client::Amqprs,
+        "the events connection matches the client: {names:?}"
+    );
     assert!(
         gatehouse.interrupt_and_wait(Duration::from_secs(30)),
         "clean exit on Ctrl-C"
     );
+}
+
+/// With no queue bound for the events the broker returns every one of them (mandatory): each
+/// is counted as returned (`gatehouse_publish_confirms_total{result="unroutable"}`: an ack
+/// taken for a plain one would not be), and the shard goes on (the native profile confirms
+/// unroutable events).
+pub async fn unroutable_events_are_returned_not_acked<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    unroutable_returned(rt, binary, Client::Lapin).await;
+}
+
+/// The same with amqprs publishing: its returns carry no delivery tag and are matched to their
+/// publications by message id.
+pub async fn unroutable_events_are_returned_not_acked_amqprs<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    unroutable_returned(rt, binary, Client::Amqprs).await;
+}
+
+async fn unroutable_returned<K: Kit>(rt: async_rs::Runtime<K>, binary: &Path, client: Client) {
+    let vhost = Vhost::create("unroutable");
+    let redis = RedisPrefix::new("unroutable");
+    let fixture = Fixture::basic();
+    let mut config = MockConfig::for_tests(TOKEN);
+    config.fixture = fixture.clone();
+    let mock = MockGateway::start(config).expect("start the mock gateway");
+    let metrics_address = support::free_local_address();
+    let mut env = gatehouse_env(&mock, &vhost, &redis);
+    env.push(("GATEHOUSE_METRICS_ADDRESS", metrics_address.clone()));
+    env.extend(client.env());
+    let mut gatehouse = Gatehouse::start(binary, &env);
+
+    let count = |text: &str, series: &str| -> u64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .map_or(0, |value| value as u64)
+    };
+    let expected = fixture.len() as u64 + 1;
+    let url = format!("http://{metrics_address}/metrics");
+    let mut metrics = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        metrics = support::http_get(&url);
+        if count(
+            &metrics,
+            "gatehouse_publish_confirms_total{result=\"unroutable\"}",
+        ) >= expected
+        {
+            break;
+        }
+        rt.sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        count(
+            &metrics,
+            "gatehouse_publish_confirms_total{result=\"unroutable\"}"
+        ),
+        expected,
+        "READY and every fixture event returned: {metrics}"
+    );
+    assert!(gatehouse.is_running());
+    assert!(gatehouse.interrupt_and_wait(Duration::from_secs(30)));
 }
 
 /// After a clean stop the session snapshot in Redis holds the last confirmed sequence, and a
@@ -243,6 +373,19 @@ pub async fn a_broker_connection_loss_loses_no_event<K: Kit>(
     rt: async_rs::Runtime<K>,
     binary: &Path,
 ) {
+    connection_loss(rt, binary, Client::Lapin).await;
+}
+
+/// The same with amqprs publishing: the broker closes the amqprs events connection only; the
+/// link is lost (lapin's connection is closed and both reconnect) and nothing is lost.
+pub async fn a_broker_connection_loss_loses_no_event_amqprs<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    connection_loss(rt, binary, Client::Amqprs).await;
+}
+
+async fn connection_loss<K: Kit>(rt: async_rs::Runtime<K>, binary: &Path, client: Client) {
     let vhost = Vhost::create("outage");
     let redis = RedisPrefix::new("outage");
     let fixture = Fixture::basic().repeated(20);
@@ -251,7 +394,9 @@ pub async fn a_broker_connection_loss_loses_no_event<K: Kit>(
     config.rate = ReplayRate::PerSecond(40.0);
     let mock = MockGateway::start(config).expect("start the mock gateway");
     let mut capture = Capture::topic(rt, &vhost.amqp_url(), "gateway").await;
-    let mut gatehouse = Gatehouse::start(binary, &gatehouse_env(&mock, &vhost, &redis));
+    let mut env = gatehouse_env(&mock, &vhost, &redis);
+    env.extend(client.env());
+    let mut gatehouse = Gatehouse::start(binary, &env);
 
     let mut received = Vec::new();
     while received.len() < 20 {
@@ -261,8 +406,8 @@ pub async fn a_broker_connection_loss_loses_no_event<K: Kit>(
             .expect("events flow");
         received.push(delivery);
     }
-    let closed = vhost.close_connections("gatehouse");
-    assert_eq!(closed, 1, "closed the gateway's AMQP connection");
+    let closed = vhost.close_connections(events_connection(client));
+    assert_eq!(closed, 1, "closed the gateway's events connection");
     capture_until_complete(&mut capture, &mock, fixture.len() + 1, &mut received).await;
 
     let sent = mock.recorder().sent_dispatches(0);
@@ -296,7 +441,16 @@ pub async fn commands_reach_the_shard_and_bad_ones_are_dead_lettered<K: Kit>(
     rt: async_rs::Runtime<K>,
     binary: &Path,
 ) {
-    commands_and_dead_letters(rt, binary, "commands", None).await;
+    commands_and_dead_letters(rt, binary, "commands", None, Client::Lapin).await;
+}
+
+/// The same with amqprs publishing the events (commands, forwarded commands and dead letters
+/// stay on lapin's connection).
+pub async fn commands_reach_the_shard_and_bad_ones_are_dead_lettered_amqprs<K: Kit>(
+    rt: async_rs::Runtime<K>,
+    binary: &Path,
+) {
+    commands_and_dead_letters(rt, binary, "commands-amqprs", None, Client::Amqprs).await;
 }
 
 /// With `GATEHOUSE_QUEUE_TYPE=quorum` the command queue and the dead-letter queue Gatehouse
@@ -306,7 +460,7 @@ pub async fn quorum_queues_carry_commands_and_dead_letters<K: Kit>(
     rt: async_rs::Runtime<K>,
     binary: &Path,
 ) {
-    commands_and_dead_letters(rt, binary, "quorum", Some("quorum")).await;
+    commands_and_dead_letters(rt, binary, "quorum", Some("quorum"), Client::Lapin).await;
 }
 
 async fn commands_and_dead_letters<K: Kit>(
@@ -314,6 +468,7 @@ async fn commands_and_dead_letters<K: Kit>(
     binary: &Path,
     tag: &str,
     queue_type: Option<&str>,
+    client: Client,
 ) {
     let vhost = Vhost::create(tag);
     let redis = RedisPrefix::new(tag);
@@ -325,6 +480,7 @@ async fn commands_and_dead_letters<K: Kit>(
     if let Some(queue_type) = queue_type {
         env.push(("GATEHOUSE_QUEUE_TYPE", queue_type.to_owned()));
     }
+    env.extend(client.env());
     let mut gatehouse = Gatehouse::start(binary, &env);
     // READY arrived: the shard is active and the command topology is declared.
     capture.next(Duration::from_secs(30)).await.expect("READY");

@@ -97,6 +97,20 @@ impl Vhost {
         management().queues(&self.name).expect("management API")
     }
 
+    /// Names of the client connections of this vhost once one named `name_prefix...` is
+    /// listed (the management API lists a new connection only after its next statistics
+    /// round), or after 30 s.
+    pub fn connection_names_once(&self, name_prefix: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let names = self.connection_names();
+            if names.iter().any(|n| n.starts_with(name_prefix)) || Instant::now() > deadline {
+                return names;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Names of the client connections of this vhost.
     pub fn connection_names(&self) -> Vec<String> {
         self.connections()
