@@ -36,7 +36,7 @@ enum Answer {
 
 /// Every fourth message goes to a key nobody binds; the others to the full queue.
 fn routing_key(i: usize) -> &'static str {
-    if i % 4 == 0 { "nobody" } else { "full" }
+    if i.is_multiple_of(4) { "nobody" } else { "full" }
 }
 
 fn expected() -> Vec<Answer> {
